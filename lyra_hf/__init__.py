@@ -1,0 +1,36 @@
+"""lyra-hf: Lyra (Ramesh et al., 2025) as a native Hugging Face Transformers model."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+from .configuration_lyra import LyraConfig
+from .modeling_lyra import (
+    LyraForSequenceClassification,
+    LyraForSequenceRegression,
+    LyraForTokenClassification,
+    LyraModel,
+    LyraPreTrainedModel,
+)
+
+
+__version__ = "0.1.0"
+
+AutoConfig.register(LyraConfig.model_type, LyraConfig, exist_ok=True)
+AutoModel.register(LyraConfig, LyraModel, exist_ok=True)
+AutoModelForSequenceClassification.register(LyraConfig, LyraForSequenceClassification, exist_ok=True)
+AutoModelForTokenClassification.register(LyraConfig, LyraForTokenClassification, exist_ok=True)
+
+# `save_pretrained` then writes the code files and an `auto_map`, so checkpoints load with `trust_remote_code=True`
+# where lyra_hf is not installed (LyraPreTrainedModel.save_pretrained completes the map for every head).
+LyraConfig.register_for_auto_class()
+LyraModel.register_for_auto_class("AutoModel")
+LyraForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+LyraForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+
+__all__ = [
+    "LyraConfig",
+    "LyraPreTrainedModel",
+    "LyraModel",
+    "LyraForSequenceClassification",
+    "LyraForSequenceRegression",
+    "LyraForTokenClassification",
+]

@@ -1,0 +1,139 @@
+# Copyright 2026 The lyra-hf authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Lyra configuration"""
+
+from transformers.configuration_utils import PreTrainedConfig
+
+
+POOLING_MODES = ("mean", "max", "first", "last")
+
+
+class LyraConfig(PreTrainedConfig):
+    r"""
+    Configuration of a Lyra model (Ramesh et al., 2025, arXiv:2503.16351): a token embedding, projected gated
+    convolution (PGC) blocks, then pre-normalised S4D layers with residual connections, and a pooled or per-position
+    head. The defaults reproduce the authors' model (`d_model=64`, `d_state=64`, PGC expansions 0.25 and 2, one S4D
+    layer, dropout 0.2).
+
+    Args:
+        vocab_size (`int`, *optional*, defaults to 26):
+            Number of token ids. The default matches `LyraTokenizer()`: 5 special tokens and the 21 protein letters.
+        hidden_size (`int`, *optional*, defaults to 64):
+            Width `d` of the residual stream. Alias: `d_model`.
+        state_size (`int`, *optional*, defaults to 64):
+            State size `N` of each S4D channel; must be even (`N / 2` complex-conjugate pairs). Alias: `d_state`.
+        pgc_expansion_factors (`list[float]`, *optional*, defaults to `[0.25, 2.0]`):
+            One PGC block per entry, each with `int(factor * hidden_size)` gated channels.
+        pgc_kernel_size (`int`, *optional*, defaults to 3):
+            Width of the depthwise convolution inside each PGC block (odd, centred).
+        pgc_residual (`bool`, *optional*, defaults to `False`):
+            Whether to add a residual connection around each PGC block (the authors' model has none).
+        num_s4d_layers (`int`, *optional*, defaults to 1):
+            Number of S4D layers. Aliases: `num_hidden_layers`, `num_s4_layers`.
+        bidirectional (`bool`, *optional*, defaults to `False`):
+            Whether each S4D layer also convolves with an anti-causal kernel (looks at the future of each position).
+        dropout (`float`, *optional*, defaults to 0.2):
+            Dropout probability after each S4D layer and, tied over positions, inside it.
+        dt_min (`float`, *optional*, defaults to 0.001):
+            Lower bound of the log-uniform initialisation of the S4D step size.
+        dt_max (`float`, *optional*, defaults to 0.1):
+            Upper bound of the log-uniform initialisation of the S4D step size.
+        ssm_learning_rate (`float`, *optional*):
+            Learning rate of the S4D parameters `log_dt`, `log_A_real` and `A_imag` (trained with no weight decay).
+            `None` uses the optimizer's learning rate.
+        pooling (`str`, *optional*, defaults to `"mean"`):
+            How sequence heads pool positions: `"mean"`, `"max"`, `"first"` or `"last"`; padding is always ignored.
+        rms_norm_eps (`float`, *optional*, defaults to 1e-08):
+            Epsilon of the RMS normalisations.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of embeddings, linear and convolution weights.
+        pad_token_id (`int`, *optional*, defaults to 0):
+            Id of the padding token.
+
+    Example:
+
+    ```python
+    >>> from lyra_hf import LyraConfig, LyraForSequenceRegression
+
+    >>> configuration = LyraConfig()
+    >>> model = LyraForSequenceRegression(configuration)
+    >>> configuration = model.config
+    ```"""
+
+    model_type = "lyra"
+    attribute_map = {
+        "d_model": "hidden_size",
+        "d_state": "state_size",
+        "num_hidden_layers": "num_s4d_layers",
+        "num_s4_layers": "num_s4d_layers",
+    }
+
+    vocab_size: int = 26
+    hidden_size: int = 64
+    state_size: int = 64
+    pgc_expansion_factors: list[int | float] | tuple[int | float, ...] = (0.25, 2.0)
+    pgc_kernel_size: int = 3
+    pgc_residual: bool = False
+    num_s4d_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.2
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    ssm_learning_rate: float | None = None
+    pooling: str = "mean"
+    rms_norm_eps: float = 1e-8
+    initializer_range: float = 0.02
+    pad_token_id: int | None = 0
+
+    def __post_init__(self, **kwargs):
+        # Lyra is a regression model first (fitness, expression, enrichment): one target unless told otherwise.
+        if self.id2label is None and kwargs.get("num_labels") is None:
+            kwargs["num_labels"] = 1
+        self.pgc_expansion_factors = [float(factor) for factor in self.pgc_expansion_factors]
+        super().__post_init__(**kwargs)
+        # Fail at construction, naming the field, rather than deep inside the model's `__init__`.
+        self.validate_architecture()
+
+    def validate_architecture(self):
+        """Every size and rate must make a working model; raises `ValueError` naming the field and value."""
+        super().validate_architecture()
+        for name in ("vocab_size", "hidden_size", "state_size", "num_s4d_layers", "pgc_kernel_size"):
+            value = getattr(self, name)
+            if value <= 0:
+                raise ValueError(f"`{name}` must be a positive integer, got {value}.")
+        if self.state_size % 2:
+            raise ValueError(
+                f"`state_size` must be even (S4D keeps state_size / 2 complex-conjugate pairs), got {self.state_size}."
+            )
+        if self.pgc_kernel_size % 2 == 0:
+            raise ValueError(f"`pgc_kernel_size` must be odd so the convolution is centred, got {self.pgc_kernel_size}.")
+        for factor in self.pgc_expansion_factors:
+            if int(factor * self.hidden_size) <= 0:
+                raise ValueError(
+                    f"`pgc_expansion_factors` entry {factor} gives {int(factor * self.hidden_size)} channels for "
+                    f"hidden_size={self.hidden_size}; every entry must give at least one."
+                )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1), got {self.dropout}.")
+        if not 0.0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"`dt_min` and `dt_max` must satisfy 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}.")
+        if self.ssm_learning_rate is not None and self.ssm_learning_rate < 0:
+            raise ValueError(f"`ssm_learning_rate` must be non-negative or None, got {self.ssm_learning_rate}.")
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"`pooling` must be one of {POOLING_MODES}, got {self.pooling!r}.")
+        if self.rms_norm_eps <= 0:
+            raise ValueError(f"`rms_norm_eps` must be positive, got {self.rms_norm_eps}.")
+
+
+__all__ = ["LyraConfig"]

@@ -1,0 +1,554 @@
+# Copyright 2026 The lyra-hf authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""PyTorch Lyra model (Ramesh, Siddiqui, Gu, Mitzenmacher, Sabeti, 2025, arXiv:2503.16351).
+
+Self-contained (torch, transformers and the configuration only) so that checkpoints can carry it as remote code.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.modeling_utils import PreTrainedModel
+
+from .configuration_lyra import LyraConfig
+
+
+# The kernel is generated as (L / KERNEL_BLOCK) x KERNEL_BLOCK tiles of a matrix product, so its memory stays
+# O(H * L) instead of the O(H * N * L) of a full Vandermonde tensor (1 GB at L = 65,536 for the default model).
+KERNEL_BLOCK = 64
+
+
+def apply_mask_to_padding_states(hidden_states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero the hidden states of padded positions, so that convolutions never mix them into real ones.
+
+    Args:
+        hidden_states (`torch.Tensor` of shape `(batch_size, sequence_length, channels)`)
+        mask (`torch.Tensor` of shape `(batch_size, sequence_length, 1)`, *optional*): 1 for real tokens, 0 for padding.
+    """
+    if mask is None:
+        return hidden_states
+    return hidden_states * mask.to(hidden_states.dtype)
+
+
+def fft_length(sequence_length: int) -> int:
+    """Smallest length >= 2L - 1 (so the circular convolution is a linear one) whose only prime factors are 2, 3 and
+    5, the sizes that FFT libraries handle fastest. While tracing (`torch.export`, `torch.compile`) the length may be
+    symbolic, so it is 2L there."""
+    if torch.compiler.is_compiling():
+        return 2 * sequence_length
+    target = max(2 * sequence_length - 1, 1)
+    best = 1 << (target - 1).bit_length()
+    power_of_5 = 1
+    while power_of_5 < best:
+        odd_part = power_of_5
+        while odd_part < best:
+            candidate = odd_part
+            while candidate < target:
+                candidate *= 2
+            best = min(best, candidate)
+            odd_part *= 3
+        power_of_5 *= 5
+    return best
+
+
+class LyraRMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float = 1e-8):
+        """Root-mean-square normalisation, computed in float32."""
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+    def extra_repr(self):
+        return f"{self.weight.shape[0]}, eps={self.variance_epsilon}"
+
+
+class LyraPGC(nn.Module):
+    """Projected gated convolution: the explicit second-order (pairwise) interactions of Lyra.
+
+    in_proj (d -> 2E) -> RMSNorm -> split into x, v -> depthwise conv of x -> v * conv(x) -> out_proj (E -> d) -> RMSNorm
+    """
+
+    def __init__(self, config: LyraConfig, expansion_factor: float):
+        super().__init__()
+        self.expanded_size = int(expansion_factor * config.hidden_size)
+        self.in_proj = nn.Linear(config.hidden_size, 2 * self.expanded_size)
+        self.in_norm = LyraRMSNorm(2 * self.expanded_size, eps=config.rms_norm_eps)
+        self.conv = nn.Conv1d(
+            self.expanded_size,
+            self.expanded_size,
+            kernel_size=config.pgc_kernel_size,
+            padding=config.pgc_kernel_size // 2,
+            groups=self.expanded_size,
+        )
+        self.out_proj = nn.Linear(self.expanded_size, config.hidden_size)
+        self.out_norm = LyraRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        Args:
+            hidden_states (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`)
+            mask (`torch.Tensor` of shape `(batch_size, sequence_length, 1)`, *optional*)
+
+        Returns:
+            `torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`
+        """
+        x, v = self.in_norm(self.in_proj(hidden_states)).chunk(2, dim=-1)
+        # The centred convolution looks one step ahead and one behind: padding must be zero there.
+        x = apply_mask_to_padding_states(x, mask)
+        x = self.conv(x.transpose(1, 2)).transpose(1, 2)
+        return self.out_norm(self.out_proj(v * x))
+
+
+class LyraS4DKernel(nn.Module):
+    """Convolution kernel of a diagonal state space model (S4D), one per channel and direction.
+
+    K[h, l] = 2 Re sum_n C'[h, n] exp(dt[h] A[h, n] l),  C' = C (exp(dt A) - 1) / A,  A = -exp(log_A_real) + i A_imag
+    (zero-order-hold discretisation; the conjugate half of the state is implicit in `2 Re`).
+    """
+
+    def __init__(self, config: LyraConfig):
+        super().__init__()
+        num_directions = 2 if config.bidirectional else 1
+        half_state = config.state_size // 2
+        self.log_dt = nn.Parameter(torch.empty(config.hidden_size))
+        # Complex C stored as (real, imaginary) pairs: safetensors and optimizers handle real tensors only.
+        self.C = nn.Parameter(torch.empty(num_directions, config.hidden_size, half_state, 2))
+        self.log_A_real = nn.Parameter(torch.empty(config.hidden_size, half_state))
+        self.A_imag = nn.Parameter(torch.empty(config.hidden_size, half_state))
+
+    def forward(self, sequence_length: int) -> torch.Tensor:
+        """
+        Returns:
+            `torch.Tensor` of shape `(num_directions, hidden_size, sequence_length)`, in at least float32.
+        """
+        dtype = torch.promote_types(self.log_dt.dtype, torch.float32)
+        dt = self.log_dt.to(dtype).exp()[:, None]
+        A_real = -self.log_A_real.to(dtype).exp()
+        A_imag = self.A_imag.to(dtype)
+        dtA_real, dtA_imag = dt * A_real, dt * A_imag
+
+        # C' = C (exp(dt A) - 1) / A, in real arithmetic: (p + iq) / (a + ib) = ((pa + qb) + i(qa - pb)) / (a^2 + b^2)
+        decay = dtA_real.exp()
+        p, q = decay * dtA_imag.cos() - 1, decay * dtA_imag.sin()
+        norm = A_real.square() + A_imag.square()
+        zoh_real, zoh_imag = (p * A_real + q * A_imag) / norm, (q * A_real - p * A_imag) / norm
+        C_real, C_imag = self.C.to(dtype).unbind(-1)
+        C_real, C_imag = C_real * zoh_real - C_imag * zoh_imag, C_real * zoh_imag + C_imag * zoh_real
+
+        # exp(dtA (B q + r)) = exp(dtA B q) exp(dtA r): one real matrix product per channel fills the (q, r) tiles.
+        num_blocks = (sequence_length + KERNEL_BLOCK - 1) // KERNEL_BLOCK
+        block_starts = torch.arange(num_blocks, device=dt.device, dtype=dtype) * KERNEL_BLOCK
+        offsets = torch.arange(KERNEL_BLOCK, device=dt.device, dtype=dtype)
+
+        def powers(steps):  # exp(dtA * steps) as (real, imag), shape (hidden_size, half_state, len(steps))
+            magnitude = (dtA_real[..., None] * steps).exp()
+            phase = dtA_imag[..., None] * steps
+            return magnitude * phase.cos(), magnitude * phase.sin()
+
+        start_real, start_imag = powers(block_starts)
+        offset_real, offset_imag = powers(offsets)
+        # Re((a + ib)(c + id)) = ac - bd, with the left factor carrying C'.
+        left_real = C_real[..., None] * start_real - C_imag[..., None] * start_imag
+        left_imag = C_real[..., None] * start_imag + C_imag[..., None] * start_real
+        left = torch.cat([left_real, -left_imag], dim=-2).transpose(-1, -2)  # (dirs, H, num_blocks, 2 * half_state)
+        right = torch.cat([offset_real, offset_imag], dim=-2)  # (H, 2 * half_state, KERNEL_BLOCK)
+        kernel = 2 * torch.matmul(left, right)  # (dirs, H, num_blocks, KERNEL_BLOCK)
+        return kernel.flatten(-2)[..., :sequence_length]
+
+
+class LyraS4D(nn.Module):
+    """S4D layer: FFT convolution with the SSM kernel, D skip, GELU, dropout, then a GLU-gated position-wise mix."""
+
+    def __init__(self, config: LyraConfig):
+        super().__init__()
+        self.bidirectional = config.bidirectional
+        self.kernel = LyraS4DKernel(config)
+        self.D = nn.Parameter(torch.empty(config.hidden_size))
+        self.activation = nn.GELU()
+        # Dropout tied over positions (whole channels), as in the S4 reference.
+        self.dropout = nn.Dropout1d(config.dropout)
+        self.output_linear = nn.Linear(config.hidden_size, 2 * config.hidden_size)
+        self.glu = nn.GLU(dim=-1)
+
+    def convolve(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The linear SSM: y = K * u + D u, computed with FFTs in (at least) float32 whatever the autocast state.
+
+        Args:
+            hidden_states (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`)
+            mask (`torch.Tensor` of shape `(batch_size, sequence_length, 1)`, *optional*)
+
+        Returns:
+            `torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`, in at least float32.
+        """
+        sequence_length = hidden_states.shape[1]
+        # bf16/fp16 FFTs lose the kernel's long tail, and cuFFT only takes half precision at powers of two.
+        with torch.autocast(device_type=hidden_states.device.type, enabled=False):
+            dtype = torch.promote_types(hidden_states.dtype, torch.float32)
+            u = apply_mask_to_padding_states(hidden_states, mask).to(dtype)
+            kernel = self.kernel(sequence_length).to(dtype)
+            n = fft_length(sequence_length)
+            full_kernel = nn.functional.pad(kernel[0], (0, n - sequence_length))
+            if self.bidirectional:
+                # The anti-causal kernel's lag -(i + 1) sits at index n - (i + 1) of the circular kernel.
+                backward = kernel[1, :, : sequence_length - 1].flip(-1)
+                full_kernel = full_kernel + nn.functional.pad(backward, (n - sequence_length + 1, 0))
+            u_f = torch.fft.rfft(u.transpose(1, 2), n=n)
+            k_f = torch.fft.rfft(full_kernel, n=n)
+            y = torch.fft.irfft(u_f * k_f, n=n)[..., :sequence_length].transpose(1, 2)
+            return y + u * self.D.to(dtype)
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        Args:
+            hidden_states (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`)
+            mask (`torch.Tensor` of shape `(batch_size, sequence_length, 1)`, *optional*)
+
+        Returns:
+            `torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`
+        """
+        y = self.activation(self.convolve(hidden_states, mask))
+        y = self.dropout(y.transpose(1, 2)).transpose(1, 2)
+        return self.glu(self.output_linear(y.to(hidden_states.dtype)))
+
+
+class LyraS4DBlock(GradientCheckpointingLayer):
+    """Pre-norm residual S4D block: h + dropout(S4D(RMSNorm(h)))."""
+
+    def __init__(self, config: LyraConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.norm = LyraRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mixer = LyraS4D(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return hidden_states + self.dropout(self.mixer(self.norm(hidden_states), mask))
+
+
+class LyraPreTrainedModel(PreTrainedModel):
+    config: LyraConfig
+    config_class = LyraConfig
+    base_model_prefix = "lyra"
+    main_input_name = "input_ids"
+    _no_split_modules = ["LyraS4DBlock"]
+    supports_gradient_checkpointing = True
+    # Every Auto class that can load a Lyra directory, so that a checkpoint of any head also loads as remote code
+    # through any of them (transformers records only the saved class by default).
+    _remote_code_auto_map = {
+        "AutoConfig": "configuration_lyra.LyraConfig",
+        "AutoModel": "modeling_lyra.LyraModel",
+        "AutoModelForSequenceClassification": "modeling_lyra.LyraForSequenceClassification",
+        "AutoModelForTokenClassification": "modeling_lyra.LyraForTokenClassification",
+    }
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """Initialise the weights: normal(initializer_range) for embeddings, linear and convolution weights, zero
+        biases, unit norms, and the S4D initialisation of the authors for the SSM (log-uniform dt, A = -1/2 + i pi n,
+        complex standard normal C, standard normal D)."""
+        config = self.config
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Embedding)):
+            init.normal_(module.weight, mean=0.0, std=config.initializer_range)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, LyraRMSNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, LyraS4DKernel):
+            init.uniform_(module.log_dt, math.log(config.dt_min), math.log(config.dt_max))
+            # A complex standard normal has variance 1/2 in each of its real and imaginary parts.
+            init.normal_(module.C, mean=0.0, std=math.sqrt(0.5))
+            init.constant_(module.log_A_real, math.log(0.5))
+            half_state = module.A_imag.shape[-1]
+            init.copy_(module.A_imag, math.pi * torch.arange(half_state, dtype=torch.float32).expand_as(module.A_imag))
+        elif isinstance(module, LyraS4D):
+            init.normal_(module.D, mean=0.0, std=1.0)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        if self._auto_class is not None:
+            self.config.auto_map = {**self._remote_code_auto_map, **(getattr(self.config, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def pool_hidden_states(
+    hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str
+) -> torch.Tensor:
+    """Pool over real positions only.
+
+    Args:
+        hidden_states (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`)
+        attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*)
+        pooling (`str`): `"mean"`, `"max"`, `"first"` or `"last"` (first/last real token, left or right padded).
+
+    Returns:
+        `torch.Tensor` of shape `(batch_size, hidden_size)`
+    """
+    if attention_mask is None:
+        attention_mask = torch.ones(hidden_states.shape[:2], device=hidden_states.device, dtype=torch.long)
+    mask = attention_mask.to(hidden_states.device).bool()
+    if pooling == "mean":
+        weights = mask.to(hidden_states.dtype)[..., None]
+        return (hidden_states * weights).sum(1) / weights.sum(1)
+    if pooling == "max":
+        return hidden_states.masked_fill(~mask[..., None], torch.finfo(hidden_states.dtype).min).amax(1)
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    if pooling == "first":
+        index = positions.masked_fill(~mask, mask.shape[1]).amin(1)
+    else:
+        index = positions.masked_fill(~mask, -1).amax(1)
+    return hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), index]
+
+
+class LyraModel(LyraPreTrainedModel):
+    """The bare Lyra backbone: embedding, PGC blocks, then pre-norm residual S4D layers (no final norm, as in the
+    authors' model). Its `pooler_output` is the masked pooling chosen by `config.pooling`."""
+
+    def __init__(self, config: LyraConfig):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.pgc_layers = nn.ModuleList([LyraPGC(config, factor) for factor in config.pgc_expansion_factors])
+        self.layers = nn.ModuleList([LyraS4DBlock(config, layer_idx=idx) for idx in range(config.num_s4d_layers)])
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings
+
+    def set_input_embeddings(self, new_embeddings):
+        self.embeddings = new_embeddings
+
+    def _validate_inputs(self, input_ids, attention_mask, inputs_embeds):
+        if (input_ids is None) == (inputs_embeds is None):
+            given = "both" if input_ids is not None else "neither"
+            raise ValueError(f"Specify exactly one of `input_ids` or `inputs_embeds`, got {given}.")
+        shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
+        if len(shape) != 2 or (inputs_embeds is not None and inputs_embeds.dim() != 3):
+            raise ValueError(
+                "`input_ids` must have shape (batch_size, sequence_length) and `inputs_embeds` "
+                f"(batch_size, sequence_length, hidden_size), got {tuple(shape)}."
+            )
+        if shape[1] == 0:
+            raise ValueError(f"Empty sequences: the inputs have shape {tuple(shape)}, with sequence length 0.")
+        if attention_mask is not None and tuple(attention_mask.shape) != tuple(shape):
+            raise ValueError(
+                f"`attention_mask` has shape {tuple(attention_mask.shape)} but the inputs have shape {tuple(shape)}."
+            )
+        # Checks on tensor values need concrete tensors: they run in eager mode only, never while tracing.
+        if torch.compiler.is_compiling():
+            return
+        if input_ids is not None:
+            vocab_size = self.embeddings.num_embeddings
+            out_of_range = (input_ids < 0) | (input_ids >= vocab_size)
+            if out_of_range.any():
+                row, col = out_of_range.nonzero()[0].tolist()
+                raise ValueError(
+                    f"`input_ids` contains {input_ids[row, col].item()} at (batch {row}, position {col}), outside the "
+                    f"vocabulary of size {vocab_size}."
+                )
+        if attention_mask is not None:
+            empty_rows = (attention_mask.sum(-1) == 0).nonzero().flatten().tolist()
+            if empty_rows:
+                raise ValueError(f"Empty sequences: `attention_mask` has no real token in batch rows {empty_rows}.")
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | BaseModelOutputWithPooling:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Token ids. Exactly one of `input_ids` and `inputs_embeds` is given.
+            attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+                1 for real tokens, 0 for padding (left or right). Padded positions never influence real ones.
+            inputs_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
+                Embedded tokens, used instead of `input_ids`.
+            output_hidden_states (`bool`, *optional*):
+                Also return the output of the embedding + PGC stage and of each S4D layer.
+            return_dict (`bool`, *optional*):
+                Return a [`~transformers.modeling_outputs.BaseModelOutputWithPooling`] instead of a tuple.
+
+        Returns:
+            `BaseModelOutputWithPooling`: `last_hidden_state` `(batch_size, sequence_length, hidden_size)`,
+            `pooler_output` `(batch_size, hidden_size)`, and `hidden_states`, a tuple of `num_s4d_layers + 1` tensors
+            of shape `(batch_size, sequence_length, hidden_size)` when asked for.
+        """
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self._validate_inputs(input_ids, attention_mask, inputs_embeds)
+
+        hidden_states = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        mask = attention_mask[..., None] if attention_mask is not None else None
+        for pgc in self.pgc_layers:
+            pgc_output = pgc(hidden_states, mask)
+            hidden_states = hidden_states + pgc_output if self.config.pgc_residual else pgc_output
+
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, mask)
+            if output_hidden_states:
+                all_hidden_states = all_hidden_states + (hidden_states,)
+
+        pooled_output = pool_hidden_states(hidden_states, attention_mask, self.config.pooling)
+        if not return_dict:
+            return tuple(v for v in (hidden_states, pooled_output, all_hidden_states) if v is not None)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states, pooler_output=pooled_output, hidden_states=all_hidden_states
+        )
+
+
+class LyraForSequenceClassification(LyraPreTrainedModel):
+    """Lyra with a linear head on the pooled sequence: regression (`num_labels` targets, MSE), single-label
+    (cross-entropy) or multi-label (BCE) classification, chosen by `config.problem_type` as in every transformers
+    sequence classifier."""
+
+    def __init__(self, config: LyraConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.lyra = LyraModel(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels)
+        # The loss is the sequence-classification loss for every face of this head (see LyraForSequenceRegression).
+        self.loss_type = "ForSequenceClassification"
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | SequenceClassifierOutput:
+        r"""
+        Args:
+            labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`, *optional*):
+                Float targets for regression, class indices for single-label and multi-hot floats for multi-label
+                classification.
+
+            See [`LyraModel.forward`] for the other arguments.
+
+        Returns:
+            `SequenceClassifierOutput`: `logits` of shape `(batch_size, num_labels)` and `loss` when `labels` is given.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.lyra(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.score(outputs.pooler_output)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+
+        if not return_dict:
+            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            return ((loss,) + output) if loss is not None else output
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+class LyraForSequenceRegression(LyraForSequenceClassification):
+    """The regression face of [`LyraForSequenceClassification`]: the same modules and weights with
+    `problem_type="regression"` (`num_labels` real-valued targets, MSE loss), so a saved checkpoint also loads with
+    `AutoModelForSequenceClassification`."""
+
+    def __init__(self, config: LyraConfig):
+        config.problem_type = "regression"
+        super().__init__(config)
+
+
+class LyraForTokenClassification(LyraPreTrainedModel):
+    """Lyra with a linear head at every position (per-residue labels such as disorder or secondary structure)."""
+
+    def __init__(self, config: LyraConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.lyra = LyraModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | TokenClassifierOutput:
+        r"""
+        Args:
+            labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Class index per position; -100 and padded positions are ignored by the cross-entropy loss.
+
+            See [`LyraModel.forward`] for the other arguments.
+
+        Returns:
+            `TokenClassifierOutput`: `logits` of shape `(batch_size, sequence_length, num_labels)` and `loss` when
+            `labels` is given.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.lyra(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.classifier(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            if attention_mask is not None:
+                labels = labels.masked_fill(attention_mask.to(labels.device) == 0, -100)
+            loss = self.loss_function(logits=logits, labels=labels, config=self.config)
+
+        if not return_dict:
+            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            return ((loss,) + output) if loss is not None else output
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+__all__ = [
+    "LyraPreTrainedModel",
+    "LyraModel",
+    "LyraForSequenceClassification",
+    "LyraForSequenceRegression",
+    "LyraForTokenClassification",
+]
