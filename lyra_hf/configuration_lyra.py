@@ -105,6 +105,14 @@ class LyraConfig(PreTrainedConfig):
         # Fail at construction, naming the field, rather than deep inside the model's `__init__`.
         self.validate_architecture()
 
+    def to_diff_dict(self) -> dict:
+        # The diff is taken against PreTrainedConfig, whose default is two labels: a saved two-label config would lose
+        # its labels and reload with Lyra's default of one. Always keep the label maps.
+        output = super().to_diff_dict()
+        full = self.to_dict()
+        output.update({key: full[key] for key in ("id2label", "label2id") if full.get(key) is not None})
+        return output
+
     def validate_architecture(self):
         """Every size and rate must make a working model; raises `ValueError` naming the field and value."""
         super().validate_architecture()

@@ -51,12 +51,12 @@ def apply_mask_to_padding_states(hidden_states: torch.Tensor, mask: torch.Tensor
 
 
 def fft_length(sequence_length: int) -> int:
-    """Smallest length >= 2L - 1 (so the circular convolution is a linear one) whose only prime factors are 2, 3 and
-    5, the sizes that FFT libraries handle fastest. While tracing (`torch.export`, `torch.compile`) the length may be
-    symbolic, so it is 2L there."""
+    """Smallest length >= 2L (so the circular convolution of both the causal and the anti-causal kernel is a linear
+    one) whose only prime factors are 2, 3 and 5, the sizes that FFT libraries handle fastest. While tracing
+    (`torch.export`, `torch.compile`) the length may be symbolic, so it is 2L there."""
+    target = 2 * sequence_length
     if torch.compiler.is_compiling():
-        return 2 * sequence_length
-    target = max(2 * sequence_length - 1, 1)
+        return target
     best = 1 << (target - 1).bit_length()
     power_of_5 = 1
     while power_of_5 < best:
@@ -148,39 +148,44 @@ class LyraS4DKernel(nn.Module):
         Returns:
             `torch.Tensor` of shape `(num_directions, hidden_size, sequence_length)`, in at least float32.
         """
-        dtype = torch.promote_types(self.log_dt.dtype, torch.float32)
-        dt = self.log_dt.to(dtype).exp()[:, None]
-        A_real = -self.log_A_real.to(dtype).exp()
-        A_imag = self.A_imag.to(dtype)
-        dtA_real, dtA_imag = dt * A_real, dt * A_imag
+        # The kernel's long, slowly decaying tail needs float32 even under autocast.
+        with torch.autocast(device_type=self.log_dt.device.type, enabled=False):
+            dtype = torch.promote_types(self.log_dt.dtype, torch.float32)
+            dt = self.log_dt.to(dtype).exp()[:, None]
+            A_real = -self.log_A_real.to(dtype).exp()
+            A_imag = self.A_imag.to(dtype)
+            dtA_real, dtA_imag = dt * A_real, dt * A_imag
 
-        # C' = C (exp(dt A) - 1) / A, in real arithmetic: (p + iq) / (a + ib) = ((pa + qb) + i(qa - pb)) / (a^2 + b^2)
-        decay = dtA_real.exp()
-        p, q = decay * dtA_imag.cos() - 1, decay * dtA_imag.sin()
-        norm = A_real.square() + A_imag.square()
-        zoh_real, zoh_imag = (p * A_real + q * A_imag) / norm, (q * A_real - p * A_imag) / norm
-        C_real, C_imag = self.C.to(dtype).unbind(-1)
-        C_real, C_imag = C_real * zoh_real - C_imag * zoh_imag, C_real * zoh_imag + C_imag * zoh_real
+            # C' = C (exp(dt A) - 1) / A, in real arithmetic: (p + iq) / (a + ib) = ((pa + qb) + i(qa - pb)) / (a^2 + b^2)
+            decay = dtA_real.exp()
+            p, q = decay * dtA_imag.cos() - 1, decay * dtA_imag.sin()
+            norm = A_real.square() + A_imag.square()
+            zoh_real, zoh_imag = (p * A_real + q * A_imag) / norm, (q * A_real - p * A_imag) / norm
+            C_real, C_imag = self.C.to(dtype).unbind(-1)
+            C_real, C_imag = C_real * zoh_real - C_imag * zoh_imag, C_real * zoh_imag + C_imag * zoh_real
 
-        # exp(dtA (B q + r)) = exp(dtA B q) exp(dtA r): one real matrix product per channel fills the (q, r) tiles.
-        num_blocks = (sequence_length + KERNEL_BLOCK - 1) // KERNEL_BLOCK
-        block_starts = torch.arange(num_blocks, device=dt.device, dtype=dtype) * KERNEL_BLOCK
-        offsets = torch.arange(KERNEL_BLOCK, device=dt.device, dtype=dtype)
+            def powers(steps):  # exp(dtA * steps) as (real, imag), shape (hidden_size, half_state, len(steps))
+                magnitude = (dtA_real[..., None] * steps).exp()
+                phase = dtA_imag[..., None] * steps
+                return magnitude * phase.cos(), magnitude * phase.sin()
 
-        def powers(steps):  # exp(dtA * steps) as (real, imag), shape (hidden_size, half_state, len(steps))
-            magnitude = (dtA_real[..., None] * steps).exp()
-            phase = dtA_imag[..., None] * steps
-            return magnitude * phase.cos(), magnitude * phase.sin()
+            if torch.compiler.is_compiling():
+                # Tracers cannot prove that the block layout below covers a symbolic length; the direct Vandermonde
+                # product has plain shapes (at O(H * N * L) memory).
+                real, imag = powers(torch.arange(sequence_length, device=dt.device, dtype=dtype))
+                return 2 * (C_real[..., None] * real - C_imag[..., None] * imag).sum(-2)
 
-        start_real, start_imag = powers(block_starts)
-        offset_real, offset_imag = powers(offsets)
-        # Re((a + ib)(c + id)) = ac - bd, with the left factor carrying C'.
-        left_real = C_real[..., None] * start_real - C_imag[..., None] * start_imag
-        left_imag = C_real[..., None] * start_imag + C_imag[..., None] * start_real
-        left = torch.cat([left_real, -left_imag], dim=-2).transpose(-1, -2)  # (dirs, H, num_blocks, 2 * half_state)
-        right = torch.cat([offset_real, offset_imag], dim=-2)  # (H, 2 * half_state, KERNEL_BLOCK)
-        kernel = 2 * torch.matmul(left, right)  # (dirs, H, num_blocks, KERNEL_BLOCK)
-        return kernel.flatten(-2)[..., :sequence_length]
+            # exp(dtA (B q + r)) = exp(dtA B q) exp(dtA r): one real matrix product per channel fills the (q, r) tiles.
+            num_blocks = (sequence_length + KERNEL_BLOCK - 1) // KERNEL_BLOCK
+            start_real, start_imag = powers(torch.arange(num_blocks, device=dt.device, dtype=dtype) * KERNEL_BLOCK)
+            offset_real, offset_imag = powers(torch.arange(KERNEL_BLOCK, device=dt.device, dtype=dtype))
+            # Re((a + ib)(c + id)) = ac - bd, with the left factor carrying C'.
+            left_real = C_real[..., None] * start_real - C_imag[..., None] * start_imag
+            left_imag = C_real[..., None] * start_imag + C_imag[..., None] * start_real
+            left = torch.cat([left_real, -left_imag], dim=-2).transpose(-1, -2)  # (dirs, H, num_blocks, 2 * half_state)
+            right = torch.cat([offset_real, offset_imag], dim=-2)  # (H, 2 * half_state, KERNEL_BLOCK)
+            kernel = 2 * torch.matmul(left, right)  # (dirs, H, num_blocks, KERNEL_BLOCK)
+            return kernel.flatten(-2)[..., :sequence_length]
 
 
 class LyraS4D(nn.Module):
@@ -217,8 +222,7 @@ class LyraS4D(nn.Module):
             full_kernel = nn.functional.pad(kernel[0], (0, n - sequence_length))
             if self.bidirectional:
                 # The anti-causal kernel's lag -(i + 1) sits at index n - (i + 1) of the circular kernel.
-                backward = kernel[1, :, : sequence_length - 1].flip(-1)
-                full_kernel = full_kernel + nn.functional.pad(backward, (n - sequence_length + 1, 0))
+                full_kernel = full_kernel + nn.functional.pad(kernel[1], (0, n - sequence_length)).flip(-1)
             u_f = torch.fft.rfft(u.transpose(1, 2), n=n)
             k_f = torch.fft.rfft(full_kernel, n=n)
             y = torch.fft.irfft(u_f * k_f, n=n)[..., :sequence_length].transpose(1, 2)
