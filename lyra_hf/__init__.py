@@ -1,6 +1,12 @@
 """lyra-hf: Lyra (Ramesh et al., 2025) as a native Hugging Face Transformers model."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
 
 from .configuration_lyra import LyraConfig
 from .modeling_lyra import (
@@ -10,6 +16,7 @@ from .modeling_lyra import (
     LyraModel,
     LyraPreTrainedModel,
 )
+from .tokenization_lyra import LyraTokenizer
 
 
 __version__ = "0.1.0"
@@ -18,6 +25,7 @@ AutoConfig.register(LyraConfig.model_type, LyraConfig, exist_ok=True)
 AutoModel.register(LyraConfig, LyraModel, exist_ok=True)
 AutoModelForSequenceClassification.register(LyraConfig, LyraForSequenceClassification, exist_ok=True)
 AutoModelForTokenClassification.register(LyraConfig, LyraForTokenClassification, exist_ok=True)
+AutoTokenizer.register(LyraConfig, tokenizer_class=LyraTokenizer, exist_ok=True)
 
 # `save_pretrained` then writes the code files and an `auto_map`, so checkpoints load with `trust_remote_code=True`
 # where lyra_hf is not installed (LyraPreTrainedModel.save_pretrained completes the map for every head).
@@ -25,6 +33,7 @@ LyraConfig.register_for_auto_class()
 LyraModel.register_for_auto_class("AutoModel")
 LyraForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 LyraForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+LyraTokenizer.register_for_auto_class("AutoTokenizer")
 
 __all__ = [
     "LyraConfig",
@@ -33,4 +42,5 @@ __all__ = [
     "LyraForSequenceClassification",
     "LyraForSequenceRegression",
     "LyraForTokenClassification",
+    "LyraTokenizer",
 ]

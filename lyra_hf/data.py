@@ -1,0 +1,241 @@
+"""From files to batches: CSV/TSV/FASTA -> `datasets.DatasetDict` -> tokenized splits -> the right collator.
+
+Strict where the tokenizer is lenient: a sequence with a character outside the alphabet, an empty sequence, a missing
+or NaN label, or a per-residue label string of the wrong length is rejected with its split, row number (1-based, header
+excluded) and the offending value.
+"""
+
+import math
+from pathlib import Path
+
+import datasets
+from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+
+
+TASKS = ("regression", "classification", "token-classification")
+FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fna", ".fas")
+SEQUENCE_COLUMN = "sequence"
+LABELS_COLUMN = "labels"
+
+
+def read_fasta(path: str | Path) -> datasets.Dataset:
+    """Read a FASTA file into columns `id`, `sequence` and one column per `key=value` in the headers (numbers where
+    they parse as numbers), e.g. `>P12345 label=0.73 split=train`. Sequence lines are joined without whitespace."""
+    records, header, chunks = [], None, []
+
+    def flush():
+        if header is not None:
+            fields = header.split()
+            record = {"id": fields[0] if fields else ""}
+            for field in fields[1:]:
+                if "=" in field:
+                    key, value = field.split("=", 1)
+                    try:
+                        record[key] = float(value)
+                    except ValueError:
+                        record[key] = value
+            record[SEQUENCE_COLUMN] = "".join(chunks)
+            records.append(record)
+
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, 1):
+            line = line.strip()
+            if line.startswith(">"):
+                flush()
+                header, chunks = line[1:], []
+            elif line:
+                if header is None:
+                    raise ValueError(f"{path}: line {line_number} holds sequence data before any '>' header.")
+                chunks.append("".join(line.split()))
+    flush()
+    if not records:
+        raise ValueError(f"{path}: no FASTA records found.")
+    columns = sorted({key for record in records for key in record}, key=lambda key: (key != "id", key == SEQUENCE_COLUMN, key))
+    return datasets.Dataset.from_dict({key: [record.get(key) for record in records] for key in columns})
+
+
+def read_table(path: str | Path) -> datasets.Dataset:
+    """Read a CSV, TSV or FASTA file into a `datasets.Dataset`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such data file: {path}")
+    suffix = path.suffix.lower()
+    if suffix in FASTA_SUFFIXES:
+        return read_fasta(path)
+    delimiter = "\t" if suffix in (".tsv", ".tab") else ","
+    # Sequences must stay strings even where a column looks numeric (e.g. a DNA column of only "1"s would not).
+    return datasets.load_dataset("csv", data_files=str(path), delimiter=delimiter, split="train", keep_default_na=False, na_values=[""])
+
+
+def _check_columns(dataset: datasets.Dataset, columns: list[str], where: str) -> None:
+    missing = [column for column in columns if column not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{where}: no column {', '.join(map(repr, missing))}; available columns: {dataset.column_names}.")
+
+
+def _is_missing(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("", "nan", "na", "none", "null")
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _check_rows(
+    dataset: datasets.Dataset,
+    sequence_column: str,
+    label_columns: list[str],
+    task: str,
+    where: str,
+    alphabet: str | None,
+    padding_characters: str,
+) -> None:
+    allowed = None
+    if alphabet is not None:
+        allowed = set(alphabet.upper()) | set(alphabet.lower()) | set(padding_characters.upper() + padding_characters.lower())
+    sequences = dataset[sequence_column]
+    labels = {column: dataset[column] for column in label_columns}
+    for row, sequence in enumerate(sequences, 1):
+        compact = "".join(sequence.split()) if isinstance(sequence, str) else ""
+        if not compact:
+            raise ValueError(f"{where}: empty sequence in column {sequence_column!r} at row {row}.")
+        if allowed is not None:
+            for position, character in enumerate(compact, 1):
+                if character not in allowed:
+                    raise ValueError(
+                        f"{where}: row {row} has character {character!r} at position {position}, outside the alphabet "
+                        f"{alphabet!r} (pass unknown='unk' to map it to [UNK])."
+                    )
+        for column, values in labels.items():
+            value = values[row - 1]
+            if _is_missing(value):
+                raise ValueError(f"{where}: missing or NaN label in column {column!r} at row {row}.")
+            if task == "regression" and not _is_number(value):
+                raise ValueError(f"{where}: label {value!r} in column {column!r} at row {row} is not a number.")
+            if task == "token-classification" and len("".join(str(value).split())) != len(compact):
+                raise ValueError(
+                    f"{where}: row {row} has {len(''.join(str(value).split()))} per-residue labels in column "
+                    f"{column!r} for a sequence of {len(compact)} residues."
+                )
+
+
+def load_sequence_dataset(
+    train_file: str | Path,
+    validation_file: str | Path | None = None,
+    test_file: str | Path | None = None,
+    sequence_column: str = SEQUENCE_COLUMN,
+    label_columns: str | list[str] = "label",
+    task: str = "regression",
+    alphabet: str | None = None,
+    padding_characters: str = "",
+    unknown: str = "error",
+    validation_fraction: float = 0.1,
+    seed: int = 42,
+) -> datasets.DatasetDict:
+    """Load sequence files into a `DatasetDict` with splits `train`, `validation` (carved from train with `seed` when
+    no file is given) and `test` (when given), and columns `sequence` and `labels`:
+
+    - regression: `labels` is a list of floats, one per label column (one or more targets);
+    - classification: one label column of class names; `labels` is a `ClassLabel` whose names (sorted) become the
+      model's `id2label`;
+    - token-classification: one label column of per-residue label strings (e.g. `HHEECC`); `labels` is a list of
+      class ids, one per residue, with `ClassLabel` names.
+
+    `alphabet` (the letters, e.g. `LyraTokenizer.letters`) with `unknown="error"` rejects characters outside it;
+    `padding_characters` are allowed and become masked padding in the tokenizer.
+    """
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}.")
+    if unknown not in ("error", "unk"):
+        raise ValueError(f"`unknown` must be 'error' or 'unk', got {unknown!r}.")
+    label_columns = [label_columns] if isinstance(label_columns, str) else list(label_columns)
+    if not label_columns:
+        raise ValueError("At least one label column is needed.")
+    if task != "regression" and len(label_columns) != 1:
+        raise ValueError(f"Task {task!r} takes exactly one label column, got {label_columns}.")
+    if not 0.0 < validation_fraction < 1.0 and validation_file is None:
+        raise ValueError(f"`validation_fraction` must be in (0, 1), got {validation_fraction}.")
+
+    files = {"train": train_file, "validation": validation_file, "test": test_file}
+    splits = {}
+    for split, path in files.items():
+        if path is None:
+            continue
+        dataset = read_table(path)
+        where = f"{split} file {path}"
+        _check_columns(dataset, [sequence_column] + label_columns, where)
+        _check_rows(dataset, sequence_column, label_columns, task, where, alphabet if unknown == "error" else None, padding_characters)
+        splits[split] = dataset
+
+    if "validation" not in splits:
+        carved = splits["train"].train_test_split(test_size=validation_fraction, seed=seed)
+        splits["train"], splits["validation"] = carved["train"], carved["test"]
+
+    label_names = None
+    if task != "regression":
+        column = label_columns[0]
+        if task == "classification":
+            label_names = sorted({str(value) for value in splits["train"][column]})
+        else:
+            label_names = sorted({c for value in splits["train"][column] for c in "".join(str(value).split())})
+        for split, dataset in splits.items():
+            seen = {str(v) for v in dataset[column]} if task == "classification" else {c for v in dataset[column] for c in "".join(str(v).split())}
+            if unseen := seen - set(label_names):
+                raise ValueError(f"{split} split: labels {sorted(unseen)} in column {column!r} never occur in train.")
+
+    def to_model_columns(batch):
+        sequences = ["".join(sequence.split()) for sequence in batch[sequence_column]]
+        if task == "regression":
+            labels = [[float(batch[column][row]) for column in label_columns] for row in range(len(sequences))]
+        elif task == "classification":
+            labels = [label_names.index(str(value)) for value in batch[label_columns[0]]]
+        else:
+            labels = [[label_names.index(c) for c in "".join(str(value).split())] for value in batch[label_columns[0]]]
+        return {SEQUENCE_COLUMN: sequences, LABELS_COLUMN: labels}
+
+    if task == "regression":
+        label_feature = datasets.Sequence(datasets.Value("float32"))
+    elif task == "classification":
+        label_feature = datasets.ClassLabel(names=label_names)
+    else:
+        label_feature = datasets.Sequence(datasets.ClassLabel(names=label_names))
+    features = datasets.Features({SEQUENCE_COLUMN: datasets.Value("string"), LABELS_COLUMN: label_feature})
+    return datasets.DatasetDict(
+        {
+            split: dataset.map(to_model_columns, batched=True, remove_columns=dataset.column_names, features=features)
+            for split, dataset in splits.items()
+        }
+    )
+
+
+def label_names(dataset: datasets.DatasetDict) -> list[str] | None:
+    """Class names of a classification or token-classification `DatasetDict` (for the config's `id2label`)."""
+    feature = dataset["train"].features[LABELS_COLUMN]
+    feature = getattr(feature, "feature", feature)
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+def tokenize_dataset(dataset: datasets.DatasetDict, tokenizer, max_length: int | None = None, num_proc: int | None = None) -> datasets.DatasetDict:
+    """Tokenize the `sequence` column with `Dataset.map(batched=True)` (no padding: the collator pads per batch)."""
+
+    def tokenize(batch):
+        return tokenizer(batch[SEQUENCE_COLUMN], truncation=max_length is not None, max_length=max_length)
+
+    return dataset.map(tokenize, batched=True, remove_columns=[SEQUENCE_COLUMN], num_proc=num_proc)
+
+
+def collator_for(task: str, tokenizer, pad_to_multiple_of: int | None = None):
+    """`DataCollatorForTokenClassification` for per-residue labels (pads labels with -100), else
+    `DataCollatorWithPadding`."""
+    if task == "token-classification":
+        return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+
+
+__all__ = ["TASKS", "read_fasta", "read_table", "load_sequence_dataset", "label_names", "tokenize_dataset", "collator_for"]
