@@ -75,6 +75,7 @@ class LyraTokenizer(TokenizersBackend):
         self.letters = letters
         self.padding_characters = padding_characters
         self.unknown = unknown
+        self._known_characters = set(letters + letters.lower() + padding_characters + padding_characters.lower())
 
         specials = [str(token) for token in (pad_token, unk_token, cls_token, sep_token, mask_token)]
         vocab = {token: index for index, token in enumerate(specials + list(letters))}
@@ -113,13 +114,11 @@ class LyraTokenizer(TokenizersBackend):
 
     def _check_known_characters(self, batch) -> None:
         """With `unknown="error"`, raise on the first character outside the alphabet."""
-        allowed = set(self.letters) | set(self.letters.lower()) | set(self.padding_characters)
-        allowed |= set(self.padding_characters.lower())
         for index, item in enumerate(batch):
             texts = item if isinstance(item, (tuple, list)) else (item,)
             for text in texts:
                 text = "".join(text) if isinstance(text, (tuple, list)) else text
-                unknown = set(text) - allowed
+                unknown = set(text) - self._known_characters
                 unknown = {character for character in unknown if not character.isspace()}
                 if unknown:
                     position = min(text.index(character) for character in unknown)
