@@ -15,9 +15,12 @@
 
 import re
 
+import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
+from transformers.tokenization_utils_base import BatchEncoding, TruncationStrategy
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
+from transformers.utils import PaddingStrategy
 
 
 ALPHABETS = {
@@ -27,6 +30,33 @@ ALPHABETS = {
 }
 UNKNOWN_MODES = ("unk", "error")
 WHITESPACE = re.compile(r"\s")
+NOT_IN_TABLE = -1
+
+
+class LyraBatchEncoding(BatchEncoding):
+    """
+    A `BatchEncoding` made by the lookup-table path. Its `tokenizers.Encoding` objects (behind `tokens()`, `word_ids()`,
+    `char_to_token()`, ...) are computed by the backend on first use, so the common case does not pay for them.
+    """
+
+    _encode_with_backend = None
+    _computed_encodings = None
+
+    def __init__(self, data, encode_with_backend, tensor_type=None):
+        self._encode_with_backend = encode_with_backend
+        super().__init__(data, tensor_type=tensor_type, n_sequences=1)
+
+    @property
+    def _encodings(self):
+        if self._encode_with_backend is not None:
+            self._encodings = self._encode_with_backend()
+        return self._computed_encodings
+
+    @_encodings.setter
+    def _encodings(self, encodings):
+        self._computed_encodings = encodings
+        if encodings is not None:
+            self._encode_with_backend = None
 
 
 class LyraTokenizer(TokenizersBackend):
@@ -36,6 +66,9 @@ class LyraTokenizer(TokenizersBackend):
     The vocabulary is `[PAD]` (id 0), `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]`, then the alphabet's letters. Input is
     case-insensitive, whitespace (as in FASTA files or UniProt's blocks of ten) is dropped, and no special token is
     added to a single sequence (Lyra pools, it needs no CLS); a pair is joined by `[SEP]`.
+
+    Batches made only of the alphabet's letters and padding characters are encoded by a byte lookup table, about 80x
+    faster than the backend and equal to it value for value; all other input goes through the `tokenizers` backend.
 
     Args:
         alphabet (`str`, *optional*, defaults to the 20 canonical amino acids and `X`):
@@ -106,6 +139,15 @@ class LyraTokenizer(TokenizersBackend):
         self._tokenizer.post_processor = processors.TemplateProcessing(
             single="$A", pair=f"$A {self.sep_token} $B:1", special_tokens=[(str(self.sep_token), self.sep_token_id)]
         )
+        # Plain batches of letters skip the backend: one table lookup per byte (see `_encode_with_lookup_table`).
+        self._lookup_table = np.full(128, NOT_IN_TABLE, dtype=np.int64)
+        for character, token_id in [(letter, vocab[letter]) for letter in letters] + [
+            (character, self.pad_token_id) for character in padding_characters
+        ]:
+            for variant in {character, character.lower()}:
+                if variant.isascii() and len(variant) == 1:
+                    self._lookup_table[ord(variant)] = token_id
+        self._vocab_size_without_added_tokens = len(vocab)
 
     @classmethod
     def for_alphabet(cls, alphabet: str, **kwargs) -> "LyraTokenizer":
@@ -129,12 +171,112 @@ class LyraTokenizer(TokenizersBackend):
                     )
 
     def _encode_plus(self, text, text_pair=None, *args, is_split_into_words: bool = False, **kwargs):
+        if not args and text_pair is None and not is_split_into_words:
+            encoded = self._encode_with_lookup_table(text, **kwargs)
+            if encoded is not None:
+                return encoded
         if self.unknown == "error":
             batched = isinstance(text, (list, tuple)) and (not is_split_into_words or isinstance(text[0], (list, tuple)))
             texts = list(text) if batched else [text]
             pairs = list(text_pair) if batched and text_pair is not None else [text_pair]
             self._check_known_characters(texts if text_pair is None else list(zip(texts, pairs)))
         return super()._encode_plus(text, text_pair, *args, is_split_into_words=is_split_into_words, **kwargs)
+
+    def _encode_with_lookup_table(
+        self,
+        text,
+        padding_strategy: PaddingStrategy = PaddingStrategy.DO_NOT_PAD,
+        truncation_strategy: TruncationStrategy = TruncationStrategy.DO_NOT_TRUNCATE,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
+        return_tensors=None,
+        return_attention_mask: bool | None = None,
+        verbose: bool = True,
+        **kwargs,
+    ) -> BatchEncoding | None:
+        """
+        Encode a string or a batch of strings made only of the alphabet's letters and padding characters with a byte
+        lookup table, which is several times faster than the backend's per-string path (see BENCHMARKS.md). Returns
+        `None`, leaving the input to the backend, for everything else: whitespace, other characters, non-ASCII text,
+        added tokens, a template that adds special tokens, and options this path does not produce (offsets,
+        overflow, lengths, special-tokens or token-type masks, strides). The outputs are the backend's, value for value.
+        """
+        unsupported = (
+            kwargs.get("stride", 0)
+            or kwargs.get("return_overflowing_tokens")
+            or kwargs.get("return_special_tokens_mask")
+            or kwargs.get("return_offsets_mapping")
+            or kwargs.get("return_length")
+            or kwargs.get("return_token_type_ids")
+            or truncation_strategy == TruncationStrategy.ONLY_SECOND
+        )
+        is_batched = isinstance(text, (list, tuple))
+        texts = list(text) if is_batched else [text]
+        if (
+            unsupported
+            or not texts
+            or not all(isinstance(item, str) for item in texts)
+            or self._tokenizer.get_vocab_size(with_added_tokens=True) != self._vocab_size_without_added_tokens
+            or self._tokenizer.post_processor.num_special_tokens_to_add(False)
+        ):
+            return None
+        joined = "".join(texts)
+        if not joined.isascii():
+            return None
+        codes = self._lookup_table[np.frombuffer(joined.encode("ascii"), dtype=np.uint8)]
+        if (codes == NOT_IN_TABLE).any():
+            return None
+
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        starts = np.cumsum(lengths) - lengths
+        if truncation_strategy != TruncationStrategy.DO_NOT_TRUNCATE and max_length is not None:
+            if self.truncation_side == "left":
+                starts += np.maximum(lengths - max_length, 0)
+            lengths = np.minimum(lengths, max_length)
+        longest = int(lengths.max())
+        if padding_strategy == PaddingStrategy.LONGEST:
+            width = longest
+        elif padding_strategy == PaddingStrategy.MAX_LENGTH:
+            if max_length is None or longest > max_length:  # the backend leaves longer rows unpadded: let it
+                return None
+            width = max_length
+        else:
+            width = None
+        if width is not None and pad_to_multiple_of:
+            width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+        self._eventual_warn_about_too_long_sequence(range(width or longest), max_length, verbose)
+
+        if width is None:
+            input_ids = [codes[start : start + length].tolist() for start, length in zip(starts, lengths)]
+            attention_mask = [[int(token != self.pad_token_id) for token in ids] for ids in input_ids]
+        else:
+            columns = np.arange(width)
+            shift = width - lengths if (padding_side or self.padding_side) == "left" else np.zeros_like(lengths)
+            inside = (columns >= shift[:, None]) & (columns < (shift + lengths)[:, None])
+            positions = np.clip(starts[:, None] + columns - shift[:, None], 0, max(len(codes) - 1, 0))
+            input_ids = np.where(inside, codes[positions] if len(codes) else self.pad_token_id, self.pad_token_id)
+            attention_mask = (input_ids != self.pad_token_id).astype(np.int64)
+            if return_tensors is None:
+                input_ids, attention_mask = input_ids.tolist(), attention_mask.tolist()
+        data = {"input_ids": input_ids}
+        if return_attention_mask or (return_attention_mask is None and "attention_mask" in self.model_input_names):
+            data["attention_mask"] = attention_mask
+        if not is_batched and return_tensors is None:
+            data = {key: value[0] for key, value in data.items()}
+
+        def encode_with_backend():
+            return super(LyraTokenizer, self)._encode_plus(
+                texts,
+                padding_strategy=padding_strategy,
+                truncation_strategy=truncation_strategy,
+                max_length=max_length,
+                pad_to_multiple_of=pad_to_multiple_of,
+                padding_side=padding_side,
+                verbose=False,
+            ).encodings
+
+        return LyraBatchEncoding(data, encode_with_backend, tensor_type=return_tensors)
 
     def _convert_encoding(self, encoding, *args, **kwargs):
         encoding_dict, encodings = super()._convert_encoding(encoding, *args, **kwargs)

@@ -17,7 +17,9 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")  # the tokenizers backend's thre
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import datasets  # noqa: E402
 import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
 import transformers  # noqa: E402
 from transformers import ByT5Tokenizer, CanineTokenizer  # noqa: E402
 
@@ -28,6 +30,14 @@ def sequences_per_second(tokenizer, sequences, batch_size):
     start = time.perf_counter()
     for offset in range(0, len(sequences), batch_size):
         tokenizer(sequences[offset : offset + batch_size], padding=True, return_tensors="pt")
+    return len(sequences) / (time.perf_counter() - start)
+
+
+def dataset_map_sequences_per_second(tokenizer, sequences, num_proc):
+    """Tokenize a `datasets.Dataset` column as `lyra_hf.data.tokenize_dataset` does (Arrow in and out, no tensors)."""
+    dataset = Dataset.from_dict({"sequence": sequences})
+    start = time.perf_counter()
+    dataset.map(lambda batch: tokenizer(batch["sequence"]), batched=True, num_proc=num_proc, load_from_cache_file=False)
     return len(sequences) / (time.perf_counter() - start)
 
 
@@ -59,10 +69,22 @@ def main():
     rng = random.Random(0)
     letters = "ACDEFGHIKLMNPQRSTVWY"
     sequences = ["".join(rng.choice(letters) for _ in range(args.length)) for _ in range(args.num_sequences)]
-    tokenizers = {"LyraTokenizer": LyraTokenizer(), "CanineTokenizer": CanineTokenizer(), "ByT5Tokenizer": ByT5Tokenizer()}
+    backend_only = LyraTokenizer()
+    backend_only._encode_with_lookup_table = lambda *args, **kwargs: None  # what input with whitespace etc. takes
+    tokenizers = {
+        "LyraTokenizer": LyraTokenizer(),
+        "LyraTokenizer, Rust backend path (input with whitespace or unknown characters)": backend_only,
+        "CanineTokenizer": CanineTokenizer(),
+        "ByT5Tokenizer": ByT5Tokenizer(),
+    }
     for tokenizer in tokenizers.values():  # warm-up
         tokenizer(sequences[:100], padding=True, return_tensors="pt")
     results = {name: sequences_per_second(tok, sequences, args.batch_size) for name, tok in tokenizers.items()}
+    datasets.disable_progress_bars()
+    for num_proc in (1, 2):
+        results[f"LyraTokenizer in Dataset.map(batched=True, num_proc={num_proc})"] = dataset_map_sequences_per_second(
+            LyraTokenizer(), sequences, num_proc
+        )
     results["model training step (default LyraForSequenceRegression, batch 64)"] = training_sequences_per_second(args.length)
 
     lyra = results["LyraTokenizer"]

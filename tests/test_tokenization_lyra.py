@@ -1,3 +1,5 @@
+import random
+
 import pytest
 import torch
 from transformers import AutoTokenizer
@@ -116,3 +118,63 @@ def test_bad_arguments():
         LyraTokenizer(alphabet="dna", padding_characters="A")
     with pytest.raises(ValueError, match="alphabet"):
         LyraTokenizer(alphabet="AAC")
+
+
+def _backend_only(tokenizer):
+    """The same tokenizer with the lookup-table path switched off, so every call goes through the Rust backend."""
+    tokenizer._encode_with_lookup_table = lambda *args, **kwargs: None
+    return tokenizer
+
+
+def _as_lists(encoding):
+    return {key: value.tolist() if hasattr(value, "tolist") else value for key, value in encoding.items()}
+
+
+@pytest.mark.parametrize("padding_characters", ["", "J"])
+def test_lookup_table_path_equals_the_backend(padding_characters):
+    fast = LyraTokenizer(padding_characters=padding_characters)
+    backend = _backend_only(LyraTokenizer(padding_characters=padding_characters))
+    rng = random.Random(0)
+    letters = "ACDEFGHIKLMNPQRSTVWYXacdy" + padding_characters * 3
+    batch = ["".join(rng.choice(letters) for _ in range(rng.randint(0, 40))) for _ in range(9)] + ["", "ACD"]
+    options = [
+        {},
+        {"padding": True},
+        {"padding": "max_length", "max_length": 45},
+        {"padding": True, "pad_to_multiple_of": 8},
+        {"padding": True, "padding_side": "left"},
+        {"padding": True, "truncation": True, "max_length": 17},
+        {"truncation": True, "max_length": 5},
+        {"padding": "max_length", "truncation": True, "max_length": 10, "pad_to_multiple_of": 5},
+        {"padding": True, "return_attention_mask": False},
+    ]
+    for kwargs in options:
+        for return_tensors in (None, "np", "pt"):
+            if return_tensors and not kwargs.get("padding"):
+                continue
+            for truncation_side in ("right", "left"):
+                fast.truncation_side = backend.truncation_side = truncation_side
+                for text in (batch, batch[3]):
+                    expected = backend(text, return_tensors=return_tensors, **kwargs)
+                    actual = fast(text, return_tensors=return_tensors, **kwargs)
+                    assert type(actual).__name__ == "LyraBatchEncoding", (kwargs, return_tensors)
+                    assert _as_lists(actual) == _as_lists(expected), (kwargs, return_tensors, truncation_side)
+                    if return_tensors == "pt":
+                        assert actual["input_ids"].dtype == expected["input_ids"].dtype
+                    # The backend's alignment information is still there, computed when asked for.
+                    assert actual.tokens() == expected.tokens()
+                    assert actual.word_ids() == expected.word_ids()
+
+
+def test_lookup_table_path_leaves_everything_else_to_the_backend():
+    tokenizer = LyraTokenizer()
+    for text in ["AC D", "ACZ", "ACé", "AC[MASK]D"]:
+        assert type(tokenizer(text)).__name__ == "BatchEncoding", text
+    assert type(tokenizer("ACD", return_offsets_mapping=True)).__name__ == "BatchEncoding"
+    assert type(tokenizer("ACD", "EF")).__name__ == "BatchEncoding"
+    with pytest.raises(ValueError, match="'Z' at position 3"):
+        LyraTokenizer(unknown="error")(["ACD", "ACZ"])
+    tokenizer.add_tokens(["CD"])
+    encoding = tokenizer("ACDA")
+    assert type(encoding).__name__ == "BatchEncoding"
+    assert encoding["input_ids"] == [tokenizer.convert_tokens_to_ids(t) for t in ["A", "CD", "A"]]
