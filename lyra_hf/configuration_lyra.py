@@ -56,8 +56,6 @@ class LyraConfig(PreTrainedConfig):
             How sequence heads pool positions: `"mean"`, `"max"`, `"first"` or `"last"`; padding is always ignored.
         rms_norm_eps (`float`, *optional*, defaults to 1e-08):
             Epsilon of the RMS normalisations.
-        initializer_range (`float`, *optional*, defaults to 0.02):
-            Standard deviation of the normal initialisation of embeddings, linear and convolution weights.
         pad_token_id (`int`, *optional*, defaults to 0):
             Id of the padding token.
 
@@ -93,7 +91,6 @@ class LyraConfig(PreTrainedConfig):
     ssm_learning_rate: float | None = None
     pooling: str = "mean"
     rms_norm_eps: float = 1e-8
-    initializer_range: float = 0.02
     pad_token_id: int | None = 0
 
     def __post_init__(self, **kwargs):

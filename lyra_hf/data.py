@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import datasets
+import numpy as np
 from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
 
@@ -67,7 +68,8 @@ def read_table(path: str | Path) -> datasets.Dataset:
     return datasets.load_dataset("csv", data_files=str(path), delimiter=delimiter, split="train", keep_default_na=False, na_values=[""])
 
 
-def _check_columns(dataset: datasets.Dataset, columns: list[str], where: str) -> None:
+def check_columns(dataset: datasets.Dataset, columns: list[str], where: str) -> None:
+    """Raise a `ValueError` naming the missing columns and listing the available ones."""
     missing = [column for column in columns if column not in dataset.column_names]
     if missing:
         raise ValueError(f"{where}: no column {', '.join(map(repr, missing))}; available columns: {dataset.column_names}.")
@@ -87,7 +89,7 @@ def _is_number(value) -> bool:
     return True
 
 
-def _check_rows(
+def check_rows(
     dataset: datasets.Dataset,
     sequence_column: str,
     label_columns: list[str],
@@ -96,6 +98,8 @@ def _check_rows(
     alphabet: str | None,
     padding_characters: str,
 ) -> None:
+    """Raise a `ValueError` with the row number (1-based) for an empty sequence, a character outside `alphabet` (when
+    given) or a missing, NaN or (for regression) non-numeric label, or per-residue labels of the wrong length."""
     allowed = None
     if alphabet is not None:
         allowed = set(alphabet.upper()) | set(alphabet.lower()) | set(padding_characters.upper() + padding_characters.lower())
@@ -169,8 +173,8 @@ def load_sequence_dataset(
             continue
         dataset = read_table(path)
         where = f"{split} file {path}"
-        _check_columns(dataset, [sequence_column] + label_columns, where)
-        _check_rows(dataset, sequence_column, label_columns, task, where, alphabet if unknown == "error" else None, padding_characters)
+        check_columns(dataset, [sequence_column] + label_columns, where)
+        check_rows(dataset, sequence_column, label_columns, task, where, alphabet if unknown == "error" else None, padding_characters)
         splits[split] = dataset
 
     if "validation" not in splits:
@@ -214,6 +218,62 @@ def load_sequence_dataset(
     )
 
 
+def synthetic_fitness_dataset(
+    num_train: int = 6000,
+    num_validation: int = 500,
+    num_test: int = 1000,
+    length: int = 30,
+    seed: int = 0,
+) -> datasets.DatasetDict:
+    """A seeded, synthetic epistatic fitness landscape around a random protein wild type (regression, target
+    `fitness`): each variant carries 1 + Poisson(2) substitutions and its fitness is the sum of additive effects per
+    substitution, pairwise terms for 3 * length interacting position pairs (a term per letter pair) and third-order terms
+    for length // 2 triples of positions (one per triple, when all three are mutated), plus small noise. This is the
+    multilinear polynomial over positions that motivates Lyra; `lyra-train` trains on it when given no data files."""
+    canonical = "ACDEFGHIKLMNPQRSTVWY"
+    rng = np.random.default_rng(seed)
+    wild_type = rng.integers(len(canonical), size=length)
+    additive = rng.normal(0.0, 1.0, (length, len(canonical)))
+    additive[np.arange(length), wild_type] = 0.0
+    pairs = np.array([rng.choice(length, 2, replace=False) for _ in range(3 * length)])
+    pair_terms = rng.normal(0.0, 0.5, (len(pairs), len(canonical), len(canonical)))
+    triples = np.array([rng.choice(length, 3, replace=False) for _ in range(length // 2)])
+    triple_terms = rng.normal(0.0, 1.0, len(triples))
+
+    total = num_train + num_validation + num_test
+    variants, seen = [], {tuple(wild_type)}
+    while len(variants) < total:
+        variant = wild_type.copy()
+        positions = rng.choice(length, min(length, 1 + rng.poisson(2.0)), replace=False)
+        variant[positions] = (wild_type[positions] + rng.integers(1, len(canonical), size=len(positions))) % len(canonical)
+        if tuple(variant) not in seen:
+            seen.add(tuple(variant))
+            variants.append(variant)
+    variants = np.stack(variants)
+    mutated = variants != wild_type
+    fitness = np.where(mutated, additive[np.arange(length), variants], 0.0).sum(1)
+    both = mutated[:, pairs[:, 0]] & mutated[:, pairs[:, 1]]
+    fitness += (both * pair_terms[np.arange(len(pairs)), variants[:, pairs[:, 0]], variants[:, pairs[:, 1]]]).sum(1)
+    fitness += (mutated[:, triples].all(-1) * triple_terms).sum(1)
+    fitness += rng.normal(0.0, 0.1, total)
+
+    letters = np.array(list(canonical))
+    sequences = ["".join(letters[variant]) for variant in variants]
+    features = datasets.Features(
+        {SEQUENCE_COLUMN: datasets.Value("string"), LABELS_COLUMN: datasets.Sequence(datasets.Value("float32"))}
+    )
+    bounds = {"train": (0, num_train), "validation": (num_train, num_train + num_validation), "test": (num_train + num_validation, total)}
+    return datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_dict(
+                {SEQUENCE_COLUMN: sequences[start:end], LABELS_COLUMN: [[float(value)] for value in fitness[start:end]]},
+                features=features,
+            )
+            for split, (start, end) in bounds.items()
+        }
+    )
+
+
 def label_names(dataset: datasets.DatasetDict) -> list[str] | None:
     """Class names of a classification or token-classification `DatasetDict` (for the config's `id2label`)."""
     feature = dataset["train"].features[LABELS_COLUMN]
@@ -238,4 +298,15 @@ def collator_for(task: str, tokenizer, pad_to_multiple_of: int | None = None):
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
 
 
-__all__ = ["TASKS", "read_fasta", "read_table", "load_sequence_dataset", "label_names", "tokenize_dataset", "collator_for"]
+__all__ = [
+    "TASKS",
+    "read_fasta",
+    "read_table",
+    "check_columns",
+    "check_rows",
+    "load_sequence_dataset",
+    "synthetic_fitness_dataset",
+    "label_names",
+    "tokenize_dataset",
+    "collator_for",
+]

@@ -274,14 +274,23 @@ class LyraPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        """Initialise the weights: normal(initializer_range) for embeddings, linear and convolution weights, zero
-        biases, unit norms, and the S4D initialisation of the authors for the SSM (log-uniform dt, A = -1/2 + i pi n,
-        complex standard normal C, standard normal D)."""
+        """Initialise the weights as the authors' model does: PyTorch's default fan-in initialisation, uniform in
+        +-1/sqrt(fan_in), for linear and convolution weights and biases and for the embedding (the one-hot linear
+        encoder it replaces, fan-in = vocab_size); unit norms; and the S4D initialisation for the SSM (log-uniform dt,
+        A = -1/2 + i pi n, complex standard normal C, standard normal D).
+
+        The normal(0.02) initialisation of transformers' language models does not suit Lyra: with embeddings and
+        projections that small the biases drown the input signal after the first RMSNorm, and training at learning
+        rates above 1e-3 collapses to a constant prediction (BENCHMARKS.md, "Initialisation")."""
         config = self.config
-        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Embedding)):
-            init.normal_(module.weight, mean=0.0, std=config.initializer_range)
-            if getattr(module, "bias", None) is not None:
-                init.zeros_(module.bias)
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            bound = 1.0 / math.sqrt(module.weight[0].numel())
+            init.uniform_(module.weight, -bound, bound)
+            if module.bias is not None:
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.Embedding):
+            bound = 1.0 / math.sqrt(module.num_embeddings)
+            init.uniform_(module.weight, -bound, bound)
         elif isinstance(module, LyraRMSNorm):
             init.ones_(module.weight)
         elif isinstance(module, LyraS4DKernel):

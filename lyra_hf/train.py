@@ -1,0 +1,499 @@
+"""`lyra-train`: train Lyra on sequence files (or a built-in synthetic fitness landscape) with Accelerate.
+
+The same command runs on a laptop CPU, one GPU or many processes and nodes:
+
+    lyra-train --train-file train.csv --label-columns fitness --output-dir runs/fitness
+    accelerate launch --num_processes 4 scripts/train.py --train-file train.csv ...
+
+Per epoch: validation metrics (gathered across processes, every sample exactly once), an atomic `accelerator.save_state`
+checkpoint in `OUTPUT_DIR/checkpoints/epoch_NNNN`, and the best epoch so far as a `save_pretrained` model and tokenizer in
+`OUTPUT_DIR/best`. After training, the best model is scored once on the test split and everything lands in
+`OUTPUT_DIR/results.json`. `--resume-from-checkpoint latest` continues a killed run from its last complete epoch and
+ends where the uninterrupted run would have.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+import transformers
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoTokenizer, EvalPrediction, get_scheduler
+
+from . import LyraConfig, LyraForSequenceClassification, LyraForSequenceRegression, LyraForTokenClassification, LyraTokenizer
+from .data import TASKS, collator_for, label_names, load_sequence_dataset, synthetic_fitness_dataset, tokenize_dataset
+from .metrics import classification_metrics, regression_metrics, token_classification_metrics
+
+
+MODEL_CLASSES = {
+    "regression": LyraForSequenceRegression,
+    "classification": LyraForSequenceClassification,
+    "token-classification": LyraForTokenClassification,
+}
+DEFAULT_METRIC = {"regression": "spearmanr", "classification": "f1", "token-classification": "f1"}
+REGRESSION_METRICS = ("spearmanr", "pearsonr", "mse", "r_squared")
+CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews_correlation", "roc_auc")
+LOWER_IS_BETTER = ("mse", "loss")
+SSM_PARAMETER_NAMES = ("log_dt", "log_A_real", "A_imag")
+CHECKPOINTS_DIR = "checkpoints"
+TRAINING_STATE_FILE = "training_state.json"
+SIZE_FLAGS = {
+    "hidden_size": "--hidden-size",
+    "state_size": "--state-size",
+    "num_s4d_layers": "--num-s4d-layers",
+    "bidirectional": "--bidirectional",
+    "dropout": "--dropout",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lyra-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    data = parser.add_argument_group("data (with no file flags: the built-in synthetic fitness landscape)")
+    data.add_argument("--train-file", help="CSV, TSV or FASTA file of training sequences")
+    data.add_argument("--validation-file", help="default: a seeded 10%% split carved from --train-file")
+    data.add_argument("--test-file", help="scored once, with the best epoch's model")
+    data.add_argument("--sequence-column", default="sequence")
+    data.add_argument("--label-columns", default="label", help="comma-separated; several regression targets allowed")
+    data.add_argument("--task", choices=TASKS, default="regression")
+    data.add_argument("--alphabet", default="protein", help="protein, dna, rna or the letters of a custom alphabet")
+    data.add_argument("--padding-characters", default="", help="characters that mean padding in the data, e.g. J")
+    data.add_argument("--max-length", type=int, help="truncate longer sequences to this many tokens")
+    data.add_argument("--max-train-samples", type=int, help="use only the first N training sequences (quick runs)")
+    data.add_argument("--max-eval-samples", type=int, help="use only the first N validation and test sequences")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--config", help="a LyraConfig JSON file, or a local or Hub checkpoint to start from")
+    model.add_argument("--hidden-size", type=int)
+    model.add_argument("--state-size", type=int)
+    model.add_argument("--num-s4d-layers", type=int)
+    model.add_argument("--bidirectional", action="store_true", default=None)
+    model.add_argument("--dropout", type=float)
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=int, default=25)
+    training.add_argument("--batch-size", type=int, default=64, help="per device")
+    training.add_argument("--learning-rate", type=float, default=3e-3)
+    training.add_argument("--weight-decay", type=float, default=0.01)
+    training.add_argument("--lr-scheduler", choices=("cosine", "linear", "constant"), default="cosine")
+    training.add_argument("--warmup-ratio", type=float, default=0.05)
+    training.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    training.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
+    training.add_argument("--metric-for-best-model", help="validation metric that picks the best epoch (default: spearmanr, or f1 for classification)")
+    training.add_argument("--seed", type=int, default=42)
+    training.add_argument("--output-dir", default="lyra-output")
+    training.add_argument("--overwrite-output-dir", action="store_true", help="start afresh in a directory that holds a run")
+    training.add_argument("--resume-from-checkpoint", help="a checkpoint directory, or 'latest' in --output-dir")
+    training.add_argument("--max-train-minutes", type=float, help="stop training after this long and finish the run")
+    training.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in ("epochs", "batch_size", "gradient_accumulation_steps"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.learning_rate <= 0:
+        parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
+    if not 0 <= args.warmup_ratio < 1:
+        parser.error(f"--warmup-ratio must be in [0, 1), got {args.warmup_ratio}")
+    for flag in ("max_length", "max_train_samples", "max_eval_samples"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.train_file is None and (args.validation_file or args.test_file):
+        parser.error("--validation-file and --test-file need --train-file")
+    if args.train_file is None and args.task != "regression":
+        parser.error(f"the built-in synthetic data set is a regression task; --task {args.task} needs --train-file")
+    args.label_columns = [column.strip() for column in args.label_columns.split(",") if column.strip()]
+    args.metric_for_best_model = args.metric_for_best_model or DEFAULT_METRIC[args.task]
+    return args
+
+
+def parameter_groups(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups in the S4D recipe: the SSM parameters (`log_dt`, `log_A_real`, `A_imag`) without weight
+    decay and at `config.ssm_learning_rate` when set; biases, norm weights and other vectors without weight decay; the
+    remaining matrices with `weight_decay`. Works for `Trainer` too (`optimizers=(AdamW(groups), None)`)."""
+    ssm_learning_rate = getattr(model.config, "ssm_learning_rate", None) or learning_rate
+    ssm, no_decay, decay = [], [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if name.rsplit(".", 1)[-1] in SSM_PARAMETER_NAMES:
+            ssm.append(parameter)
+        elif parameter.ndim < 2:
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "lr": learning_rate},
+        {"params": no_decay, "weight_decay": 0.0, "lr": learning_rate},
+        {"params": ssm, "weight_decay": 0.0, "lr": ssm_learning_rate},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+def load_data(args, tokenizer):
+    """The splits (`train`, `validation`, optionally `test`) and the target or class names."""
+    if args.train_file is None:
+        dataset, names = synthetic_fitness_dataset(seed=args.seed), ["fitness"]
+    else:
+        dataset, names = load_files(args, tokenizer)
+    limits = {"train": args.max_train_samples, "validation": args.max_eval_samples, "test": args.max_eval_samples}
+    for split, limit in limits.items():
+        if split in dataset and limit is not None:
+            dataset[split] = dataset[split].select(range(min(limit, len(dataset[split]))))
+    return dataset, names
+
+
+def load_files(args, tokenizer):
+    dataset = load_sequence_dataset(
+        args.train_file,
+        validation_file=args.validation_file,
+        test_file=args.test_file,
+        sequence_column=args.sequence_column,
+        label_columns=args.label_columns,
+        task=args.task,
+        alphabet=tokenizer.letters,
+        padding_characters=tokenizer.padding_characters,
+        seed=args.seed,
+    )
+    return dataset, (args.label_columns if args.task == "regression" else label_names(dataset))
+
+
+def is_checkpoint(path: str) -> bool:
+    """A directory or Hub id holding model weights (rather than a config JSON to start from)."""
+    if path.endswith(".json"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No such config file: {path}")
+        return False
+    if os.path.isdir(path):
+        return any(Path(path, name).exists() for name in ("model.safetensors", "model.safetensors.index.json"))
+    return not os.path.isfile(path)
+
+
+def build_tokenizer(args):
+    if args.config and is_checkpoint(args.config):
+        tokenizer = AutoTokenizer.from_pretrained(args.config)
+        if not isinstance(tokenizer, LyraTokenizer):
+            raise ValueError(f"--config {args.config} holds a {type(tokenizer).__name__}, not a LyraTokenizer.")
+        return tokenizer
+    return LyraTokenizer.for_alphabet(args.alphabet, padding_characters=args.padding_characters)
+
+
+def build_model(args, tokenizer, names: list[str]):
+    """A fresh model from flags (or a config JSON), or a checkpoint to fine-tune with a head for this task's labels."""
+    model_class = MODEL_CLASSES[args.task]
+    labels = {"id2label": dict(enumerate(names)), "label2id": {name: index for index, name in enumerate(names)}}
+    sizes = {field: getattr(args, field) for field in SIZE_FLAGS if getattr(args, field) is not None}
+    if args.config and is_checkpoint(args.config):
+        if sizes:
+            flags = ", ".join(SIZE_FLAGS[field] for field in sizes)
+            raise ValueError(f"{flags} cannot resize the pretrained checkpoint {args.config}; drop them or start from a config JSON.")
+        config = AutoConfig.from_pretrained(args.config, num_labels=len(names), **labels)
+        # A new task gets a new head: weights of a head with another number of outputs are not loaded.
+        return model_class.from_pretrained(args.config, config=config, ignore_mismatched_sizes=True)
+    config = LyraConfig.from_json_file(args.config) if args.config else LyraConfig()
+    for field, value in {**sizes, "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}.items():
+        setattr(config, field, value)
+    config.num_labels = len(names)
+    config.id2label, config.label2id = labels["id2label"], labels["label2id"]
+    config.validate_architecture()
+    return model_class(config)
+
+
+def metrics_for(task: str, names: list[str]):
+    if task == "regression":
+        return regression_metrics(names)
+    return classification_metrics() if task == "classification" else token_classification_metrics()
+
+
+def evaluate(model, dataloader, accelerator, compute_metrics, task: str, description: str) -> dict:
+    """Metrics of `model` on a (prepared) dataloader; predictions are gathered across processes with
+    `gather_for_metrics`, which drops the samples the last batch repeats to even out the processes."""
+    model.eval()
+    predictions, references = [], []
+    for batch in tqdm(dataloader, desc=description, leave=False, disable=not accelerator.is_local_main_process):
+        labels = batch.pop("labels")
+        with torch.no_grad():
+            logits = model(**batch).logits.float()
+        if task == "token-classification":
+            # Batches differ in length across processes: pad before gathering, then keep the labelled positions.
+            logits = accelerator.pad_across_processes(logits, dim=1)
+            labels = accelerator.pad_across_processes(labels, dim=1, pad_index=-100)
+        logits, labels = accelerator.gather_for_metrics((logits, labels))
+        if task == "token-classification":
+            keep = labels != -100
+            logits, labels = logits[keep][:, None, :], labels[keep][:, None]
+        predictions.append(logits.cpu().numpy())
+        references.append(labels.cpu().numpy())
+    predictions, references = np.concatenate(predictions), np.concatenate(references)
+    results = compute_metrics(EvalPrediction(predictions=predictions, label_ids=references))
+    results["num_residues" if task == "token-classification" else "num_samples"] = int(len(references))
+    return {key: float(value) if isinstance(value, (float, np.floating)) else value for key, value in results.items()}
+
+
+def check_metric_name(args, names: list[str]) -> None:
+    if args.task == "regression":
+        available = list(REGRESSION_METRICS)
+        if len(names) > 1:
+            available += [f"{metric}_{name}" for metric in REGRESSION_METRICS for name in names]
+    else:
+        available = list(CLASSIFICATION_METRICS)
+    if args.metric_for_best_model not in available:
+        raise ValueError(f"--metric-for-best-model {args.metric_for_best_model!r} is not among the validation metrics {available}.")
+
+
+def is_better(value: float, best: float | None, metric: str) -> bool:
+    if best is None:
+        return True
+    return value < best if metric in LOWER_IS_BETTER else value > best
+
+
+def atomic_write_json(path: Path, content: dict) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(content, stream, indent=2)
+    os.replace(temporary, path)
+
+
+def replace_directory(temporary: Path, final: Path) -> None:
+    """Move a completely written directory into place; an old one is removed only after the new one is in place."""
+    if final.exists():
+        retired = final.with_name(f".{final.name}.old")
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(final, retired)
+        os.replace(temporary, final)
+        shutil.rmtree(retired)
+    else:
+        os.replace(temporary, final)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint (incomplete ones are written under a temporary name and never match)."""
+    checkpoints = sorted(Path(output_dir, CHECKPOINTS_DIR).glob("epoch_[0-9][0-9][0-9][0-9]"))
+    checkpoints = [path for path in checkpoints if (path / TRAINING_STATE_FILE).is_file()]
+    return checkpoints[-1] if checkpoints else None
+
+
+def save_checkpoint(accelerator, output_dir: Path, epoch: int, state: dict, keep: int = 2) -> None:
+    """`accelerator.save_state` into a temporary directory, renamed once every process has written its part, so that
+    a run killed while saving leaves the previous checkpoint as the latest."""
+    final = output_dir / CHECKPOINTS_DIR / f"epoch_{epoch:04d}"
+    temporary = final.with_name(f".{final.name}.tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        atomic_write_json(temporary / TRAINING_STATE_FILE, state)
+        replace_directory(temporary, final)
+        for old in sorted(final.parent.glob("epoch_[0-9][0-9][0-9][0-9]"))[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def save_best(accelerator, model, tokenizer, output_dir: Path) -> None:
+    if accelerator.is_main_process:
+        temporary = output_dir / ".best.tmp"
+        shutil.rmtree(temporary, ignore_errors=True)
+        accelerator.unwrap_model(model).save_pretrained(temporary)
+        tokenizer.save_pretrained(temporary)
+        replace_directory(temporary, output_dir / "best")
+    accelerator.wait_for_everyone()
+
+
+def check_output_dir(args, output_dir: Path) -> None:
+    holds_a_run = (output_dir / "results.json").exists() or (output_dir / CHECKPOINTS_DIR).exists()
+    if holds_a_run and not args.resume_from_checkpoint and not args.overwrite_output_dir:
+        raise ValueError(
+            f"--output-dir {output_dir} already holds a run; pass --resume-from-checkpoint latest to continue it or "
+            "--overwrite-output-dir to start afresh."
+        )
+
+
+@dataclass
+class TrainingRun:
+    """What `train` leaves behind: the results written to results.json, the trained model (unwrapped, best epoch's
+    weights not loaded) and the accelerator."""
+
+    results: dict
+    model: torch.nn.Module
+    accelerator: Accelerator
+
+
+def train(args: argparse.Namespace) -> TrainingRun:
+    output_dir = Path(args.output_dir)
+    # Several processes on a machine without an accelerator (e.g. `accelerate launch --multi_gpu --num_processes 2` or
+    # torchrun on CPUs): accelerate forms the gloo process group only when told to use the CPU, and would otherwise
+    # run independent copies of the training.
+    several_processes_on_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
+    accelerator = Accelerator(
+        cpu=several_processes_on_cpu,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    if accelerator.is_main_process:
+        check_output_dir(args, output_dir)
+        if args.overwrite_output_dir and not args.resume_from_checkpoint:
+            shutil.rmtree(output_dir / CHECKPOINTS_DIR, ignore_errors=True)
+        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    set_seed(args.seed)
+
+    tokenizer = build_tokenizer(args)
+    with accelerator.main_process_first():
+        dataset, names = load_data(args, tokenizer)
+        tokenized = tokenize_dataset(dataset, tokenizer, max_length=args.max_length)
+    if "test" not in tokenized and accelerator.is_main_process:
+        print("lyra-train: no --test-file; results.json will have no test metrics.", file=sys.stderr)
+    check_metric_name(args, names)
+    model = build_model(args, tokenizer, names)
+    collator = collator_for(args.task, tokenizer)
+    loaders = {
+        split: DataLoader(
+            tokenized[split],
+            batch_size=args.batch_size,
+            shuffle=split == "train",
+            collate_fn=collator,
+            num_workers=args.num_workers,
+        )
+        for split in tokenized
+    }
+    optimizer = torch.optim.AdamW(parameter_groups(model, args.learning_rate, args.weight_decay))
+    steps_per_epoch = math.ceil(len(loaders["train"]) / accelerator.num_processes / args.gradient_accumulation_steps)
+    scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer,
+        num_warmup_steps=int(args.warmup_ratio * args.epochs * steps_per_epoch) * accelerator.num_processes,
+        num_training_steps=args.epochs * steps_per_epoch * accelerator.num_processes,
+    )
+    model, optimizer, scheduler, train_loader, *eval_loaders = accelerator.prepare(
+        model, optimizer, scheduler, loaders["train"], *[loaders[split] for split in loaders if split != "train"]
+    )
+    eval_loaders = dict(zip([split for split in loaders if split != "train"], eval_loaders))
+    compute_metrics = metrics_for(args.task, names)
+
+    state = {"epoch": 0, "best_epoch": None, "best_metric": None, "history": [], "train_seconds": 0.0, "train_samples": 0}
+    if args.resume_from_checkpoint:
+        checkpoint = latest_checkpoint(output_dir) if args.resume_from_checkpoint == "latest" else Path(args.resume_from_checkpoint)
+        if checkpoint is None:
+            if accelerator.is_main_process:
+                print(f"lyra-train: no checkpoint in {output_dir / CHECKPOINTS_DIR} yet; starting from scratch.", file=sys.stderr)
+        elif not (checkpoint / TRAINING_STATE_FILE).is_file():
+            raise ValueError(f"--resume-from-checkpoint {checkpoint} is not a complete lyra-train checkpoint (no {TRAINING_STATE_FILE}).")
+        else:
+            accelerator.load_state(str(checkpoint))
+            state = json.loads((checkpoint / TRAINING_STATE_FILE).read_text())
+            if accelerator.is_main_process:
+                print(f"lyra-train: resumed from {checkpoint} after epoch {state['epoch']}.", file=sys.stderr)
+
+    deadline = time.monotonic() + 60 * args.max_train_minutes if args.max_train_minutes else None
+    stopped_early = False
+    for epoch in range(state["epoch"] + 1, args.epochs + 1):
+        model.train()
+        train_loader.set_epoch(epoch)
+        started = time.perf_counter()
+        samples = 0
+        progress = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_local_main_process)
+        for batch in progress:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            samples += len(batch["input_ids"]) * accelerator.num_processes
+            progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if deadline is not None and time.monotonic() > deadline:
+                accelerator.set_trigger()
+            if accelerator.check_trigger():  # every process stops at the same step
+                stopped_early = True
+                break
+        state["train_seconds"] += time.perf_counter() - started
+        state["train_samples"] += samples
+
+        metrics = evaluate(model, eval_loaders["validation"], accelerator, compute_metrics, args.task, "validation")
+        if args.metric_for_best_model not in metrics:  # AUROC is left out when a class is missing from validation
+            raise ValueError(f"--metric-for-best-model {args.metric_for_best_model!r} is not among the validation metrics {sorted(metrics)}.")
+        state["history"].append({"epoch": epoch, **metrics})
+        if accelerator.is_main_process:
+            shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if isinstance(value, float))
+            tqdm.write(f"epoch {epoch}: validation {shown}")
+        if is_better(metrics[args.metric_for_best_model], state["best_metric"], args.metric_for_best_model):
+            state["best_epoch"], state["best_metric"] = epoch, metrics[args.metric_for_best_model]
+            save_best(accelerator, model, tokenizer, output_dir)
+        state["epoch"] = epoch
+        save_checkpoint(accelerator, output_dir, epoch, state)
+        if stopped_early:
+            if accelerator.is_main_process:
+                print(f"lyra-train: --max-train-minutes {args.max_train_minutes} reached in epoch {epoch}.", file=sys.stderr)
+            break
+
+    best_model = accelerator.prepare_model(MODEL_CLASSES[args.task].from_pretrained(output_dir / "best"), evaluation_mode=True)
+    results = {
+        "validation": next(entry for entry in state["history"] if entry["epoch"] == state["best_epoch"]),
+        "test": (
+            evaluate(best_model, eval_loaders["test"], accelerator, compute_metrics, args.task, "test")
+            if "test" in eval_loaders
+            else None
+        ),
+        "best_epoch": state["best_epoch"],
+        "metric_for_best_model": args.metric_for_best_model,
+        "history": state["history"],
+        "num_parameters": accelerator.unwrap_model(model).num_parameters(),
+        "num_processes": accelerator.num_processes,
+        "train_seconds": state["train_seconds"],
+        "samples_per_second": state["train_samples"] / state["train_seconds"] if state["train_seconds"] else None,
+        "stopped_early": stopped_early,
+    }
+    if accelerator.is_main_process:
+        atomic_write_json(output_dir / "results.json", results)
+    accelerator.wait_for_everyone()
+    return TrainingRun(results=results, model=accelerator.unwrap_model(model), accelerator=accelerator)
+
+
+def quiet_library_progress_bars() -> None:
+    """The command shows its own progress; the libraries' bars (CSV parsing, weight loading) are noise in its output."""
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    quiet_library_progress_bars()
+    try:
+        run = train(args)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        print(f"lyra-train: error: {error}", file=sys.stderr)
+        return 1
+    if run.accelerator.is_main_process:
+        summary = run.results["test"] or run.results["validation"]
+        split = "test" if run.results["test"] else "validation"
+        print(
+            f"best epoch {run.results['best_epoch']}: {split} {run.results['metric_for_best_model']} "
+            f"{summary[run.results['metric_for_best_model']]:.4f}; model and tokenizer in {Path(args.output_dir, 'best')}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from lyra_hf import (
+    LyraConfig,
+    LyraForSequenceClassification,
+    LyraForSequenceRegression,
+    LyraForTokenClassification,
+    LyraModel,
+    LyraTokenizer,
+)
+from lyra_hf.predict import length_buckets, main
+
+
+SEQUENCES = ["ACDEFGHIK", "MNPQ", "RSTVWYACDEFGHIKLMN", "AC", "KLMNPQRSTV", "W" * 25, "ACJJ"]
+
+
+def save_checkpoint(path, model_class, **config):
+    torch.manual_seed(0)
+    tokenizer = LyraTokenizer(padding_characters="J")
+    model = model_class(LyraConfig(hidden_size=16, state_size=8, dropout=0.0, **config)).eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return model, tokenizer
+
+
+def write_input(path, sequences=SEQUENCES):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "sequence"])
+        writer.writerows((f"s{index}", sequence) for index, sequence in enumerate(sequences))
+    return path
+
+
+def read_output(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def one_at_a_time(model, tokenizer, sequence):
+    with torch.no_grad():
+        return model(**tokenizer(sequence, return_tensors="pt")).logits[0]
+
+
+def test_length_buckets_cover_every_index_once_in_length_order():
+    lengths = [5, 1, 9, 3, 3, 7, 2]
+    buckets = length_buckets(lengths, 3)
+    assert sorted(np.concatenate(buckets).tolist()) == list(range(len(lengths)))
+    assert [lengths[i] for i in np.concatenate(buckets)] == sorted(lengths)
+
+
+def test_regression_round_trip_with_several_targets(tmp_path):
+    model, tokenizer = save_checkpoint(
+        tmp_path / "model", LyraForSequenceRegression, num_labels=2, id2label={0: "binding", 1: "expression"}
+    )
+    output = tmp_path / "out.csv"
+    assert main(["--model", str(tmp_path / "model"), "--input", str(write_input(tmp_path / "in.csv")), "--output", str(output), "--batch-size", "3"]) == 0
+    rows = read_output(output)
+    assert [row["name"] for row in rows] == [f"s{index}" for index in range(len(SEQUENCES))]
+    assert list(rows[0]) == ["name", "sequence", "predicted_binding", "predicted_expression"]
+    for row, sequence in zip(rows, SEQUENCES):
+        expected = one_at_a_time(model, tokenizer, sequence)
+        actual = torch.tensor([float(row["predicted_binding"]), float(row["predicted_expression"])])
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_classification_writes_labels_and_probabilities(tmp_path):
+    model, tokenizer = save_checkpoint(tmp_path / "model", LyraForSequenceClassification, num_labels=3, id2label={0: "low", 1: "mid", 2: "high"})
+    output = tmp_path / "out.csv"
+    assert main(["--model", str(tmp_path / "model"), "--input", str(write_input(tmp_path / "in.csv")), "--output", str(output)]) == 0
+    for row, sequence in zip(read_output(output), SEQUENCES):
+        probabilities = torch.softmax(one_at_a_time(model, tokenizer, sequence), -1)
+        actual = torch.tensor([float(row[f"probability_{name}"]) for name in ("low", "mid", "high")])
+        torch.testing.assert_close(actual, probabilities, atol=1e-5, rtol=1e-5)
+        assert row["predicted_label"] == ["low", "mid", "high"][int(probabilities.argmax())]
+
+
+def test_token_classification_writes_one_label_per_residue(tmp_path):
+    model, tokenizer = save_checkpoint(tmp_path / "model", LyraForTokenClassification, num_labels=3, id2label={0: "C", 1: "E", 2: "H"})
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">s{index}\n{sequence}\n" for index, sequence in enumerate(SEQUENCES)))
+    output = tmp_path / "out.csv"
+    assert main(["--model", str(tmp_path / "model"), "--input", str(fasta), "--output", str(output), "--batch-size", "2"]) == 0
+    for row, sequence in zip(read_output(output), SEQUENCES):
+        expected = "".join("CEH"[label] for label in one_at_a_time(model, tokenizer, sequence).argmax(-1).tolist())
+        assert row["predicted_labels"] == expected and len(expected) == len(sequence)
+
+
+def test_refuses_to_overwrite_and_writes_atomically(tmp_path, capsys):
+    save_checkpoint(tmp_path / "model", LyraForSequenceRegression)
+    output = tmp_path / "out.csv"
+    output.write_text("precious\n")
+    flags = ["--model", str(tmp_path / "model"), "--input", str(write_input(tmp_path / "in.csv")), "--output", str(output)]
+    assert main(flags) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert output.read_text() == "precious\n"
+    assert main([*flags, "--overwrite"]) == 0
+    assert len(read_output(output)) == len(SEQUENCES)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.csv", "model", "out.csv"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("column", "no column 'sequence'; available columns"),
+        ("unknown", "row 2 has character 'Z' at position 3"),
+        ("empty", "empty sequence in column 'sequence' at row 1"),
+        ("no_model", "no/such/model"),
+        ("bare_encoder", "a bare encoder without a prediction head"),
+        ("no_input", "No such data file"),
+    ],
+)
+def test_bad_input_gives_one_error_line(tmp_path, capsys, case, message):
+    save_checkpoint(tmp_path / "model", LyraModel if case == "bare_encoder" else LyraForSequenceRegression)
+    source = tmp_path / "in.csv"
+    source.write_text(
+        {"column": "seq\nACD\n", "unknown": "sequence\nACD\nACZ\n", "empty": 'sequence\n""\n'}.get(case, "sequence\nACD\n")
+    )
+    flags = {
+        "--model": "no/such/model" if case == "no_model" else str(tmp_path / "model"),
+        "--input": str(tmp_path / "missing.csv") if case == "no_input" else str(source),
+        "--output": str(tmp_path / "out.csv"),
+    }
+    capsys.readouterr()
+    assert main([item for pair in flags.items() for item in pair]) == 1
+    error = [line for line in capsys.readouterr().err.strip().splitlines() if "%|" not in line]  # not progress bars
+    assert len(error) == 1 and error[0].startswith("lyra-predict: error:") and message in error[0], error
+    assert not (tmp_path / "out.csv").exists()
