@@ -272,6 +272,11 @@ class LyraPreTrainedModel(PreTrainedModel):
         "AutoModelForTokenClassification": "modeling_lyra.LyraForTokenClassification",
     }
 
+    def __init__(self, config: LyraConfig, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
+        # Tags of the default model card that `push_to_hub` writes (an instance list: `add_model_tags` appends to it).
+        self.model_tags = ["lyra", "biology", "state-space-model"]
+
     @torch.no_grad()
     def _init_weights(self, module):
         """Initialise the weights as the authors' model does: PyTorch's default fan-in initialisation, uniform in
@@ -281,7 +286,8 @@ class LyraPreTrainedModel(PreTrainedModel):
 
         The normal(0.02) initialisation of transformers' language models does not suit Lyra: with embeddings and
         projections that small the biases drown the input signal after the first RMSNorm, and training at learning
-        rates above 1e-3 collapses to a constant prediction (BENCHMARKS.md, "Initialisation")."""
+        rates above 1e-3 collapses to a constant prediction (seen on `lyra-train`'s synthetic landscape: test Spearman
+        0.08 at 3e-3 after 20 epochs, against 0.79 with this initialisation)."""
         config = self.config
         if isinstance(module, (nn.Linear, nn.Conv1d)):
             bound = 1.0 / math.sqrt(module.weight[0].numel())

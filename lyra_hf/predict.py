@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub.errors import EntryNotFoundError
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
 from .data import SEQUENCE_COLUMN, check_columns, check_rows, read_table
@@ -49,7 +51,17 @@ def load_checkpoint(name: str, revision: str | None = None, trust_remote_code: b
         model_class = AutoModelForSequenceClassification
     else:
         raise ValueError(f"{name} holds {architectures or 'no architecture'}: a bare encoder without a prediction head.")
-    model = model_class.from_pretrained(name, config=config, **options)
+    try:
+        model = model_class.from_pretrained(name, config=config, **options)
+    except SafetensorError as error:
+        raise ValueError(f"{name}: model.safetensors is corrupt or truncated ({error}).") from error
+    except RuntimeError as error:
+        if "ignore_mismatched_sizes" not in str(error):
+            raise
+        # transformers prints its report to the log; name the first mismatched weights in the error itself.
+        _, info = model_class.from_pretrained(name, config=config, ignore_mismatched_sizes=True, output_loading_info=True, **options)
+        mismatched = "; ".join(f"{key}: {tuple(saved)} in the weights, {tuple(expected)} from config.json" for key, saved, expected in sorted(info["mismatched_keys"])[:3])
+        raise ValueError(f"{name}: the weights do not match the checkpoint's config.json ({mismatched}).") from error
     return AutoTokenizer.from_pretrained(name, **options), model.eval()
 
 
@@ -128,8 +140,10 @@ def main(argv=None) -> int:
     quiet_library_progress_bars()
     try:
         output = run(args)
-    except (ValueError, FileNotFoundError, OSError) as error:
-        print(f"lyra-predict: error: {error}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError, EntryNotFoundError) as error:
+        # Bad files, flags, checkpoints (missing, truncated, of the wrong shapes) and Hub errors: one line each.
+        message = " ".join(str(error).split())
+        print(f"lyra-predict: error: {type(error).__name__ if not message else ''}{message}", file=sys.stderr)
         return 1
     print(f"lyra-predict: wrote {output}")
     return 0

@@ -35,6 +35,7 @@ from transformers import AutoConfig, AutoTokenizer, EvalPrediction, get_schedule
 
 from . import LyraConfig, LyraForSequenceClassification, LyraForSequenceRegression, LyraForTokenClassification, LyraTokenizer
 from .data import TASKS, collator_for, label_names, load_sequence_dataset, synthetic_fitness_dataset, tokenize_dataset
+from .hub import build_model_card, push_run
 from .metrics import classification_metrics, regression_metrics, token_classification_metrics
 
 
@@ -100,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--resume-from-checkpoint", help="a checkpoint directory, or 'latest' in --output-dir")
     training.add_argument("--max-train-minutes", type=float, help="stop training after this long and finish the run")
     training.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+
+    hub = parser.add_argument_group("sharing (needs `hf auth login` or HF_TOKEN)")
+    hub.add_argument("--push-to-hub", metavar="REPO_ID", help="push the best model, tokenizer, card and results.json")
+    hub.add_argument("--hub-private", action="store_true", help="create the repo as private")
+    hub.add_argument("--hub-revision", metavar="BRANCH", help="push to this branch (created from main if needed)")
+    hub.add_argument("--hub-license", help="license of the weights for the card, e.g. apache-2.0 or cc-by-nc-4.0")
+    hub.add_argument("--hub-dataset-name", help="name of the training data for the card, e.g. a Hub dataset id")
     return parser
 
 
@@ -467,6 +475,20 @@ def train(args: argparse.Namespace) -> TrainingRun:
     }
     if accelerator.is_main_process:
         atomic_write_json(output_dir / "results.json", results)
+        card = build_model_card(
+            accelerator.unwrap_model(best_model),
+            tokenizer,
+            args.push_to_hub or f"local/{output_dir.name}",
+            results,
+            dataset_name=args.hub_dataset_name or (Path(args.train_file).stem if args.train_file else "synthetic-epistatic-landscape"),
+            license=args.hub_license,
+            training_data=describe_data(args, dataset),
+            protocol=describe_protocol(args, results),
+        )
+        card.save(output_dir / "best" / "README.md")
+        if args.push_to_hub:
+            url = push_run(output_dir, args.push_to_hub, card, private=args.hub_private, revision=args.hub_revision)
+            print(f"lyra-train: pushed to {url}", file=sys.stderr)
     accelerator.wait_for_everyone()
     return TrainingRun(results=results, model=accelerator.unwrap_model(model), accelerator=accelerator)
 
@@ -475,6 +497,24 @@ def quiet_library_progress_bars() -> None:
     """The command shows its own progress; the libraries' bars (CSV parsing, weight loading) are noise in its output."""
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
+
+
+def describe_data(args, dataset) -> str:
+    sizes = ", ".join(f"{split} {len(rows):,}" for split, rows in dataset.items())
+    if args.train_file is None:
+        return f"The built-in synthetic epistatic fitness landscape of `lyra-train` (seed {args.seed}): {sizes} sequences."
+    files = ", ".join(f"`{Path(path).name}`" for path in (args.train_file, args.validation_file, args.test_file) if path)
+    return f"Files {files}; sequence column `{args.sequence_column}`, labels `{', '.join(args.label_columns)}`; {sizes} sequences."
+
+
+def describe_protocol(args, results: dict) -> str:
+    validation = "the validation file" if args.validation_file else f"a validation split carved from train (seed {args.seed})"
+    return (
+        f"`lyra-train`, {len(results['history'])} epoch(s), AdamW (learning rate {args.learning_rate}, weight decay "
+        f"{args.weight_decay}, {args.lr_scheduler} schedule), batch size {args.batch_size} per device on "
+        f"{results['num_processes']} process(es). The best epoch ({results['best_epoch']}) was chosen on {validation} "
+        f"by {args.metric_for_best_model}; the test split was scored once, with that model."
+    )
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,154 @@
+"""Share trained checkpoints on the Hub: the model card, and one atomic commit of a `lyra-train` run.
+
+A pushed repo holds `config.json`, `model.safetensors`, the tokenizer files, the modeling and configuration code
+(`auto_map`, so it loads with `trust_remote_code=True` where lyra-hf is not installed), `results.json` and a model card
+(`README.md`) built from `model_card_template.md` (also at `model_cards/template.md`).
+"""
+
+from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
+
+from .tokenization_lyra import ALPHABETS
+
+
+TEMPLATE = Path(__file__).with_name("model_card_template.md")
+METRIC_TITLES = {
+    "spearmanr": "Spearman correlation",
+    "pearsonr": "Pearson correlation",
+    "mse": "Mean squared error",
+    "r_squared": "R²",
+    "accuracy": "Accuracy",
+    "f1": "Macro F1",
+    "matthews_correlation": "Matthews correlation",
+    "roc_auc": "AUROC",
+}
+TASKS = {
+    "regression": ("text-classification", "AutoModelForSequenceClassification", "Sequence regression"),
+    "classification": ("text-classification", "AutoModelForSequenceClassification", "Sequence classification"),
+    "token-classification": ("token-classification", "AutoModelForTokenClassification", "Per-residue classification"),
+}
+
+
+def task_of(config) -> str:
+    architectures = config.architectures or []
+    if any(name.endswith("ForTokenClassification") for name in architectures):
+        return "token-classification"
+    return "regression" if config.problem_type == "regression" else "classification"
+
+
+def alphabet_name(tokenizer) -> str:
+    """`protein`, `dna`, `rna` or `custom`: the tag the card gets."""
+    return next((name for name, letters in ALPHABETS.items() if letters == tokenizer.letters), "custom")
+
+
+def build_model_card(
+    model,
+    tokenizer,
+    repo_id: str,
+    results: dict | None = None,
+    dataset_name: str | None = None,
+    license: str | None = None,
+    training_data: str | None = None,
+    protocol: str | None = None,
+) -> ModelCard:
+    """A model card with YAML metadata (library, pipeline tag, tags, license, datasets, `model-index` with the test
+    metrics of `results` when given) and the sections readers need: intended use, how to load, data and protocol,
+    results, architecture, limitations and the citation."""
+    config = model.config
+    task = task_of(config)
+    pipeline_tag, auto_class, task_title = TASKS[task]
+    alphabet = alphabet_name(tokenizer)
+    names = [config.id2label[index] for index in range(config.num_labels)]
+    dataset_name = dataset_name or "custom"
+    test = (results or {}).get("test") or {}
+    eval_results = [
+        EvalResult(
+            task_type=pipeline_tag,
+            task_name=task_title,
+            dataset_type=dataset_name,
+            dataset_name=dataset_name,
+            dataset_split="test",
+            metric_type=metric,
+            metric_name=METRIC_TITLES[metric],
+            metric_value=round(float(test[metric]), 4),
+        )
+        for metric in METRIC_TITLES
+        if isinstance(test.get(metric), (int, float))
+    ]
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        tags=["lyra", "biology", alphabet if alphabet != "custom" else "biological-sequences", "state-space-model", task],
+        license=license,
+        datasets=[dataset_name] if dataset_name != "custom" else None,
+        model_name=repo_id.split("/")[-1],
+        eval_results=eval_results or None,
+    )
+    if task == "regression":
+        prediction, head = f"{', '.join(names)} (regression)", f"masked {config.pooling} pooling and a linear head with {config.num_labels} output(s)"
+    elif task == "classification":
+        prediction, head = f"the class ({', '.join(names)})", f"masked {config.pooling} pooling and a linear classifier over {config.num_labels} classes"
+    else:
+        prediction, head = f"a label per residue ({', '.join(names)})", f"a linear classifier at every position over {config.num_labels} labels"
+    if test:
+        rows = "\n".join(f"| {METRIC_TITLES[metric]} | {test[metric]:.4f} |" for metric in METRIC_TITLES if metric in test)
+        results_table = f"On the test split ({test.get('num_samples', test.get('num_residues', '?'))} samples), best epoch {results.get('best_epoch')}:\n\n| metric | value |\n| --- | ---: |\n{rows}"
+    else:
+        results_table = "No test results were recorded for this checkpoint."
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        num_parameters=f"{model.num_parameters():,}",
+        prediction=prediction,
+        alphabet_name=alphabet if alphabet != "custom" else f"custom-alphabet ({tokenizer.letters})",
+        intended_use=(
+            f"{task_title} of {alphabet} sequences like those it was trained on: scoring variants, ranking designs, "
+            "screening candidates before experiments. It is a small supervised model for one assay, not a general "
+            "foundation model."
+        ),
+        auto_class=auto_class,
+        training_data=training_data or f"Dataset: {dataset_name}.",
+        protocol=protocol or "The epoch was chosen on a validation split; the test split was scored once with that model.",
+        results_table=results_table,
+        pgc_expansions=" and ".join(str(factor) for factor in config.pgc_expansion_factors),
+        num_s4d_layers=config.num_s4d_layers,
+        hidden_size=config.hidden_size,
+        state_size=config.state_size,
+        direction=", bidirectional" if config.bidirectional else "",
+        head=head,
+        letters=tokenizer.letters,
+    )
+
+
+def push_run(
+    run_dir: str | Path,
+    repo_id: str,
+    card: ModelCard,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+) -> str:
+    """Push a `lyra-train` output directory's best model, tokenizer, `results.json` and the card in one commit (the
+    server applies it whole or not at all); creates the repo and the branch when needed. Returns the commit URL."""
+    run_dir = Path(run_dir)
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    if revision:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    operations = [
+        CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path))
+        for path in sorted((run_dir / "best").iterdir())
+        if path.is_file()
+    ]
+    operations.append(CommitOperationAdd(path_in_repo="results.json", path_or_fileobj=str(run_dir / "results.json")))
+    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode()))
+    commit = api.create_commit(
+        repo_id, operations=operations, commit_message="Upload Lyra model trained with lyra-train", revision=revision
+    )
+    return commit.commit_url
+
+
+__all__ = ["build_model_card", "push_run", "task_of", "alphabet_name"]
