@@ -36,6 +36,8 @@ from .configuration_lyra import LyraConfig
 # The kernel is generated as (L / KERNEL_BLOCK) x KERNEL_BLOCK tiles of a matrix product, so its memory stays
 # O(H * L) instead of the O(H * N * L) of a full Vandermonde tensor (1 GB at L = 65,536 for the default model).
 KERNEL_BLOCK = 64
+# Kernel spectra each S4D layer keeps at inference, one per sequence length (length-bucketed batches reuse them).
+KERNEL_CACHE_SIZE = 8
 
 
 def apply_mask_to_padding_states(hidden_states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -201,6 +203,49 @@ class LyraS4D(nn.Module):
         self.dropout = nn.Dropout1d(config.dropout)
         self.output_linear = nn.Linear(config.hidden_size, 2 * config.hidden_size)
         self.glu = nn.GLU(dim=-1)
+        # Kernel spectra reused across forwards at inference (see `kernel_spectrum`): a copy of the kernel's parameters
+        # when they were computed, and the spectra by (sequence length, FFT length, device, dtype).
+        self._cached_kernel_parameters = None
+        self._cached_kernel_spectra = {}
+
+    def train(self, mode: bool = True):
+        self._cached_kernel_parameters, self._cached_kernel_spectra = None, {}
+        return super().train(mode)
+
+    def kernel_spectrum(self, sequence_length: int, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """rFFT of length `n` of the causal (plus, when bidirectional, anti-causal) kernel, shape
+        `(hidden_size, n // 2 + 1)`.
+
+        Generating the kernel is most of an S4D layer's cost at long lengths, and at inference it is the same for every
+        batch: in eval mode without autograd the spectrum is cached per (length, FFT length, device, dtype), up to
+        `KERNEL_CACHE_SIZE` of them. The cache is dropped by `train()`/`eval()` and whenever any kernel parameter
+        differs from the copy taken when it was filled (an optimizer step, `load_state_dict`, `.to()`, writes through
+        `.data`), so a stale kernel is never used.
+        """
+        cacheable = not self.training and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        key = (sequence_length, n, self.kernel.log_dt.device, dtype)
+        if cacheable:
+            parameters = [parameter.detach() for parameter in self.kernel.parameters()]
+            cached = self._cached_kernel_parameters
+            if cached is None or not all(
+                old.device == new.device and torch.equal(old, new) for old, new in zip(cached, parameters)
+            ):
+                self._cached_kernel_parameters = [parameter.clone() for parameter in parameters]
+                self._cached_kernel_spectra = {}
+            elif key in self._cached_kernel_spectra:
+                return self._cached_kernel_spectra[key]
+
+        kernel = self.kernel(sequence_length).to(dtype)
+        full_kernel = nn.functional.pad(kernel[0], (0, n - sequence_length))
+        if self.bidirectional:
+            # The anti-causal kernel's lag -(i + 1) sits at index n - (i + 1) of the circular kernel.
+            full_kernel = full_kernel + nn.functional.pad(kernel[1], (0, n - sequence_length)).flip(-1)
+        spectrum = torch.fft.rfft(full_kernel, n=n)
+        if cacheable:
+            if len(self._cached_kernel_spectra) >= KERNEL_CACHE_SIZE:
+                self._cached_kernel_spectra.pop(next(iter(self._cached_kernel_spectra)))
+            self._cached_kernel_spectra[key] = spectrum
+        return spectrum
 
     def convolve(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The linear SSM: y = K * u + D u, computed with FFTs in (at least) float32 whatever the autocast state.
@@ -217,15 +262,10 @@ class LyraS4D(nn.Module):
         with torch.autocast(device_type=hidden_states.device.type, enabled=False):
             dtype = torch.promote_types(hidden_states.dtype, torch.float32)
             u = apply_mask_to_padding_states(hidden_states, mask).to(dtype)
-            kernel = self.kernel(sequence_length).to(dtype)
             n = fft_length(sequence_length)
-            full_kernel = nn.functional.pad(kernel[0], (0, n - sequence_length))
-            if self.bidirectional:
-                # The anti-causal kernel's lag -(i + 1) sits at index n - (i + 1) of the circular kernel.
-                full_kernel = full_kernel + nn.functional.pad(kernel[1], (0, n - sequence_length)).flip(-1)
             u_f = torch.fft.rfft(u.transpose(1, 2), n=n)
-            k_f = torch.fft.rfft(full_kernel, n=n)
-            y = torch.fft.irfft(u_f * k_f, n=n)[..., :sequence_length].transpose(1, 2)
+            y = torch.fft.irfft(u_f * self.kernel_spectrum(sequence_length, n, dtype), n=n)
+            y = y[..., :sequence_length].transpose(1, 2)
             return y + u * self.D.to(dtype)
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

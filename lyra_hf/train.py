@@ -225,6 +225,11 @@ def build_model(args, tokenizer, names: list[str]):
     return model_class(config)
 
 
+def sort_by_length(dataset):
+    lengths = dataset.map(lambda batch: {"length": [len(ids) for ids in batch["input_ids"]]}, batched=True)
+    return lengths.sort("length").remove_columns("length")
+
+
 def metrics_for(task: str, names: list[str]):
     if task == "regression":
         return regression_metrics(names)
@@ -371,6 +376,9 @@ def train(args: argparse.Namespace) -> TrainingRun:
     with accelerator.main_process_first():
         dataset, names = load_data(args, tokenizer)
         tokenized = tokenize_dataset(dataset, tokenizer, max_length=args.max_length)
+        for split in tokenized:
+            if split != "train":  # evaluation order is free: batches of similar length waste little on padding
+                tokenized[split] = sort_by_length(tokenized[split])
     if "test" not in tokenized and accelerator.is_main_process:
         print("lyra-train: no --test-file; results.json will have no test metrics.", file=sys.stderr)
     check_metric_name(args, names)

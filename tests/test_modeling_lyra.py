@@ -574,3 +574,78 @@ def test_bad_inputs_raise_value_errors_naming_the_value(tiny_config):
         model(ids, inputs_embeds=torch.randn(2, 5, 16))
     with pytest.raises(ValueError, match="neither"):
         model()
+
+
+# --- kernel cache at inference -----------------------------------------------------------------------------------
+
+
+def _spectra(model):
+    return [layer.mixer._cached_kernel_spectra for layer in model.lyra.layers]
+
+
+def test_cached_kernel_equals_a_fresh_one_and_is_reused(tiny_config):
+    model = build(LyraForSequenceRegression, tiny_config(bidirectional=True)).eval()
+    input_ids = torch.randint(5, 12, (3, 40))
+    with torch.no_grad():
+        first = model(input_ids).logits
+        cached = [dict(spectra) for spectra in _spectra(model)]
+        assert all(len(spectra) == 1 for spectra in cached)
+        second = model(input_ids).logits
+        for before, after in zip(cached, _spectra(model)):  # the very same tensors: reused, not recomputed
+            assert all(after[key] is before[key] for key in before)
+        mixer = model.lyra.layers[0].mixer
+        key = next(iter(mixer._cached_kernel_spectra))
+        mixer._cached_kernel_spectra.clear()
+        fresh = mixer.kernel_spectrum(40, key[1], key[3])
+    assert torch.equal(first, second)
+    assert torch.equal(fresh, cached[0][key])
+    with torch.enable_grad():  # with autograd on, nothing is cached (a cached graph would be stale)
+        model.lyra.layers[0].mixer.train().eval()
+        model(input_ids).logits.sum().backward()
+    assert not model.lyra.layers[0].mixer._cached_kernel_spectra
+
+
+def test_kernel_cache_is_invalidated_by_optimizer_steps_train_and_writes(tiny_config):
+    model = build(LyraForSequenceRegression, tiny_config()).eval()
+    input_ids = torch.randint(5, 12, (2, 30))
+    labels = torch.randn(2)
+
+    def eval_logits():
+        with torch.no_grad():
+            return model(input_ids).logits
+
+    def uncached_logits():
+        for spectra in _spectra(model):
+            spectra.clear()
+        for layer in model.lyra.layers:
+            layer.mixer._cached_kernel_parameters = None
+        return eval_logits()
+
+    before = eval_logits()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.train()
+    assert all(not spectra for spectra in _spectra(model))  # train() drops the cache
+    model(input_ids, labels=labels).loss.backward()
+    model.eval()
+    eval_logits()  # fill the cache again
+    optimizer.step()  # parameters change in eval mode, after the cache was filled
+    after_step = eval_logits()
+    assert not torch.equal(after_step, before)
+    assert torch.equal(after_step, uncached_logits())
+    eval_logits()
+    kernel = model.lyra.layers[0].mixer.kernel
+    kernel.log_dt.data.add_(0.3)  # even writes through .data, which autograd does not see
+    after_write = eval_logits()
+    assert torch.equal(after_write, uncached_logits())
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    state["lyra.layers.0.mixer.kernel.A_imag"] += 1.0
+    eval_logits()
+    model.load_state_dict(state)
+    assert torch.equal(eval_logits(), uncached_logits())
+
+
+def test_a_65536_token_forward_of_a_tiny_model(tiny_config):
+    model = build(LyraForSequenceRegression, tiny_config(bidirectional=True)).eval()
+    with torch.no_grad():
+        logits = model(torch.randint(5, 12, (1, 65536))).logits
+    assert logits.shape == (1, 1) and torch.isfinite(logits).all()
