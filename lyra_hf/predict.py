@@ -9,10 +9,7 @@ length so that little compute goes to padding; the file is written atomically an
 """
 
 import argparse
-import csv
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +19,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
 from .data import SEQUENCE_COLUMN, check_columns, check_rows, read_table
-from .train import quiet_library_progress_bars
+from .outputs import quiet_library_progress_bars, write_csv_atomically
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,19 +96,6 @@ def prediction_columns(config, outputs: list) -> dict[str, list]:
     columns = {"predicted_label": [names[label] for label in probabilities.argmax(-1)]}
     columns.update({f"probability_{name}": probabilities[:, column].tolist() for column, name in enumerate(names)})
     return columns
-
-
-def write_csv_atomically(path: Path, columns: dict[str, list]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(columns)
-            writer.writerows(zip(*columns.values()))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def run(args: argparse.Namespace) -> Path:

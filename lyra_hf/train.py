@@ -18,15 +18,12 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
 import numpy as np
 import torch
-import transformers
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
@@ -37,6 +34,7 @@ from . import LyraConfig, LyraForSequenceClassification, LyraForSequenceRegressi
 from .data import TASKS, collator_for, label_names, load_sequence_dataset, synthetic_fitness_dataset, tokenize_dataset
 from .hub import build_model_card, push_run
 from .metrics import classification_metrics, regression_metrics, token_classification_metrics
+from .outputs import quiet_library_progress_bars, write_json_atomically
 
 
 MODEL_CLASSES = {
@@ -278,13 +276,6 @@ def is_better(value: float, best: float | None, metric: str) -> bool:
     return value < best if metric in LOWER_IS_BETTER else value > best
 
 
-def atomic_write_json(path: Path, content: dict) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(content, stream, indent=2)
-    os.replace(temporary, path)
-
-
 def replace_directory(temporary: Path, final: Path) -> None:
     """Move a completely written directory into place; an old one is removed only after the new one is in place."""
     if final.exists():
@@ -316,7 +307,7 @@ def save_checkpoint(accelerator, output_dir: Path, epoch: int, state: dict, keep
     accelerator.save_state(str(temporary))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        atomic_write_json(temporary / TRAINING_STATE_FILE, state)
+        write_json_atomically(temporary / TRAINING_STATE_FILE, state)
         replace_directory(temporary, final)
         for old in sorted(final.parent.glob("epoch_[0-9][0-9][0-9][0-9]"))[:-keep]:
             shutil.rmtree(old)
@@ -482,7 +473,7 @@ def train(args: argparse.Namespace) -> TrainingRun:
         "stopped_early": stopped_early,
     }
     if accelerator.is_main_process:
-        atomic_write_json(output_dir / "results.json", results)
+        write_json_atomically(output_dir / "results.json", results)
         card = build_model_card(
             accelerator.unwrap_model(best_model),
             tokenizer,
@@ -499,12 +490,6 @@ def train(args: argparse.Namespace) -> TrainingRun:
             print(f"lyra-train: pushed to {url}", file=sys.stderr)
     accelerator.wait_for_everyone()
     return TrainingRun(results=results, model=accelerator.unwrap_model(model), accelerator=accelerator)
-
-
-def quiet_library_progress_bars() -> None:
-    """The command shows its own progress; the libraries' bars (CSV parsing, weight loading) are noise in its output."""
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def describe_data(args, dataset) -> str:

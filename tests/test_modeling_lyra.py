@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput, TokenClassifierOutput
 
@@ -18,7 +18,7 @@ from lyra_hf import (
     LyraForTokenClassification,
     LyraModel,
 )
-from lyra_hf.modeling_lyra import LyraS4D, LyraS4DBlock, LyraS4DKernel, fft_length
+from lyra_hf.modeling_lyra import LyraS4D, LyraS4DBlock, fft_length
 
 
 HEADS = [LyraModel, LyraForSequenceRegression, LyraForSequenceClassification, LyraForTokenClassification]

@@ -1,0 +1,284 @@
+"""Inference and training speed and peak memory: lyra_hf against the published Lyra formulation and ESM-2, side by side.
+
+    python scripts/benchmark_speed.py [--threads 1] [--device cpu|cuda] [--output results/speed]
+
+Every measurement runs in its own subprocess with the same pinned thread count, float32 (plus a bf16-autocast row for
+lyra_hf on CUDA): a warm-up, then the median of `--repeats` timed repetitions. Models:
+
+- `lyra_hf`: the default `LyraForSequenceRegression` with a 20-letter vocabulary (plus padding), in eval mode as users
+  run it (kernel spectra cached across batches of the same length).
+- `reference`: the same weights, with each S4D layer computed as the published PyTorch code does: the kernel is
+  regenerated on every forward from the complex (H, N/2, L) Vandermonde product and convolved by FFTs of length 2L; no
+  caching, no chunking. Written here, in the benchmark, as the baseline.
+- `esm2_8m`, `esm2_35m`: ESM-2 at the 8M and 35M shapes from `transformers.EsmConfig` (rotary positions), random
+  weights, no download.
+
+Inference: tokens/s at L = 256 ... 65,536 with batch x L = 65,536 tokens. Training: forward + backward + AdamW step at
+L = 256 and 1,024 (same tokens per step). Memory: peak resident set of one forward of one sequence at L = 16,384 and
+65,536, each in a fresh process. A configuration whose forward is estimated (from one probe sequence) to take more
+than `--max-forward-seconds` is reported as skipped, with the estimate. Also: the padded-token fraction of a realistic
+length mix batched at random and batched by length (as lyra-predict and lyra-train's evaluation do).
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+LENGTHS = (256, 1024, 4096, 16384, 65536)
+TRAIN_LENGTHS = (256, 1024)
+MEMORY_LENGTHS = (16384, 65536)
+TOKENS_PER_BATCH = 65536
+MODELS = ("lyra_hf", "reference", "esm2_8m", "esm2_35m")
+ESM_SHAPES = {"esm2_8m": (320, 6, 20, 1280), "esm2_35m": (480, 12, 20, 1920)}
+
+
+# --- models (built inside the worker processes) -----------------------------------------------------------------
+
+
+def reference_convolve(self, hidden_states, mask=None):
+    """The published S4D convolution: the full complex Vandermonde kernel every call, FFTs of length 2L."""
+    import torch
+
+    length = hidden_states.shape[1]
+    u = hidden_states if mask is None else hidden_states * mask
+    u = u.float().transpose(1, 2)
+    kernel = self.kernel
+    dt = kernel.log_dt.float().exp()
+    A = torch.complex(-kernel.log_A_real.float().exp(), kernel.A_imag.float())
+    dtA = A * dt[:, None]
+    vandermonde = (dtA.unsqueeze(-1) * torch.arange(length, device=u.device)).exp()  # (H, N/2, L), complex
+    C = torch.view_as_complex(kernel.C.float().contiguous()) * (dtA.exp() - 1.0) / A
+    k = 2 * torch.einsum("dhn,hnl->dhl", C, vandermonde).real
+    k_f = torch.fft.rfft(k[0], n=2 * length)  # the default model is causal: one direction
+    y = torch.fft.irfft(torch.fft.rfft(u, n=2 * length) * k_f, n=2 * length)[..., :length]
+    return (y + u * self.D.float()[:, None]).transpose(1, 2)
+
+
+def build_model(name: str):
+    import torch
+
+    torch.manual_seed(0)
+    if name in ("lyra_hf", "reference"):
+        from lyra_hf import LyraConfig, LyraForSequenceRegression
+        from lyra_hf.modeling_lyra import LyraS4D
+
+        model = LyraForSequenceRegression(LyraConfig(vocab_size=21))
+        if name == "reference":
+            for module in model.modules():
+                if isinstance(module, LyraS4D):
+                    module.convolve = reference_convolve.__get__(module)
+        return model, 21
+    from transformers import EsmConfig, EsmForSequenceClassification
+
+    hidden, layers, heads, intermediate = ESM_SHAPES[name]
+    config = EsmConfig(
+        vocab_size=33, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=intermediate, position_embedding_type="rotary", max_position_embeddings=70000,
+        pad_token_id=1, mask_token_id=32, token_dropout=False, num_labels=1,
+    )  # fmt: skip
+    return EsmForSequenceClassification(config), 33
+
+
+# --- worker: one measurement in this process ---------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def run_worker(spec: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    model, vocab = build_model(spec["model"])
+    model.to(device)
+    length, task = spec["length"], spec["task"]
+    batch = 1 if task == "memory" else max(1, TOKENS_PER_BATCH // length)
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(4, vocab - 1, (batch, length), generator=generator).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.get("bf16", False))
+
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    if task in ("inference", "memory"):
+        model.eval()
+
+        def step(ids):
+            with torch.no_grad(), autocast:
+                model(ids)
+    else:
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        labels = torch.randn(batch, device=device)
+
+        def step(ids):
+            with autocast:
+                loss = model(ids, labels=labels[: len(ids)]).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    if task == "memory":
+        before = peak_rss_mb()
+        step(input_ids)
+        return {"peak_rss_mb": peak_rss_mb(), "rss_before_forward_mb": before, "parameters": model.num_parameters()}
+
+    # Probe with one sequence to estimate the full batch; skip what would take too long.
+    start = time.perf_counter()
+    step(input_ids[:1])
+    synchronize()
+    estimate = (time.perf_counter() - start) * batch
+    if estimate > spec["max_forward_seconds"]:
+        return {"skipped": True, "estimated_seconds": estimate, "parameters": model.num_parameters()}
+    step(input_ids)  # warm-up (and, for lyra_hf in eval mode, the kernel cache)
+    synchronize()
+    times = []
+    for _ in range(spec["repeats"]):
+        start = time.perf_counter()
+        step(input_ids)
+        synchronize()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return {"seconds": seconds, "tokens_per_second": batch * length / seconds, "batch": batch, "parameters": model.num_parameters()}
+
+
+# --- orchestration -----------------------------------------------------------------------------------------------
+
+
+def measure(spec: dict) -> dict:
+    environment = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
+    completed = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=environment
+    )
+    if completed.returncode != 0:
+        return {"error": completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else f"exit {completed.returncode}"}
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def padding_fractions(seed: int = 0, count: int = 20000, batch_size: int = 64) -> dict:
+    """Padded share of tokens for a protein-like length mix (log-normal, median 300, 30-2,000 residues)."""
+    import numpy as np
+
+    from lyra_hf.predict import length_buckets
+
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(rng.lognormal(math.log(300), 0.6, count).astype(int), 30, 2000)
+
+    def padded_fraction(batches):
+        padded = sum(len(batch) * lengths[batch].max() for batch in batches)
+        return 1 - lengths.sum() / padded
+
+    random_batches = np.array_split(rng.permutation(count), math.ceil(count / batch_size))
+    return {"random batches": padded_fraction(random_batches), "length-bucketed batches": padded_fraction(length_buckets(lengths.tolist(), batch_size))}
+
+
+def fmt(entry: dict | None, key: str = "tokens_per_second") -> str:
+    if not entry:
+        return "—"
+    if entry.get("skipped"):
+        return f"skipped (~{entry['estimated_seconds']:,.0f} s/forward)"
+    if "error" in entry:
+        return f"error: {entry['error'][:60]}"
+    return f"{entry[key]:,.0f}"
+
+
+def ratio(a: dict | None, b: dict | None, key: str = "tokens_per_second") -> str:
+    if a and b and key in a and key in b:
+        return f"{a[key] / b[key]:.1f}x"
+    if a and b and key in a and b.get("skipped"):  # against the skipped model's estimated speed
+        return f"~{a[key] * b['estimated_seconds'] / TOKENS_PER_BATCH:,.0f}x (est.)"
+    return "—"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-forward-seconds", type=float, default=60.0)
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
+    parser.add_argument("--output", default="speed", help="writes OUTPUT.json and OUTPUT.md")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run_worker(json.loads(args.worker))))
+        return
+
+    models = [name for name in args.models.split(",") if name]
+    rows = list(models) + (["lyra_hf (bf16 autocast)"] if args.device == "cuda" else [])
+    common = {"threads": args.threads, "device": args.device, "repeats": args.repeats, "max_forward_seconds": args.max_forward_seconds}
+    results = {"inference": {}, "training": {}, "memory": {}, "setup": {**common, "machine": platform.processor() or platform.machine()}}
+    for row in rows:
+        name, bf16 = row.split(" ")[0], "bf16" in row
+        for length in LENGTHS:
+            previous = results["inference"].get(row, {}).get(length // 4, {})
+            if name.startswith("esm") and length > 4096 and ("seconds" in previous or previous.get("skipped")):
+                # Attention scores alone (heads x L^2 floats per layer) would fill this machine's memory: estimate
+                # from the previous length instead (cost per token grows with L once attention dominates).
+                seconds = previous.get("seconds") or previous["estimated_seconds"]
+                gigabytes = ESM_SHAPES[name][2] * length**2 * 4 / 1e9
+                entry = {"skipped": True, "estimated_seconds": seconds * 4, "reason": f"attention scores need {gigabytes:,.0f} GB per layer"}
+            else:
+                entry = measure({**common, "model": name, "bf16": bf16, "task": "inference", "length": length})
+            results["inference"].setdefault(row, {})[length] = entry
+            print(row, "inference", length, results["inference"][row][length], file=sys.stderr, flush=True)
+        if name in ("lyra_hf", "reference"):
+            for length in TRAIN_LENGTHS:
+                results["training"].setdefault(row, {})[length] = measure({**common, "model": name, "bf16": bf16, "task": "train", "length": length})
+                print(row, "training", length, results["training"][row][length], file=sys.stderr, flush=True)
+            if not bf16:
+                for length in MEMORY_LENGTHS:
+                    results["memory"].setdefault(row, {})[length] = measure({**common, "model": name, "task": "memory", "length": length})
+                    print(row, "memory", length, results["memory"][row][length], file=sys.stderr, flush=True)
+    results["padding"] = padding_fractions()
+
+    inference, training, memory = results["inference"], results["training"], results["memory"]
+    lines = [f"Device {args.device}, {args.threads} thread(s), float32; median of {args.repeats} after a warm-up; batch x L = {TOKENS_PER_BATCH:,} tokens.", ""]
+    lines += ["Inference, tokens/s:", "", "| model | parameters | " + " | ".join(f"L = {length:,}" for length in LENGTHS) + " |", "| --- | ---: |" + " ---: |" * len(LENGTHS)]
+    for row in rows:
+        parameters = next((entry.get("parameters") for entry in inference[row].values() if entry.get("parameters")), None)
+        lines.append(f"| {row} | {parameters:,} | " + " | ".join(fmt(inference[row].get(length)) for length in LENGTHS) + " |")
+    for other in ("reference", "esm2_8m"):
+        if "lyra_hf" in inference and other in inference:
+            lines.append(f"| lyra_hf / {other} | | " + " | ".join(ratio(inference["lyra_hf"][length], inference[other][length]) for length in LENGTHS) + " |")
+    if "lyra_hf" in inference:
+        lyra = inference["lyra_hf"]
+        if "tokens_per_second" in lyra[65536] and "tokens_per_second" in lyra[4096]:
+            lines += ["", f"Scaling: lyra_hf tokens/s at L = 65,536 / at L = 4,096 = {lyra[65536]['tokens_per_second'] / lyra[4096]['tokens_per_second']:.2f}"]
+    if training:
+        lines += ["", "Training step (forward + backward + AdamW), tokens/s:", "", "| model | " + " | ".join(f"L = {length:,}" for length in TRAIN_LENGTHS) + " |", "| --- |" + " ---: |" * len(TRAIN_LENGTHS)]
+        for row, entries in training.items():
+            lines.append(f"| {row} | " + " | ".join(fmt(entries.get(length)) for length in TRAIN_LENGTHS) + " |")
+        if "lyra_hf" in training and "reference" in training:
+            lines.append("| lyra_hf / reference | " + " | ".join(ratio(training["lyra_hf"][length], training["reference"][length]) for length in TRAIN_LENGTHS) + " |")
+    if memory:
+        lines += ["", "Peak resident memory of one forward of one sequence (fresh process), MB:", "", "| model | " + " | ".join(f"L = {length:,}" for length in MEMORY_LENGTHS) + " |", "| --- |" + " ---: |" * len(MEMORY_LENGTHS)]
+        for row, entries in memory.items():
+            lines.append(f"| {row} | " + " | ".join(fmt(entries.get(length), "peak_rss_mb") for length in MEMORY_LENGTHS) + " |")
+    padding = results["padding"]
+    lines += ["", "Padded-token fraction, 20,000 protein-like lengths (log-normal, median 300), batches of 64: "
+              + ", ".join(f"{name} {value:.1%}" for name, value in padding.items())]
+    table = "\n".join(lines)
+    print(table)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for suffix, content in ((".json", json.dumps(results, indent=2)), (".md", table + "\n")):
+        temporary = output.with_name(output.name + suffix + ".tmp")
+        temporary.write_text(content)
+        os.replace(temporary, output.with_name(output.name + suffix))
+
+
+if __name__ == "__main__":
+    main()

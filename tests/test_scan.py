@@ -1,0 +1,137 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from lyra_hf import LyraConfig, LyraForSequenceClassification, LyraForSequenceRegression, LyraForTokenClassification, LyraTokenizer
+from lyra_hf.scan import main, parse_positions, scan
+
+
+WILD_TYPE = "MKTAYIAKQR"
+
+
+class PolynomialModel(nn.Module):
+    """f(sequence) = sum_i additive[i, token_i] + a pairwise term for one chosen substitution pair: a model whose
+    epistasis is known exactly."""
+
+    def __init__(self, length, vocab_size, pair=None):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.additive = nn.Parameter(torch.randn(length, vocab_size, generator=generator, dtype=torch.float64))
+        self.pair = pair  # ((position, token), (position, token), strength), 0-based
+        self.config = PretrainedConfig(num_labels=1, problem_type="regression", id2label={0: "fitness"})
+
+    def forward(self, input_ids, attention_mask=None):
+        logits = self.additive[torch.arange(input_ids.shape[1]), input_ids].sum(-1, keepdim=True)
+        if self.pair is not None:
+            (a, token_a), (b, token_b), strength = self.pair
+            logits = logits + strength * ((input_ids[:, a] == token_a) & (input_ids[:, b] == token_b))[:, None]
+        return SequenceClassifierOutput(logits=logits)
+
+
+def tiny_lyra(model_class=LyraForSequenceRegression, **config):
+    torch.manual_seed(0)
+    tokenizer = LyraTokenizer()
+    model = model_class(LyraConfig(hidden_size=16, state_size=8, dropout=0.0, vocab_size=len(tokenizer), **config))
+    return model.eval(), tokenizer
+
+
+def test_row_counts_and_scores_equal_one_sequence_at_a_time():
+    model, tokenizer = tiny_lyra(num_labels=2, id2label={0: "binding", 1: "expression"})
+    result = scan(model, tokenizer, WILD_TYPE, pairs=[2, 5, 9], batch_size=7, progress=False)
+    alphabet = len(tokenizer.letters)
+    assert len(result.singles) == len(WILD_TYPE) * (alphabet - 1)
+    assert len(result.pairs) == 3 * (alphabet - 1) ** 2  # three position pairs
+    assert {"score_binding", "delta_expression", "epistasis_binding"} <= set(result.pairs.column_names)
+    rng = np.random.default_rng(0)
+    for row in rng.choice(len(result.singles), 12, replace=False).tolist():
+        entry = result.singles[row]
+        mutant = WILD_TYPE[: entry["position"] - 1] + entry["mutant"] + WILD_TYPE[entry["position"] :]
+        assert entry["wild_type"] == WILD_TYPE[entry["position"] - 1] != entry["mutant"]
+        with torch.no_grad():
+            expected = model(**tokenizer(mutant, return_tensors="pt")).logits[0]
+        assert entry["score_binding"] == pytest.approx(float(expected[0]), abs=1e-5)
+        assert entry["delta_expression"] == pytest.approx(float(expected[1]) - result.wild_type_scores["expression"], abs=1e-5)
+    for row in rng.choice(len(result.pairs), 8, replace=False).tolist():
+        entry = result.pairs[row]
+        mutant = list(WILD_TYPE)
+        mutant[entry["position_a"] - 1], mutant[entry["position_b"] - 1] = entry["mutant_a"], entry["mutant_b"]
+        with torch.no_grad():
+            expected = model(**tokenizer("".join(mutant), return_tensors="pt")).logits[0, 0]
+        assert entry["score_binding"] == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_an_additive_model_has_no_epistasis_and_a_known_pair_is_recovered():
+    tokenizer = LyraTokenizer()
+    ids = tokenizer.convert_tokens_to_ids
+    additive = PolynomialModel(len(WILD_TYPE), len(tokenizer))
+    result = scan(additive, tokenizer, WILD_TYPE, pairs=list(range(1, 11)), progress=False)
+    assert np.abs(np.array(result.pairs["epistasis"])).max() < 1e-5
+    assert np.abs(np.array(result.singles["delta"])).max() > 0.1
+
+    pair = ((2, ids("W")), (6, ids("C")), 3.0)
+    epistatic = PolynomialModel(len(WILD_TYPE), len(tokenizer), pair=pair)
+    result = scan(epistatic, tokenizer, WILD_TYPE, top_k=10, progress=False)
+    epistasis = np.abs(np.array(result.pairs["epistasis"]))
+    strongest = result.pairs[int(epistasis.argmax())]
+    assert (strongest["position_a"], strongest["mutant_a"], strongest["position_b"], strongest["mutant_b"]) == (3, "W", 7, "C")
+    assert strongest["epistasis"] == pytest.approx(3.0, abs=1e-6)
+    assert np.sort(epistasis)[-2] < 1e-5
+
+
+def test_classifier_scores_the_chosen_class_probability():
+    model, tokenizer = tiny_lyra(LyraForSequenceClassification, num_labels=3, id2label={0: "low", 1: "mid", 2: "high"})
+    result = scan(model, tokenizer, WILD_TYPE, target="mid", progress=False)
+    assert result.targets == ["probability_mid"]
+    with torch.no_grad():
+        probability = model(**tokenizer(WILD_TYPE, return_tensors="pt")).logits.softmax(-1)[0, 1]
+    assert result.wild_type_scores["probability_mid"] == pytest.approx(float(probability), abs=1e-6)
+    assert all(0 <= value <= 1 for value in result.singles["score"])
+
+
+def test_positions_parse_and_check():
+    assert parse_positions("2-4, 7", 10) == [2, 3, 4, 7]
+    for bad, message in [("0-3", "outside the sequence"), ("5-11", "outside"), ("a-b", "not a position"), ("4", "fewer than two")]:
+        with pytest.raises(ValueError, match=message):
+            parse_positions(bad, 10)
+
+
+def test_cli_writes_csvs_and_figures(tmp_path):
+    pytest.importorskip("matplotlib")
+    model, tokenizer = tiny_lyra()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    output = tmp_path / "scan"
+    assert main(["--model", str(tmp_path / "model"), "--sequence", WILD_TYPE, "--top-k", "3", "--output-dir", str(output)]) == 0
+    with open(output / "singles.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(WILD_TYPE) * 20 and list(rows[0]) == ["position", "wild_type", "mutant", "score", "delta"]
+    with open(output / "pairs.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 3 * 20 * 20
+    for name in ("singles_heatmap.png", "positions.png", "epistasis.png"):
+        assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--sequence", "MKZA"], "Wild-type letter 'Z' at position 3 is not in the model's alphabet"),
+        (["--sequence", "MKTA", "--pairs", "2-9"], "outside the sequence (1-4)"),
+        (["--sequence", "  "], "The wild-type sequence is empty"),
+        (["--sequence", "MKTA", "--token-model"], "Token-classification checkpoints are not supported"),
+    ],
+)
+def test_bad_input_gives_one_error_line(tmp_path, capsys, flags, message):
+    token_model = "--token-model" in flags
+    flags = [flag for flag in flags if flag != "--token-model"]
+    model, tokenizer = tiny_lyra(LyraForTokenClassification if token_model else LyraForSequenceRegression)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    capsys.readouterr()
+    assert main(["--model", str(tmp_path / "model"), "--output-dir", str(tmp_path / "out"), "--no-figures", *flags]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("lyra-scan: error:") and message in error[0], error
