@@ -135,3 +135,21 @@ def test_bad_input_gives_one_error_line(tmp_path, capsys, flags, message):
     assert main(["--model", str(tmp_path / "model"), "--output-dir", str(tmp_path / "out"), "--no-figures", *flags]) == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("lyra-scan: error:") and message in error[0], error
+
+
+def test_cli_scans_every_record_of_a_fasta_and_writes_csvs_without_matplotlib(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    model, tokenizer = tiny_lyra()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    (tmp_path / "wild_types.fasta").write_text(">first\nMKTAYIAK\n>second\nACDEFG\n")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "matplotlib" else real_find_spec(name, *args))
+    output = tmp_path / "scans"
+    assert main(["--model", str(tmp_path / "model"), "--fasta", str(tmp_path / "wild_types.fasta"), "--output-dir", str(output)]) == 0
+    assert "pip install lyra-hf[plot]" in capsys.readouterr().err
+    for name, length in (("first", 8), ("second", 6)):
+        with open(output / name / "singles.csv") as handle:
+            assert len(list(csv.DictReader(handle))) == length * 20
+        assert not list((output / name).glob("*.png"))

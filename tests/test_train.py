@@ -214,3 +214,11 @@ def test_trainer_fine_tuning_with_load_best_model_at_end(tmp_path):
     for (name, a), (_, b) in zip(trainer.model.named_parameters(), reloaded.named_parameters()):
         assert torch.equal(a.detach().cpu(), b), name
     assert np.isfinite(trainer.evaluate()["eval_spearmanr"])
+
+
+def test_time_budget_and_bf16_mixed_precision(tmp_path):
+    """`--max-train-minutes` stops inside the first epoch and still finishes the run; bf16 autocast trains on CPU."""
+    assert main([*TINY, "--epochs", "3", "--max-train-minutes", "0.0001", "--mixed-precision", "bf16", "--output-dir", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["stopped_early"] and len(results["history"]) == 1
+    assert results["train_seconds"] < 30 and np.isfinite(results["test"]["mse"])
