@@ -222,3 +222,22 @@ def test_time_budget_and_bf16_mixed_precision(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["stopped_early"] and len(results["history"]) == 1
     assert results["train_seconds"] < 30 and np.isfinite(results["test"]["mse"])
+
+
+def test_fine_tuning_a_checkpoint_keeps_the_encoder_and_gives_the_new_task_a_new_head(tmp_path, tiny_config):
+    from lyra_hf import LyraForSequenceRegression, LyraTokenizer
+    from lyra_hf.train import build_model, build_tokenizer, parse_args
+
+    torch.manual_seed(0)
+    pretrained = LyraForSequenceRegression(tiny_config(vocab_size=26))
+    pretrained.save_pretrained(tmp_path / "pretrained")
+    LyraTokenizer().save_pretrained(tmp_path / "pretrained")
+    args = parse_args(["--config", str(tmp_path / "pretrained"), "--task", "classification", "--train-file", "unused.csv"])
+    tokenizer = build_tokenizer(args)
+    model = build_model(args, tokenizer, ["a", "b", "c"])
+    assert type(model).__name__ == "LyraForSequenceClassification" and model.config.id2label == {0: "a", 1: "b", 2: "c"}
+    assert model.score.weight.shape == (3, 16)
+    for name, parameter in pretrained.lyra.named_parameters():
+        assert torch.equal(parameter, model.lyra.get_parameter(name)), name
+    with pytest.raises(ValueError, match="--hidden-size cannot resize the pretrained checkpoint"):
+        build_model(parse_args(["--config", str(tmp_path / "pretrained"), "--hidden-size", "32"]), tokenizer, ["fitness"])
