@@ -188,7 +188,8 @@ def scan(
         if any(not 1 <= position <= length for position in pairs):
             raise ValueError(f"Pair positions must lie in 1-{length}, got {pairs}.")
         index_of = {(position, letter): row for row, (position, letter) in enumerate(zip(single_positions, single_letters))}
-        chosen = [position - 1 for position in pairs if position - 1 in set(mutable)]
+        mutable_positions = set(mutable)
+        chosen = [position - 1 for position in pairs if position - 1 in mutable_positions]
         rows = [
             (a, letter_a, b, letter_b)
             for a, b in itertools.combinations(chosen, 2)
@@ -202,8 +203,8 @@ def scan(
             doubles[torch.arange(len(rows)), a] = letter_ids[letter_a]
             doubles[torch.arange(len(rows)), b] = letter_ids[letter_b]
         double_scores = score_ids(model, doubles, class_index, batch_size, device, "double mutants", progress)
-        single_a = single_scores[[index_of[(row[0], row[1])] for row in rows]] if rows else double_scores
-        single_b = single_scores[[index_of[(row[2], row[3])] for row in rows]] if rows else double_scores
+        single_a = single_scores[np.array([index_of[(row[0], row[1])] for row in rows], dtype=np.int64)]
+        single_b = single_scores[np.array([index_of[(row[2], row[3])] for row in rows], dtype=np.int64)]
         epistasis = double_scores - single_a - single_b + wild_score
         result.pairs = datasets.Dataset.from_dict(
             {
