@@ -80,13 +80,16 @@ class LyraRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.variance_epsilon = eps
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        input_dtype = hidden_states.dtype
-        hidden_states = hidden_states.to(torch.float32)
+    def inverse_rms(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """1 / sqrt(mean(x^2) + eps) over the last dimension, shape `(..., 1)`, in float32."""
         # The norm is one fused reduction; `pow(2).mean(-1)` would first write a full-size copy of the squares, and
         # these normalisations are memory-bound (about 3x faster this way on a CPU at 256 channels).
-        variance = torch.linalg.vector_norm(hidden_states, dim=-1, keepdim=True).square() / hidden_states.shape[-1]
-        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        squared_norm = torch.linalg.vector_norm(hidden_states.to(torch.float32), dim=-1, keepdim=True).square()
+        return torch.rsqrt(squared_norm / hidden_states.shape[-1] + self.variance_epsilon)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32) * self.inverse_rms(hidden_states)
         return self.weight * hidden_states.to(input_dtype)
 
     def extra_repr(self):
@@ -123,11 +126,34 @@ class LyraPGC(nn.Module):
         Returns:
             `torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`
         """
-        x, v = self.in_norm(self.in_proj(hidden_states)).chunk(2, dim=-1)
+        projected = self.in_proj(hidden_states)
+        # in_norm, applied in two parts: each position is scaled by its inverse RMS here, while the norm's per-channel
+        # weight, which commutes with the per-channel convolution (x half) and with out_proj (v half), is folded into
+        # their small weights instead of scaling the (batch, length, 2E) activations.
+        scale = self.in_norm.inverse_rms(projected).to(projected.dtype)
+        x_weight, v_weight = self.in_norm.weight.chunk(2)
+        x, v = projected.chunk(2, dim=-1)
         # The centred convolution looks one step ahead and one behind: padding must be zero there.
-        x = apply_mask_to_padding_states(x, mask)
-        x = self.conv(x.transpose(1, 2)).transpose(1, 2)
-        return self.out_norm(self.out_proj(v * x))
+        x = self.depthwise_conv(apply_mask_to_padding_states(x * scale, mask), x_weight)
+        out_weight = self.out_proj.weight * v_weight
+        return self.out_norm(nn.functional.linear(v * scale * x, out_weight, self.out_proj.bias))
+
+    def depthwise_conv(self, x: torch.Tensor, channel_scale: torch.Tensor) -> torch.Tensor:
+        """`self.conv` of `channel_scale * x` along the sequence, in the `(batch_size, sequence_length, E)` layout.
+
+        That layout is the channels-last layout of `(batch_size, E, 1, sequence_length)`, so a 2-D depthwise
+        convolution over this view runs without the transposed copies of `nn.Conv1d` (whose channels-first depthwise
+        kernel is also about 10x slower on a CPU) and returns the same layout.
+        """
+        weight = (self.conv.weight * channel_scale[:, None, None]).unsqueeze(2)  # (E, 1, 1, kernel_size)
+        x = nn.functional.conv2d(
+            x.transpose(1, 2).unsqueeze(2),
+            weight,
+            self.conv.bias,
+            padding=(0, self.conv.padding[0]),
+            groups=self.expanded_size,
+        )
+        return x.squeeze(2).transpose(1, 2)
 
 
 class LyraS4DKernel(nn.Module):

@@ -140,6 +140,38 @@ def test_fft_convolution_matches_the_recurrence(tiny_config, bidirectional, leng
     assert relative_error < 1e-5, relative_error
 
 
+def straightforward_pgc(pgc, u):
+    """The PGC block exactly as the paper writes it: in_proj, RMSNorm, split, nn.Conv1d over the channels-first
+    layout, gate, out_proj, RMSNorm, with each normalisation computed in full."""
+
+    def rms_norm(norm, h):
+        return norm.weight * h / h.pow(2).mean(-1, keepdim=True).add(norm.variance_epsilon).sqrt()
+
+    x, v = rms_norm(pgc.in_norm, pgc.in_proj(u)).chunk(2, dim=-1)
+    x = pgc.conv(x.transpose(1, 2)).transpose(1, 2)
+    return rms_norm(pgc.out_norm, pgc.out_proj(v * x))
+
+
+@pytest.mark.parametrize("expansion_factor", [0.25, 2.0])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_pgc_equals_the_straightforward_composition(tiny_config, expansion_factor, batch_size):
+    model = build(LyraModel, tiny_config(pgc_expansion_factors=[expansion_factor]))
+    pgc = model.pgc_layers[0]
+    with torch.no_grad():  # norm weights away from their initial ones, so that folding them is exercised
+        for norm in (pgc.in_norm, pgc.out_norm):
+            norm.weight.uniform_(-2, 2)
+    u = torch.randn(batch_size, 29, model.config.hidden_size, requires_grad=True)
+    output, reference = pgc(u), straightforward_pgc(pgc, u)
+    torch.testing.assert_close(output, reference, rtol=1e-5, atol=1e-5)
+
+    parameters = [u] + list(pgc.parameters())
+    weights = torch.randn_like(output)
+    gradients = torch.autograd.grad((output * weights).sum(), parameters)
+    reference_gradients = torch.autograd.grad((reference * weights).sum(), parameters)
+    for gradient, reference_gradient in zip(gradients, reference_gradients):
+        torch.testing.assert_close(gradient, reference_gradient, rtol=1e-4, atol=1e-5)
+
+
 def test_kernel_blocks_equal_the_full_vandermonde_product(tiny_config):
     kernel = build(LyraModel, tiny_config(bidirectional=True)).layers[0].mixer.kernel
     length = 1000  # not a multiple of the block size
