@@ -44,39 +44,133 @@ ESM_SHAPES = {"esm2_8m": (320, 6, 20, 1280), "esm2_35m": (480, 12, 20, 1920)}
 # --- models (built inside the worker processes) -----------------------------------------------------------------
 
 
-def reference_convolve(self, hidden_states, mask=None):
-    """The published S4D convolution: the full complex Vandermonde kernel every call, FFTs of length 2L."""
+def build_reference_lyra(lyra_model):
+    """The published Lyra model as its authors' PyTorch code computes it (the repository's `nn/lyra_base.py`,
+    `nn/s4d.py` and `utils/rmsnorm.py`, with `nn.Conv1d` and `torch.fft` where the GPU code calls FlashFFTConv), carrying
+    `lyra_model`'s weights: a linear encoder of one-hot inputs, two PGC blocks, RMSNorm, one S4D layer (kernel from the
+    full complex (H, N/2, L) Vandermonde product on every forward, FFTs of length 2L, channels-first layout with a 1x1
+    convolution and GLU), residual, mean pooling and a linear decoder."""
     import torch
+    from torch import nn
 
-    length = hidden_states.shape[1]
-    u = hidden_states if mask is None else hidden_states * mask
-    u = u.float().transpose(1, 2)
-    kernel = self.kernel
-    dt = kernel.log_dt.float().exp()
-    A = torch.complex(-kernel.log_A_real.float().exp(), kernel.A_imag.float())
-    dtA = A * dt[:, None]
-    vandermonde = (dtA.unsqueeze(-1) * torch.arange(length, device=u.device)).exp()  # (H, N/2, L), complex
-    C = torch.view_as_complex(kernel.C.float().contiguous()) * (dtA.exp() - 1.0) / A
-    k = 2 * torch.einsum("dhn,hnl->dhl", C, vandermonde).real
-    k_f = torch.fft.rfft(k[0], n=2 * length)  # the default model is causal: one direction
-    y = torch.fft.irfft(torch.fft.rfft(u, n=2 * length) * k_f, n=2 * length)[..., :length]
-    return (y + u * self.D.float()[:, None]).transpose(1, 2)
+    class RMSNorm(nn.Module):  # x / (||x|| / sqrt(d) + eps) * scale
+        def __init__(self, d, eps=1e-8):
+            super().__init__()
+            self.d, self.eps = d, eps
+            self.scale = nn.Parameter(torch.ones(d))
+
+        def forward(self, x):
+            rms_x = x.norm(2, dim=-1, keepdim=True) * self.d ** (-1.0 / 2)
+            return self.scale * (x / (rms_x + self.eps))
+
+    class PGC(nn.Module):
+        def __init__(self, d_model, expansion_factor):
+            super().__init__()
+            expanded = int(d_model * expansion_factor)
+            self.in_proj = nn.Linear(d_model, 2 * expanded)
+            self.in_norm = RMSNorm(2 * expanded)
+            self.conv = nn.Conv1d(expanded, expanded, kernel_size=3, padding=1, groups=expanded)
+            self.out_proj = nn.Linear(expanded, d_model)
+            self.out_norm = RMSNorm(d_model)
+
+        def forward(self, u):
+            x, v = self.in_norm(self.in_proj(u)).chunk(2, dim=-1)
+            x = self.conv(x.transpose(1, 2).contiguous()).transpose(1, 2)
+            return self.out_norm(self.out_proj(v * x))
+
+    class S4DKernel(nn.Module):
+        def __init__(self, h, n):
+            super().__init__()
+            self.log_dt = nn.Parameter(torch.zeros(h))
+            self.C = nn.Parameter(torch.zeros(h, n // 2, 2))
+            self.log_A_real = nn.Parameter(torch.zeros(h, n // 2))
+            self.A_imag = nn.Parameter(torch.zeros(h, n // 2))
+
+        def forward(self, length):
+            dt = torch.exp(self.log_dt)
+            C = torch.view_as_complex(self.C)
+            A = -torch.exp(self.log_A_real) + 1j * self.A_imag
+            dtA = A * dt.unsqueeze(-1)
+            vandermonde = dtA.unsqueeze(-1) * torch.arange(length, device=A.device)  # (H, N/2, L), complex
+            C = C * (torch.exp(dtA) - 1.0) / A
+            return 2 * torch.einsum("hn, hnl -> hl", C, torch.exp(vandermonde)).real
+
+    class S4D(nn.Module):
+        def __init__(self, h, n, dropout):
+            super().__init__()
+            self.D = nn.Parameter(torch.zeros(h))
+            self.kernel = S4DKernel(h, n)
+            self.activation = nn.GELU()
+            self.dropout = nn.Dropout1d(dropout)
+            self.output_linear = nn.Sequential(nn.Conv1d(h, 2 * h, kernel_size=1), nn.GLU(dim=-2))
+
+        def forward(self, u):  # (B, L, H) in and out, channels-first inside
+            u = u.transpose(-1, -2)
+            length = u.size(-1)
+            k_f = torch.fft.rfft(self.kernel(length), n=2 * length)
+            u_f = torch.fft.rfft(u, n=2 * length)
+            y = torch.fft.irfft(u_f * k_f, n=2 * length)[..., :length]
+            y = y + u * self.D.unsqueeze(-1)
+            y = self.output_linear(self.dropout(self.activation(y)))
+            return y.transpose(-1, -2)
+
+    class Lyra(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            d = config.hidden_size
+            self.encoder = nn.Linear(config.vocab_size, d)
+            self.pgc1, self.pgc2 = (PGC(d, factor) for factor in config.pgc_expansion_factors)
+            self.s4d = S4D(d, config.state_size, config.dropout)
+            self.norm = RMSNorm(d)
+            self.decoder = nn.Linear(d, config.num_labels)
+            self.dropout = nn.Dropout(config.dropout)
+
+        def forward(self, one_hot):
+            x = self.pgc2(self.pgc1(self.encoder(one_hot)))
+            x = self.dropout(self.s4d(self.norm(x))) + x
+            return self.decoder(x.mean(dim=1))
+
+    config = lyra_model.config
+    if config.bidirectional or config.num_s4d_layers != 1 or len(config.pgc_expansion_factors) != 2:
+        raise ValueError("the published model has two PGC blocks and one causal S4D layer")
+    reference = Lyra(config)
+    source = lyra_model.state_dict()
+    renamed = {
+        "encoder.weight": source["lyra.embeddings.weight"].T,
+        "encoder.bias": torch.zeros(config.hidden_size),
+        "norm.scale": source["lyra.layers.0.norm.weight"],
+        "s4d.D": source["lyra.layers.0.mixer.D"],
+        "s4d.kernel.C": source["lyra.layers.0.mixer.kernel.C"][0],
+        "s4d.output_linear.0.weight": source["lyra.layers.0.mixer.output_linear.weight"][..., None],
+        "s4d.output_linear.0.bias": source["lyra.layers.0.mixer.output_linear.bias"],
+        "decoder.weight": source["score.weight"],
+        "decoder.bias": source["score.bias"],
+    }
+    for name in ("log_dt", "log_A_real", "A_imag"):
+        renamed[f"s4d.kernel.{name}"] = source[f"lyra.layers.0.mixer.kernel.{name}"]
+    for index, block in enumerate(("pgc1", "pgc2")):
+        for name, tensor in source.items():
+            prefix = f"lyra.pgc_layers.{index}."
+            if name.startswith(prefix):
+                renamed[f"{block}.{name[len(prefix):].replace('norm.weight', 'norm.scale')}"] = tensor
+    reference.load_state_dict(renamed)
+    return reference
 
 
 def build_model(name: str):
+    """The model to measure and a function from token ids to its model inputs (one-hot vectors for the published
+    model, which takes them from its data loader: built outside the timed region)."""
     import torch
 
     torch.manual_seed(0)
     if name in ("lyra_hf", "reference"):
         from lyra_hf import LyraConfig, LyraForSequenceRegression
-        from lyra_hf.modeling_lyra import LyraS4D
 
         model = LyraForSequenceRegression(LyraConfig(vocab_size=21))
         if name == "reference":
-            for module in model.modules():
-                if isinstance(module, LyraS4D):
-                    module.convolve = reference_convolve.__get__(module)
-        return model, 21
+            vocab_size = model.config.vocab_size
+            return build_reference_lyra(model), 21, lambda ids: torch.nn.functional.one_hot(ids, vocab_size).float()
+        return model, 21, lambda ids: ids
     from transformers import EsmConfig, EsmForSequenceClassification
 
     hidden, layers, heads, intermediate = ESM_SHAPES[name]
@@ -85,7 +179,7 @@ def build_model(name: str):
         intermediate_size=intermediate, position_embedding_type="rotary", max_position_embeddings=70000,
         pad_token_id=1, mask_token_id=32, token_dropout=False, num_labels=1,
     )  # fmt: skip
-    return EsmForSequenceClassification(config), 33
+    return EsmForSequenceClassification(config), 33, lambda ids: ids
 
 
 # --- worker: one measurement in this process ---------------------------------------------------------------------
@@ -100,12 +194,13 @@ def run_worker(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
-    model, vocab = build_model(spec["model"])
+    model, vocab, model_inputs = build_model(spec["model"])
     model.to(device)
+    parameters = sum(parameter.numel() for parameter in model.parameters())
     length, task = spec["length"], spec["task"]
     batch = 1 if task == "memory" else max(1, TOKENS_PER_BATCH // length)
     generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(4, vocab - 1, (batch, length), generator=generator).to(device)
+    inputs = model_inputs(torch.randint(4, vocab - 1, (batch, length), generator=generator).to(device))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.get("bf16", False))
 
     def synchronize():
@@ -115,43 +210,47 @@ def run_worker(spec: dict) -> dict:
     if task in ("inference", "memory"):
         model.eval()
 
-        def step(ids):
+        def step(batch_inputs):
             with torch.no_grad(), autocast:
-                model(ids)
+                model(batch_inputs)
     else:
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         labels = torch.randn(batch, device=device)
 
-        def step(ids):
+        def step(batch_inputs):
             with autocast:
-                loss = model(ids, labels=labels[: len(ids)]).loss
+                if spec["model"] == "reference":  # the published training loop: MSE on the decoder's output
+                    predictions = model(batch_inputs).squeeze(-1)
+                    loss = torch.nn.functional.mse_loss(predictions, labels[: len(batch_inputs)])
+                else:
+                    loss = model(batch_inputs, labels=labels[: len(batch_inputs)]).loss
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
 
     if task == "memory":
         before = peak_rss_mb()
-        step(input_ids)
-        return {"peak_rss_mb": peak_rss_mb(), "rss_before_forward_mb": before, "parameters": model.num_parameters()}
+        step(inputs)
+        return {"peak_rss_mb": peak_rss_mb(), "rss_before_forward_mb": before, "parameters": parameters}
 
     # Probe with one sequence to estimate the full batch; skip what would take too long.
     start = time.perf_counter()
-    step(input_ids[:1])
+    step(inputs[:1])
     synchronize()
     estimate = (time.perf_counter() - start) * batch
     if estimate > spec["max_forward_seconds"]:
-        return {"skipped": True, "estimated_seconds": estimate, "parameters": model.num_parameters()}
-    step(input_ids)  # warm-up (and, for lyra_hf in eval mode, the kernel cache)
+        return {"skipped": True, "estimated_seconds": estimate, "parameters": parameters}
+    step(inputs)  # warm-up (and, for lyra_hf in eval mode, the kernel cache)
     synchronize()
     times = []
     for _ in range(spec["repeats"]):
         start = time.perf_counter()
-        step(input_ids)
+        step(inputs)
         synchronize()
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    return {"seconds": seconds, "tokens_per_second": batch * length / seconds, "batch": batch, "parameters": model.num_parameters()}
+    return {"seconds": seconds, "tokens_per_second": batch * length / seconds, "batch": batch, "parameters": parameters}
 
 
 # --- orchestration -----------------------------------------------------------------------------------------------
