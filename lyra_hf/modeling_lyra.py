@@ -226,6 +226,43 @@ class LyraS4DKernel(nn.Module):
             return kernel.flatten(-2)[..., :sequence_length]
 
 
+def fft_convolution(u: torch.Tensor, kernel_spectrum: torch.Tensor, n: int) -> torch.Tensor:
+    """Linear convolution of `u` `(batch_size, channels, length)` with a circular kernel of length `n >= 2 * length`
+    given by its rFFT `(channels, n // 2 + 1)`; returns `(batch_size, channels, length)`."""
+    return torch.fft.irfft(torch.fft.rfft(u, n=n) * kernel_spectrum, n=n)[..., : u.shape[-1]]
+
+
+class LyraFFTConvolution(torch.autograd.Function):
+    """`fft_convolution` of `u` with a real circular kernel `(channels, n)`, differentiable in both.
+
+    Autograd's own backward of `rfft`/`irfft` runs a complex FFT of length n; the gradients of a convolution are
+    correlations, which take one real FFT of the output gradient and one inverse real FFT per input:
+    du = irfft(G conj(K))[:L] and dk = irfft(sum over the batch of G conj(U)), with G, U, K the rFFTs of the zero-padded
+    output gradient, input and kernel.
+    """
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        n = kernel.shape[-1]
+        u_f, kernel_f = torch.fft.rfft(u, n=n), torch.fft.rfft(kernel)
+        ctx.save_for_backward(u_f, kernel_f)
+        ctx.length, ctx.n = u.shape[-1], n
+        return torch.fft.irfft(u_f * kernel_f, n=n)[..., : ctx.length]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        u_f, kernel_f = ctx.saved_tensors
+        n = ctx.n
+        grad_f = torch.fft.rfft(grad_output, n=n)
+        grad_u = grad_kernel = None
+        if ctx.needs_input_grad[0]:
+            grad_u = torch.fft.irfft(grad_f * kernel_f.conj(), n=n)[..., : ctx.length]
+        if ctx.needs_input_grad[1]:
+            grad_kernel = torch.fft.irfft((grad_f * u_f.conj()).sum(0), n=n)
+        return grad_u, grad_kernel
+
+
 class LyraS4D(nn.Module):
     """S4D layer: FFT convolution with the SSM kernel, D skip, GELU, dropout, then a GLU-gated position-wise mix."""
 
@@ -248,9 +285,18 @@ class LyraS4D(nn.Module):
         self._cached_kernel_parameters, self._cached_kernel_spectra = None, {}
         return super().train(mode)
 
+    def circular_kernel(self, sequence_length: int, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """The causal (plus, when bidirectional, anti-causal) kernel as one circular kernel of length `n`, shape
+        `(hidden_size, n)`."""
+        kernel = self.kernel(sequence_length).to(dtype)
+        circular = nn.functional.pad(kernel[0], (0, n - sequence_length))
+        if self.bidirectional:
+            # The anti-causal kernel's lag -(i + 1) sits at index n - (i + 1) of the circular kernel.
+            circular = circular + nn.functional.pad(kernel[1], (0, n - sequence_length)).flip(-1)
+        return circular
+
     def kernel_spectrum(self, sequence_length: int, n: int, dtype: torch.dtype) -> torch.Tensor:
-        """rFFT of length `n` of the causal (plus, when bidirectional, anti-causal) kernel, shape
-        `(hidden_size, n // 2 + 1)`.
+        """rFFT of `circular_kernel`, shape `(hidden_size, n // 2 + 1)`.
 
         Generating the kernel is most of an S4D layer's cost at long lengths, and at inference it is the same for every
         batch: in eval mode without autograd the spectrum is cached per (length, FFT length, device, dtype), up to
@@ -271,12 +317,7 @@ class LyraS4D(nn.Module):
             elif key in self._cached_kernel_spectra:
                 return self._cached_kernel_spectra[key]
 
-        kernel = self.kernel(sequence_length).to(dtype)
-        full_kernel = nn.functional.pad(kernel[0], (0, n - sequence_length))
-        if self.bidirectional:
-            # The anti-causal kernel's lag -(i + 1) sits at index n - (i + 1) of the circular kernel.
-            full_kernel = full_kernel + nn.functional.pad(kernel[1], (0, n - sequence_length)).flip(-1)
-        spectrum = torch.fft.rfft(full_kernel, n=n)
+        spectrum = torch.fft.rfft(self.circular_kernel(sequence_length, n, dtype))
         if cacheable:
             if len(self._cached_kernel_spectra) >= KERNEL_CACHE_SIZE:
                 self._cached_kernel_spectra.pop(next(iter(self._cached_kernel_spectra)))
@@ -299,10 +340,12 @@ class LyraS4D(nn.Module):
             dtype = torch.promote_types(hidden_states.dtype, torch.float32)
             u = apply_mask_to_padding_states(hidden_states, mask).to(dtype)
             n = fft_length(sequence_length)
-            u_f = torch.fft.rfft(u.transpose(1, 2), n=n)
-            y = torch.fft.irfft(u_f * self.kernel_spectrum(sequence_length, n, dtype), n=n)
-            y = y[..., :sequence_length].transpose(1, 2)
-            return y + u * self.D.to(dtype)
+            if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+                kernel = self.circular_kernel(sequence_length, n, dtype)
+                y = LyraFFTConvolution.apply(u.transpose(1, 2), kernel)
+            else:
+                y = fft_convolution(u.transpose(1, 2), self.kernel_spectrum(sequence_length, n, dtype), n)
+            return torch.addcmul(y.transpose(1, 2), u, self.D.to(dtype))
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """

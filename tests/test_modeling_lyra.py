@@ -18,7 +18,7 @@ from lyra_hf import (
     LyraForTokenClassification,
     LyraModel,
 )
-from lyra_hf.modeling_lyra import LyraS4D, LyraS4DBlock, fft_length
+from lyra_hf.modeling_lyra import LyraFFTConvolution, LyraS4D, LyraS4DBlock, fft_convolution, fft_length
 
 
 HEADS = [LyraModel, LyraForSequenceRegression, LyraForSequenceClassification, LyraForTokenClassification]
@@ -170,6 +170,25 @@ def test_pgc_equals_the_straightforward_composition(tiny_config, expansion_facto
     reference_gradients = torch.autograd.grad((reference * weights).sum(), parameters)
     for gradient, reference_gradient in zip(gradients, reference_gradients):
         torch.testing.assert_close(gradient, reference_gradient, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("length, n", [(1, 2), (5, 10), (7, 15), (16, 40)])  # even and odd FFT lengths
+def test_fft_convolution_function_has_exact_gradients(length, n):
+    u = torch.randn(2, 3, length, dtype=torch.float64, requires_grad=True)
+    kernel = torch.randn(3, n, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(LyraFFTConvolution.apply(u, kernel), fft_convolution(u, torch.fft.rfft(kernel), n))
+    assert torch.autograd.gradcheck(LyraFFTConvolution.apply, (u, kernel))
+
+
+def test_convolution_with_autograd_matches_the_recurrence(tiny_config):
+    model = build(LyraModel, tiny_config(bidirectional=True))
+    layer = model.layers[0].mixer
+    u = torch.randn(2, 37, model.config.hidden_size, requires_grad=True)
+    y = layer.convolve(u)  # autograd on: the LyraFFTConvolution path
+    reference = recurrence_reference(layer, u.detach())
+    assert ((y.detach().double() - reference).norm() / reference.norm()) < 1e-5
+    y.sum().backward()
+    assert all(parameter.grad is not None for parameter in layer.kernel.parameters())
 
 
 def test_kernel_blocks_equal_the_full_vandermonde_product(tiny_config):
