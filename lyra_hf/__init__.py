@@ -8,6 +8,7 @@ from transformers import (
     AutoTokenizer,
 )
 
+from .allocator import retain_freed_memory
 from .configuration_lyra import LyraConfig
 from .modeling_lyra import (
     LyraForSequenceClassification,
@@ -43,4 +44,5 @@ __all__ = [
     "LyraForSequenceRegression",
     "LyraForTokenClassification",
     "LyraTokenizer",
+    "retain_freed_memory",
 ]

@@ -18,6 +18,7 @@ from huggingface_hub.errors import EntryNotFoundError
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
+from .allocator import retain_freed_memory
 from .data import SEQUENCE_COLUMN, check_columns, check_rows, read_table
 from .outputs import quiet_library_progress_bars, write_csv_atomically
 
@@ -122,6 +123,7 @@ def run(args: argparse.Namespace) -> Path:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     quiet_library_progress_bars()
+    retain_freed_memory()
     try:
         output = run(args)
     except (ValueError, OSError, RuntimeError, EntryNotFoundError) as error:

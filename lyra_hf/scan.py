@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .allocator import retain_freed_memory
 from .data import read_fasta
 from .outputs import quiet_library_progress_bars, with_default_permissions, write_csv_atomically
 from .predict import load_checkpoint
@@ -327,6 +328,7 @@ def write_result(result: ScanResult, output_dir: Path, letters: str, figures: bo
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     quiet_library_progress_bars()
+    retain_freed_memory()
     try:
         if args.pairs and args.top_k:
             raise ValueError("Give --pairs or --top-k, not both.")

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer, EvalPrediction, get_scheduler
 
 from . import LyraConfig, LyraForSequenceClassification, LyraForSequenceRegression, LyraForTokenClassification, LyraTokenizer
+from .allocator import retain_freed_memory
 from .data import TASKS, collator_for, label_names, load_sequence_dataset, synthetic_fitness_dataset, tokenize_dataset
 from .hub import build_model_card, push_run
 from .metrics import classification_metrics, regression_metrics, token_classification_metrics
@@ -513,6 +514,7 @@ def describe_protocol(args, results: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_library_progress_bars()
+    retain_freed_memory()
     try:
         run = train(args)
     except (ValueError, FileNotFoundError, OSError) as error:
