@@ -1,15 +1,16 @@
-"""Inference and training speed and peak memory: lyra_hf against the published Lyra formulation and ESM-2, side by side.
+"""Inference and training speed and peak memory: lyra_hf against the published Lyra model and ESM-2, side by side.
 
-    python scripts/benchmark_speed.py [--threads 1] [--device cpu|cuda] [--output results/speed]
+    python scripts/benchmark_speed.py [--threads 1] [--device cpu|cuda] [--retain-freed-memory] [--output results/speed]
 
 Every measurement runs in its own subprocess with the same pinned thread count, float32 (plus a bf16-autocast row for
 lyra_hf on CUDA): a warm-up, then the median of `--repeats` timed repetitions. Models:
 
 - `lyra_hf`: the default `LyraForSequenceRegression` with a 20-letter vocabulary (plus padding), in eval mode as users
   run it (kernel spectra cached across batches of the same length).
-- `reference`: the same weights, with each S4D layer computed as the published PyTorch code does: the kernel is
-  regenerated on every forward from the complex (H, N/2, L) Vandermonde product and convolved by FFTs of length 2L; no
-  caching, no chunking. Written here, in the benchmark, as the baseline.
+- `reference`: the published Lyra model as its authors' PyTorch code computes it (see `build_reference_lyra`), with
+  the same weights: its RMSNorm, PGC blocks and one-hot linear encoder, and an S4D layer whose kernel is regenerated on
+  every forward from the complex (H, N/2, L) Vandermonde product and convolved by FFTs of length 2L; no caching, no
+  chunking. Written here, in the benchmark, as the baseline; the run checks that its outputs equal lyra_hf's.
 - `esm2_8m`, `esm2_35m`: ESM-2 at the 8M and 35M shapes from `transformers.EsmConfig` (rotary positions), random
   weights, no download.
 
@@ -18,6 +19,10 @@ L = 256 and 1,024 (same tokens per step). Memory: peak resident set of one forwa
 65,536, each in a fresh process. A configuration whose forward is estimated (from one probe sequence) to take more
 than `--max-forward-seconds` is reported as skipped, with the estimate. Also: the padded-token fraction of a realistic
 length mix batched at random and batched by length (as lyra-predict and lyra-train's evaluation do).
+
+`--retain-freed-memory` makes every worker, whatever its model, keep freed memory for reuse
+(`lyra_hf.retain_freed_memory`, as lyra-train, lyra-predict and lyra-scan do) instead of glibc's default of returning
+large blocks to the kernel and faulting them in again on the next batch.
 """
 
 import argparse
@@ -192,6 +197,10 @@ def peak_rss_mb() -> float:
 def run_worker(spec: dict) -> dict:
     import torch
 
+    if spec.get("retain_freed_memory"):
+        from lyra_hf import retain_freed_memory
+
+        retain_freed_memory()
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     model, vocab, model_inputs = build_model(spec["model"])
@@ -283,6 +292,21 @@ def padding_fractions(seed: int = 0, count: int = 20000, batch_size: int = 64) -
     return {"random batches": padded_fraction(random_batches), "length-bucketed batches": padded_fraction(length_buckets(lengths.tolist(), batch_size))}
 
 
+def reference_agreement(lengths=(7, 256, 1000)) -> float:
+    """Largest absolute difference between lyra_hf's and the reference's outputs, over random batches of `lengths`."""
+    import torch
+
+    lyra, vocab, _ = build_model("lyra_hf")
+    reference, _, one_hot = build_model("reference")
+    difference = 0.0
+    with torch.no_grad():
+        for length in lengths:
+            input_ids = torch.randint(4, vocab - 1, (3, length), generator=torch.Generator().manual_seed(length))
+            outputs = lyra.eval()(input_ids).logits, reference.eval()(one_hot(input_ids))
+            difference = max(difference, (outputs[0] - outputs[1]).abs().max().item())
+    return difference
+
+
 def fmt(entry: dict | None, key: str = "tokens_per_second") -> str:
     if not entry:
         return "—"
@@ -308,6 +332,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-forward-seconds", type=float, default=60.0)
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
+    parser.add_argument("--retain-freed-memory", action="store_true", help="every worker keeps freed memory for reuse")
     parser.add_argument("--output", default="speed", help="writes OUTPUT.json and OUTPUT.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -317,8 +342,13 @@ def main():
 
     models = [name for name in args.models.split(",") if name]
     rows = list(models) + (["lyra_hf (bf16 autocast)"] if args.device == "cuda" else [])
-    common = {"threads": args.threads, "device": args.device, "repeats": args.repeats, "max_forward_seconds": args.max_forward_seconds}
+    common = {
+        "threads": args.threads, "device": args.device, "repeats": args.repeats,
+        "max_forward_seconds": args.max_forward_seconds, "retain_freed_memory": args.retain_freed_memory,
+    }  # fmt: skip
     results = {"inference": {}, "training": {}, "memory": {}, "setup": {**common, "machine": platform.processor() or platform.machine()}}
+    if "lyra_hf" in models and "reference" in models:
+        results["reference_max_abs_difference"] = reference_agreement()
     for row in rows:
         name, bf16 = row.split(" ")[0], "bf16" in row
         for length in LENGTHS:
@@ -344,7 +374,11 @@ def main():
     results["padding"] = padding_fractions()
 
     inference, training, memory = results["inference"], results["training"], results["memory"]
-    lines = [f"Device {args.device}, {args.threads} thread(s), float32; median of {args.repeats} after a warm-up; batch x L = {TOKENS_PER_BATCH:,} tokens.", ""]
+    allocator = "freed memory retained for reuse" if args.retain_freed_memory else "default allocator"
+    lines = [f"Device {args.device}, {args.threads} thread(s), float32, {allocator}; median of {args.repeats} after a warm-up; batch x L = {TOKENS_PER_BATCH:,} tokens."]
+    if "reference_max_abs_difference" in results:
+        lines.append(f"Reference outputs equal lyra_hf's to {results['reference_max_abs_difference']:.1e} (largest absolute difference).")
+    lines.append("")
     lines += ["Inference, tokens/s:", "", "| model | parameters | " + " | ".join(f"L = {length:,}" for length in LENGTHS) + " |", "| --- | ---: |" + " ---: |" * len(LENGTHS)]
     for row in rows:
         parameters = next((entry.get("parameters") for entry in inference[row].values() if entry.get("parameters")), None)
