@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
+from safetensors.torch import load_file, save_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer, EvalPrediction, get_scheduler
@@ -50,6 +52,8 @@ LOWER_IS_BETTER = ("mse",)  # the other metrics lyra-train selects on are better
 SSM_PARAMETER_NAMES = ("log_dt", "log_A_real", "A_imag")
 CHECKPOINTS_DIR = "checkpoints"
 TRAINING_STATE_FILE = "training_state.json"
+# The moving average of the weights (with --ema-decay), saved with each checkpoint as safetensors, never pickled.
+EMA_FILE = "ema.safetensors"
 SIZE_FLAGS = {
     "hidden_size": "--hidden-size",
     "state_size": "--state-size",
@@ -92,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--lr-scheduler", choices=("cosine", "linear", "constant"), default="cosine")
     training.add_argument("--warmup-ratio", type=float, default=0.05)
     training.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    training.add_argument(
+        "--ema-decay", type=float, help="evaluate, keep and save an exponential moving average of the weights, e.g. 0.999"
+    )
     training.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
     training.add_argument("--metric-for-best-model", help="validation metric that picks the best epoch (default: spearmanr, or f1 for classification)")
     training.add_argument("--seed", type=int, default=42)
@@ -118,6 +125,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.learning_rate <= 0:
         parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
+    if args.ema_decay is not None and not 0 < args.ema_decay < 1:
+        parser.error(f"--ema-decay must be in (0, 1), got {args.ema_decay}")
     if not 0 <= args.warmup_ratio < 1:
         parser.error(f"--warmup-ratio must be in [0, 1), got {args.warmup_ratio}")
     for flag in ("max_length", "max_train_samples", "max_eval_samples"):
@@ -296,7 +305,7 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def save_checkpoint(accelerator, output_dir: Path, epoch: int, state: dict, keep: int = 2) -> None:
+def save_checkpoint(accelerator, output_dir: Path, epoch: int, state: dict, ema=None, keep: int = 2) -> None:
     """`accelerator.save_state` into a temporary directory, renamed once every process has written its part, so that
     a run killed while saving leaves the previous checkpoint as the latest."""
     final = output_dir / CHECKPOINTS_DIR / f"epoch_{epoch:04d}"
@@ -308,6 +317,8 @@ def save_checkpoint(accelerator, output_dir: Path, epoch: int, state: dict, keep
     accelerator.save_state(str(temporary))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if ema is not None:
+            save_file(ema.state_dict(), temporary / EMA_FILE)
         write_json_atomically(temporary / TRAINING_STATE_FILE, state)
         replace_directory(temporary, final)
         for old in sorted(final.parent.glob("epoch_[0-9][0-9][0-9][0-9]"))[:-keep]:
@@ -398,6 +409,12 @@ def train(args: argparse.Namespace) -> TrainingRun:
         model, optimizer, scheduler, loaders["train"], *[loaders[split] for split in loaders if split != "train"]
     )
     eval_loaders = dict(zip([split for split in loaders if split != "train"], eval_loaders))
+    # With --ema-decay, the moving average of the weights (identical on every process, as the weights are) is what is
+    # evaluated, chosen and saved; the optimizer keeps training the raw weights.
+    ema = None
+    if args.ema_decay:
+        ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay))
+    evaluated_model = model if ema is None else ema.module
     compute_metrics = metrics_for(args.task, names)
 
     state = {"epoch": 0, "best_epoch": None, "best_metric": None, "history": [], "train_seconds": 0.0, "train_samples": 0}
@@ -411,6 +428,10 @@ def train(args: argparse.Namespace) -> TrainingRun:
         else:
             accelerator.load_state(str(checkpoint))
             state = json.loads((checkpoint / TRAINING_STATE_FILE).read_text())
+            if ema is not None:
+                if not (checkpoint / EMA_FILE).is_file():
+                    raise ValueError(f"--ema-decay is set but checkpoint {checkpoint} was written without it (no {EMA_FILE}).")
+                ema.load_state_dict(load_file(checkpoint / EMA_FILE, device=str(accelerator.device)))
             if accelerator.is_main_process:
                 print(f"lyra-train: resumed from {checkpoint} after epoch {state['epoch']}.", file=sys.stderr)
 
@@ -429,6 +450,8 @@ def train(args: argparse.Namespace) -> TrainingRun:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
+            if ema is not None and accelerator.sync_gradients:
+                ema.update_parameters(accelerator.unwrap_model(model))
             samples += len(batch["input_ids"]) * accelerator.num_processes
             progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if deadline is not None and time.monotonic() > deadline:
@@ -439,7 +462,7 @@ def train(args: argparse.Namespace) -> TrainingRun:
         state["train_seconds"] += time.perf_counter() - started
         state["train_samples"] += samples
 
-        metrics = evaluate(model, eval_loaders["validation"], accelerator, compute_metrics, args.task, "validation")
+        metrics = evaluate(evaluated_model, eval_loaders["validation"], accelerator, compute_metrics, args.task, "validation")
         if args.metric_for_best_model not in metrics:  # AUROC is left out when a class is missing from validation
             raise ValueError(f"--metric-for-best-model {args.metric_for_best_model!r} is not among the validation metrics {sorted(metrics)}.")
         state["history"].append({"epoch": epoch, **metrics})
@@ -448,9 +471,9 @@ def train(args: argparse.Namespace) -> TrainingRun:
             tqdm.write(f"epoch {epoch}: validation {shown}")
         if is_better(metrics[args.metric_for_best_model], state["best_metric"], args.metric_for_best_model):
             state["best_epoch"], state["best_metric"] = epoch, metrics[args.metric_for_best_model]
-            save_best(accelerator, model, tokenizer, output_dir)
+            save_best(accelerator, evaluated_model, tokenizer, output_dir)
         state["epoch"] = epoch
-        save_checkpoint(accelerator, output_dir, epoch, state)
+        save_checkpoint(accelerator, output_dir, epoch, state, ema)
         if stopped_early:
             if accelerator.is_main_process:
                 print(f"lyra-train: --max-train-minutes {args.max_train_minutes} reached in epoch {epoch}.", file=sys.stderr)
@@ -466,6 +489,7 @@ def train(args: argparse.Namespace) -> TrainingRun:
         ),
         "best_epoch": state["best_epoch"],
         "metric_for_best_model": args.metric_for_best_model,
+        "ema_decay": args.ema_decay,
         "history": state["history"],
         "num_parameters": accelerator.unwrap_model(model).num_parameters(),
         "num_processes": accelerator.num_processes,
@@ -506,7 +530,9 @@ def describe_protocol(args, results: dict) -> str:
     return (
         f"`lyra-train`, {len(results['history'])} epoch(s), AdamW (learning rate {args.learning_rate}, weight decay "
         f"{args.weight_decay}, {args.lr_scheduler} schedule), batch size {args.batch_size} per device on "
-        f"{results['num_processes']} process(es). The best epoch ({results['best_epoch']}) was chosen on {validation} "
+        f"{results['num_processes']} process(es)"
+        + (f", weights averaged (exponential moving average, decay {args.ema_decay})" if args.ema_decay else "")
+        + f". The best epoch ({results['best_epoch']}) was chosen on {validation} "
         f"by {args.metric_for_best_model}; the test split was scored once, with that model."
     )
 

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -141,6 +142,38 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path):
         assert torch.equal(tensor, load_file(interrupted / "best" / "model.safetensors")[name]), name
 
 
+def test_weight_average_is_what_is_evaluated_saved_and_resumed(tmp_path):
+    flags = [*TINY, "--epochs", "2", "--ema-decay", "0.9"]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert main([*flags, "--output-dir", str(full)]) == 0
+    results = json.loads((full / "results.json").read_text())
+    assert results["ema_decay"] == 0.9
+    checkpoint = full / "checkpoints" / f"epoch_{results['best_epoch']:04d}"
+    average, raw = load_file(checkpoint / "ema.safetensors"), load_file(checkpoint / "model.safetensors")
+    best = load_file(full / "best" / "model.safetensors")
+    assert all(torch.equal(tensor, average[f"module.{name}"]) for name, tensor in best.items())
+    assert not all(torch.equal(tensor, raw[name]) for name, tensor in best.items())
+    assert results["test"]["spearmanr"] == pytest.approx(synthetic_test_spearman(full / "best", 101), abs=1e-5)
+
+    # Resuming after epoch 1 (its checkpoint holds the average) ends exactly where the uninterrupted run did.
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(full / "checkpoints" / "epoch_0001", resumed / "checkpoints" / "epoch_0001")
+    shutil.copytree(full / "best", resumed / "best")
+    assert main([*flags, "--output-dir", str(resumed), "--resume-from-checkpoint", "latest"]) == 0
+    expected, actual = (json.loads((path / "results.json").read_text()) for path in (full, resumed))
+    for key in TIMING_KEYS:
+        expected.pop(key), actual.pop(key)
+    assert actual == expected
+    assert all(torch.equal(tensor, load_file(resumed / "best" / "model.safetensors")[name]) for name, tensor in best.items())
+
+
+def test_resuming_without_the_weight_average_fails_clearly(tmp_path, capsys):
+    assert main([*TINY, "--epochs", "1", "--output-dir", str(tmp_path)]) == 0
+    flags = [*TINY, "--epochs", "2", "--ema-decay", "0.9", "--output-dir", str(tmp_path), "--resume-from-checkpoint", "latest"]
+    assert main(flags) == 1
+    assert "written without it (no ema.safetensors)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -162,7 +195,7 @@ def test_bad_files_and_flags_give_one_error_line(tmp_path, capsys, flags, messag
     assert not any("Traceback" in line for line in error)
 
 
-@pytest.mark.parametrize("flags", [["--epochs", "0"], ["--learning-rate", "-1"], ["--task", "classification"]])
+@pytest.mark.parametrize("flags", [["--epochs", "0"], ["--learning-rate", "-1"], ["--task", "classification"], ["--ema-decay", "1"]])
 def test_bad_flag_values_are_usage_errors(capsys, flags):
     with pytest.raises(SystemExit) as exit_info:
         main(flags)
