@@ -319,10 +319,55 @@ def fmt(entry: dict | None, key: str = "tokens_per_second") -> str:
 
 def ratio(a: dict | None, b: dict | None, key: str = "tokens_per_second") -> str:
     if a and b and key in a and key in b:
-        return f"{a[key] / b[key]:.1f}x"
+        value = a[key] / b[key]
+        return f"{value:.2f}x" if value < 10 else f"{value:.1f}x"
     if a and b and key in a and b.get("skipped"):  # against the skipped model's estimated speed
         return f"~{a[key] * b['estimated_seconds'] / TOKENS_PER_BATCH:,.0f}x (est.)"
     return "—"
+
+
+def render(results: dict, rows: list[str]) -> str:
+    """The Markdown tables of a run's results."""
+    setup = results["setup"]
+    inference, training, memory = results["inference"], results["training"], results["memory"]
+    allocator = "freed memory retained for reuse" if setup["retain_freed_memory"] else "default allocator"
+    lines = [f"Device {setup['device']}, {setup['threads']} thread(s), float32, {allocator}; median of {setup['repeats']} after a warm-up; batch x L = {TOKENS_PER_BATCH:,} tokens."]
+    if "reference_max_abs_difference" in results:
+        lines.append(f"Reference outputs equal lyra_hf's to {results['reference_max_abs_difference']:.1e} (largest absolute difference).")
+    lines.append("")
+    lines += ["Inference, tokens/s:", "", "| model | parameters | " + " | ".join(f"L = {length:,}" for length in LENGTHS) + " |", "| --- | ---: |" + " ---: |" * len(LENGTHS)]
+    for row in rows:
+        parameters = next((entry.get("parameters") for entry in inference[row].values() if entry.get("parameters")), None)
+        lines.append(f"| {row} | {parameters:,} | " + " | ".join(fmt(inference[row].get(length)) for length in LENGTHS) + " |")
+    for other in ("reference", "esm2_8m"):
+        if "lyra_hf" in inference and other in inference:
+            lines.append(f"| lyra_hf / {other} | | " + " | ".join(ratio(inference["lyra_hf"][length], inference[other][length]) for length in LENGTHS) + " |")
+    if "lyra_hf" in inference:
+        lyra = inference["lyra_hf"]
+        if "tokens_per_second" in lyra[65536] and "tokens_per_second" in lyra[4096]:
+            lines += ["", f"Scaling: lyra_hf tokens/s at L = 65,536 / at L = 4,096 = {lyra[65536]['tokens_per_second'] / lyra[4096]['tokens_per_second']:.2f}"]
+    if training:
+        lines += ["", "Training step (forward + backward + AdamW), tokens/s:", "", "| model | " + " | ".join(f"L = {length:,}" for length in TRAIN_LENGTHS) + " |", "| --- |" + " ---: |" * len(TRAIN_LENGTHS)]
+        for row, entries in training.items():
+            lines.append(f"| {row} | " + " | ".join(fmt(entries.get(length)) for length in TRAIN_LENGTHS) + " |")
+        if "lyra_hf" in training and "reference" in training:
+            lines.append("| lyra_hf / reference | " + " | ".join(ratio(training["lyra_hf"][length], training["reference"][length]) for length in TRAIN_LENGTHS) + " |")
+    if memory:
+        lines += ["", "Peak resident memory of one forward of one sequence (fresh process), MB:", "", "| model | " + " | ".join(f"L = {length:,}" for length in MEMORY_LENGTHS) + " |", "| --- |" + " ---: |" * len(MEMORY_LENGTHS)]
+        for row, entries in memory.items():
+            lines.append(f"| {row} | " + " | ".join(fmt(entries.get(length), "peak_rss_mb") for length in MEMORY_LENGTHS) + " |")
+    padding = results["padding"]
+    lines += ["", "Padded-token fraction, 20,000 protein-like lengths (log-normal, median 300), batches of 64: "
+              + ", ".join(f"{name} {value:.1%}" for name, value in padding.items())]
+    return "\n".join(lines)
+
+
+def from_json(path: str) -> tuple[dict, list[str]]:
+    """A run's results read back from its JSON (whose keys are strings), and its rows."""
+    results = json.loads(Path(path).read_text())
+    for table in ("inference", "training", "memory"):
+        results[table] = {row: {int(length): entry for length, entry in entries.items()} for row, entries in results[table].items()}
+    return results, list(results["inference"])
 
 
 def main():
@@ -334,10 +379,14 @@ def main():
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
     parser.add_argument("--retain-freed-memory", action="store_true", help="every worker keeps freed memory for reuse")
     parser.add_argument("--output", default="speed", help="writes OUTPUT.json and OUTPUT.md")
+    parser.add_argument("--render", metavar="JSON", help="print the tables of an earlier run's OUTPUT.json and exit")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(run_worker(json.loads(args.worker))))
+        return
+    if args.render:
+        print(render(*from_json(args.render)))
         return
 
     models = [name for name in args.models.split(",") if name]
@@ -373,37 +422,7 @@ def main():
                     print(row, "memory", length, results["memory"][row][length], file=sys.stderr, flush=True)
     results["padding"] = padding_fractions()
 
-    inference, training, memory = results["inference"], results["training"], results["memory"]
-    allocator = "freed memory retained for reuse" if args.retain_freed_memory else "default allocator"
-    lines = [f"Device {args.device}, {args.threads} thread(s), float32, {allocator}; median of {args.repeats} after a warm-up; batch x L = {TOKENS_PER_BATCH:,} tokens."]
-    if "reference_max_abs_difference" in results:
-        lines.append(f"Reference outputs equal lyra_hf's to {results['reference_max_abs_difference']:.1e} (largest absolute difference).")
-    lines.append("")
-    lines += ["Inference, tokens/s:", "", "| model | parameters | " + " | ".join(f"L = {length:,}" for length in LENGTHS) + " |", "| --- | ---: |" + " ---: |" * len(LENGTHS)]
-    for row in rows:
-        parameters = next((entry.get("parameters") for entry in inference[row].values() if entry.get("parameters")), None)
-        lines.append(f"| {row} | {parameters:,} | " + " | ".join(fmt(inference[row].get(length)) for length in LENGTHS) + " |")
-    for other in ("reference", "esm2_8m"):
-        if "lyra_hf" in inference and other in inference:
-            lines.append(f"| lyra_hf / {other} | | " + " | ".join(ratio(inference["lyra_hf"][length], inference[other][length]) for length in LENGTHS) + " |")
-    if "lyra_hf" in inference:
-        lyra = inference["lyra_hf"]
-        if "tokens_per_second" in lyra[65536] and "tokens_per_second" in lyra[4096]:
-            lines += ["", f"Scaling: lyra_hf tokens/s at L = 65,536 / at L = 4,096 = {lyra[65536]['tokens_per_second'] / lyra[4096]['tokens_per_second']:.2f}"]
-    if training:
-        lines += ["", "Training step (forward + backward + AdamW), tokens/s:", "", "| model | " + " | ".join(f"L = {length:,}" for length in TRAIN_LENGTHS) + " |", "| --- |" + " ---: |" * len(TRAIN_LENGTHS)]
-        for row, entries in training.items():
-            lines.append(f"| {row} | " + " | ".join(fmt(entries.get(length)) for length in TRAIN_LENGTHS) + " |")
-        if "lyra_hf" in training and "reference" in training:
-            lines.append("| lyra_hf / reference | " + " | ".join(ratio(training["lyra_hf"][length], training["reference"][length]) for length in TRAIN_LENGTHS) + " |")
-    if memory:
-        lines += ["", "Peak resident memory of one forward of one sequence (fresh process), MB:", "", "| model | " + " | ".join(f"L = {length:,}" for length in MEMORY_LENGTHS) + " |", "| --- |" + " ---: |" * len(MEMORY_LENGTHS)]
-        for row, entries in memory.items():
-            lines.append(f"| {row} | " + " | ".join(fmt(entries.get(length), "peak_rss_mb") for length in MEMORY_LENGTHS) + " |")
-    padding = results["padding"]
-    lines += ["", "Padded-token fraction, 20,000 protein-like lengths (log-normal, median 300), batches of 64: "
-              + ", ".join(f"{name} {value:.1%}" for name, value in padding.items())]
-    table = "\n".join(lines)
+    table = render(results, rows)
     print(table)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
