@@ -340,6 +340,8 @@ class LyraS4D(nn.Module):
             dtype = torch.promote_types(hidden_states.dtype, torch.float32)
             u = apply_mask_to_padding_states(hidden_states, mask).to(dtype)
             n = fft_length(sequence_length)
+            # Under autograd, LyraFFTConvolution's backward takes only real FFTs (compilers differentiate the plain
+            # operations themselves); without it, at inference, the kernel's spectrum may come from the cache.
             if torch.is_grad_enabled() and not torch.compiler.is_compiling():
                 kernel = self.circular_kernel(sequence_length, n, dtype)
                 y = LyraFFTConvolution.apply(u.transpose(1, 2), kernel)
