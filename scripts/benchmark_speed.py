@@ -330,7 +330,7 @@ def render(results: dict, rows: list[str]) -> str:
     """The Markdown tables of a run's results."""
     setup = results["setup"]
     inference, training, memory = results["inference"], results["training"], results["memory"]
-    allocator = "freed memory retained for reuse" if setup["retain_freed_memory"] else "default allocator"
+    allocator = "freed memory retained for reuse" if setup.get("retain_freed_memory") else "default allocator"
     lines = [f"Device {setup['device']}, {setup['threads']} thread(s), float32, {allocator}; median of {setup['repeats']} after a warm-up; batch x L = {TOKENS_PER_BATCH:,} tokens."]
     if "reference_max_abs_difference" in results:
         lines.append(f"Reference outputs equal lyra_hf's to {results['reference_max_abs_difference']:.1e} (largest absolute difference).")
