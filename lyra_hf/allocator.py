@@ -2,9 +2,9 @@
 
 glibc's malloc returns every freed block larger than its mmap threshold (at most 32 MB by default) to the kernel, so
 each large temporary of a forward or backward pass (at 65,536 tokens per batch one (batch, length, 2E) activation of
-the default model is 64 MB) is mapped afresh and faulted in page by page on every batch. On a CPU that costs more than
-the arithmetic of Lyra's elementwise layers (BENCHMARKS.md). Raising the mmap and trim thresholds makes malloc keep and
-reuse those blocks; the process then holds on to its peak heap instead of returning it.
+the default model is 64 MB) is mapped afresh and faulted in page by page on every batch: about 40% of a default-model
+forward at L = 1,024 on one thread of the machine in BENCHMARKS.md. Raising the mmap and trim thresholds makes malloc
+keep and reuse those blocks; the process then holds on to its peak heap instead of returning it.
 
 `lyra-train`, `lyra-predict` and `lyra-scan` call `retain_freed_memory()` at start. In your own process, call it once
 before running a model, or set `MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296` in the
