@@ -163,8 +163,8 @@ def build_reference_lyra(lyra_model):
 
 
 def build_model(name: str):
-    """The model to measure and a function from token ids to its model inputs (one-hot vectors for the published
-    model, which takes them from its data loader: built outside the timed region)."""
+    """The model to measure, its vocabulary size, and a function from token ids to its model inputs (one-hot vectors
+    for the published model, which takes them from its data loader: built outside the timed region)."""
     import torch
 
     torch.manual_seed(0)
