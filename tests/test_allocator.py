@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 
-# Five rounds of what a forward pass does, allocating and freeing temporaries of 64, 32 and 16 MB (two alive at a
+# Twelve rounds of what a forward pass does, allocating and freeing temporaries of 64, 32 and 16 MB (two alive at a
 # time); prints the minor page faults of each round.
 FAULTS_PER_ROUND = textwrap.dedent(
     """
@@ -16,7 +16,7 @@ FAULTS_PER_ROUND = textwrap.dedent(
     if sys.argv[1] == "retain":
         assert retain_freed_memory()
     faults = []
-    for _ in range(5):
+    for _ in range(12):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         first = torch.ones(16 * 1024 * 1024)
         second = torch.ones(8 * 1024 * 1024)
@@ -40,7 +40,7 @@ def faults_per_round(mode):
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
     pages = 64 * 1024 * 1024 // 4096
     default, retained = faults_per_round("default"), faults_per_round("retain")
-    # By default every round maps fresh memory and faults its pages in again.
-    assert all(count > pages for count in default), default
-    # Retained: the heap grows over the first rounds, then the rounds reuse it.
-    assert retained[0] > pages and all(count < pages / 20 for count in retained[-2:]), retained
+    # By default every round maps fresh memory and faults pages in again (seen: at least half of 64 MB every round).
+    assert all(count > pages / 4 for count in default), default
+    # Retained: the heap grows over the first rounds (up to six, seen), then the rounds reuse it.
+    assert retained[0] > pages and all(count < pages / 20 for count in retained[-4:]), retained
