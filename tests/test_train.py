@@ -123,10 +123,14 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment, cwd=REPO,
     )  # fmt: skip
     deadline = time.monotonic() + 300
-    while not (interrupted / "checkpoints" / "epoch_0002").exists():
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before its second checkpoint"
-        time.sleep(0.02)
-    time.sleep(0.5)  # into the third epoch
+    checkpoint_times = []
+    for epoch in (1, 2):
+        while not (interrupted / "checkpoints" / f"epoch_{epoch:04d}").exists():
+            assert process.poll() is None and time.monotonic() < deadline, f"the run ended before checkpoint {epoch}"
+            time.sleep(0.01)
+        checkpoint_times.append(time.monotonic())
+    # Halfway into the third epoch, timed by the second: a fixed delay outlived the whole run once epochs got fast.
+    time.sleep((checkpoint_times[1] - checkpoint_times[0]) / 2)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (interrupted / "results.json").exists()
