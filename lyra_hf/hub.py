@@ -9,32 +9,11 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 
+from .tasks import METRICS, task_of
 from .tokenization_lyra import ALPHABETS
 
 
 TEMPLATE = Path(__file__).with_name("model_card_template.md")
-METRIC_TITLES = {
-    "spearmanr": "Spearman correlation",
-    "pearsonr": "Pearson correlation",
-    "mse": "Mean squared error",
-    "r_squared": "R²",
-    "accuracy": "Accuracy",
-    "f1": "Macro F1",
-    "matthews_correlation": "Matthews correlation",
-    "roc_auc": "AUROC",
-}
-TASKS = {
-    "regression": ("text-classification", "AutoModelForSequenceClassification", "Sequence regression"),
-    "classification": ("text-classification", "AutoModelForSequenceClassification", "Sequence classification"),
-    "token-classification": ("token-classification", "AutoModelForTokenClassification", "Per-residue classification"),
-}
-
-
-def task_of(config) -> str:
-    architectures = config.architectures or []
-    if any(name.endswith("ForTokenClassification") for name in architectures):
-        return "token-classification"
-    return "regression" if config.problem_type == "regression" else "classification"
 
 
 def alphabet_name(tokenizer) -> str:
@@ -56,43 +35,42 @@ def build_model_card(
     metrics of `results` when given) and the sections readers need: intended use, how to load, data and protocol,
     results, architecture, limitations and the citation."""
     config = model.config
-    task = task_of(config)
-    pipeline_tag, auto_class, task_title = TASKS[task]
+    task = task_of(config, type(model).__name__)
     alphabet = alphabet_name(tokenizer)
     names = [config.id2label[index] for index in range(config.num_labels)]
     dataset_name = dataset_name or "custom"
     test = (results or {}).get("test") or {}
     eval_results = [
         EvalResult(
-            task_type=pipeline_tag,
-            task_name=task_title,
+            task_type=task.pipeline_tag,
+            task_name=task.title,
             dataset_type=dataset_name,
             dataset_name=dataset_name,
             dataset_split="test",
             metric_type=metric,
-            metric_name=METRIC_TITLES[metric],
+            metric_name=METRICS[metric].title,
             metric_value=round(float(test[metric]), 4),
         )
-        for metric in METRIC_TITLES
+        for metric in task.metric_names
         if isinstance(test.get(metric), (int, float))
     ]
     card_data = ModelCardData(
         library_name="transformers",
-        pipeline_tag=pipeline_tag,
-        tags=["lyra", "biology", alphabet if alphabet != "custom" else "biological-sequences", "state-space-model", task],
+        pipeline_tag=task.pipeline_tag,
+        tags=["lyra", "biology", alphabet if alphabet != "custom" else "biological-sequences", "state-space-model", task.name],
         license=license,
         datasets=[dataset_name] if dataset_name != "custom" else None,
         model_name=repo_id.split("/")[-1],
         eval_results=eval_results or None,
     )
-    if task == "regression":
+    if task.name == "regression":
         prediction, head = f"{', '.join(names)} (regression)", f"masked {config.pooling} pooling and a linear head with {config.num_labels} output(s)"
-    elif task == "classification":
+    elif task.name == "classification":
         prediction, head = f"the class ({', '.join(names)})", f"masked {config.pooling} pooling and a linear classifier over {config.num_labels} classes"
     else:
         prediction, head = f"a label per residue ({', '.join(names)})", f"a linear classifier at every position over {config.num_labels} labels"
     if test:
-        rows = "\n".join(f"| {METRIC_TITLES[metric]} | {test[metric]:.4f} |" for metric in METRIC_TITLES if metric in test)
+        rows = "\n".join(f"| {METRICS[metric].title} | {test[metric]:.4f} |" for metric in task.metric_names if metric in test)
         results_table = f"On the test split ({test.get('num_samples', test.get('num_residues', '?'))} samples), best epoch {results.get('best_epoch')}:\n\n| metric | value |\n| --- | ---: |\n{rows}"
     else:
         results_table = "No test results were recorded for this checkpoint."
@@ -105,11 +83,11 @@ def build_model_card(
         prediction=prediction,
         alphabet_name=alphabet if alphabet != "custom" else f"custom-alphabet ({tokenizer.letters})",
         intended_use=(
-            f"{task_title} of {alphabet} sequences like those it was trained on: scoring variants, ranking designs, "
+            f"{task.title} of {alphabet} sequences like those it was trained on: scoring variants, ranking designs, "
             "screening candidates before experiments. It is a small supervised model for one assay, not a general "
             "foundation model."
         ),
-        auto_class=auto_class,
+        auto_class=task.auto_class.__name__,
         training_data=training_data or f"Dataset: {dataset_name}.",
         protocol=protocol or "The epoch was chosen on a validation split; the test split was scored once with that model.",
         results_table=results_table,
@@ -151,4 +129,4 @@ def push_run(
     return commit.commit_url
 
 
-__all__ = ["build_model_card", "push_run", "task_of", "alphabet_name"]
+__all__ = ["build_model_card", "push_run", "alphabet_name"]

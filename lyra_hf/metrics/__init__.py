@@ -6,16 +6,18 @@ from pathlib import Path
 import evaluate
 import numpy as np
 
+from ..tasks import METRICS, TASKS
+
 
 METRICS_DIR = Path(__file__).parent
-METRIC_NAMES = ("spearmanr", "pearsonr", "mse", "r_squared", "accuracy", "f1", "matthews_correlation", "roc_auc")
+METRIC_NAMES = tuple(METRICS)
 
 
 def load_metric(name: str) -> evaluate.EvaluationModule:
     """Load one of `METRIC_NAMES` from its module inside the package (`evaluate.load("spearmanr")` would fetch the
     script from the Hub)."""
-    if name not in METRIC_NAMES:
-        raise ValueError(f"Unknown metric {name!r}; available: {', '.join(METRIC_NAMES)}.")
+    if name not in METRICS:
+        raise ValueError(f"Unknown metric {name!r}; available: {', '.join(METRICS)}.")
     return evaluate.load(str(METRICS_DIR / name))
 
 
@@ -27,7 +29,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def regression_metrics(target_names: list[str] | None = None):
     """`compute_metrics` for regression: Spearman, Pearson, MSE and R² per target; with several targets, each key is
     suffixed with the target's name and the unsuffixed keys are the means over targets."""
-    metrics = {name: load_metric(name) for name in ("spearmanr", "pearsonr", "mse", "r_squared")}
+    metrics = {name: load_metric(name) for name in TASKS["regression"].metric_names}
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
         predictions = np.asarray(eval_prediction.predictions, dtype=np.float64).reshape(len(eval_prediction.label_ids), -1)
@@ -63,7 +65,7 @@ def _classification_scores(probabilities: np.ndarray, references: np.ndarray, me
 
 def classification_metrics():
     """`compute_metrics` for single-label sequence classification: accuracy, macro-F1, MCC and AUROC."""
-    metrics = {name: load_metric(name) for name in ("accuracy", "f1", "matthews_correlation", "roc_auc")}
+    metrics = {name: load_metric(name) for name in TASKS["classification"].metric_names}
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
         probabilities = _softmax(np.asarray(eval_prediction.predictions, dtype=np.float64))
@@ -75,7 +77,7 @@ def classification_metrics():
 def token_classification_metrics():
     """`compute_metrics` for per-residue labels: the classification metrics over every position whose label is not
     -100 (padding and ignored positions)."""
-    metrics = {name: load_metric(name) for name in ("accuracy", "f1", "matthews_correlation", "roc_auc")}
+    metrics = {name: load_metric(name) for name in TASKS["token-classification"].metric_names}
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
         logits = np.asarray(eval_prediction.predictions, dtype=np.float64)
@@ -86,8 +88,16 @@ def token_classification_metrics():
     return compute_metrics
 
 
+def build_compute_metrics(task: str, target_names: list[str] | None = None):
+    """`compute_metrics` for a task of `lyra_hf.tasks.TASKS` (`target_names`: the regression targets)."""
+    if task == "regression":
+        return regression_metrics(target_names)
+    return classification_metrics() if task == "classification" else token_classification_metrics()
+
+
 __all__ = [
     "METRIC_NAMES",
+    "build_compute_metrics",
     "load_metric",
     "regression_metrics",
     "classification_metrics",

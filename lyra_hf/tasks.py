@@ -1,0 +1,139 @@
+"""The tasks lyra-hf trains and runs, one row each: which head, which Auto class loads it, how the Hub tags it, which
+metrics score it and which one picks the best epoch, and how its batches are collated. Every command and module reads
+tasks and metric names from here.
+"""
+
+from dataclasses import dataclass
+
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    DataCollatorForTokenClassification,
+    DataCollatorWithPadding,
+)
+
+from .modeling_lyra import LyraForSequenceClassification, LyraForSequenceRegression, LyraForTokenClassification
+
+
+@dataclass(frozen=True)
+class Metric:
+    title: str  # as model cards show it
+    higher_is_better: bool = True
+
+
+METRICS = {
+    "spearmanr": Metric("Spearman correlation"),
+    "pearsonr": Metric("Pearson correlation"),
+    "mse": Metric("Mean squared error", higher_is_better=False),
+    "r_squared": Metric("R²"),
+    "accuracy": Metric("Accuracy"),
+    "f1": Metric("Macro F1"),
+    "matthews_correlation": Metric("Matthews correlation"),
+    "roc_auc": Metric("AUROC"),
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One row of `TASKS`. `model_class` is what lyra-train builds, `auto_class` what loads the checkpoint anywhere;
+    `pipeline_tag` and `title` go on the model card; `metric_names` are computed on validation and test, and
+    `default_metric` picks the best epoch unless the user names another."""
+
+    name: str
+    model_class: type
+    auto_class: type
+    pipeline_tag: str
+    title: str
+    metric_names: tuple[str, ...]
+    default_metric: str
+    collator_class: type
+    scores_whole_sequences: bool
+
+    def collator(self, tokenizer, pad_to_multiple_of: int | None = None):
+        """Pads a batch per batch; per-residue labels are padded with -100 (no loss, not scored)."""
+        return self.collator_class(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+
+    def compute_metrics(self, target_names: list[str] | None = None):
+        """`compute_metrics` for `transformers.Trainer` and lyra-train (`target_names`: the regression targets)."""
+        # Imported here: lyra_hf.metrics reads its metric names from this table.
+        from .metrics import build_compute_metrics
+
+        return build_compute_metrics(self.name, target_names)
+
+    def metric_keys(self, target_names: list[str] | None = None) -> list[str]:
+        """Every key its `compute_metrics` may return: with several regression targets, also one per target."""
+        keys = list(self.metric_names)
+        if self.name == "regression" and target_names and len(target_names) > 1:
+            keys += [f"{metric}_{target}" for metric in self.metric_names for target in target_names]
+        return keys
+
+
+REGRESSION_METRICS = ("spearmanr", "pearsonr", "mse", "r_squared")
+CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews_correlation", "roc_auc")
+
+TASKS = {
+    task.name: task
+    for task in (
+        Task(
+            "regression",
+            LyraForSequenceRegression,
+            AutoModelForSequenceClassification,
+            "text-classification",
+            "Sequence regression",
+            REGRESSION_METRICS,
+            "spearmanr",
+            DataCollatorWithPadding,
+            scores_whole_sequences=True,
+        ),
+        Task(
+            "classification",
+            LyraForSequenceClassification,
+            AutoModelForSequenceClassification,
+            "text-classification",
+            "Sequence classification",
+            CLASSIFICATION_METRICS,
+            "f1",
+            DataCollatorWithPadding,
+            scores_whole_sequences=True,
+        ),
+        Task(
+            "token-classification",
+            LyraForTokenClassification,
+            AutoModelForTokenClassification,
+            "token-classification",
+            "Per-residue classification",
+            CLASSIFICATION_METRICS,
+            "f1",
+            DataCollatorForTokenClassification,
+            scores_whole_sequences=False,
+        ),
+    )
+}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"Unknown task {name!r}; one of {', '.join(TASKS)}.")
+    return TASKS[name]
+
+
+def metric_is_better(metric: str, value: float, best: float | None) -> bool:
+    """Whether `value` of a validation metric (or a per-target key such as `mse_binding`) beats `best`."""
+    if best is None:
+        return True
+    base = next((name for name in METRICS if metric == name or metric.startswith(f"{name}_")), metric)
+    return value > best if METRICS.get(base, Metric("")).higher_is_better else value < best
+
+
+def task_of(config, architecture: str | None = None) -> Task:
+    """The task a model was saved for: from `config.architectures` (or `architecture`, the class name of a model not
+    saved yet) and `config.problem_type`. A bare encoder (`LyraModel`) has no task and is refused."""
+    names = list(getattr(config, "architectures", None) or []) or ([architecture] if architecture else [])
+    if any(name.endswith("ForTokenClassification") for name in names):
+        return TASKS["token-classification"]
+    if names and not any(name.endswith(("ForSequenceClassification", "ForSequenceRegression")) for name in names):
+        raise ValueError(f"The checkpoint holds {names}: a bare encoder without a prediction head.")
+    return TASKS["regression" if config.problem_type == "regression" else "classification"]
+
+
+__all__ = ["METRICS", "TASKS", "Metric", "Task", "get_task", "metric_is_better", "task_of"]
