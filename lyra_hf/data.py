@@ -1,19 +1,21 @@
 """From files to batches: CSV/TSV/FASTA -> `datasets.DatasetDict` -> tokenized splits -> the right collator.
 
-Strict where the tokenizer is lenient: a sequence with a character outside the alphabet, an empty sequence, a missing
-or NaN label, or a per-residue label string of the wrong length is rejected with its split, row number (1-based, header
-excluded) and the offending value.
+Strict where the tokenizer is lenient: an empty or undecodable file, a table with no rows, a sequence with a character
+outside the alphabet, an empty sequence or one of only padding characters, a sequence over the length limit, a
+missing, NaN or infinite label, or a per-residue label string of the wrong length is rejected with its split, row
+number (1-based, header excluded; the record number in a FASTA file) and the offending value, before anything runs.
 """
 
+import codecs
 import math
 from pathlib import Path
 
 import datasets
 import numpy as np
-from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+
+from .tasks import get_task
 
 
-TASKS = ("regression", "classification", "token-classification")
 FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fna", ".fas")
 SEQUENCE_COLUMN = "sequence"
 LABELS_COLUMN = "labels"
@@ -38,7 +40,7 @@ def read_fasta(path: str | Path) -> datasets.Dataset:
             record[SEQUENCE_COLUMN] = "".join(chunks)
             records.append(record)
 
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         for line_number, line in enumerate(handle, 1):
             line = line.strip()
             if line.startswith(">"):
@@ -55,17 +57,56 @@ def read_fasta(path: str | Path) -> datasets.Dataset:
     return datasets.Dataset.from_dict({key: [record.get(key) for record in records] for key in columns})
 
 
-def read_table(path: str | Path) -> datasets.Dataset:
-    """Read a CSV, TSV or FASTA file into a `datasets.Dataset`."""
+def check_text_file(path: Path) -> None:
+    """Refuse an empty file, bytes that are not UTF-8 text (a binary or compressed file) and a file whose only non-blank
+    line is a header, each naming the file, before a parser fails on them less clearly."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    size, head = 0, ""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{path}: byte {size + error.start:,} ({chunk[error.start]:#04x}) is not UTF-8 text; a CSV, TSV or "
+                    "FASTA file is expected (decompress it first if it is compressed)."
+                ) from None
+            if len([line for line in head.splitlines() if line.strip()]) < 2:
+                head += text
+            size += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: the file ends inside a multi-byte character; it is truncated or not UTF-8 text.") from None
+    if size == 0:
+        raise ValueError(f"{path} is empty (0 bytes).")
+    lines = [line for line in head.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{path} holds only whitespace.")
+    if len(lines) == 1 and path.suffix.lower() not in FASTA_SUFFIXES:
+        raise ValueError(f"{path} has a header ({lines[0].strip()[:80]!r}) but no rows.")
+
+
+def read_table(path: str | Path, fasta: bool | None = None) -> datasets.Dataset:
+    """Read a CSV, TSV or FASTA file into a `datasets.Dataset`; FASTA by the file's suffix unless `fasta` says."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No such data file: {path}")
+    check_text_file(path)
     suffix = path.suffix.lower()
-    if suffix in FASTA_SUFFIXES:
+    if fasta or (fasta is None and suffix in FASTA_SUFFIXES):
         return read_fasta(path)
     delimiter = "\t" if suffix in (".tsv", ".tab") else ","
     # Sequences must stay strings even where a column looks numeric (e.g. a DNA column of only "1"s would not).
-    return datasets.load_dataset("csv", data_files=str(path), delimiter=delimiter, split="train", keep_default_na=False, na_values=[""])
+    return datasets.load_dataset(
+        "csv",
+        data_files=str(path),
+        delimiter=delimiter,
+        split="train",
+        keep_default_na=False,
+        na_values=[""],
+        encoding="utf-8-sig",  # spreadsheet exports start with a byte-order mark
+    )
 
 
 def check_columns(dataset: datasets.Dataset, columns: list[str], where: str) -> None:
@@ -81,12 +122,11 @@ def _is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _is_number(value) -> bool:
+def _as_number(value) -> float | None:
     try:
-        float(value)
+        return float(value)
     except (TypeError, ValueError):
-        return False
-    return True
+        return None
 
 
 def check_rows(
@@ -97,31 +137,45 @@ def check_rows(
     where: str,
     alphabet: str | None,
     padding_characters: str,
+    max_length: int | None = None,
 ) -> None:
-    """Raise a `ValueError` with the row number (1-based) for an empty sequence, a character outside `alphabet` (when
-    given) or a missing, NaN or (for regression) non-numeric label, or per-residue labels of the wrong length."""
+    """Raise a `ValueError` with the row number (1-based) for an empty sequence or one of only padding characters, a
+    character outside `alphabet` (when given), a sequence longer than `max_length`, a missing, NaN or (for regression)
+    non-numeric or infinite label, or per-residue labels of the wrong length."""
+    padding = set(padding_characters.upper() + padding_characters.lower())
     allowed = None
     if alphabet is not None:
-        allowed = set(alphabet.upper()) | set(alphabet.lower()) | set(padding_characters.upper() + padding_characters.lower())
+        allowed = set(alphabet.upper()) | set(alphabet.lower()) | padding
     sequences = dataset[sequence_column]
     labels = {column: dataset[column] for column in label_columns}
     for row, sequence in enumerate(sequences, 1):
         compact = "".join(sequence.split()) if isinstance(sequence, str) else ""
         if not compact:
             raise ValueError(f"{where}: empty sequence in column {sequence_column!r} at row {row}.")
+        if padding and set(compact) <= padding:
+            raise ValueError(f"{where}: row {row} holds only padding characters ({compact[:20]!r}): no residue to read.")
         if allowed is not None:
             for position, character in enumerate(compact, 1):
                 if character not in allowed:
                     raise ValueError(
                         f"{where}: row {row} has character {character!r} at position {position}, outside the alphabet "
-                        f"{alphabet!r} (pass unknown='unk' to map it to [UNK])."
+                        f"{alphabet!r} (map such characters to [UNK] with unknown='unk')."
                     )
+        if max_length is not None and len(compact) > max_length:
+            raise ValueError(
+                f"{where}: row {row} is {len(compact):,} residues long, over the length limit of {max_length:,}; raise "
+                "it with --max-length (memory grows with batch size times length)."
+            )
         for column, values in labels.items():
             value = values[row - 1]
             if _is_missing(value):
                 raise ValueError(f"{where}: missing or NaN label in column {column!r} at row {row}.")
-            if task == "regression" and not _is_number(value):
-                raise ValueError(f"{where}: label {value!r} in column {column!r} at row {row} is not a number.")
+            if task == "regression":
+                number = _as_number(value)
+                if number is None:
+                    raise ValueError(f"{where}: label {value!r} in column {column!r} at row {row} is not a number.")
+                if not math.isfinite(number):
+                    raise ValueError(f"{where}: label {value!r} in column {column!r} at row {row} is not finite.")
             if task == "token-classification" and len("".join(str(value).split())) != len(compact):
                 raise ValueError(
                     f"{where}: row {row} has {len(''.join(str(value).split()))} per-residue labels in column "
@@ -141,6 +195,7 @@ def load_sequence_dataset(
     unknown: str = "error",
     validation_fraction: float = 0.1,
     seed: int = 42,
+    max_length: int | None = None,
 ) -> datasets.DatasetDict:
     """Load sequence files into a `DatasetDict` with splits `train`, `validation` (carved from train with `seed` when
     no file is given) and `test` (when given), and columns `sequence` and `labels`:
@@ -152,10 +207,10 @@ def load_sequence_dataset(
       class ids, one per residue, with `ClassLabel` names.
 
     `alphabet` (the letters, e.g. `LyraTokenizer.letters`) with `unknown="error"` rejects characters outside it;
-    `padding_characters` are allowed and become masked padding in the tokenizer.
+    `padding_characters` are allowed and become masked padding in the tokenizer. `max_length` rejects longer
+    sequences.
     """
-    if task not in TASKS:
-        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}.")
+    get_task(task)
     if unknown not in ("error", "unk"):
         raise ValueError(f"`unknown` must be 'error' or 'unk', got {unknown!r}.")
     label_columns = [label_columns] if isinstance(label_columns, str) else list(label_columns)
@@ -174,7 +229,9 @@ def load_sequence_dataset(
         dataset = read_table(path)
         where = f"{split} file {path}"
         check_columns(dataset, [sequence_column] + label_columns, where)
-        check_rows(dataset, sequence_column, label_columns, task, where, alphabet if unknown == "error" else None, padding_characters)
+        check_rows(
+            dataset, sequence_column, label_columns, task, where, alphabet if unknown == "error" else None, padding_characters, max_length
+        )
         splits[split] = dataset
 
     if "validation" not in splits:
@@ -293,13 +350,11 @@ def tokenize_dataset(dataset: datasets.DatasetDict, tokenizer, max_length: int |
 def collator_for(task: str, tokenizer, pad_to_multiple_of: int | None = None):
     """`DataCollatorForTokenClassification` for per-residue labels (pads labels with -100), else
     `DataCollatorWithPadding`."""
-    if task == "token-classification":
-        return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
-    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+    return get_task(task).collator(tokenizer, pad_to_multiple_of)
 
 
 __all__ = [
-    "TASKS",
+    "check_text_file",
     "read_fasta",
     "read_table",
     "check_columns",

@@ -14,17 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from huggingface_hub.errors import EntryNotFoundError
-from safetensors import SafetensorError
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
-from .allocator import retain_freed_memory
+from . import cli
+from .checkpoints import load_checkpoint, write_csv
 from .data import SEQUENCE_COLUMN, check_columns, check_rows, read_table
-from .outputs import quiet_library_progress_bars, write_csv_atomically
+from .tasks import task_of
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lyra-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(prog="lyra-predict", description=__doc__)
     parser.add_argument("--model", required=True, help="checkpoint directory or Hub id (e.g. runs/fitness/best)")
     parser.add_argument("--input", required=True, help="CSV, TSV or FASTA file of sequences")
     parser.add_argument("--output", required=True, help="CSV file to write")
@@ -36,31 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--trust-remote-code", action="store_true", help="run a checkpoint's own modeling code (not needed with lyra-hf installed)")
     return parser
-
-
-def load_checkpoint(name: str, revision: str | None = None, trust_remote_code: bool = False):
-    """The tokenizer and the prediction head a checkpoint was saved with."""
-    options = {"revision": revision, "trust_remote_code": trust_remote_code}
-    config = AutoConfig.from_pretrained(name, **options)
-    architectures = config.architectures or []
-    if any(architecture.endswith("ForTokenClassification") for architecture in architectures):
-        model_class = AutoModelForTokenClassification
-    elif any(architecture.endswith(("ForSequenceClassification", "ForSequenceRegression")) for architecture in architectures):
-        model_class = AutoModelForSequenceClassification
-    else:
-        raise ValueError(f"{name} holds {architectures or 'no architecture'}: a bare encoder without a prediction head.")
-    try:
-        model = model_class.from_pretrained(name, config=config, **options)
-    except SafetensorError as error:
-        raise ValueError(f"{name}: model.safetensors is corrupt or truncated ({error}).") from error
-    except RuntimeError as error:
-        if "ignore_mismatched_sizes" not in str(error):
-            raise
-        # transformers prints its report to the log; name the first mismatched weights in the error itself.
-        _, info = model_class.from_pretrained(name, config=config, ignore_mismatched_sizes=True, output_loading_info=True, **options)
-        mismatched = "; ".join(f"{key}: {tuple(saved)} in the weights, {tuple(expected)} from config.json" for key, saved, expected in sorted(info["mismatched_keys"])[:3])
-        raise ValueError(f"{name}: the weights do not match the checkpoint's config.json ({mismatched}).") from error
-    return AutoTokenizer.from_pretrained(name, **options), model.eval()
 
 
 def length_buckets(lengths: list[int], batch_size: int) -> list[np.ndarray]:
@@ -87,10 +60,11 @@ def predict(model, tokenizer, sequences: list[str], batch_size: int = 256, devic
 def prediction_columns(config, outputs: list) -> dict[str, list]:
     """Output columns named after the checkpoint's targets or classes (`config.id2label`)."""
     names = [config.id2label[index] for index in range(config.num_labels)]
-    if config.problem_type == "regression":
+    task = task_of(config).name
+    if task == "regression":
         values = np.stack(outputs)
         return {f"predicted_{name}": values[:, column].tolist() for column, name in enumerate(names)}
-    if outputs and outputs[0].ndim == 2:
+    if task == "token-classification":
         separator = "" if all(len(name) == 1 for name in names) else " "
         return {"predicted_labels": [separator.join(names[label] for label in logits.argmax(-1)) for logits in outputs]}
     probabilities = torch.softmax(torch.from_numpy(np.stack(outputs)), dim=-1).numpy()
@@ -99,14 +73,19 @@ def prediction_columns(config, outputs: list) -> dict[str, list]:
     return columns
 
 
-def run(args: argparse.Namespace) -> Path:
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
+
+
+def run(args: argparse.Namespace) -> str:
     output = Path(args.output)
+    if output.is_dir():
+        raise ValueError(f"--output {output} is a directory; name the CSV file to write.")
     if output.exists() and not args.overwrite:
         raise ValueError(f"--output {output} exists; pass --overwrite to replace it.")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"No directory {output.parent} for --output {output}.")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}.")
     table = read_table(args.input)
     check_columns(table, [args.sequence_column], f"input file {args.input}")
     tokenizer, model = load_checkpoint(args.model, args.revision, args.trust_remote_code)
@@ -116,23 +95,15 @@ def run(args: argparse.Namespace) -> Path:
     outputs = predict(model, tokenizer, sequences, args.batch_size, args.device)
     columns = {name: list(table[name]) for name in table.column_names}
     columns.update(prediction_columns(model.config, outputs))
-    write_csv_atomically(output, columns)
-    return output
+    try:
+        write_csv(output, columns, overwrite=args.overwrite)
+    except FileExistsError:
+        raise ValueError(f"--output {output} was created by someone else during this run; pass --overwrite to replace it.") from None
+    return f"lyra-predict: wrote {output}"
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    quiet_library_progress_bars()
-    retain_freed_memory()
-    try:
-        output = run(args)
-    except (ValueError, OSError, RuntimeError, EntryNotFoundError) as error:
-        # Bad files, flags, checkpoints (missing, truncated, of the wrong shapes) and Hub errors: one line each.
-        message = " ".join(str(error).split())
-        print(f"lyra-predict: error: {type(error).__name__ if not message else ''}{message}", file=sys.stderr)
-        return 1
-    print(f"lyra-predict: wrote {output}")
-    return 0
+    return cli.main(build_parser(), check_args, run, argv)
 
 
 if __name__ == "__main__":

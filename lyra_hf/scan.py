@@ -2,19 +2,23 @@
 
     lyra-scan --model runs/fitness/best --sequence MKTAYIAKQR... --pairs 10-20,45 --output-dir scan/
 
-Singles: every position x every other letter of the checkpoint's alphabet, `delta = score - score(wild type)`. Pairs:
+Singles: every position x every other residue letter of the checkpoint's alphabet (not X, nor N of DNA and RNA: they
+stand for an unknown residue), `delta = score - score(wild type)`. Pairs:
 all substitution pairs at chosen positions, `epistasis = f(ab) - f(a) - f(b) + f(wt)`. Mutants are built directly as
 token ids (no string round trip) and scored in batches by a model in eval mode, which reuses its cached S4D kernels
 because every mutant has the wild type's length. Regression checkpoints give one score per target; classifiers give
 the probability of one class (`target`). Positions are 1-based everywhere.
+
+Each wild type's tables and figures go to one folder (`--output-dir`, or a subfolder per FASTA record named after its
+ID), replacing an earlier scan's files there only with `--overwrite`, and only once the new ones are complete.
 """
 
 import argparse
 import importlib.util
 import itertools
-import os
+import re
+import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +27,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .allocator import retain_freed_memory
-from .data import read_fasta
-from .outputs import quiet_library_progress_bars, with_default_permissions, write_csv_atomically
-from .predict import load_checkpoint
+from . import cli
+from .checkpoints import load_checkpoint, locked_output_dir, raise_write_error, replace_outputs, write_csv
+from .data import read_table
+from .tasks import task_of
+
+
+SCAN_OUTPUTS = ("singles.csv", "pairs.csv", "singles_heatmap.png", "positions.png", "epistasis.png")
+# Characters a FASTA ID keeps in its folder name; the others (path separators among them) become "_".
+UNSAFE_IN_FOLDER_NAME = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 @dataclass
@@ -61,9 +70,15 @@ def target_columns(model, target: str | int | None) -> tuple[list[str], int | No
 
 
 def check_model(model) -> None:
-    architectures = getattr(model.config, "architectures", None) or [type(model).__name__]
-    if any(name.endswith("ForTokenClassification") for name in architectures):
+    if not task_of(model.config).scores_whole_sequences:
         raise ValueError("Token-classification checkpoints are not supported: a scan scores whole sequences, use a sequence regression or classification checkpoint.")
+
+
+def mutant_letters(tokenizer) -> str:
+    """The letters a scan substitutes: the alphabet's residues, without X (any amino acid) and, in a nucleotide
+    alphabet, N (any base)."""
+    ambiguous = "XN" if set(tokenizer.letters) <= set("ACGTUN") else "X"
+    return "".join(letter for letter in tokenizer.letters if letter not in ambiguous)
 
 
 def encode_wild_type(tokenizer, sequence: str) -> tuple[str, torch.Tensor, list[int]]:
@@ -81,6 +96,8 @@ def encode_wild_type(tokenizer, sequence: str) -> tuple[str, torch.Tensor, list[
     if len(input_ids) != len(sequence):
         raise ValueError("The tokenizer adds special tokens; a scan needs one token per residue.")
     mutable = [index for index, character in enumerate(sequence) if character.upper() in letters]
+    if not mutable:
+        raise ValueError(f"The wild-type sequence {sequence[:20]!r} holds only padding characters: no residue to mutate.")
     return sequence.upper(), input_ids, mutable
 
 
@@ -144,7 +161,7 @@ def scan(
     targets, class_index = target_columns(model, target)
     sequence, wild_ids, mutable = encode_wild_type(tokenizer, sequence)
     length = len(wild_ids)
-    letters = tokenizer.letters
+    letters = mutant_letters(tokenizer)
     letter_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(letters)))
     batch_size = batch_size or auto_batch_size(model, length, device)
 
@@ -231,6 +248,7 @@ def plot(result: ScanResult, output_dir: Path, letters: str) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     suffix = "" if len(result.targets) == 1 else f"_{result.targets[0]}"
     length = len(result.sequence)
@@ -247,6 +265,7 @@ def plot(result: ScanResult, output_dir: Path, letters: str) -> list[Path]:
         if character in letters:
             axis.plot(position, letters.index(character), marker="o", markersize=2.5, color="black")
     axis.set_yticks(range(len(letters)), list(letters), fontsize=6)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("position (wild type marked with dots)")
     axis.set_title(f"Single-mutant delta{suffix.replace('_', ' ')}")
     figure.colorbar(image, ax=axis, label="delta")
@@ -254,8 +273,15 @@ def plot(result: ScanResult, output_dir: Path, letters: str) -> list[Path]:
 
     figure, axis = plt.subplots(figsize=(max(6, length * 0.12), 3.5))
     positions = np.arange(1, length + 1)
-    axis.plot(positions, np.nanmean(deltas, axis=0), label="mean delta")
-    axis.plot(positions, np.nanmin(deltas, axis=0), label="min delta")
+    # Positions without mutants (padding characters) stay gaps, computed without NumPy's empty-slice warnings.
+    scored = ~np.isnan(deltas)
+    counts = scored.sum(0)
+    with np.errstate(invalid="ignore"):
+        mean = np.where(counts > 0, np.where(scored, deltas, 0.0).sum(0) / counts, np.nan)
+    minimum = np.where(counts > 0, np.where(scored, deltas, np.inf).min(0), np.nan)
+    axis.plot(positions, mean, label="mean delta")
+    axis.plot(positions, minimum, label="min delta")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.axhline(0, color="grey", linewidth=0.5)
     axis.set_xlabel("position")
     axis.set_ylabel("delta")
@@ -282,14 +308,12 @@ def plot(result: ScanResult, output_dir: Path, letters: str) -> list[Path]:
 
 
 def _save(figure, path: Path) -> Path:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
-    figure.savefig(temporary, dpi=150, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
-    plt.close(figure)
-    with_default_permissions(temporary)
-    os.replace(temporary, path)
+    try:
+        figure.savefig(path, dpi=150, bbox_inches="tight")
+    finally:
+        plt.close(figure)
     return path
 
 
@@ -297,7 +321,7 @@ def _save(figure, path: Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lyra-scan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(prog="lyra-scan", description=__doc__)
     parser.add_argument("--model", required=True, help="checkpoint directory or Hub id")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--sequence", help="the wild-type sequence")
@@ -310,51 +334,96 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
     parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier scan in the output folders")
     return parser
 
 
-def write_result(result: ScanResult, output_dir: Path, letters: str, figures: bool) -> list[Path]:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written = [output_dir / "singles.csv"]
-    write_csv_atomically(written[0], result.singles.to_dict())
-    if result.pairs is not None:
-        written.append(output_dir / "pairs.csv")
-        write_csv_atomically(written[-1], result.pairs.to_dict())
-    if figures:
-        written += plot(result, output_dir, letters)
-    return written
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.pairs and args.top_k:
+        parser.error("give --pairs or --top-k, not both")
+    if args.top_k is not None and args.top_k < 2:
+        parser.error(f"--top-k must be at least 2, got {args.top_k}")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    quiet_library_progress_bars()
-    retain_freed_memory()
+def record_folders(ids: list[str]) -> list[str]:
+    """One safe folder name per FASTA record ID: characters outside letters, digits and `._+-` (path separators among
+    them) become `_`, and a leading dot too, so no name leaves the output folder or hides in it. Two IDs that would
+    share a folder are refused, naming both."""
+    folders, first_record = [], {}
+    for record, identifier in enumerate(ids, 1):
+        if not identifier:
+            raise ValueError(f"FASTA record {record} has no ID to name its output folder after.")
+        folder = UNSAFE_IN_FOLDER_NAME.sub("_", identifier)
+        folder = "_" + folder[1:] if folder.startswith(".") else folder
+        if folder in first_record:
+            earlier = first_record[folder]
+            raise ValueError(
+                f"FASTA records {earlier} ({ids[earlier - 1]!r}) and {record} ({identifier!r}) would share the output "
+                f"folder {folder!r}; give them distinct IDs."
+            )
+        first_record[folder] = record
+        folders.append(folder)
+    return folders
+
+
+def write_result(result: ScanResult, folder: Path, letters: str, figures: bool) -> list[Path]:
+    """Write the tables (and figures) into a temporary folder inside `folder`, then move them in, removing an earlier
+    scan's files that this one does not replace (e.g. its pairs.csv)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / ".scan.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)  # left by a scan killed while writing
+    temporary.mkdir()
     try:
-        if args.pairs and args.top_k:
-            raise ValueError("Give --pairs or --top-k, not both.")
-        if args.top_k is not None and args.top_k < 2:
-            raise ValueError(f"--top-k must be at least 2, got {args.top_k}.")
+        write_csv(temporary / "singles.csv", result.singles.to_dict())
+        if result.pairs is not None:
+            write_csv(temporary / "pairs.csv", result.pairs.to_dict())
+        if figures:
+            plot(result, temporary, letters)
+    except BaseException as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise_write_error(error, folder)
+    return replace_outputs(folder, temporary, SCAN_OUTPUTS)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Check every wild type, flag and output folder first, then scan and write each in turn."""
+    output_dir = Path(args.output_dir)
+    if args.fasta:
+        records = read_table(args.fasta, fasta=True)
+        wild_types = list(zip(record_folders(records["id"]), records["sequence"]))
+    else:
+        wild_types = [("", args.sequence)]
+    with locked_output_dir(output_dir):
         tokenizer, model = load_checkpoint(args.model, args.revision)
         check_model(model)
-        if args.fasta:
-            records = read_fasta(args.fasta)
-            wild_types = list(zip(records["id"], records["sequence"]))
-        else:
-            wild_types = [("", args.sequence)]
+        target_columns(model, args.target)
+        jobs = []
+        for folder, sequence in wild_types:
+            where = f"record {folder!r}: " if folder else ""
+            try:
+                sequence = encode_wild_type(tokenizer, sequence)[0]
+                pairs = parse_positions(args.pairs, len(sequence)) if args.pairs else None
+            except ValueError as error:
+                raise ValueError(f"{where}{error}") from None
+            previous = [name for name in SCAN_OUTPUTS if (output_dir / folder / name).exists()]
+            if previous and not args.overwrite:
+                raise ValueError(f"{output_dir / folder} holds an earlier scan ({', '.join(previous)}); pass --overwrite to replace it.")
+            jobs.append((folder, sequence, pairs))
         figures = not args.no_figures
         if figures and importlib.util.find_spec("matplotlib") is None:
             figures = False
             print("lyra-scan: matplotlib is not installed, writing CSV files only (pip install lyra-hf[plot] for figures).", file=sys.stderr)
-        for name, sequence in wild_types:
-            length = len("".join(sequence.split()))
-            pairs = parse_positions(args.pairs, length) if args.pairs else None
+        for folder, sequence, pairs in jobs:
             result = scan(model, tokenizer, sequence, pairs=pairs, top_k=args.top_k, target=args.target, batch_size=args.batch_size, device=args.device)
-            written = write_result(result, Path(args.output_dir) / name, tokenizer.letters, figures)
-            print(f"lyra-scan: {name or 'sequence'}: {len(result.singles):,} single and {len(result.pairs) if result.pairs is not None else 0:,} double mutants -> {', '.join(str(path) for path in written)}")
-    except (ValueError, OSError, RuntimeError) as error:
-        print(f"lyra-scan: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 1
-    return 0
+            written = write_result(result, output_dir / folder, mutant_letters(tokenizer), figures)
+            doubles = len(result.pairs) if result.pairs is not None else 0
+            print(f"lyra-scan: {folder or 'sequence'}: {len(result.singles):,} single and {doubles:,} double mutants -> {', '.join(map(str, written))}")
+
+
+def main(argv=None) -> int:
+    return cli.main(build_parser(), check_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,25 +33,27 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer, EvalPrediction, get_scheduler
 
-from . import LyraConfig, LyraForSequenceClassification, LyraForSequenceRegression, LyraForTokenClassification, LyraTokenizer
-from .allocator import retain_freed_memory
-from .data import TASKS, collator_for, label_names, load_sequence_dataset, synthetic_fitness_dataset, tokenize_dataset
+from . import LyraConfig, LyraTokenizer, cli
+from .checkpoints import (
+    atomic_directory,
+    locked_output_dir,
+    raise_write_error,
+    remove_outputs,
+    replace_directory,
+    resolve_checkpoint,
+    write_json,
+    write_text,
+)
+from .data import label_names, load_sequence_dataset, synthetic_fitness_dataset, tokenize_dataset
 from .hub import build_model_card, push_run
-from .metrics import classification_metrics, regression_metrics, token_classification_metrics
-from .outputs import quiet_library_progress_bars, write_json_atomically
+from .tasks import TASKS, metric_is_better
 
 
-MODEL_CLASSES = {
-    "regression": LyraForSequenceRegression,
-    "classification": LyraForSequenceClassification,
-    "token-classification": LyraForTokenClassification,
-}
-DEFAULT_METRIC = {"regression": "spearmanr", "classification": "f1", "token-classification": "f1"}
-REGRESSION_METRICS = ("spearmanr", "pearsonr", "mse", "r_squared")
-CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews_correlation", "roc_auc")
-LOWER_IS_BETTER = ("mse",)  # the other metrics lyra-train selects on are better when higher
 SSM_PARAMETER_NAMES = ("log_dt", "log_A_real", "A_imag")
 CHECKPOINTS_DIR = "checkpoints"
+RESULTS_FILE = "results.json"
+BEST_DIR = "best"
+RUN_OUTPUTS = (RESULTS_FILE, BEST_DIR, CHECKPOINTS_DIR)  # what a run writes, and --overwrite-output-dir replaces
 TRAINING_STATE_FILE = "training_state.json"
 # The moving average of the weights (with --ema-decay), saved with each checkpoint as safetensors, never pickled.
 EMA_FILE = "ema.safetensors"
@@ -64,19 +67,19 @@ SIZE_FLAGS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lyra-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.ArgumentParser(prog="lyra-train", description=__doc__)
     data = parser.add_argument_group("data (with no file flags: the built-in synthetic fitness landscape)")
     data.add_argument("--train-file", help="CSV, TSV or FASTA file of training sequences")
     data.add_argument("--validation-file", help="default: a seeded 10%% split carved from --train-file")
     data.add_argument("--test-file", help="scored once, with the best epoch's model")
     data.add_argument("--sequence-column", default="sequence")
     data.add_argument("--label-columns", default="label", help="comma-separated; several regression targets allowed")
-    data.add_argument("--task", choices=TASKS, default="regression")
+    data.add_argument("--task", choices=list(TASKS), default="regression")
     data.add_argument("--alphabet", default="protein", help="protein, dna, rna or the letters of a custom alphabet")
     data.add_argument("--padding-characters", default="", help="characters that mean padding in the data, e.g. J")
-    data.add_argument("--max-length", type=int, help="truncate longer sequences to this many tokens")
+    data.add_argument(
+        "--max-length", type=int, help="refuse longer sequences (default: the longest a batch fits in half the available memory)"
+    )
     data.add_argument("--max-train-samples", type=int, help="use only the first N training sequences (quick runs)")
     data.add_argument("--max-eval-samples", type=int, help="use only the first N validation and test sequences")
 
@@ -117,9 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject bad flag values through `parser.error` (exit 2), and fill in the defaults that depend on other flags."""
     for flag in ("epochs", "batch_size", "gradient_accumulation_steps"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
@@ -136,8 +138,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--validation-file and --test-file need --train-file")
     if args.train_file is None and args.task != "regression":
         parser.error(f"the built-in synthetic data set is a regression task; --task {args.task} needs --train-file")
-    args.label_columns = [column.strip() for column in args.label_columns.split(",") if column.strip()]
-    args.metric_for_best_model = args.metric_for_best_model or DEFAULT_METRIC[args.task]
+    if isinstance(args.label_columns, str):
+        args.label_columns = [column.strip() for column in args.label_columns.split(",") if column.strip()]
+    if not args.label_columns:
+        parser.error("--label-columns names no column")
+    task = TASKS[args.task]
+    args.metric_for_best_model = args.metric_for_best_model or task.default_metric
+    base_metric = args.metric_for_best_model
+    if base_metric not in task.metric_names and not any(base_metric.startswith(f"{name}_") for name in task.metric_names):
+        parser.error(f"--metric-for-best-model {base_metric!r} is not a {args.task} metric: {', '.join(task.metric_names)}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     return args
 
 
@@ -164,12 +179,25 @@ def parameter_groups(model: torch.nn.Module, learning_rate: float, weight_decay:
     return [group for group in groups if group["params"]]
 
 
-def load_data(args, tokenizer):
+def memory_bound_max_length(config, batch_size: int) -> int:
+    """The longest sequence whose padded training batch (`batch_size` rows, forward and backward) needs at most half of
+    the memory available now. Measured: about 4 bytes x hidden_size x (40 + 16 x S4D layers) per token (13.5 KB per
+    token for the default model at L = 1,000 and 4,000)."""
+    bytes_per_token = 4 * config.hidden_size * (40 + 16 * config.num_s4d_layers)
+    try:
+        with open("/proc/meminfo") as meminfo:
+            available = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, available // 2 // (batch_size * bytes_per_token))
+
+
+def load_data(args, tokenizer, max_length: int):
     """The splits (`train`, `validation`, optionally `test`) and the target or class names."""
     if args.train_file is None:
         dataset, names = synthetic_fitness_dataset(seed=args.seed), ["fitness"]
     else:
-        dataset, names = load_files(args, tokenizer)
+        dataset, names = load_files(args, tokenizer, max_length)
     limits = {"train": args.max_train_samples, "validation": args.max_eval_samples, "test": args.max_eval_samples}
     for split, limit in limits.items():
         if split in dataset and limit is not None:
@@ -177,7 +205,7 @@ def load_data(args, tokenizer):
     return dataset, names
 
 
-def load_files(args, tokenizer):
+def load_files(args, tokenizer, max_length: int):
     dataset = load_sequence_dataset(
         args.train_file,
         validation_file=args.validation_file,
@@ -188,60 +216,63 @@ def load_files(args, tokenizer):
         alphabet=tokenizer.letters,
         padding_characters=tokenizer.padding_characters,
         seed=args.seed,
+        max_length=max_length,
     )
     return dataset, (args.label_columns if args.task == "regression" else label_names(dataset))
 
 
 def is_checkpoint(path: str) -> bool:
-    """A directory or Hub id holding model weights (rather than a config JSON to start from)."""
+    """A directory or Hub id holding model weights (rather than a config JSON to start from); checked."""
     if path.endswith(".json"):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No such config file: {path}")
         return False
-    if os.path.isdir(path):
-        return any(Path(path, name).exists() for name in ("model.safetensors", "model.safetensors.index.json"))
-    return not os.path.isfile(path)
+    resolve_checkpoint(path)
+    return True
 
 
 def build_tokenizer(args):
     if args.config and is_checkpoint(args.config):
-        tokenizer = AutoTokenizer.from_pretrained(args.config)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(args.config))
         if not isinstance(tokenizer, LyraTokenizer):
             raise ValueError(f"--config {args.config} holds a {type(tokenizer).__name__}, not a LyraTokenizer.")
         return tokenizer
     return LyraTokenizer.for_alphabet(args.alphabet, padding_characters=args.padding_characters)
 
 
-def build_model(args, tokenizer, names: list[str]):
-    """A fresh model from flags (or a config JSON), or a checkpoint to fine-tune with a head for this task's labels."""
-    model_class = MODEL_CLASSES[args.task]
-    labels = {"id2label": dict(enumerate(names)), "label2id": {name: index for index, name in enumerate(names)}}
+def build_config(args, tokenizer):
+    """The architecture to train: a checkpoint's, a config JSON's, or the default, with the size flags applied."""
     sizes = {field: getattr(args, field) for field in SIZE_FLAGS if getattr(args, field) is not None}
     if args.config and is_checkpoint(args.config):
         if sizes:
             flags = ", ".join(SIZE_FLAGS[field] for field in sizes)
             raise ValueError(f"{flags} cannot resize the pretrained checkpoint {args.config}; drop them or start from a config JSON.")
-        config = AutoConfig.from_pretrained(args.config, num_labels=len(names), **labels)
-        # A new task gets a new head: weights of a head with another number of outputs are not loaded.
-        return model_class.from_pretrained(args.config, config=config, ignore_mismatched_sizes=True)
+        return AutoConfig.from_pretrained(resolve_checkpoint(args.config))
     config = LyraConfig.from_json_file(args.config) if args.config else LyraConfig()
     for field, value in {**sizes, "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}.items():
         setattr(config, field, value)
+    config.validate_architecture()
+    return config
+
+
+def build_model(args, tokenizer, names: list[str], config=None):
+    """A fresh model from `config` (default: `build_config`), or a checkpoint to fine-tune with a head for this task's
+    labels."""
+    model_class = TASKS[args.task].model_class
+    config = config or build_config(args, tokenizer)
+    labels = {"id2label": dict(enumerate(names)), "label2id": {name: index for index, name in enumerate(names)}}
+    if args.config and is_checkpoint(args.config):
+        config = AutoConfig.from_pretrained(resolve_checkpoint(args.config), num_labels=len(names), **labels)
+        # A new task gets a new head: weights of a head with another number of outputs are not loaded.
+        return model_class.from_pretrained(resolve_checkpoint(args.config), config=config, ignore_mismatched_sizes=True)
     config.num_labels = len(names)
     config.id2label, config.label2id = labels["id2label"], labels["label2id"]
-    config.validate_architecture()
     return model_class(config)
 
 
 def sort_by_length(dataset):
     lengths = dataset.map(lambda batch: {"length": [len(ids) for ids in batch["input_ids"]]}, batched=True)
     return lengths.sort("length").remove_columns("length")
-
-
-def metrics_for(task: str, names: list[str]):
-    if task == "regression":
-        return regression_metrics(names)
-    return classification_metrics() if task == "classification" else token_classification_metrics()
 
 
 def evaluate(model, dataloader, accelerator, compute_metrics, task: str, description: str) -> dict:
@@ -270,32 +301,9 @@ def evaluate(model, dataloader, accelerator, compute_metrics, task: str, descrip
 
 
 def check_metric_name(args, names: list[str]) -> None:
-    if args.task == "regression":
-        available = list(REGRESSION_METRICS)
-        if len(names) > 1:
-            available += [f"{metric}_{name}" for metric in REGRESSION_METRICS for name in names]
-    else:
-        available = list(CLASSIFICATION_METRICS)
+    available = TASKS[args.task].metric_keys(names)
     if args.metric_for_best_model not in available:
         raise ValueError(f"--metric-for-best-model {args.metric_for_best_model!r} is not among the validation metrics {available}.")
-
-
-def is_better(value: float, best: float | None, metric: str) -> bool:
-    if best is None:
-        return True
-    return value < best if metric in LOWER_IS_BETTER else value > best
-
-
-def replace_directory(temporary: Path, final: Path) -> None:
-    """Move a completely written directory into place; an old one is removed only after the new one is in place."""
-    if final.exists():
-        retired = final.with_name(f".{final.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(final, retired)
-        os.replace(temporary, final)
-        shutil.rmtree(retired)
-    else:
-        os.replace(temporary, final)
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -314,13 +322,19 @@ def save_checkpoint(accelerator, output_dir: Path, epoch: int, state: dict, ema=
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(temporary))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            if ema is not None:
+                save_file(ema.state_dict(), temporary / EMA_FILE)
+            write_json(temporary / TRAINING_STATE_FILE, state)
+            replace_directory(temporary, final)
+    except BaseException as error:
+        # Every process writes its part, so this is not `atomic_directory`; the cleanup and the error are the same.
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise_write_error(error, final)
     if accelerator.is_main_process:
-        if ema is not None:
-            save_file(ema.state_dict(), temporary / EMA_FILE)
-        write_json_atomically(temporary / TRAINING_STATE_FILE, state)
-        replace_directory(temporary, final)
         for old in sorted(final.parent.glob("epoch_[0-9][0-9][0-9][0-9]"))[:-keep]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
@@ -328,20 +342,20 @@ def save_checkpoint(accelerator, output_dir: Path, epoch: int, state: dict, ema=
 
 def save_best(accelerator, model, tokenizer, output_dir: Path) -> None:
     if accelerator.is_main_process:
-        temporary = output_dir / ".best.tmp"
-        shutil.rmtree(temporary, ignore_errors=True)
-        accelerator.unwrap_model(model).save_pretrained(temporary)
-        tokenizer.save_pretrained(temporary)
-        replace_directory(temporary, output_dir / "best")
+        with atomic_directory(output_dir / BEST_DIR) as temporary:
+            accelerator.unwrap_model(model).save_pretrained(temporary)
+            tokenizer.save_pretrained(temporary)
     accelerator.wait_for_everyone()
 
 
 def check_output_dir(args, output_dir: Path) -> None:
-    holds_a_run = (output_dir / "results.json").exists() or (output_dir / CHECKPOINTS_DIR).exists()
-    if holds_a_run and not args.resume_from_checkpoint and not args.overwrite_output_dir:
+    """Refuse to write over an earlier run (or a `best/` folder of the user's) unless told to continue or replace it;
+    the replacing itself waits until every input has been checked."""
+    found = [name for name in RUN_OUTPUTS if (output_dir / name).exists()]
+    if found and not args.resume_from_checkpoint and not args.overwrite_output_dir:
         raise ValueError(
-            f"--output-dir {output_dir} already holds a run; pass --resume-from-checkpoint latest to continue it or "
-            "--overwrite-output-dir to start afresh."
+            f"--output-dir {output_dir} already holds a run ({', '.join(found)}); pass --resume-from-checkpoint latest "
+            "to continue it or --overwrite-output-dir to replace it."
         )
 
 
@@ -367,26 +381,36 @@ def train(args: argparse.Namespace) -> TrainingRun:
         mixed_precision=args.mixed_precision,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
+    # The main process writes every output, so it alone holds the folder's lock, for the whole run.
+    with locked_output_dir(output_dir) if accelerator.is_main_process else nullcontext():
+        return train_in(output_dir, args, accelerator)
+
+
+def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerator) -> TrainingRun:
     if accelerator.is_main_process:
         check_output_dir(args, output_dir)
-        if args.overwrite_output_dir and not args.resume_from_checkpoint:
-            shutil.rmtree(output_dir / CHECKPOINTS_DIR, ignore_errors=True)
-        output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     set_seed(args.seed)
 
+    task = TASKS[args.task]
     tokenizer = build_tokenizer(args)
+    config = build_config(args, tokenizer)
+    max_length = args.max_length or memory_bound_max_length(config, args.batch_size)
     with accelerator.main_process_first():
-        dataset, names = load_data(args, tokenizer)
-        tokenized = tokenize_dataset(dataset, tokenizer, max_length=args.max_length)
+        dataset, names = load_data(args, tokenizer, max_length)
+        tokenized = tokenize_dataset(dataset, tokenizer)
         for split in tokenized:
             if split != "train":  # evaluation order is free: batches of similar length waste little on padding
                 tokenized[split] = sort_by_length(tokenized[split])
     if "test" not in tokenized and accelerator.is_main_process:
         print("lyra-train: no --test-file; results.json will have no test metrics.", file=sys.stderr)
     check_metric_name(args, names)
-    model = build_model(args, tokenizer, names)
-    collator = collator_for(args.task, tokenizer)
+    model = build_model(args, tokenizer, names, config)
+    # Every input is checked: only now may an earlier run be replaced.
+    if accelerator.is_main_process and args.overwrite_output_dir and not args.resume_from_checkpoint:
+        remove_outputs(output_dir, RUN_OUTPUTS)
+    accelerator.wait_for_everyone()
+    collator = task.collator(tokenizer)
     loaders = {
         split: DataLoader(
             tokenized[split],
@@ -415,7 +439,7 @@ def train(args: argparse.Namespace) -> TrainingRun:
     if args.ema_decay:
         ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay))
     evaluated_model = model if ema is None else ema.module
-    compute_metrics = metrics_for(args.task, names)
+    compute_metrics = task.compute_metrics(names)
 
     state = {"epoch": 0, "best_epoch": None, "best_metric": None, "history": [], "train_seconds": 0.0, "train_samples": 0}
     if args.resume_from_checkpoint:
@@ -469,7 +493,7 @@ def train(args: argparse.Namespace) -> TrainingRun:
         if accelerator.is_main_process:
             shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if isinstance(value, float))
             tqdm.write(f"epoch {epoch}: validation {shown}")
-        if is_better(metrics[args.metric_for_best_model], state["best_metric"], args.metric_for_best_model):
+        if metric_is_better(args.metric_for_best_model, metrics[args.metric_for_best_model], state["best_metric"]):
             state["best_epoch"], state["best_metric"] = epoch, metrics[args.metric_for_best_model]
             save_best(accelerator, evaluated_model, tokenizer, output_dir)
         state["epoch"] = epoch
@@ -479,7 +503,7 @@ def train(args: argparse.Namespace) -> TrainingRun:
                 print(f"lyra-train: --max-train-minutes {args.max_train_minutes} reached in epoch {epoch}.", file=sys.stderr)
             break
 
-    best_model = accelerator.prepare_model(MODEL_CLASSES[args.task].from_pretrained(output_dir / "best"), evaluation_mode=True)
+    best_model = accelerator.prepare_model(task.model_class.from_pretrained(output_dir / BEST_DIR), evaluation_mode=True)
     results = {
         "validation": next(entry for entry in state["history"] if entry["epoch"] == state["best_epoch"]),
         "test": (
@@ -498,7 +522,7 @@ def train(args: argparse.Namespace) -> TrainingRun:
         "stopped_early": stopped_early,
     }
     if accelerator.is_main_process:
-        write_json_atomically(output_dir / "results.json", results)
+        write_json(output_dir / RESULTS_FILE, results)
         card = build_model_card(
             accelerator.unwrap_model(best_model),
             tokenizer,
@@ -509,7 +533,7 @@ def train(args: argparse.Namespace) -> TrainingRun:
             training_data=describe_data(args, dataset),
             protocol=describe_protocol(args, results),
         )
-        card.save(output_dir / "best" / "README.md")
+        write_text(output_dir / BEST_DIR / "README.md", str(card))
         if args.push_to_hub:
             url = push_run(output_dir, args.push_to_hub, card, private=args.hub_private, revision=args.hub_revision)
             print(f"lyra-train: pushed to {url}", file=sys.stderr)
@@ -537,23 +561,21 @@ def describe_protocol(args, results: dict) -> str:
     )
 
 
+def run(args: argparse.Namespace) -> str | None:
+    """Train, and the closing line the main process prints."""
+    training = train(args)
+    if not training.accelerator.is_main_process:
+        return None
+    results, metric = training.results, training.results["metric_for_best_model"]
+    split = "test" if results["test"] else "validation"
+    return (
+        f"best epoch {results['best_epoch']}: {split} {metric} {results[split][metric]:.4f}; model and tokenizer in "
+        f"{Path(args.output_dir, BEST_DIR)}"
+    )
+
+
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    quiet_library_progress_bars()
-    retain_freed_memory()
-    try:
-        run = train(args)
-    except (ValueError, FileNotFoundError, OSError) as error:
-        print(f"lyra-train: error: {error}", file=sys.stderr)
-        return 1
-    if run.accelerator.is_main_process:
-        summary = run.results["test"] or run.results["validation"]
-        split = "test" if run.results["test"] else "validation"
-        print(
-            f"best epoch {run.results['best_epoch']}: {split} {run.results['metric_for_best_model']} "
-            f"{summary[run.results['metric_for_best_model']]:.4f}; model and tokenizer in {Path(args.output_dir, 'best')}"
-        )
-    return 0
+    return cli.main(build_parser(), check_args, run, argv)
 
 
 if __name__ == "__main__":

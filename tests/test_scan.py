@@ -8,7 +8,7 @@ from transformers import PretrainedConfig
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from lyra_hf import LyraConfig, LyraForSequenceClassification, LyraForSequenceRegression, LyraForTokenClassification, LyraTokenizer
-from lyra_hf.scan import main, parse_positions, scan
+from lyra_hf.scan import main, mutant_letters, parse_positions, scan
 
 
 WILD_TYPE = "MKTAYIAKQR"
@@ -43,7 +43,7 @@ def tiny_lyra(model_class=LyraForSequenceRegression, **config):
 def test_row_counts_and_scores_equal_one_sequence_at_a_time():
     model, tokenizer = tiny_lyra(num_labels=2, id2label={0: "binding", 1: "expression"})
     result = scan(model, tokenizer, WILD_TYPE, pairs=[2, 5, 9], batch_size=7, progress=False)
-    alphabet = len(tokenizer.letters)
+    alphabet = len(mutant_letters(tokenizer))  # the 20 residues: X is never a mutant
     assert len(result.singles) == len(WILD_TYPE) * (alphabet - 1)
     assert len(result.pairs) == 3 * (alphabet - 1) ** 2  # three position pairs
     assert {"score_binding", "delta_expression", "epistasis_binding"} <= set(result.pairs.column_names)
@@ -109,9 +109,9 @@ def test_cli_writes_csvs_and_figures(tmp_path):
     assert main(["--model", str(tmp_path / "model"), "--sequence", WILD_TYPE, "--top-k", "3", "--output-dir", str(output)]) == 0
     with open(output / "singles.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == len(WILD_TYPE) * 20 and list(rows[0]) == ["position", "wild_type", "mutant", "score", "delta"]
+    assert len(rows) == len(WILD_TYPE) * 19 and list(rows[0]) == ["position", "wild_type", "mutant", "score", "delta"]
     with open(output / "pairs.csv") as handle:
-        assert len(list(csv.DictReader(handle))) == 3 * 20 * 20
+        assert len(list(csv.DictReader(handle))) == 3 * 19 * 19
     for name in ("singles_heatmap.png", "positions.png", "epistasis.png"):
         assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -151,5 +151,5 @@ def test_cli_scans_every_record_of_a_fasta_and_writes_csvs_without_matplotlib(tm
     assert "pip install lyra-hf[plot]" in capsys.readouterr().err
     for name, length in (("first", 8), ("second", 6)):
         with open(output / name / "singles.csv") as handle:
-            assert len(list(csv.DictReader(handle))) == length * 20
+            assert len(list(csv.DictReader(handle))) == length * 19
         assert not list((output / name).glob("*.png"))

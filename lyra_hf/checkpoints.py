@@ -1,0 +1,248 @@
+"""Checkpoints and output files: loading a saved model, writing files and folders atomically, and locking an output
+folder for the length of a run.
+
+Every file the commands write goes through `atomic_file` or `atomic_directory`: the content is written under a
+temporary name in the same folder and renamed into place only once complete, so a killed run or a full disk leaves the
+previous file intact and no temporary behind.
+"""
+
+import csv
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from huggingface_hub.errors import EntryNotFoundError
+from safetensors import SafetensorError
+from transformers import AutoConfig, AutoTokenizer
+from transformers.utils import logging as transformers_logging
+
+from .tasks import task_of
+
+
+LOCK_FILE = ".lyra-hf.lock"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+# `owner/name` or `name`: anything else (two slashes, a leading dot, a drive or absolute path) is a local path.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+# --- atomic writes -----------------------------------------------------------------------------------------------
+
+
+def with_default_permissions(path) -> None:
+    """Give a file made by `tempfile.mkstemp` (owner-only) the permissions a plain `open` would, under the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def raise_write_error(error: BaseException, path: Path):
+    """Re-raise an error met while writing `path` (its temporary files already removed) as an `OSError` that names
+    `path` rather than a temporary file. Serializers report a full disk in their own types (safetensors'
+    `SafetensorError`, `torch.save`'s `RuntimeError`): those become an `OSError` too."""
+    if isinstance(error, OSError):
+        raise OSError(error.errno, f"Could not write {path}: {error.strerror or error}") from error
+    if isinstance(error, (SafetensorError, RuntimeError)):
+        raise OSError(f"Could not write {path}: {' '.join(str(error).split())}") from error
+    raise error
+
+
+@contextmanager
+def atomic_file(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; once the block ends it becomes `path` (with `overwrite=False` only if no
+    file of that name appeared meanwhile). On any failure, a full disk included, the temporary file is removed and
+    `path` is left as it was."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        with_default_permissions(temporary)
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)  # fails if `path` exists: never replaces a file another process wrote
+            temporary.unlink()
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        raise_write_error(error, path)
+
+
+def write_text(path: str | Path, text: str, overwrite: bool = True) -> None:
+    with atomic_file(path, overwrite) as temporary:
+        with open(temporary, "w", newline="") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+
+
+def write_json(path: str | Path, content: dict, overwrite: bool = True) -> None:
+    write_text(path, json.dumps(content, indent=2), overwrite)
+
+
+def write_csv(path: str | Path, columns: dict[str, list], overwrite: bool = True) -> None:
+    """A CSV file with a header row of the column names and one row per index of the columns."""
+    with atomic_file(path, overwrite) as temporary:
+        with open(temporary, "w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(columns)
+            writer.writerows(zip(*columns.values()))
+            stream.flush()
+            os.fsync(stream.fileno())
+
+
+def replace_directory(temporary: Path, final: Path) -> None:
+    """Move a completely written directory into place; an old one is removed only after the new one is in place."""
+    if final.exists():
+        retired = final.with_name(f".{final.name}.old")
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(final, retired)
+        os.replace(temporary, final)
+        shutil.rmtree(retired)
+    else:
+        os.replace(temporary, final)
+
+
+@contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; once the block ends it replaces `path` whole. On any failure
+    the temporary folder is removed and `path` is left as it was."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)  # left by a run killed while writing
+    temporary.mkdir(parents=True)
+    try:
+        yield temporary
+        replace_directory(temporary, path)
+    except BaseException as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise_write_error(error, path)
+
+
+def remove_outputs(folder: Path, output_names: Iterable[str]) -> None:
+    """Remove the files and folders named `output_names` from `folder` (an earlier run's outputs); nothing else."""
+    for name in output_names:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def replace_outputs(folder: Path, written: Path, output_names: Iterable[str]) -> list[Path]:
+    """Move every file of the folder `written` (complete, beside `folder`) into `folder`, then remove what an earlier
+    run left there under one of `output_names` that this run did not write. Other files in `folder` are kept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for source in sorted(written.iterdir()):
+        os.replace(source, folder / source.name)
+        moved.append(folder / source.name)
+    remove_outputs(folder, [name for name in output_names if folder / name not in moved])
+    written.rmdir()
+    return moved
+
+
+# --- output folders ----------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def locked_output_dir(path: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on the output folder `path` (created if needed) for the block: a second run into the same
+    folder fails at once. The lock is an OS file lock (`flock` on `path/.lyra-hf.lock`): the kernel releases it when
+    the process ends, so a run that was killed never blocks the next one."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    handle = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        raise ValueError(f"output folder {path} is in use by another run; wait for it to end or choose another folder.") from None
+    try:
+        yield path
+    finally:
+        os.close(handle)  # releases the lock
+
+
+# --- loading -----------------------------------------------------------------------------------------------------
+
+
+def resolve_checkpoint(name: str) -> str:
+    """A checked local checkpoint folder, or a Hub id to download from. Only a string shaped like a Hub id (`name` or
+    `owner/name`) that is not a local path goes to the Hub; anything else must be a local folder holding a saved model
+    with safetensors weights."""
+    path = Path(name).expanduser()
+    if not path.exists():
+        if not HUB_ID.match(name):
+            raise FileNotFoundError(f"No such directory: {name}")
+        return name
+    if not path.is_dir():
+        raise ValueError(f"{name} is a file; a checkpoint is a folder with config.json and model.safetensors.")
+    if not (path / "config.json").is_file():
+        if (path / "best" / "config.json").is_file():
+            raise ValueError(f"{name} is a lyra-train run folder, not a checkpoint; did you mean {path / 'best'}?")
+        raise ValueError(f"{name} holds no config.json: not a saved model.")
+    if not any((path / weights).is_file() for weights in WEIGHT_FILES):
+        if pickled := [weights for weights in PICKLE_FILES if (path / weights).is_file()]:
+            raise ValueError(
+                f"{name} holds {pickled[0]} and no model.safetensors; lyra-hf loads safetensors weights only (other "
+                "formats can run code when loaded). Convert it where you trust its origin."
+            )
+        raise ValueError(f"{name} holds no model.safetensors.")
+    return str(path)
+
+
+def load_checkpoint(name: str, revision: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer and the prediction head (in eval mode) a checkpoint was saved with: a local folder or a Hub id."""
+    source = resolve_checkpoint(name)
+    options = {"revision": revision, "trust_remote_code": trust_remote_code}
+    try:
+        config = AutoConfig.from_pretrained(source, **options)
+    except (OSError, EntryNotFoundError) as error:
+        if Path(source).exists():
+            raise
+        first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise OSError(f"{name}: no such local directory, and no Hub model could be loaded ({first_line.strip()})") from error
+    model_class = task_of(config).auto_class
+    # transformers logs a multi-line load report for weights that do not fit; the error below names them instead.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model, info = model_class.from_pretrained(source, config=config, ignore_mismatched_sizes=True, output_loading_info=True, **options)
+    except SafetensorError as error:
+        raise ValueError(f"{name}: model.safetensors is corrupt or truncated ({error}).") from error
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    if info["mismatched_keys"]:
+        mismatched = "; ".join(
+            f"{key}: {tuple(saved)} in the weights, {tuple(expected)} from config.json"
+            for key, saved, expected in sorted(info["mismatched_keys"])[:3]
+        )
+        raise ValueError(f"{name}: the weights do not match the checkpoint's config.json ({mismatched}).")
+    if info["missing_keys"]:
+        # A head or layer left at its random initialization would predict noise.
+        missing = ", ".join(sorted(info["missing_keys"])[:3])
+        raise ValueError(f"{name}: model.safetensors lacks weights the model needs ({missing}).")
+    return AutoTokenizer.from_pretrained(source, **options), model.eval()
+
+
+__all__ = [
+    "atomic_file",
+    "atomic_directory",
+    "write_text",
+    "write_json",
+    "write_csv",
+    "replace_directory",
+    "remove_outputs",
+    "replace_outputs",
+    "locked_output_dir",
+    "resolve_checkpoint",
+    "load_checkpoint",
+]
