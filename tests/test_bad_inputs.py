@@ -1,0 +1,500 @@
+"""Bad inputs to lyra-train, lyra-predict, lyra-scan and the Python loaders, one table row each.
+
+For every command case: the exit code (2 for a bad flag, 1 for bad data, checkpoints or folders), exactly one line on
+stderr that starts `lyra-X: error:` and names the bad value, every file that existed before byte-identical afterwards,
+and no temporary file left. The case names are listed in BENCHMARKS.md ("Bad inputs tried"), which a test checks.
+"""
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer
+from lyra_hf import predict as predict_command
+from lyra_hf import scan as scan_command
+from lyra_hf import train as train_command
+from lyra_hf.checkpoints import LOCK_FILE, load_checkpoint
+from lyra_hf.data import load_sequence_dataset, read_table
+
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--hidden-size", "16", "--state-size", "8", "--epochs", "1", "--batch-size", "32"]
+COMMANDS = {"train": train_command.main, "predict": predict_command.main, "scan": scan_command.main}
+GOOD_LINES = [f"{'ACDEFGHIKLMNPQRSTVWY'[i % 20]}KTAYIAK{'QRS'[i % 3]},{i / 10}\n" for i in range(40)]
+GOOD_ROWS = "".join(GOOD_LINES)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+def save_tiny_checkpoint(path: Path, hidden_size: int = 16) -> Path:
+    torch.manual_seed(0)
+    tokenizer = LyraTokenizer(padding_characters="J")
+    model = LyraForSequenceRegression(LyraConfig(hidden_size=hidden_size, state_size=8, dropout=0.0, vocab_size=len(tokenizer)))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A complete lyra-train run folder (results.json, best/, checkpoints/) to copy into cases."""
+    from accelerate.state import AcceleratorState
+
+    folder = tmp_path_factory.mktemp("finished") / "run"
+    flags = [*TINY, "--max-train-samples", "200", "--max-eval-samples", "50", "--output-dir", str(folder)]
+    assert train_command.main(flags) == 0
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return folder
+
+
+# --- cases: each `setup(work, run)` makes its files in `work` and returns the command's flags -----------------------
+
+
+def train_case(data: str | bytes | None = None, extra=(), name="train.csv"):
+    def setup(work: Path, run: Path) -> list[str]:
+        flags = [*TINY, "--output-dir", str(work / "out"), *extra]
+        if data is not None:
+            flags += ["--train-file", str(write(work / name, data))]
+        return [flag.format(work=work, run=run) for flag in flags]
+
+    return setup
+
+
+def over_previous_run(data: str, extra=()):
+    """A finished run in the output folder, and a new run over it with bad data."""
+
+    def setup(work: Path, run: Path) -> list[str]:
+        shutil.copytree(run, work / "out")
+        return [*TINY, "--train-file", str(write(work / "train.csv", data)), "--output-dir", str(work / "out"), *extra]
+
+    return setup
+
+
+def users_best_folder(work: Path, run: Path) -> list[str]:
+    write(work / "out" / "best" / "notes.txt", "my own notes\n")
+    return [*TINY, "--output-dir", str(work / "out")]
+
+
+def locked_folder(work: Path, run: Path) -> list[str]:
+    """Another run holds the folder's lock (taken here with a separate open file, as another process would)."""
+    write(work / "out" / LOCK_FILE, "")
+    handle = os.open(work / "out" / LOCK_FILE, os.O_RDWR)
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    HELD_LOCKS.append(handle)
+    return [*TINY, "--output-dir", str(work / "out"), "--overwrite-output-dir"]
+
+
+HELD_LOCKS: list[int] = []
+
+
+def longer_than_memory_allows(work: Path, run: Path) -> list[str]:
+    from lyra_hf.train import memory_bound_max_length
+
+    limit = memory_bound_max_length(LyraConfig(hidden_size=16, state_size=8), 32)
+    data = "sequence,label\n" + GOOD_ROWS + "M" * (limit + 1000) + ",1.0\n"
+    return [*TINY, "--train-file", str(write(work / "train.csv", data)), "--output-dir", str(work / "out")]
+
+
+def predict_case(data: str | bytes | None = "sequence\nMKTAYIAK\nACDEF\n", model="{model}", extra=(), name="in.csv"):
+    def setup(work: Path, run: Path) -> list[str]:
+        save_tiny_checkpoint(work / "model")
+        if data is not None:
+            write(work / name, data)
+        flags = ["--model", model, "--input", str(work / name), "--output", str(work / "out.csv"), *extra]
+        return [flag.format(work=work, run=run, model=work / "model") for flag in flags]
+
+    return setup
+
+
+def pickle_only_checkpoint(work: Path) -> Path:
+    folder = save_tiny_checkpoint(work / "pickled")
+    state = {name: tensor for name, tensor in LyraForSequenceRegression.from_pretrained(folder).state_dict().items()}
+    torch.save(state, folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    return folder
+
+
+def with_model(prepare: Callable[[Path], Path], extra=()):
+    def setup(work: Path, run: Path) -> list[str]:
+        model = prepare(work)
+        write(work / "in.csv", "sequence\nMKTAYIAK\n")
+        return ["--model", str(model), "--input", str(work / "in.csv"), "--output", str(work / "out.csv"), *extra]
+
+    return setup
+
+
+def corrupt_checkpoint(work: Path) -> Path:
+    folder = save_tiny_checkpoint(work / "corrupt")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return folder
+
+
+def mismatched_checkpoint(work: Path) -> Path:
+    folder = save_tiny_checkpoint(work / "mismatched")
+    config = json.loads((folder / "config.json").read_text())
+    config["hidden_size"] = 32
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def existing_output(work: Path, run: Path) -> list[str]:
+    write(work / "out.csv", "precious,results\n")
+    return predict_case()(work, run)
+
+
+def output_is_a_folder(work: Path, run: Path) -> list[str]:
+    write(work / "out.csv" / "mine.txt", "mine\n")
+    return predict_case()(work, run)
+
+
+def scan_case(fasta: str | bytes | None = None, sequence=None, model="{model}", extra=()):
+    def setup(work: Path, run: Path) -> list[str]:
+        save_tiny_checkpoint(work / "model")
+        flags = ["--model", model, "--output-dir", str(work / "scans"), "--no-figures", *extra]
+        if fasta is not None:
+            flags += ["--fasta", str(write(work / "wild_types.fasta", fasta))]
+        if sequence is not None:
+            flags += ["--sequence", sequence]
+        return [flag.format(work=work, run=run, model=work / "model") for flag in flags]
+
+    return setup
+
+
+def earlier_scan(work: Path, run: Path) -> list[str]:
+    write(work / "scans" / "singles.csv", "position,wild_type\n1,M\n")
+    write(work / "scans" / "pairs.csv", "position_a\n1\n")
+    return scan_case(sequence="MKTAYIAK")(work, run)
+
+
+@dataclass
+class Case:
+    name: str
+    command: str
+    setup: Callable[[Path, Path], list[str]]
+    message: tuple[str, ...]  # substrings of the one error line: the bad value and where it is
+    exit_code: int = 1
+
+
+CASES = [
+    # lyra-train: data files
+    Case("train-empty-file", "train", train_case(b""), ("train.csv", "is empty")),
+    Case("train-header-only", "train", train_case("sequence,label\n"), ("train.csv", "header", "no rows")),
+    Case("train-binary-file", "train", train_case(b"\x1f\x8b\x08\x00\xff\xfe" * 40), ("train.csv", "byte 1", "0x8b", "not UTF-8")),
+    Case("train-missing-file", "train", train_case(extra=("--train-file", "{work}/no/such.csv")), ("No such data file", "no/such.csv")),
+    Case("train-wrong-sequence-column", "train", train_case("seq,label\n" + GOOD_ROWS), ("no column 'sequence'", "available columns")),
+    Case("train-wrong-label-column", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--label-columns", "fitness")), ("no column 'fitness'",)),
+    Case("train-unknown-character", "train", train_case("sequence,label\n" + GOOD_ROWS + "ACZD,1\n"), ("row 41", "'Z'", "position 3")),
+    Case("train-empty-sequence", "train", train_case("sequence,label\n" + GOOD_ROWS + '"",1\n'), ("empty sequence", "row 41")),
+    Case("train-nan-label", "train", train_case("sequence,label\n" + GOOD_ROWS + "ACDE,nan\n"), ("NaN label", "row 41")),
+    Case("train-inf-label", "train", train_case("sequence,label\n" + GOOD_ROWS + "ACDE,inf\n"), ("label inf", "row 41", "not finite")),
+    Case("train-text-label", "train", train_case("sequence,label\n" + GOOD_ROWS + "ACDE,high\n"), ("label 'high'", "row 41", "not a number")),
+    Case(
+        "train-all-padding-row",
+        "train",
+        train_case("sequence,label\n" + "".join(GOOD_LINES[:11]) + "JJJJ,1\n" + GOOD_ROWS, ("--padding-characters", "J")),
+        ("row 12", "only padding characters"),
+    ),
+    Case(
+        "train-longer-than-max-length",
+        "train",
+        train_case("sequence,label\n" + GOOD_ROWS + "M" * 500 + ",1\n", ("--max-length", "300")),
+        ("row 41", "500 residues", "300", "--max-length"),
+    ),
+    Case("train-longer-than-memory-allows", "train", longer_than_memory_allows, ("row 41", "residues long", "--max-length")),
+    Case("train-token-labels-wrong-length", "train", train_case("sequence,ss\nACDE,HHE\n", ("--task", "token-classification", "--label-columns", "ss")), ("row 1", "3 per-residue labels", "4 residues")),
+    Case("train-missing-config", "train", train_case(extra=("--config", "{work}/no/config.json")), ("No such config file", "no/config.json")),
+    Case("train-config-is-a-run-folder", "train", train_case(extra=("--config", "{run}")), ("did you mean", "best")),
+    # lyra-train: output folders
+    Case("train-over-previous-run", "train", train_case(extra=("--output-dir", "{run}")), ("already holds a run", "--overwrite-output-dir")),
+    Case("train-overwrite-with-nan-label", "train", over_previous_run("sequence,label\n" + GOOD_ROWS + "ACDE,nan\n", ("--overwrite-output-dir",)), ("NaN label", "row 41")),
+    Case("train-over-users-best-folder", "train", users_best_folder, ("already holds a run (best)",)),
+    Case("train-folder-in-use", "train", locked_folder, ("is in use by another run",)),
+    Case("train-resume-from-non-checkpoint", "train", train_case(extra=("--resume-from-checkpoint", "{work}")), ("is not a complete lyra-train checkpoint",)),
+    # lyra-train: flags
+    Case("train-zero-epochs", "train", train_case(extra=("--epochs", "0")), ("--epochs must be at least 1, got 0",), 2),
+    Case("train-unknown-metric", "train", train_case(extra=("--metric-for-best-model", "auroc")), ("'auroc' is not a regression metric",), 2),
+    Case("train-unknown-flag", "train", train_case(extra=("--no-such-flag",)), ("unrecognized arguments: --no-such-flag",), 2),
+    # lyra-predict: checkpoints
+    Case("predict-missing-absolute-model", "predict", predict_case(model="{work}/no/such/model"), ("No such directory", "no/such/model")),
+    Case("predict-missing-relative-model", "predict", predict_case(model="runs/no-such-run/best"), ("No such directory: runs/no-such-run/best",)),
+    Case("predict-run-folder-as-model", "predict", predict_case(model="{run}"), ("lyra-train run folder", "did you mean", "/best?")),
+    Case("predict-pickle-only-checkpoint", "predict", with_model(pickle_only_checkpoint), ("pytorch_model.bin", "no model.safetensors")),
+    Case("predict-corrupt-weights", "predict", with_model(corrupt_checkpoint), ("corrupt", "model.safetensors")),
+    Case("predict-mismatched-config", "predict", with_model(mismatched_checkpoint), ("do not match", "config.json")),
+    Case("predict-model-is-a-file", "predict", predict_case(model="{work}/in.csv"), ("is a file",)),
+    # lyra-predict: input and output files
+    Case("predict-empty-input", "predict", predict_case(b""), ("in.csv", "is empty")),
+    Case("predict-header-only-input", "predict", predict_case("sequence\n"), ("in.csv", "no rows")),
+    Case("predict-binary-input", "predict", predict_case(b"PK\x03\x04\x14\x00\x08\x00\xc3\x28"), ("in.csv", "not UTF-8")),
+    Case("predict-wrong-column", "predict", predict_case("seq\nMKTA\n"), ("no column 'sequence'",)),
+    Case("predict-unknown-character", "predict", predict_case("sequence\nMKTA\nMK1A\n"), ("row 2", "'1'", "position 3")),
+    Case("predict-all-padding-row", "predict", predict_case("sequence\nMKTA\nJJJ\n"), ("row 2", "only padding characters")),
+    Case("predict-existing-output", "predict", existing_output, ("out.csv exists", "--overwrite")),
+    Case("predict-output-is-a-folder", "predict", output_is_a_folder, ("out.csv is a directory",)),
+    Case("predict-zero-batch-size", "predict", predict_case(extra=("--batch-size", "0")), ("--batch-size must be at least 1",), 2),
+    # lyra-scan
+    Case("scan-duplicate-fasta-ids", "scan", scan_case(">wt\nMKTAYIAK\n>wt\nMKTAYIAV\n"), ("records 1 ('wt') and 2 ('wt')", "share")),
+    Case("scan-ids-one-folder-after-escaping", "scan", scan_case(">a/b\nMKTA\n>a_b\nMKTV\n"), ("'a/b'", "'a_b'", "'a_b'")),
+    Case("scan-empty-fasta", "scan", scan_case(b""), ("wild_types.fasta", "is empty")),
+    Case("scan-fasta-without-records", "scan", scan_case("MKTAYIAK\n"), ("line 1", "before any '>' header")),
+    Case("scan-bad-letter-in-one-record", "scan", scan_case(">ok\nMKTA\n>bad\nMK1A\n"), ("record 'bad'", "'1' at position 3")),
+    Case("scan-only-padding", "scan", scan_case(sequence="JJJ"), ("only padding characters",)),
+    Case("scan-earlier-scan-without-overwrite", "scan", earlier_scan, ("holds an earlier scan", "singles.csv", "pairs.csv", "--overwrite")),
+    Case("scan-run-folder-as-model", "scan", scan_case(sequence="MKTA", model="{run}"), ("did you mean",)),
+    Case("scan-pairs-outside-sequence", "scan", scan_case(sequence="MKTA", extra=("--pairs", "2-9")), ("outside the sequence (1-4)",)),
+    Case("scan-pairs-and-top-k", "scan", scan_case(sequence="MKTA", extra=("--pairs", "1-3", "--top-k", "3")), ("--pairs or --top-k",), 2),
+]
+
+
+@contextlib.contextmanager
+def stderr_as_a_terminal_shows_it():
+    """Under pytest, library log handlers keep the stream they were made with and warnings are recorded, not printed;
+    here both go to the current (captured) stderr, as in a process of its own."""
+    handlers = [
+        handler
+        for name in ("transformers", "datasets", "accelerate", "huggingface_hub")
+        for handler in logging.getLogger(name).handlers
+        if isinstance(handler, logging.StreamHandler)
+    ]
+    streams = [handler.stream for handler in handlers]
+    for handler in handlers:
+        handler.setStream(sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line)
+        )
+        try:
+            yield
+        finally:
+            for handler, stream in zip(handlers, streams):
+                handler.stream = stream
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def temporary_files(folder: Path) -> list[str]:
+    return [str(path) for path in folder.rglob("*") if path.name.endswith((".tmp", ".old")) or ".tmp" in path.suffixes]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_input_fails_in_one_line_and_changes_nothing(case, tmp_path, finished_run, capfd, monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    flags = case.setup(work, run)
+    before = snapshot(tmp_path)
+    capfd.readouterr()
+    try:
+        with stderr_as_a_terminal_shows_it():
+            try:
+                code = COMMANDS[case.command](flags)
+            except SystemExit as exit:  # argparse's usage errors
+                code = exit.code
+    finally:
+        while HELD_LOCKS:
+            os.close(HELD_LOCKS.pop())
+    error = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert code == case.exit_code, error
+    assert len(error) == 1, error
+    assert error[0].startswith(f"lyra-{case.command}: error:"), error
+    for part in case.message:
+        assert part in error[0], (part, error[0])
+    after = snapshot(tmp_path)
+    assert {name: after.get(name) for name in before} == before, "a file that existed before was changed or removed"
+    assert not temporary_files(tmp_path)
+
+
+PYTHON_CASES = {
+    "python-empty-file": (lambda work: load_sequence_dataset(write(work / "t.csv", b"")), "is empty"),
+    "python-binary-file": (lambda work: read_table(write(work / "t.csv", b"\x00\x01\xff")), "not UTF-8"),
+    "python-inf-label": (lambda work: load_sequence_dataset(write(work / "t.csv", "sequence,label\nACD,1\nKLM,-inf\n")), "row 2"),
+    "python-run-folder-checkpoint": (lambda work: load_checkpoint(str(work / "run")), "did you mean"),
+    "python-pickle-only-checkpoint": (lambda work: load_checkpoint(str(pickle_only_checkpoint(work))), "pytorch_model.bin"),
+}
+
+
+@pytest.mark.parametrize("name", list(PYTHON_CASES))
+def test_python_loaders_raise_one_clear_error(name, tmp_path, finished_run):
+    shutil.copytree(finished_run, tmp_path / "run")
+    load, message = PYTHON_CASES[name]
+    with pytest.raises((ValueError, OSError)) as error:
+        load(tmp_path)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_every_case_is_listed_in_benchmarks():
+    listed = (REPO / "BENCHMARKS.md").read_text().split("## Bad inputs tried", 1)[-1]
+    assert [case.name for case in CASES if f"`{case.name}`" not in listed] == []
+    assert [name for name in PYTHON_CASES if f"`{name}`" not in listed] == []
+
+
+# --- what the fixes let through ------------------------------------------------------------------------------------
+
+
+def test_overwrite_replaces_a_run_only_after_the_data_passed(tmp_path, finished_run):
+    output = tmp_path / "run"
+    shutil.copytree(finished_run, output)
+    write(output / "checkpoints" / "epoch_0009" / "training_state.json", "{}")  # stale: the new run has 1 epoch
+    assert train_command.main([*TINY, "--max-train-samples", "200", "--max-eval-samples", "50", "--seed", "3", "--output-dir", str(output), "--overwrite-output-dir"]) == 0
+    assert sorted(path.name for path in (output / "checkpoints").iterdir()) == ["epoch_0001"]
+    assert json.loads((output / "results.json").read_text())["history"][0]["epoch"] == 1
+
+
+def test_scan_fasta_ids_stay_inside_the_output_folder(tmp_path):
+    save_tiny_checkpoint(tmp_path / "model")
+    fasta = write(tmp_path / "wild_types.fasta", ">../../escape\nMKTA\n>/abs/path\nMKTV\n>sp|P1|X\nMKTW\n")
+    output = tmp_path / "deep" / "scans"
+    assert scan_command.main(["--model", str(tmp_path / "model"), "--fasta", str(fasta), "--output-dir", str(output), "--no-figures"]) == 0
+    assert sorted(path.name for path in output.iterdir() if path.name != LOCK_FILE) == ["_._.._escape", "_abs_path", "sp_P1_X"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["deep", "model", "wild_types.fasta"]
+
+
+def test_scan_overwrite_leaves_no_stale_files(tmp_path):
+    save_tiny_checkpoint(tmp_path / "model")
+    output = tmp_path / "scan"
+    flags = ["--model", str(tmp_path / "model"), "--sequence", "MKTAYIAK", "--output-dir", str(output), "--no-figures"]
+    assert scan_command.main([*flags, "--pairs", "2-4"]) == 0
+    write(output / "my_notes.txt", "mine\n")
+    assert (output / "pairs.csv").exists()
+    assert scan_command.main([*flags, "--overwrite"]) == 0
+    assert sorted(path.name for path in output.iterdir()) == [LOCK_FILE, "my_notes.txt", "singles.csv"]
+
+
+def test_scan_proposes_only_real_residues_and_plots_without_warnings(tmp_path, recwarn):
+    pytest.importorskip("matplotlib")
+    save_tiny_checkpoint(tmp_path / "model")
+    output = tmp_path / "scan"
+    assert scan_command.main(["--model", str(tmp_path / "model"), "--sequence", "MKJJXA", "--output-dir", str(output)]) == 0
+    rows = (output / "singles.csv").read_text().splitlines()[1:]
+    mutants = {row.split(",")[2] for row in rows}
+    assert "X" not in mutants and "J" not in mutants and len(mutants) == 20
+    assert {row.split(",")[0] for row in rows} == {"1", "2", "5", "6"}  # padding positions 3-4 are not mutated
+    assert not [warning for warning in recwarn if issubclass(warning.category, RuntimeWarning)]
+
+
+# --- two real processes on one output folder ------------------------------------------------------------------------
+
+
+def test_a_second_run_into_a_busy_folder_fails_at_once_and_the_first_stays_consistent(tmp_path):
+    from test_train import synthetic_test_spearman
+
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    output = tmp_path / "shared"
+    command = [sys.executable, "-m", "lyra_hf.train", "--hidden-size", "16", "--state-size", "8", "--batch-size", "32",
+               "--max-train-samples", "1000", "--max-eval-samples", "101", "--output-dir", str(output)]  # fmt: skip
+    # The first run trains until its time budget (long enough for the second to start) and then finishes normally.
+    first = subprocess.Popen([*command, "--epochs", "1000", "--max-train-minutes", "0.75"], env=environment,
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (output / "checkpoints").exists():
+        assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-2000:] if first.poll() is not None else "no checkpoint"
+        time.sleep(0.05)
+    # Two more runs at once: a plain one, and one that would replace the folder's run.
+    started = time.monotonic()
+    seconds = [
+        subprocess.Popen([*command, "--epochs", "1", "--seed", "2", *extra], env=environment, cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+        for extra in ([], ["--overwrite-output-dir"])
+    ]
+    for second in seconds:
+        _, stderr = second.communicate(timeout=300)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert second.returncode == 1 and len(lines) == 1, stderr[-2000:]
+        assert lines[0].startswith("lyra-train: error:") and str(output) in lines[0] and "in use by another run" in lines[0]
+    assert first.poll() is None, "the first run ended before the others were refused; lengthen its time budget"
+    assert time.monotonic() - started < 40
+    stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr[-2000:]
+    results = json.loads((output / "results.json").read_text())
+    assert results["stopped_early"] and results["test"]["num_samples"] == 101
+    assert results["test"]["spearmanr"] == pytest.approx(synthetic_test_spearman(output / "best", 101), abs=1e-5)
+
+
+# --- a full disk ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs where this test can mount one (root on Linux); otherwise None."""
+    mount_point = tmp_path / "small_disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], capture_output=True).returncode == 0
+    yield mount_point if mounted else None
+    if mounted:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def fill(folder: Path, leave_bytes: int) -> None:
+    """Fill the file system of `folder` until about `leave_bytes` remain."""
+    free = shutil.disk_usage(folder).free - leave_bytes
+    if free > 0:
+        write(folder / "filler.bin", b"\0" * free)
+
+
+def test_full_disk_fails_in_one_line_and_keeps_the_previous_output(tmp_path, small_disk, capfd, monkeypatch):
+    save_tiny_checkpoint(tmp_path / "model")
+    write(tmp_path / "in.csv", "sequence\n" + "".join(f"MKTAYIAK{'ACDEFGHIKL'[i % 10]}\n" for i in range(4000)))
+    folder = small_disk or tmp_path / "simulated"
+    output = write(folder / "predictions.csv", "the previous predictions\n")
+    if small_disk is not None:
+        fill(folder, 16 * 1024)
+    else:  # no tmpfs: the writer's own file gets the error a full disk gives
+        import lyra_hf.checkpoints
+
+        def full_disk_open(path, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+        monkeypatch.setattr(lyra_hf.checkpoints, "open", full_disk_open, raising=False)
+    before = snapshot(folder)
+    capfd.readouterr()
+    code = predict_command.main(["--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.csv"), "--output", str(output), "--overwrite"])
+    error = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert code == 1 and len(error) == 1 and "No space left on device" in error[0], error
+    assert snapshot(folder) == before and not temporary_files(folder)
+
+
+def test_full_disk_during_training_leaves_no_temporary_folder(tmp_path, small_disk, capfd, monkeypatch):
+    if small_disk is None:
+        pytest.skip("needs a tmpfs (root on Linux) to fill")
+    write(small_disk / "notes.txt", "mine\n")
+    fill(small_disk, 24 * 1024)
+    before = snapshot(small_disk)
+    capfd.readouterr()
+    code = train_command.main([*TINY, "--max-train-samples", "200", "--max-eval-samples", "50", "--output-dir", str(small_disk / "run")])
+    error = [line for line in capfd.readouterr().err.splitlines() if line.strip() and "%|" not in line]  # not progress bars
+    assert code == 1 and len(error) == 1 and "No space left on device" in error[0], error
+    after = snapshot(small_disk)
+    assert {name: after[name] for name in before} == before and not temporary_files(small_disk)
