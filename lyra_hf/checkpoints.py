@@ -8,12 +8,14 @@ previous file intact and no temporary behind.
 
 import csv
 import fcntl
+import glob
 import json
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from typing import TextIO
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,13 +55,23 @@ def raise_write_error(error: BaseException, path: Path):
     raise error
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary files of `path` that a killed process left behind (their names carry its process id)."""
+    for temporary in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = temporary.name[len(path.name) + 2 :].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            temporary.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_file(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; once the block ends it becomes `path` (with `overwrite=False` only if no
-    file of that name appeared meanwhile). On any failure, a full disk included, the temporary file is removed and
-    `path` is left as it was."""
+    file of that name appeared meanwhile). On any failure, a full disk and SIGTERM (see `cli.main`) included, the
+    temporary file is removed and `path` is left as it was; one left by a killed process is removed the next time."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if Path("/proc/self").exists():
+        remove_stale_temporaries(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     os.close(handle)
     temporary = Path(temporary)
     try:
@@ -75,12 +87,19 @@ def atomic_file(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         raise_write_error(error, path)
 
 
-def write_text(path: str | Path, text: str, overwrite: bool = True) -> None:
+@contextmanager
+def atomic_text(path: str | Path, overwrite: bool = True) -> Iterator[TextIO]:
+    """`atomic_file` as an open text stream (for output written piece by piece)."""
     with atomic_file(path, overwrite) as temporary:
         with open(temporary, "w", newline="") as stream:
-            stream.write(text)
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
+
+
+def write_text(path: str | Path, text: str, overwrite: bool = True) -> None:
+    with atomic_text(path, overwrite) as stream:
+        stream.write(text)
 
 
 def write_json(path: str | Path, content: dict, overwrite: bool = True) -> None:
@@ -89,13 +108,10 @@ def write_json(path: str | Path, content: dict, overwrite: bool = True) -> None:
 
 def write_csv(path: str | Path, columns: dict[str, list], overwrite: bool = True) -> None:
     """A CSV file with a header row of the column names and one row per index of the columns."""
-    with atomic_file(path, overwrite) as temporary:
-        with open(temporary, "w", newline="") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(columns)
-            writer.writerows(zip(*columns.values()))
-            stream.flush()
-            os.fsync(stream.fileno())
+    with atomic_text(path, overwrite) as stream:
+        writer = csv.writer(stream)
+        writer.writerow(columns)
+        writer.writerows(zip(*columns.values()))
 
 
 def replace_directory(temporary: Path, final: Path) -> None:
@@ -235,6 +251,7 @@ def load_checkpoint(name: str, revision: str | None = None, trust_remote_code: b
 
 __all__ = [
     "atomic_file",
+    "atomic_text",
     "atomic_directory",
     "write_text",
     "write_json",

@@ -6,6 +6,7 @@ value at fault. Anything else is a bug in lyra-hf and keeps its traceback.
 """
 
 import argparse
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -33,6 +34,19 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def add_cpu_flags(parser: argparse.ArgumentParser) -> None:
+    """`--num-processes` and `--threads` (see `lyra_hf.cpu.plan_processes` for the defaults)."""
+    group = parser.add_argument_group("CPU use (default: one single-threaded process per CPU this process may use)")
+    group.add_argument("--num-processes", type=int, help="processes to share the work; 1 runs it in this process alone")
+    group.add_argument("--threads", type=int, help="torch threads per process (default: 1, or OMP_NUM_THREADS when set)")
+
+
+def check_cpu_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for flag in ("num_processes", "threads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+
+
 def quiet_library_output() -> None:
     """The command shows its own progress and errors; the libraries' bars (CSV parsing, weight loading) and their
     deprecation notices, addressed to developers of code that calls them, are noise in its output."""
@@ -40,6 +54,20 @@ def quiet_library_output() -> None:
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def is_expected_error(type_name: str) -> bool:
+    """Whether an exception type, known by name only (raised in another process), is one of `EXPECTED_ERRORS`."""
+    import builtins
+
+    error_type = getattr(builtins, type_name, None)
+    if isinstance(error_type, type) and issubclass(error_type, BaseException):
+        return issubclass(error_type, EXPECTED_ERRORS)
+    return type_name in {error.__name__ for error in EXPECTED_ERRORS}
+
+
+def exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def one_line(error: BaseException) -> str:
@@ -58,14 +86,18 @@ def main(
     check_args(parser, args)
     quiet_library_output()
     retain_freed_memory()
+    # SIGTERM (`kill`, a scheduler's time limit) unwinds like Ctrl-C, so temporary files are removed on the way out.
+    previous_handler = signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         summary = run(args)
     except EXPECTED_ERRORS as error:
         print(f"{parser.prog}: error: {one_line(error)}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     if summary:
         print(summary)
     return 0
 
 
-__all__ = ["EXPECTED_ERRORS", "ArgumentParser", "main", "one_line", "quiet_library_output"]
+__all__ = ["EXPECTED_ERRORS", "ArgumentParser", "add_cpu_flags", "check_cpu_flags", "is_expected_error", "main", "one_line", "quiet_library_output"]

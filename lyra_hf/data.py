@@ -7,7 +7,9 @@ number (1-based, header excluded; the record number in a FASTA file) and the off
 """
 
 import codecs
+import csv
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
@@ -21,40 +23,90 @@ SEQUENCE_COLUMN = "sequence"
 LABELS_COLUMN = "labels"
 
 
-def read_fasta(path: str | Path) -> datasets.Dataset:
-    """Read a FASTA file into columns `id`, `sequence` and one column per `key=value` in the headers (numbers where
-    they parse as numbers), e.g. `>P12345 label=0.73 split=train`. Sequence lines are joined without whitespace."""
-    records, header, chunks = [], None, []
+def iter_fasta(path: str | Path, parse_numbers: bool = True) -> Iterator[dict]:
+    """The records of a FASTA file one at a time: `id`, `sequence` and one entry per `key=value` in the header (numbers
+    where they parse as numbers, unless `parse_numbers` is False), e.g. `>P12345 label=0.73 split=train`. Sequence
+    lines are joined without whitespace."""
+    header, lines = None, []
 
-    def flush():
-        if header is not None:
-            fields = header.split()
-            record = {"id": fields[0] if fields else ""}
-            for field in fields[1:]:
-                if "=" in field:
-                    key, value = field.split("=", 1)
-                    try:
-                        record[key] = float(value)
-                    except ValueError:
-                        record[key] = value
-            record[SEQUENCE_COLUMN] = "".join(chunks)
-            records.append(record)
+    def record() -> dict:
+        fields = header.split()
+        entry = {"id": fields[0] if fields else ""}
+        for field in fields[1:]:
+            if "=" in field:
+                key, value = field.split("=", 1)
+                entry[key] = _as_number(value) if parse_numbers and _as_number(value) is not None else value
+        entry[SEQUENCE_COLUMN] = "".join(lines)
+        return entry
 
     with open(path, encoding="utf-8-sig") as handle:
         for line_number, line in enumerate(handle, 1):
             line = line.strip()
             if line.startswith(">"):
-                flush()
-                header, chunks = line[1:], []
+                if header is not None:
+                    yield record()
+                header, lines = line[1:], []
             elif line:
                 if header is None:
                     raise ValueError(f"{path}: line {line_number} holds sequence data before any '>' header.")
-                chunks.append("".join(line.split()))
-    flush()
-    if not records:
+                lines.append("".join(line.split()))
+    if header is None:
         raise ValueError(f"{path}: no FASTA records found.")
-    columns = sorted({key for record in records for key in record}, key=lambda key: (key != "id", key == SEQUENCE_COLUMN, key))
-    return datasets.Dataset.from_dict({key: [record.get(key) for record in records] for key in columns})
+    yield record()
+
+
+def fasta_columns(keys) -> list[str]:
+    """`id` first, then the header fields by name, then `sequence`."""
+    return sorted(set(keys), key=lambda key: (key != "id", key == SEQUENCE_COLUMN, key))
+
+
+def read_fasta(path: str | Path) -> datasets.Dataset:
+    """Read a FASTA file (see `iter_fasta`) into columns `id`, the header fields and `sequence`."""
+    records = list(iter_fasta(path))
+    columns = fasta_columns(key for entry in records for key in entry)
+    return datasets.Dataset.from_dict({key: [entry.get(key) for entry in records] for key in columns})
+
+
+def stream_table(path: str | Path, chunk_rows: int = 10_000) -> tuple[list[str], Iterator[dict[str, list[str]]]]:
+    """The column names of a CSV, TSV or FASTA file and an iterator over its rows in chunks of `chunk_rows` (a dict of
+    columns of strings, as written in the file), reading the file once more per pass rather than holding it whole."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such data file: {path}")
+    check_text_file(path)
+    if path.suffix.lower() in FASTA_SUFFIXES:
+        columns = fasta_columns(key for entry in iter_fasta(path, parse_numbers=False) for key in entry)
+        rows = ([str(entry.get(column, "")) for column in columns] for entry in iter_fasta(path, parse_numbers=False))
+    else:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            columns = next(csv.reader(handle, delimiter=_delimiter(path)))
+        rows = _csv_rows(path, len(columns))
+
+    def chunks():
+        chunk = []
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == chunk_rows:
+                yield dict(zip(columns, map(list, zip(*chunk))))
+                chunk = []
+        if chunk:
+            yield dict(zip(columns, map(list, zip(*chunk))))
+
+    return columns, chunks()
+
+
+def _delimiter(path: Path) -> str:
+    return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+
+
+def _csv_rows(path: Path, width: int) -> Iterator[list[str]]:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=_delimiter(path))
+        next(reader)
+        for row_number, row in enumerate((row for row in reader if row), 1):  # not blank lines
+            if len(row) != width:
+                raise ValueError(f"{path}: row {row_number} has {len(row)} fields; the header has {width}.")
+            yield row
 
 
 def check_text_file(path: Path) -> None:
@@ -96,12 +148,11 @@ def read_table(path: str | Path, fasta: bool | None = None) -> datasets.Dataset:
     suffix = path.suffix.lower()
     if fasta or (fasta is None and suffix in FASTA_SUFFIXES):
         return read_fasta(path)
-    delimiter = "\t" if suffix in (".tsv", ".tab") else ","
     # Sequences must stay strings even where a column looks numeric (e.g. a DNA column of only "1"s would not).
     return datasets.load_dataset(
         "csv",
         data_files=str(path),
-        delimiter=delimiter,
+        delimiter=_delimiter(path),
         split="train",
         keep_default_na=False,
         na_values=[""],
@@ -109,11 +160,12 @@ def read_table(path: str | Path, fasta: bool | None = None) -> datasets.Dataset:
     )
 
 
-def check_columns(dataset: datasets.Dataset, columns: list[str], where: str) -> None:
-    """Raise a `ValueError` naming the missing columns and listing the available ones."""
-    missing = [column for column in columns if column not in dataset.column_names]
+def check_columns(dataset: datasets.Dataset | list[str], columns: list[str], where: str) -> None:
+    """Raise a `ValueError` naming the missing columns and listing the available ones (of a dataset, or given)."""
+    available = list(getattr(dataset, "column_names", dataset))
+    missing = [column for column in columns if column not in available]
     if missing:
-        raise ValueError(f"{where}: no column {', '.join(map(repr, missing))}; available columns: {dataset.column_names}.")
+        raise ValueError(f"{where}: no column {', '.join(map(repr, missing))}; available columns: {available}.")
 
 
 def _is_missing(value) -> bool:
@@ -138,8 +190,9 @@ def check_rows(
     alphabet: str | None,
     padding_characters: str,
     max_length: int | None = None,
+    first_row: int = 1,
 ) -> None:
-    """Raise a `ValueError` with the row number (1-based) for an empty sequence or one of only padding characters, a
+    """Raise a `ValueError` with the row number (1-based, from `first_row` for a later chunk of a file) for an empty sequence or one of only padding characters, a
     character outside `alphabet` (when given), a sequence longer than `max_length`, a missing, NaN or (for regression)
     non-numeric or infinite label, or per-residue labels of the wrong length."""
     padding = set(padding_characters.upper() + padding_characters.lower())
@@ -148,13 +201,13 @@ def check_rows(
         allowed = set(alphabet.upper()) | set(alphabet.lower()) | padding
     sequences = dataset[sequence_column]
     labels = {column: dataset[column] for column in label_columns}
-    for row, sequence in enumerate(sequences, 1):
+    for row, sequence in enumerate(sequences, first_row):
         compact = "".join(sequence.split()) if isinstance(sequence, str) else ""
         if not compact:
             raise ValueError(f"{where}: empty sequence in column {sequence_column!r} at row {row}.")
         if padding and set(compact) <= padding:
             raise ValueError(f"{where}: row {row} holds only padding characters ({compact[:20]!r}): no residue to read.")
-        if allowed is not None:
+        if allowed is not None and not set(compact) <= allowed:
             for position, character in enumerate(compact, 1):
                 if character not in allowed:
                     raise ValueError(
@@ -167,7 +220,7 @@ def check_rows(
                 "it with --max-length (memory grows with batch size times length)."
             )
         for column, values in labels.items():
-            value = values[row - 1]
+            value = values[row - first_row]
             if _is_missing(value):
                 raise ValueError(f"{where}: missing or NaN label in column {column!r} at row {row}.")
             if task == "regression":
@@ -355,7 +408,9 @@ def collator_for(task: str, tokenizer, pad_to_multiple_of: int | None = None):
 
 __all__ = [
     "check_text_file",
+    "iter_fasta",
     "read_fasta",
+    "stream_table",
     "read_table",
     "check_columns",
     "check_rows",

@@ -3,22 +3,30 @@
     lyra-predict --model runs/fitness/best --input variants.csv --output predictions.csv
 
 The output holds the input's columns plus one column per regression target (`predicted_<target>`), or the predicted
-class and one probability column per class, or the per-residue labels of a token classifier. Sequences are batched by
-length so that little compute goes to padding; the file is written atomically and never overwritten without
-`--overwrite`.
+class and one probability column per class, or the per-residue labels of a token classifier. The input is read,
+checked, predicted and written in chunks of 10,000 rows (memory does not grow with the file); within a chunk sequences
+are batched by length so that little compute goes to padding, and the batches are shared out over one single-threaded
+worker process per usable CPU. The file is written under a temporary name, renamed when complete, and never
+overwritten without `--overwrite`.
 """
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import cli
-from .checkpoints import load_checkpoint, write_csv
-from .data import SEQUENCE_COLUMN, check_columns, check_rows, read_table
+from .checkpoints import atomic_text, load_checkpoint
+from .cpu import configure_threads, ordered_map, plan_processes
+from .data import SEQUENCE_COLUMN, check_columns, check_rows, stream_table
 from .tasks import task_of
+
+
+CHUNK_ROWS = 10_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unknown", choices=("error", "unk"), default="error", help="characters outside the alphabet: reject the file, or map them to [UNK]")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--trust-remote-code", action="store_true", help="run a checkpoint's own modeling code (not needed with lyra-hf installed)")
+    cli.add_cpu_flags(parser)
     return parser
 
 
@@ -43,14 +52,22 @@ def length_buckets(lengths: list[int], batch_size: int) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def predict(model, tokenizer, sequences: list[str], batch_size: int = 256, device: str = "cpu") -> list:
+def predict_batch(state: dict, sequences: list[str]) -> np.ndarray:
+    """Logits of one batch (run in this process or a worker; `state` holds the model, tokenizer and device)."""
+    batch = state["tokenizer"](sequences, padding=True, padding_side="right", return_tensors="pt")
+    return state["model"](**batch.to(state["device"])).logits.float().cpu().numpy()
+
+
+def predict(model, tokenizer, sequences: list[str], batch_size: int = 256, device: str = "cpu", processes: int = 1) -> list:
     """Model outputs per sequence, in input order: a float32 array of logits for sequence heads (one per target or
-    class), an array of shape (length, num_labels) for token classification."""
+    class), an array of shape (length, num_labels) for token classification. With `processes` > 1 the batches run in
+    that many single-threaded worker processes; the batches and so the outputs are the same."""
     model.to(device)
     outputs = [None] * len(sequences)
-    for indices in length_buckets([len(sequence) for sequence in sequences], batch_size):
-        batch = tokenizer([sequences[index] for index in indices], padding=True, padding_side="right", return_tensors="pt")
-        logits = model(**batch.to(device)).logits.float().cpu().numpy()
+    buckets = length_buckets([len(sequence) for sequence in sequences], batch_size)
+    state = {"model": model, "tokenizer": tokenizer, "device": device}
+    batches = ([sequences[index] for index in indices] for indices in buckets)
+    for indices, logits in zip(buckets, ordered_map(predict_batch, batches, state, min(processes, len(buckets)))):
         for row, index in enumerate(indices):
             # Per-residue logits: one token per residue, so the sequence's own positions are the first len(sequence).
             outputs[index] = logits[row, : len(sequences[index])] if logits.ndim == 3 else logits[row]
@@ -76,6 +93,7 @@ def prediction_columns(config, outputs: list) -> dict[str, list]:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    cli.check_cpu_flags(parser, args)
 
 
 def run(args: argparse.Namespace) -> str:
@@ -86,20 +104,33 @@ def run(args: argparse.Namespace) -> str:
         raise ValueError(f"--output {output} exists; pass --overwrite to replace it.")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"No directory {output.parent} for --output {output}.")
-    table = read_table(args.input)
-    check_columns(table, [args.sequence_column], f"input file {args.input}")
+    where = f"input file {args.input}"
+    columns, _ = stream_table(args.input, CHUNK_ROWS)
+    check_columns(columns, [args.sequence_column], where)
     tokenizer, model = load_checkpoint(args.model, args.revision, args.trust_remote_code)
     letters = getattr(tokenizer, "letters", None) if args.unknown == "error" else None
-    check_rows(table, args.sequence_column, [], "prediction", f"input file {args.input}", letters, getattr(tokenizer, "padding_characters", ""))
-    sequences = ["".join(sequence.split()) for sequence in table[args.sequence_column]]
-    outputs = predict(model, tokenizer, sequences, args.batch_size, args.device)
-    columns = {name: list(table[name]) for name in table.column_names}
-    columns.update(prediction_columns(model.config, outputs))
+    padding = getattr(tokenizer, "padding_characters", "")
+    # Every row is checked before any is predicted: a bad row near the end of a large file fails in seconds.
+    first_row = 1
+    for chunk in stream_table(args.input, CHUNK_ROWS)[1]:
+        check_rows(chunk, args.sequence_column, [], "prediction", where, letters, padding, first_row=first_row)
+        first_row += len(chunk[args.sequence_column])
+    processes, threads = plan_processes(args.num_processes, args.threads) if args.device == "cpu" else (1, args.threads)
+    configure_threads(threads)
     try:
-        write_csv(output, columns, overwrite=args.overwrite)
+        with atomic_text(output, args.overwrite) as stream, tqdm(total=first_row - 1, unit=" rows", disable=None, desc="lyra-predict") as progress:
+            writer = csv.writer(stream)
+            for chunk_index, chunk in enumerate(stream_table(args.input, CHUNK_ROWS)[1]):
+                sequences = ["".join(sequence.split()) for sequence in chunk[args.sequence_column]]
+                outputs = predict(model, tokenizer, sequences, args.batch_size, args.device, processes)
+                predicted = prediction_columns(model.config, outputs)
+                if chunk_index == 0:
+                    writer.writerow([*columns, *predicted])
+                writer.writerows(zip(*chunk.values(), *predicted.values()))
+                progress.update(len(sequences))
     except FileExistsError:
         raise ValueError(f"--output {output} was created by someone else during this run; pass --overwrite to replace it.") from None
-    return f"lyra-predict: wrote {output}"
+    return f"lyra-predict: wrote {output} ({first_row - 1:,} rows)"
 
 
 def main(argv=None) -> int:

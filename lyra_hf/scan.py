@@ -16,6 +16,7 @@ ID), replacing an earlier scan's files there only with `--overwrite`, and only o
 import argparse
 import importlib.util
 import itertools
+import math
 import re
 import shutil
 import sys
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 
 from . import cli
 from .checkpoints import load_checkpoint, locked_output_dir, raise_write_error, replace_outputs, write_csv
+from .cpu import configure_threads, ordered_map, plan_processes
 from .data import read_table
 from .tasks import task_of
 
@@ -110,15 +112,27 @@ def auto_batch_size(model, length: int, device: torch.device) -> int:
 
 
 @torch.no_grad()
-def score_ids(model, input_ids: torch.Tensor, class_index: int | None, batch_size: int, device, description: str, progress: bool = True) -> np.ndarray:
-    """Scores of a (num_sequences, length) batch of token ids: (num_sequences, num_targets) floats."""
-    scores = []
-    for start in tqdm(range(0, len(input_ids), batch_size), desc=description, disable=not progress, leave=False):
-        batch = input_ids[start : start + batch_size].to(device)
-        logits = model(input_ids=batch, attention_mask=torch.ones_like(batch)).logits.float()
-        if class_index is not None:
-            logits = logits.softmax(-1)[:, class_index : class_index + 1]
-        scores.append(logits.cpu().numpy().astype(np.float64))
+def score_batch(state: dict, input_ids: np.ndarray) -> np.ndarray:
+    """Scores of one batch of token ids (run in this process or a worker; `state` holds the model, device and class)."""
+    batch = torch.from_numpy(input_ids).to(state["device"])
+    logits = state["model"](input_ids=batch, attention_mask=torch.ones_like(batch)).logits.float()
+    if state["class_index"] is not None:
+        logits = logits.softmax(-1)[:, state["class_index"] : state["class_index"] + 1]
+    return logits.cpu().numpy().astype(np.float64)
+
+
+def score_ids(
+    model, input_ids: torch.Tensor, class_index: int | None, batch_size: int, device, description: str, progress: bool = True, processes: int = 1
+) -> np.ndarray:
+    """Scores of a (num_sequences, length) batch of token ids: (num_sequences, num_targets) floats. With `processes` >
+    1 the batches run in that many single-threaded worker processes, with the same batches and so the same scores."""
+    # At least 8 batches when there is enough work, so that workers finish together; the same with one process.
+    batch_size = max(1, min(batch_size, max(64, math.ceil(len(input_ids) / 8))))
+    starts = range(0, len(input_ids), batch_size)
+    state = {"model": model, "device": device, "class_index": class_index}
+    batches = (input_ids[start : start + batch_size].numpy() for start in starts)
+    scores = ordered_map(score_batch, batches, state, min(processes, len(starts)))
+    scores = list(tqdm(scores, total=len(starts), desc=description, disable=not progress, leave=False))
     return np.concatenate(scores) if scores else np.zeros((0, 1))
 
 
@@ -152,9 +166,11 @@ def scan(
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    processes: int = 1,
 ) -> ScanResult:
     """Score every single mutant of `sequence` and, with `pairs` (1-based positions) or `top_k` (the positions with
-    the largest single-mutant effect), every double mutant at those positions."""
+    the largest single-mutant effect), every double mutant at those positions; with `processes` > 1, in that many
+    single-threaded worker processes (same scores)."""
     check_model(model)
     device = torch.device(device or next(model.parameters()).device)
     model.eval().to(device)
@@ -175,7 +191,7 @@ def scan(
                 single_letters.append(letter_index)
     mutants = wild_ids.repeat(len(single_positions), 1)
     mutants[torch.arange(len(single_positions)), torch.tensor(single_positions, dtype=torch.long)] = letter_ids[single_letters]
-    single_scores = score_ids(model, mutants, class_index, batch_size, device, "single mutants", progress)
+    single_scores = score_ids(model, mutants, class_index, batch_size, device, "single mutants", progress, processes)
     single_deltas = single_scores - wild_score
 
     def score_columns(scores, deltas, extra=None):
@@ -220,7 +236,7 @@ def scan(
             a, letter_a, b, letter_b = (torch.tensor(column, dtype=torch.long) for column in zip(*rows))
             doubles[torch.arange(len(rows)), a] = letter_ids[letter_a]
             doubles[torch.arange(len(rows)), b] = letter_ids[letter_b]
-        double_scores = score_ids(model, doubles, class_index, batch_size, device, "double mutants", progress)
+        double_scores = score_ids(model, doubles, class_index, batch_size, device, "double mutants", progress, processes)
         single_a = single_scores[np.array([index_of[(row[0], row[1])] for row in rows], dtype=np.int64)]
         single_b = single_scores[np.array([index_of[(row[2], row[3])] for row in rows], dtype=np.int64)]
         epistasis = double_scores - single_a - single_b + wild_score
@@ -335,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier scan in the output folders")
+    cli.add_cpu_flags(parser)
     return parser
 
 
@@ -345,6 +362,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--top-k must be at least 2, got {args.top_k}")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    cli.check_cpu_flags(parser, args)
 
 
 def record_folders(ids: list[str]) -> list[str]:
@@ -411,12 +429,16 @@ def run(args: argparse.Namespace) -> None:
             if previous and not args.overwrite:
                 raise ValueError(f"{output_dir / folder} holds an earlier scan ({', '.join(previous)}); pass --overwrite to replace it.")
             jobs.append((folder, sequence, pairs))
+        processes, threads = plan_processes(args.num_processes, args.threads) if args.device == "cpu" else (1, args.threads)
+        configure_threads(threads)
         figures = not args.no_figures
         if figures and importlib.util.find_spec("matplotlib") is None:
             figures = False
             print("lyra-scan: matplotlib is not installed, writing CSV files only (pip install lyra-hf[plot] for figures).", file=sys.stderr)
         for folder, sequence, pairs in jobs:
-            result = scan(model, tokenizer, sequence, pairs=pairs, top_k=args.top_k, target=args.target, batch_size=args.batch_size, device=args.device)
+            result = scan(
+                model, tokenizer, sequence, pairs=pairs, top_k=args.top_k, target=args.target, batch_size=args.batch_size, device=args.device, processes=processes
+            )
             written = write_result(result, output_dir / folder, mutant_letters(tokenizer), figures)
             doubles = len(result.pairs) if result.pairs is not None else 0
             print(f"lyra-scan: {folder or 'sequence'}: {len(result.singles):,} single and {doubles:,} double mutants -> {', '.join(map(str, written))}")

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, patch_environment, set_seed
 from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
@@ -44,6 +45,7 @@ from .checkpoints import (
     write_json,
     write_text,
 )
+from .cpu import WorkerError, configure_threads, launch_on_cpus, plan_processes
 from .data import label_names, load_sequence_dataset, synthetic_fitness_dataset, tokenize_dataset
 from .hub import build_model_card, push_run
 from .tasks import TASKS, metric_is_better
@@ -93,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=int, default=25)
-    training.add_argument("--batch-size", type=int, default=64, help="per device")
+    training.add_argument(
+        "--batch-size", type=int, default=64, help="per optimizer step (split over lyra-train's own CPU processes); per device under accelerate launch"
+    )
     training.add_argument("--learning-rate", type=float, default=3e-3)
     training.add_argument("--weight-decay", type=float, default=0.01)
     training.add_argument("--lr-scheduler", choices=("cosine", "linear", "constant"), default="cosine")
@@ -110,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--resume-from-checkpoint", help="a checkpoint directory, or 'latest' in --output-dir")
     training.add_argument("--max-train-minutes", type=float, help="stop training after this long and finish the run")
     training.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+
+    cli.add_cpu_flags(parser)
 
     hub = parser.add_argument_group("sharing (needs `hf auth login` or HF_TOKEN)")
     hub.add_argument("--push-to-hub", metavar="REPO_ID", help="push the best model, tokenizer, card and results.json")
@@ -136,6 +142,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.train_file is None and (args.validation_file or args.test_file):
         parser.error("--validation-file and --test-file need --train-file")
+    cli.check_cpu_flags(parser, args)
     if args.train_file is None and args.task != "regression":
         parser.error(f"the built-in synthetic data set is a regression task; --task {args.task} needs --train-file")
     if isinstance(args.label_columns, str):
@@ -240,14 +247,20 @@ def build_tokenizer(args):
     return LyraTokenizer.for_alphabet(args.alphabet, padding_characters=args.padding_characters)
 
 
+def pretrained_checkpoint(args) -> str | None:
+    """The checkpoint `--config` names to fine-tune (None for a config JSON or none), refused with size flags."""
+    if not (args.config and is_checkpoint(args.config)):
+        return None
+    if sizes := [flag for field, flag in SIZE_FLAGS.items() if getattr(args, field) is not None]:
+        raise ValueError(f"{', '.join(sizes)} cannot resize the pretrained checkpoint {args.config}; drop them or start from a config JSON.")
+    return resolve_checkpoint(args.config)
+
+
 def build_config(args, tokenizer):
     """The architecture to train: a checkpoint's, a config JSON's, or the default, with the size flags applied."""
+    if checkpoint := pretrained_checkpoint(args):
+        return AutoConfig.from_pretrained(checkpoint)
     sizes = {field: getattr(args, field) for field in SIZE_FLAGS if getattr(args, field) is not None}
-    if args.config and is_checkpoint(args.config):
-        if sizes:
-            flags = ", ".join(SIZE_FLAGS[field] for field in sizes)
-            raise ValueError(f"{flags} cannot resize the pretrained checkpoint {args.config}; drop them or start from a config JSON.")
-        return AutoConfig.from_pretrained(resolve_checkpoint(args.config))
     config = LyraConfig.from_json_file(args.config) if args.config else LyraConfig()
     for field, value in {**sizes, "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}.items():
         setattr(config, field, value)
@@ -259,12 +272,12 @@ def build_model(args, tokenizer, names: list[str], config=None):
     """A fresh model from `config` (default: `build_config`), or a checkpoint to fine-tune with a head for this task's
     labels."""
     model_class = TASKS[args.task].model_class
-    config = config or build_config(args, tokenizer)
     labels = {"id2label": dict(enumerate(names)), "label2id": {name: index for index, name in enumerate(names)}}
-    if args.config and is_checkpoint(args.config):
-        config = AutoConfig.from_pretrained(resolve_checkpoint(args.config), num_labels=len(names), **labels)
+    if checkpoint := pretrained_checkpoint(args):
+        config = AutoConfig.from_pretrained(checkpoint, num_labels=len(names), **labels)
         # A new task gets a new head: weights of a head with another number of outputs are not loaded.
-        return model_class.from_pretrained(resolve_checkpoint(args.config), config=config, ignore_mismatched_sizes=True)
+        return model_class.from_pretrained(checkpoint, config=config, ignore_mismatched_sizes=True)
+    config = config or build_config(args, tokenizer)
     config.num_labels = len(names)
     config.id2label, config.label2id = labels["id2label"], labels["label2id"]
     return model_class(config)
@@ -369,7 +382,9 @@ class TrainingRun:
     accelerator: Accelerator
 
 
-def train(args: argparse.Namespace) -> TrainingRun:
+def train(args: argparse.Namespace, lock: bool = True) -> TrainingRun:
+    """Train in this process, or as one process of a torch.distributed job (RANK/WORLD_SIZE set); `lock=False` when the
+    process that launched the job holds the output folder's lock."""
     output_dir = Path(args.output_dir)
     # Several processes on a machine without an accelerator (e.g. `accelerate launch --multi_gpu --num_processes 2` or
     # torchrun on CPUs): accelerate forms the gloo process group only when told to use the CPU, and would otherwise
@@ -382,7 +397,7 @@ def train(args: argparse.Namespace) -> TrainingRun:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
     # The main process writes every output, so it alone holds the folder's lock, for the whole run.
-    with locked_output_dir(output_dir) if accelerator.is_main_process else nullcontext():
+    with locked_output_dir(output_dir) if accelerator.is_main_process and lock else nullcontext():
         return train_in(output_dir, args, accelerator)
 
 
@@ -455,7 +470,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
             if ema is not None:
                 if not (checkpoint / EMA_FILE).is_file():
                     raise ValueError(f"--ema-decay is set but checkpoint {checkpoint} was written without it (no {EMA_FILE}).")
-                ema.load_state_dict(load_file(checkpoint / EMA_FILE, device=str(accelerator.device)))
+                ema.load_state_dict(load_file(checkpoint / EMA_FILE))  # copied onto the parameters' device
             if accelerator.is_main_process:
                 print(f"lyra-train: resumed from {checkpoint} after epoch {state['epoch']}.", file=sys.stderr)
 
@@ -561,9 +576,8 @@ def describe_protocol(args, results: dict) -> str:
     )
 
 
-def run(args: argparse.Namespace) -> str | None:
-    """Train, and the closing line the main process prints."""
-    training = train(args)
+def summary_line(args: argparse.Namespace, training: TrainingRun) -> str | None:
+    """The closing line the main process prints."""
     if not training.accelerator.is_main_process:
         return None
     results, metric = training.results, training.results["metric_for_best_model"]
@@ -572,6 +586,55 @@ def run(args: argparse.Namespace) -> str | None:
         f"best epoch {results['best_epoch']}: {split} {metric} {results[split][metric]:.4f}; model and tokenizer in "
         f"{Path(args.output_dir, BEST_DIR)}"
     )
+
+
+def train_worker(args: argparse.Namespace) -> str | None:
+    """One process of `train_on_cpus`."""
+    configure_threads(1)
+    # DDP compares each gradient's strides with its bucket's, also along a dimension of size 1 (the depthwise
+    # convolution's (E, 1, 3) weight), where any stride describes the same memory: nothing to warn about.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    return summary_line(args, train(args, lock=False))
+
+
+def train_on_cpus(args: argparse.Namespace, processes: int) -> str | None:
+    """Train as one torch.distributed job of `processes` single-threaded CPU processes. The global batch stays
+    `--batch-size`, split evenly over the processes, so the run is the one a single process would make (with dropout
+    masks drawn per process)."""
+    while args.batch_size % processes:
+        processes -= 1
+    if processes == 1:
+        configure_threads(1)
+        return summary_line(args, train(args))
+    output_dir = Path(args.output_dir)
+    with locked_output_dir(output_dir):
+        # What could fail in one process and leave the others waiting for it is checked here, once.
+        check_output_dir(args, output_dir)
+        tokenizer = build_tokenizer(args)
+        config = build_config(args, tokenizer)
+        max_length = args.max_length or memory_bound_max_length(config, args.batch_size)
+        _, names = load_data(args, tokenizer, max_length)
+        check_metric_name(args, names)
+        per_process = {"batch_size": args.batch_size // processes, "max_length": max_length, "num_processes": 1, "threads": 1}
+        try:
+            # One thread per process, said in the environment too (accelerate warns when OMP_NUM_THREADS is unset).
+            with patch_environment(OMP_NUM_THREADS="1"):
+                summaries = launch_on_cpus(train_worker, (argparse.Namespace(**{**vars(args), **per_process}),), processes)
+        except WorkerError as error:
+            if cli.is_expected_error(error.type_name):
+                raise ValueError(error.message) from None
+            raise RuntimeError(f"a training process failed:\n{error.traceback}") from None
+    return summaries[0]
+
+
+def run(args: argparse.Namespace) -> str | None:
+    """Train here, or over this machine's CPUs as one process each (see `lyra_hf.cpu`), and the closing line."""
+    processes, threads = plan_processes(args.num_processes, args.threads)
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # by `accelerate launch` or torchrun: one process of a job
+    if processes > 1 and not launched and not torch.accelerator.is_available():
+        return train_on_cpus(args, processes)
+    configure_threads(threads)
+    return summary_line(args, train(args))
 
 
 def main(argv=None) -> int:

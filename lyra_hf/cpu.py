@@ -1,0 +1,164 @@
+"""How many CPUs a process may use, and how lyra-hf spreads work over them.
+
+Lyra's operators are small: a second intra-op thread speeds a training step of the default model up only 1.55x on an
+idle 2-core machine, and threads that wait on each other at every operator collapse as soon as another process shares
+a core (3.7-8x slower than one thread). One single-threaded process per usable CPU avoids both. `usable_cpus` counts
+what the process may really use: its CPU affinity and its cgroup's CPU quota (containers, batch schedulers), never the
+host's core count.
+"""
+
+import math
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
+from pathlib import Path
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_quota(root: str | Path = CGROUP_ROOT) -> float | None:
+    """The CPU quota of this process's cgroup in CPUs (e.g. 1.5), or None when there is none: cgroup v2's `cpu.max`
+    (`"max 100000"` or `"150000 100000"`), else cgroup v1's `cpu/cpu.cfs_quota_us` (-1: none) over
+    `cpu/cpu.cfs_period_us`."""
+    root = Path(root)
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    for folder in (root / "cpu", root / "cpu,cpuacct", root):
+        try:
+            quota = int((folder / "cpu.cfs_quota_us").read_text())
+            period = int((folder / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if quota <= 0 or period <= 0 else quota / period
+    return None
+
+
+def usable_cpus(cgroup_root: str | Path = CGROUP_ROOT) -> int:
+    """The CPUs this process may run on (`os.sched_getaffinity`), capped by its cgroup quota rounded up; at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads for this process and return the number: `threads` when given (`--threads`), else
+    `OMP_NUM_THREADS` when the user set it, else `usable_cpus()`. A notebook calls it once before running a model;
+    lyra-train, lyra-predict and lyra-scan call it with their `--threads`."""
+    import torch
+
+    if threads is None:
+        requested = os.environ.get("OMP_NUM_THREADS", "").strip()
+        threads = int(requested) if requested.isdigit() and int(requested) > 0 else usable_cpus()
+    torch.set_num_threads(threads)
+    return threads
+
+
+def plan_processes(num_processes: int | None, threads: int | None) -> tuple[int, int]:
+    """(processes, threads per process) for a command's `--num-processes` and `--threads`: by default one
+    single-threaded process per usable CPU; `--threads T` alone gives usable // T processes of T threads; an explicit
+    `OMP_NUM_THREADS` counts as `--threads`; `--num-processes N` alone gives each usable // N threads."""
+    cpus = usable_cpus()
+    if threads is None:
+        requested = os.environ.get("OMP_NUM_THREADS", "").strip()
+        threads = int(requested) if requested.isdigit() and int(requested) > 0 else None
+    if num_processes is None:
+        num_processes = max(1, cpus // (threads or 1))
+    return num_processes, threads or max(1, cpus // num_processes)
+
+
+_worker_state: dict = {}
+
+
+def _start_worker(state: dict) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _worker_state.update(state)
+
+
+def _call_in_worker(function: Callable, item):
+    return function(_worker_state, item)
+
+
+def ordered_map(function: Callable, items: Iterable, state: dict, processes: int) -> Iterator:
+    """`function(state, item)` for each item, results in the order of `items`: in this process when `processes` is 1,
+    else in that many single-threaded worker processes. Workers are forked (they share `state`, e.g. a loaded model,
+    without copying or pickling it); `function` must be a module-level function and items and results picklable."""
+    if processes <= 1 or not sys.platform.startswith("linux"):  # fork is safe with torch on Linux only
+        for item in items:
+            yield function(state, item)
+        return
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker, initargs=(state,))
+    try:
+        yield from pool.map(_call_in_worker, repeat(function), items)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on an error or interrupt, pending items are dropped
+
+
+class WorkerError(Exception):
+    """A worker process of `launch_on_cpus` failed: `type_name` and `message` of its exception, and its traceback."""
+
+    def __init__(self, type_name: str, message: str, traceback: str):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name, self.message, self.traceback = type_name, message, traceback
+
+
+def launch_on_cpus(function: Callable, args: tuple, processes: int) -> dict[int, object]:
+    """Run `function(*args)` in `processes` forked processes that form one torch.distributed job on this machine
+    (torch's elastic launcher, the engine of torchrun and `accelerate launch`; each process sees RANK, WORLD_SIZE and
+    MASTER_ADDR/PORT, and Accelerate forms the gloo group from them). Returns each rank's return value. If a process
+    fails, the others are stopped and the first failure is raised as `WorkerError`."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=processes,
+        run_id=f"lyra-hf-{os.getpid()}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",
+        max_restarts=0,
+        monitor_interval=0.1,
+        start_method="fork",
+    )
+    # The launcher logs each failure as a multi-line traceback; the caller reports it in its own words.
+    loggers = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.multiprocessing", "torchelastic-events-null")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        return elastic_launch(config, function)(*args)
+    except ChildFailedError as error:
+        _, failure = error.get_first_failure()
+        reported = failure.message if isinstance(failure.message, dict) else {"message": str(failure.message)}
+        type_name, _, message = str(reported.get("message", "")).partition(": ")
+        raise WorkerError(type_name, message, reported.get("extraInfo", {}).get("py_callstack", "")) from None
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+__all__ = [
+    "WorkerError",
+    "cgroup_cpu_quota",
+    "configure_threads",
+    "launch_on_cpus",
+    "ordered_map",
+    "plan_processes",
+    "usable_cpus",
+]
