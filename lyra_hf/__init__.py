@@ -10,6 +10,7 @@ from transformers import (
 
 from .allocator import retain_freed_memory
 from .configuration_lyra import LyraConfig
+from .cpu import configure_threads, usable_cpus
 from .modeling_lyra import (
     LyraForSequenceClassification,
     LyraForSequenceRegression,
@@ -45,4 +46,6 @@ __all__ = [
     "LyraForTokenClassification",
     "LyraTokenizer",
     "retain_freed_memory",
+    "configure_threads",
+    "usable_cpus",
 ]

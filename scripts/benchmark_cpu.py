@@ -1,0 +1,218 @@
+"""CPU benchmark of the three commands as users run them: wall time, throughput and peak memory, measured side by side
+in one run (the machine is shared and noisy, so only ratios within one run mean much).
+
+    python scripts/benchmark_cpu.py --output results/cpu.json
+
+1. The demo (`lyra-train` with no flags) as shipped before one process per CPU (`--num-processes 1`: one process with
+   torch's thread count set to the usable CPUs, as torch's default was) and with the new defaults, on the idle machine
+   and with a busy loop pinned to CPU 0 (`taskset -c 0 sh -c 'while :; do :; done'`).
+2. Training throughput (tokens/s from results.json) on one core (`--num-processes 1 --threads 1`) and on all usable
+   cores (the new default run of 1).
+3. `lyra-predict` on random 200-letter protein rows: peak memory of the whole process tree (PSS, sampled every second)
+   and rows/s over the command's wall time (about 10 s of it is importing torch and transformers), on all cores, and
+   on one core for the middle size.
+4. `lyra-scan` of a 237-letter wild type: every single mutant (4,503), and every double mutant of 10 positions, on one
+   core and on all cores: the command's wall time, and the scoring alone (`lyra_hf.scan.scan` in this process,
+   timed without the imports and checkpoint loading that every command pays first).
+
+Run it with nothing else running; it starts its own busy loop where it says so.
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+LETTERS = "ACDEFGHIKLMNPQRSTVWY"
+ONE_CORE = ["--num-processes", "1", "--threads", "1"]
+
+
+def tree_memory(pid: int) -> int:
+    """Memory of a process and all its descendants, in bytes (0 once gone): the sum of their proportional set sizes
+    (PSS), so pages that forked workers share with their parent count once, not once per process as RSS would."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
+            total += next(int(line.split()[1]) * 1024 for line in rollup.splitlines() if line.startswith("Pss:"))
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total
+
+
+def run(command: list[str], label: str, sample_memory: bool = False) -> dict:
+    """Run a command to its end; its wall time and, with `sample_memory`, the peak memory of its process tree, read
+    once a second: reading a process's memory map holds its mmap lock, and frequent reads slowed the measured command
+    several times over (a first attempt sampled every 0.1 s)."""
+    environment = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"} | {"TQDM_DISABLE": "1"}
+    # Output goes to files: a pipe nobody reads until the end fills up and stops the command.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=environment, stdout=out, stderr=err, text=True)
+        peak = None
+        while process.poll() is None:
+            if sample_memory:
+                peak = max(peak or 0, tree_memory(process.pid))
+            time.sleep(1.0 if sample_memory else 0.05)
+        seconds = time.perf_counter() - started
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode != 0:
+        raise SystemExit(f"{label} failed:\n{stderr[-3000:]}")
+    memory = f", peak {peak / 2**20:,.0f} MiB" if peak else ""
+    print(f"{label}: {seconds:.1f} s{memory}", file=sys.stderr, flush=True)
+    return {"command": " ".join(command), "seconds": seconds, "peak_memory_bytes": peak, "stdout": stdout.strip().splitlines()[-1:]}
+
+
+class BusyNeighbour:
+    """A shell busy loop pinned to CPU 0 for the length of the block."""
+
+    def __enter__(self):
+        self.process = subprocess.Popen(["taskset", "-c", "0", "sh", "-c", "while :; do :; done"])
+        time.sleep(1)
+        return self
+
+    def __exit__(self, *exc):
+        self.process.kill()
+        self.process.wait()
+
+
+def lyra(command: str) -> list[str]:
+    return [sys.executable, "-m", f"lyra_hf.{command}"]
+
+
+def demo(work: Path) -> dict:
+    results = {}
+    for condition in ("idle", "busy neighbour"):
+        for name, flags in (("old", ["--num-processes", "1"]), ("new", [])):
+            folder = work / f"demo_{name}_{condition.replace(' ', '_')}"
+            label = f"demo {name} defaults, {condition}"
+            if condition == "idle":
+                results[label] = run([*lyra("train"), *flags, "--output-dir", str(folder)], label)
+            else:
+                with BusyNeighbour():
+                    results[label] = run([*lyra("train"), *flags, "--output-dir", str(folder)], label)
+            results[label]["results"] = json.loads((folder / "results.json").read_text())
+    return results
+
+
+def training_throughput(work: Path, demo_results: dict) -> dict:
+    folder = work / "train_one_core"
+    one = run([*lyra("train"), *ONE_CORE, "--epochs", "5", "--output-dir", str(folder)], "training on one core")
+    one_results = json.loads((folder / "results.json").read_text())
+    all_results = demo_results["demo new defaults, idle"]["results"]
+    length = 30  # the synthetic landscape's sequences: 30 residues, one token each
+    return {
+        "one core": {"tokens_per_second": one_results["samples_per_second"] * length, "num_processes": one_results["num_processes"], **one},
+        "all cores": {"tokens_per_second": all_results["samples_per_second"] * length, "num_processes": all_results["num_processes"]},
+    }
+
+
+def write_rows(path: Path, count: int, length: int = 200) -> Path:
+    generator = torch.Generator().manual_seed(count)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "sequence"])
+        for start in range(0, count, 10_000):
+            letters = torch.randint(0, len(LETTERS), (min(10_000, count - start), length), generator=generator).tolist()
+            writer.writerows((f"v{start + row}", "".join(LETTERS[i] for i in residues)) for row, residues in enumerate(letters))
+    return path
+
+
+def default_checkpoint(work: Path) -> Path:
+    from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = LyraTokenizer()
+    LyraForSequenceRegression(LyraConfig(vocab_size=len(tokenizer))).save_pretrained(work / "model")
+    tokenizer.save_pretrained(work / "model")
+    return work / "model"
+
+
+def prediction(work: Path, model: Path, sizes: list[int], one_core_size: int) -> dict:
+    results = {}
+    for count in sizes:
+        source = write_rows(work / f"rows_{count}.csv", count)
+        runs = [("all cores", [])] + ([("one core", ONE_CORE)] if count == one_core_size else [])
+        for cores, flags in runs:
+            label = f"predict {count:,} rows, {cores}"
+            output = work / f"predictions_{count}_{cores.replace(' ', '_')}.csv"
+            result = run([*lyra("predict"), "--model", str(model), "--input", str(source), "--output", str(output), *flags], label, sample_memory=True)
+            results[label] = {**result, "rows": count, "rows_per_second": count / result["seconds"]}
+        source.unlink()
+    return results
+
+
+def scanning(work: Path, model: Path) -> dict:
+    generator = torch.Generator().manual_seed(237)
+    wild_type = "".join(LETTERS[i] for i in torch.randint(0, len(LETTERS), (237,), generator=generator).tolist())
+    results = {}
+    for scan_name, flags in (("singles (4,503 mutants)", []), ("doubles of 10 positions", ["--pairs", "100-109"])):
+        for cores, cpu_flags in (("one core", ONE_CORE), ("all cores", [])):
+            label = f"scan {scan_name}, {cores}"
+            folder = work / f"scan_{len(results)}"
+            command = [*lyra("scan"), "--model", str(model), "--sequence", wild_type, "--no-figures", "--output-dir", str(folder), *flags, *cpu_flags]
+            results[label] = run(command, label)
+    # The scoring alone, as a library call: one single-threaded process against one worker per usable CPU.
+    from lyra_hf import retain_freed_memory
+    from lyra_hf.checkpoints import load_checkpoint
+    from lyra_hf.cpu import usable_cpus
+    from lyra_hf.scan import scan
+
+    tokenizer, loaded = load_checkpoint(str(model))
+    torch.set_num_threads(1)
+    retain_freed_memory()  # as the commands do
+    for scan_name, pairs in (("singles (4,503 mutants)", None), ("doubles of 10 positions", list(range(100, 110)))):
+        scan(loaded, tokenizer, wild_type, pairs=pairs, progress=False)  # warm-up: the kernel cache, first allocations
+        for cores, processes in (("one core", 1), ("all cores", usable_cpus())):
+            started = time.perf_counter()
+            scan(loaded, tokenizer, wild_type, pairs=pairs, progress=False, processes=processes)
+            results[f"scan {scan_name}, scoring alone, {cores}"] = {"seconds": time.perf_counter() - started, "processes": processes}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default="results/cpu.json")
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="lyra-predict row counts")
+    parser.add_argument("--one-core-size", type=int, default=100_000, help="the row count also predicted on one core")
+    parser.add_argument("--parts", default="demo,predict,scan", help="which parts to run")
+    args = parser.parse_args()
+    from lyra_hf.cpu import usable_cpus
+
+    parts = args.parts.split(",")
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {usable_cpus()} usable; {platform.platform()}",
+        "versions": f"python {platform.python_version()}, torch {torch.__version__}",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": " ".join(sys.argv),
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        if "demo" in parts:
+            report["demo"] = demo(work)
+            report["training"] = training_throughput(work, report["demo"])
+        model = default_checkpoint(work)
+        if "predict" in parts:
+            report["predict"] = prediction(work, model, [int(size) for size in args.sizes.split(",")], args.one_core_size)
+        if "scan" in parts:
+            report["scan"] = scanning(work, model)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
