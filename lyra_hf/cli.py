@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 
 import datasets
+import torch
 import transformers
 from huggingface_hub.errors import EntryNotFoundError
 from safetensors import SafetensorError
@@ -88,6 +89,7 @@ def main(
     retain_freed_memory()
     # SIGTERM (`kill`, a scheduler's time limit) unwinds like Ctrl-C, so temporary files are removed on the way out.
     previous_handler = signal.signal(signal.SIGTERM, exit_on_sigterm)
+    threads = torch.get_num_threads()  # a command sets its own; a caller in the same process gets its own back
     try:
         summary = run(args)
     except EXPECTED_ERRORS as error:
@@ -95,6 +97,7 @@ def main(
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+        torch.set_num_threads(threads)
     if summary:
         print(summary)
     return 0
