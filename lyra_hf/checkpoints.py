@@ -152,17 +152,28 @@ def remove_outputs(folder: Path, output_names: Iterable[str]) -> None:
             path.unlink()
 
 
-def replace_outputs(folder: Path, written: Path, output_names: Iterable[str]) -> list[Path]:
-    """Move every file of the folder `written` (complete, beside `folder`) into `folder`, then remove what an earlier
-    run left there under one of `output_names` that this run did not write. Other files in `folder` are kept."""
+@contextmanager
+def replacing_outputs(folder: str | Path, output_names: Iterable[str]) -> Iterator[tuple[Path, list[Path]]]:
+    """Yield an empty temporary folder inside `folder` and a list that, once the block ends, holds the final paths.
+    Then every file written there moves into `folder`, and what an earlier run left under one of `output_names` and
+    this run did not write is removed (no stale files beside new ones); other files in `folder` are kept. On any
+    failure the temporary folder is removed and `folder` is left as it was."""
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    moved = []
-    for source in sorted(written.iterdir()):
+    temporary = folder / ".outputs.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)  # left by a run killed while writing
+    temporary.mkdir()
+    moved: list[Path] = []
+    try:
+        yield temporary, moved
+    except BaseException as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise_write_error(error, folder)
+    for source in sorted(temporary.iterdir()):
         os.replace(source, folder / source.name)
         moved.append(folder / source.name)
     remove_outputs(folder, [name for name in output_names if folder / name not in moved])
-    written.rmdir()
-    return moved
+    temporary.rmdir()
 
 
 # --- output folders ----------------------------------------------------------------------------------------------
@@ -258,7 +269,7 @@ __all__ = [
     "write_csv",
     "replace_directory",
     "remove_outputs",
-    "replace_outputs",
+    "replacing_outputs",
     "locked_output_dir",
     "resolve_checkpoint",
     "load_checkpoint",

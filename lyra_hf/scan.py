@@ -18,7 +18,6 @@ import importlib.util
 import itertools
 import math
 import re
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cli
-from .checkpoints import load_checkpoint, locked_output_dir, raise_write_error, replace_outputs, write_csv
+from .checkpoints import load_checkpoint, locked_output_dir, replacing_outputs, write_csv
 from .cpu import configure_threads, ordered_map, plan_processes
 from .data import read_table
 from .tasks import task_of
@@ -387,22 +386,15 @@ def record_folders(ids: list[str]) -> list[str]:
 
 
 def write_result(result: ScanResult, folder: Path, letters: str, figures: bool) -> list[Path]:
-    """Write the tables (and figures) into a temporary folder inside `folder`, then move them in, removing an earlier
-    scan's files that this one does not replace (e.g. its pairs.csv)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / ".scan.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)  # left by a scan killed while writing
-    temporary.mkdir()
-    try:
+    """Write the tables (and figures) into `folder`, replacing an earlier scan's files there, including those this
+    one does not write (e.g. its pairs.csv), once all are complete."""
+    with replacing_outputs(folder, SCAN_OUTPUTS) as (temporary, written):
         write_csv(temporary / "singles.csv", result.singles.to_dict())
         if result.pairs is not None:
             write_csv(temporary / "pairs.csv", result.pairs.to_dict())
         if figures:
             plot(result, temporary, letters)
-    except BaseException as error:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise_write_error(error, folder)
-    return replace_outputs(folder, temporary, SCAN_OUTPUTS)
+    return written
 
 
 def run(args: argparse.Namespace) -> None:
