@@ -16,6 +16,8 @@ from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
 from pathlib import Path
 
+import torch
+
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -56,13 +58,15 @@ def configure_threads(threads: int | None = None) -> int:
     """Set torch's intra-op threads for this process and return the number: `threads` when given (`--threads`), else
     `OMP_NUM_THREADS` when the user set it, else `usable_cpus()`. A notebook calls it once before running a model;
     lyra-train, lyra-predict and lyra-scan call it with their `--threads`."""
-    import torch
-
-    if threads is None:
-        requested = os.environ.get("OMP_NUM_THREADS", "").strip()
-        threads = int(requested) if requested.isdigit() and int(requested) > 0 else usable_cpus()
+    threads = threads or threads_from_environment() or usable_cpus()
     torch.set_num_threads(threads)
     return threads
+
+
+def threads_from_environment() -> int | None:
+    """The user's `OMP_NUM_THREADS`, when set to a positive whole number."""
+    requested = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(requested) if requested.isdigit() and int(requested) > 0 else None
 
 
 def plan_processes(num_processes: int | None, threads: int | None) -> tuple[int, int]:
@@ -70,9 +74,7 @@ def plan_processes(num_processes: int | None, threads: int | None) -> tuple[int,
     single-threaded process per usable CPU; `--threads T` alone gives usable // T processes of T threads; an explicit
     `OMP_NUM_THREADS` counts as `--threads`; `--num-processes N` alone gives each usable // N threads."""
     cpus = usable_cpus()
-    if threads is None:
-        requested = os.environ.get("OMP_NUM_THREADS", "").strip()
-        threads = int(requested) if requested.isdigit() and int(requested) > 0 else None
+    threads = threads or threads_from_environment()
     if num_processes is None:
         num_processes = max(1, cpus // (threads or 1))
     return num_processes, threads or max(1, cpus // num_processes)
@@ -82,8 +84,6 @@ _worker_state: dict = {}
 
 
 def _start_worker(state: dict) -> None:
-    import torch
-
     torch.set_num_threads(1)
     _worker_state.update(state)
 

@@ -105,14 +105,14 @@ def run(args: argparse.Namespace) -> str:
     if not output.parent.is_dir():
         raise FileNotFoundError(f"No directory {output.parent} for --output {output}.")
     where = f"input file {args.input}"
-    columns, _ = stream_table(args.input, CHUNK_ROWS)
+    columns, chunks = stream_table(args.input, CHUNK_ROWS)
     check_columns(columns, [args.sequence_column], where)
     tokenizer, model = load_checkpoint(args.model, args.revision, args.trust_remote_code)
     letters = getattr(tokenizer, "letters", None) if args.unknown == "error" else None
     padding = getattr(tokenizer, "padding_characters", "")
     # Every row is checked before any is predicted: a bad row near the end of a large file fails in seconds.
     first_row = 1
-    for chunk in stream_table(args.input, CHUNK_ROWS)[1]:
+    for chunk in chunks:
         check_rows(chunk, args.sequence_column, [], "prediction", where, letters, padding, first_row=first_row)
         first_row += len(chunk[args.sequence_column])
     processes, threads = plan_processes(args.num_processes, args.threads) if args.device == "cpu" else (1, args.threads)
