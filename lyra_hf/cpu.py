@@ -80,6 +80,21 @@ def plan_processes(num_processes: int | None, threads: int | None) -> tuple[int,
     return num_processes, threads or max(1, cpus // num_processes)
 
 
+# A second training process pays only when a step holds enough work to share: each step has a fixed cost that does not
+# shrink with the batch (about 18 ms for the default model on one thread here: Python, autograd, the optimizer), and
+# gloo's gradient all-reduce adds about 10 ms. Measured on 2 CPUs, batch 64 (BENCHMARKS.md, "CPU use"), two processes
+# against one: 1.0-1.1x at 1,920 tokens per step (the demo), 1.6x at 4,096, 1.9x at 15,168; at hidden size 256, 1.3x
+# at 1,920. Below the bar one single-threaded process runs: as fast as two processes there, and unlike torch's
+# intra-op threads it does not collapse when another program shares a CPU.
+MIN_TRAINING_WORK_PER_PROCESS = 2048 * 64  # tokens per step x hidden size
+
+
+def training_processes(processes: int, tokens_per_step: float, hidden_size: int) -> int:
+    """How many of `processes` CPU processes a training run of this size uses by default: each must get at least
+    `MIN_TRAINING_WORK_PER_PROCESS` of a step's tokens x hidden size."""
+    return max(1, min(processes, int(tokens_per_step * hidden_size // MIN_TRAINING_WORK_PER_PROCESS)))
+
+
 _worker_state: dict = {}
 
 
@@ -92,19 +107,40 @@ def _call_in_worker(function: Callable, item):
     return function(_worker_state, item)
 
 
-def ordered_map(function: Callable, items: Iterable, state: dict, processes: int) -> Iterator:
-    """`function(state, item)` for each item, results in the order of `items`: in this process when `processes` is 1,
-    else in that many single-threaded worker processes. Workers are forked (they share `state`, e.g. a loaded model,
-    without copying or pickling it); `function` must be a module-level function and items and results picklable."""
-    if processes <= 1 or not sys.platform.startswith("linux"):  # fork is safe with torch on Linux only
-        for item in items:
-            yield function(state, item)
-        return
-    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"), initializer=_start_worker, initargs=(state,))
-    try:
-        yield from pool.map(_call_in_worker, repeat(function), items)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # on an error or interrupt, pending items are dropped
+class WorkerPool:
+    """`processes` single-threaded worker processes that share `state` (e.g. a loaded model) and serve every `map` until
+    the pool is closed. Workers are forked, so they get `state` without copying or pickling it, and they live as long
+    as the pool: a worker keeps the memory its first batches allocated (`retain_freed_memory`), where fresh workers for
+    each call would page-fault it in again (BENCHMARKS.md, "CPU use"). With one process, or off Linux (where fork is not safe with torch), `map` runs in this process.
+
+        with WorkerPool({"model": model}, processes=2) as pool:
+            for chunk in chunks:
+                results = list(pool.map(score_batch, batches_of(chunk)))
+    """
+
+    def __init__(self, state: dict, processes: int):
+        self.state = state
+        self.executor = None
+        if processes > 1 and sys.platform.startswith("linux"):
+            context = multiprocessing.get_context("fork")
+            self.executor = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker, initargs=(state,))
+
+    def map(self, function: Callable, items: Iterable) -> Iterator:
+        """`function(state, item)` for each item, results in the order of `items`. `function` must be a module-level
+        function, and items and results picklable."""
+        if self.executor is None:
+            return (function(self.state, item) for item in items)
+        return self.executor.map(_call_in_worker, repeat(function), items)
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)  # on an error or interrupt, pending items are dropped
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class WorkerError(Exception):
@@ -155,10 +191,11 @@ def launch_on_cpus(function: Callable, args: tuple, processes: int) -> dict[int,
 
 __all__ = [
     "WorkerError",
+    "WorkerPool",
     "cgroup_cpu_quota",
     "configure_threads",
     "launch_on_cpus",
-    "ordered_map",
     "plan_processes",
+    "training_processes",
     "usable_cpus",
 ]

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from . import cli
 from .checkpoints import atomic_text, load_checkpoint
-from .cpu import configure_threads, ordered_map, plan_processes
+from .cpu import WorkerPool, configure_threads, plan_processes
 from .data import SEQUENCE_COLUMN, check_columns, check_rows, stream_table
 from .tasks import task_of
 
@@ -63,14 +63,20 @@ def predict(model, tokenizer, sequences: list[str], batch_size: int = 256, devic
     class), an array of shape (length, num_labels) for token classification. With `processes` > 1 the batches run in
     that many single-threaded worker processes; the batches and so the outputs are the same."""
     model.to(device)
+    with WorkerPool({"model": model, "tokenizer": tokenizer, "device": device}, processes) as workers:
+        return predict_with(workers, sequences, batch_size)
+
+
+def predict_with(workers: WorkerPool, sequences: list[str], batch_size: int) -> list:
+    """`predict` on a pool of workers that holds the model (see `predict_batch`), kept by the caller across calls."""
     outputs = [None] * len(sequences)
     buckets = length_buckets([len(sequence) for sequence in sequences], batch_size)
-    state = {"model": model, "tokenizer": tokenizer, "device": device}
     batches = ([sequences[index] for index in indices] for indices in buckets)
-    for indices, logits in zip(buckets, ordered_map(predict_batch, batches, state, min(processes, len(buckets)))):
+    for indices, logits in zip(buckets, workers.map(predict_batch, batches)):
         for row, index in enumerate(indices):
             # Per-residue logits: one token per residue, so the sequence's own positions are the first len(sequence).
-            outputs[index] = logits[row, : len(sequences[index])] if logits.ndim == 3 else logits[row]
+            # Copied: a view would keep the whole batch's array alive.
+            outputs[index] = logits[row, : len(sequences[index])].copy() if logits.ndim == 3 else logits[row].copy()
     return outputs
 
 
@@ -117,12 +123,18 @@ def run(args: argparse.Namespace) -> str:
         first_row += len(chunk[args.sequence_column])
     processes, threads = plan_processes(args.num_processes, args.threads) if args.device == "cpu" else (1, args.threads)
     configure_threads(threads)
+    model.to(args.device)
+    state = {"model": model, "tokenizer": tokenizer, "device": args.device}
     try:
-        with atomic_text(output, args.overwrite) as stream, tqdm(total=first_row - 1, unit=" rows", disable=None, desc="lyra-predict") as progress:
+        with (
+            atomic_text(output, args.overwrite) as stream,
+            tqdm(total=first_row - 1, unit=" rows", disable=None, desc="lyra-predict") as progress,
+            WorkerPool(state, processes) as workers,
+        ):
             writer = csv.writer(stream)
             for chunk_index, chunk in enumerate(stream_table(args.input, CHUNK_ROWS)[1]):
                 sequences = ["".join(sequence.split()) for sequence in chunk[args.sequence_column]]
-                outputs = predict(model, tokenizer, sequences, args.batch_size, args.device, processes)
+                outputs = predict_with(workers, sequences, args.batch_size)
                 predicted = prediction_columns(model.config, outputs)
                 if chunk_index == 0:
                     writer.writerow([*columns, *predicted])

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import cli
 from .checkpoints import load_checkpoint, locked_output_dir, replacing_outputs, write_csv
-from .cpu import configure_threads, ordered_map, plan_processes
+from .cpu import WorkerPool, configure_threads, plan_processes
 from .data import read_table
 from .tasks import task_of
 
@@ -120,18 +120,15 @@ def score_batch(state: dict, input_ids: np.ndarray) -> np.ndarray:
     return logits.cpu().numpy().astype(np.float64)
 
 
-def score_ids(
-    model, input_ids: torch.Tensor, class_index: int | None, batch_size: int, device, description: str, progress: bool = True, processes: int = 1
-) -> np.ndarray:
-    """Scores of a (num_sequences, length) batch of token ids: (num_sequences, num_targets) floats. With `processes` >
-    1 the batches run in that many single-threaded worker processes, with the same batches and so the same scores."""
+def score_ids(workers: WorkerPool, input_ids: torch.Tensor, batch_size: int, description: str, progress: bool = True) -> np.ndarray:
+    """Scores of a (num_sequences, length) batch of token ids, (num_sequences, num_targets) floats, from a pool of
+    workers that holds the model (see `score_batch`); a pool of several processes scores the same batches and so gives
+    the same scores."""
     # At least 8 batches when there is enough work, so that workers finish together; the same with one process.
     batch_size = max(1, min(batch_size, max(64, math.ceil(len(input_ids) / 8))))
     starts = range(0, len(input_ids), batch_size)
-    state = {"model": model, "device": device, "class_index": class_index}
     batches = (input_ids[start : start + batch_size].numpy() for start in starts)
-    scores = ordered_map(score_batch, batches, state, min(processes, len(starts)))
-    scores = list(tqdm(scores, total=len(starts), desc=description, disable=not progress, leave=False))
+    scores = list(tqdm(workers.map(score_batch, batches), total=len(starts), desc=description, disable=not progress, leave=False))
     return np.concatenate(scores) if scores else np.zeros((0, 1))
 
 
@@ -180,7 +177,8 @@ def scan(
     letter_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(letters)))
     batch_size = batch_size or auto_batch_size(model, length, device)
 
-    wild_score = score_ids(model, wild_ids[None], class_index, 1, device, "wild type", False)[0]
+    state = {"model": model, "device": device, "class_index": class_index}
+    wild_score = score_batch(state, wild_ids[None].numpy())[0]
     # Singles: every mutable position x every letter other than the wild type's.
     single_positions, single_letters = [], []
     for position in mutable:
@@ -190,67 +188,69 @@ def scan(
                 single_letters.append(letter_index)
     mutants = wild_ids.repeat(len(single_positions), 1)
     mutants[torch.arange(len(single_positions)), torch.tensor(single_positions, dtype=torch.long)] = letter_ids[single_letters]
-    single_scores = score_ids(model, mutants, class_index, batch_size, device, "single mutants", progress, processes)
-    single_deltas = single_scores - wild_score
+    # One pool for the singles and the doubles: its workers keep their memory from one batch to the next.
+    with WorkerPool(state, processes) as workers:
+        single_scores = score_ids(workers, mutants, batch_size, "single mutants", progress)
+        single_deltas = single_scores - wild_score
 
-    def score_columns(scores, deltas, extra=None):
-        columns = {}
-        for column, name in enumerate(targets):
-            suffix = "" if len(targets) == 1 else f"_{name}"
-            columns[f"score{suffix}"] = scores[:, column].tolist()
-            columns[f"delta{suffix}"] = deltas[:, column].tolist()
-            if extra is not None:
-                columns[f"epistasis{suffix}"] = extra[:, column].tolist()
-        return columns
+        def score_columns(scores, deltas, extra=None):
+            columns = {}
+            for column, name in enumerate(targets):
+                suffix = "" if len(targets) == 1 else f"_{name}"
+                columns[f"score{suffix}"] = scores[:, column].tolist()
+                columns[f"delta{suffix}"] = deltas[:, column].tolist()
+                if extra is not None:
+                    columns[f"epistasis{suffix}"] = extra[:, column].tolist()
+            return columns
 
-    singles = datasets.Dataset.from_dict(
-        {
-            "position": [position + 1 for position in single_positions],
-            "wild_type": [sequence[position] for position in single_positions],
-            "mutant": [letters[index] for index in single_letters],
-            **score_columns(single_scores, single_deltas),
-        }
-    )
-    result = ScanResult(sequence, targets, dict(zip(targets, wild_score.tolist())), singles)
-
-    if pairs is None and top_k:
-        effect = np.zeros(length)
-        np.maximum.at(effect, np.array(single_positions), np.abs(single_deltas[:, 0]))
-        pairs = sorted((np.argsort(-effect, kind="stable")[: max(2, top_k)] + 1).tolist())
-    if pairs:
-        if any(not 1 <= position <= length for position in pairs):
-            raise ValueError(f"Pair positions must lie in 1-{length}, got {pairs}.")
-        index_of = {(position, letter): row for row, (position, letter) in enumerate(zip(single_positions, single_letters))}
-        mutable_positions = set(mutable)
-        chosen = [position - 1 for position in pairs if position - 1 in mutable_positions]
-        rows = [
-            (a, letter_a, b, letter_b)
-            for a, b in itertools.combinations(chosen, 2)
-            for letter_a in range(len(letters))
-            for letter_b in range(len(letters))
-            if (a, letter_a) in index_of and (b, letter_b) in index_of
-        ]
-        doubles = wild_ids.repeat(len(rows), 1)
-        if rows:
-            a, letter_a, b, letter_b = (torch.tensor(column, dtype=torch.long) for column in zip(*rows))
-            doubles[torch.arange(len(rows)), a] = letter_ids[letter_a]
-            doubles[torch.arange(len(rows)), b] = letter_ids[letter_b]
-        double_scores = score_ids(model, doubles, class_index, batch_size, device, "double mutants", progress, processes)
-        single_a = single_scores[np.array([index_of[(row[0], row[1])] for row in rows], dtype=np.int64)]
-        single_b = single_scores[np.array([index_of[(row[2], row[3])] for row in rows], dtype=np.int64)]
-        epistasis = double_scores - single_a - single_b + wild_score
-        result.pairs = datasets.Dataset.from_dict(
+        singles = datasets.Dataset.from_dict(
             {
-                "position_a": [row[0] + 1 for row in rows],
-                "wild_type_a": [sequence[row[0]] for row in rows],
-                "mutant_a": [letters[row[1]] for row in rows],
-                "position_b": [row[2] + 1 for row in rows],
-                "wild_type_b": [sequence[row[2]] for row in rows],
-                "mutant_b": [letters[row[3]] for row in rows],
-                **score_columns(double_scores, double_scores - wild_score, epistasis),
+                "position": [position + 1 for position in single_positions],
+                "wild_type": [sequence[position] for position in single_positions],
+                "mutant": [letters[index] for index in single_letters],
+                **score_columns(single_scores, single_deltas),
             }
         )
-    return result
+        result = ScanResult(sequence, targets, dict(zip(targets, wild_score.tolist())), singles)
+
+        if pairs is None and top_k:
+            effect = np.zeros(length)
+            np.maximum.at(effect, np.array(single_positions), np.abs(single_deltas[:, 0]))
+            pairs = sorted((np.argsort(-effect, kind="stable")[: max(2, top_k)] + 1).tolist())
+        if pairs:
+            if any(not 1 <= position <= length for position in pairs):
+                raise ValueError(f"Pair positions must lie in 1-{length}, got {pairs}.")
+            index_of = {(position, letter): row for row, (position, letter) in enumerate(zip(single_positions, single_letters))}
+            mutable_positions = set(mutable)
+            chosen = [position - 1 for position in pairs if position - 1 in mutable_positions]
+            rows = [
+                (a, letter_a, b, letter_b)
+                for a, b in itertools.combinations(chosen, 2)
+                for letter_a in range(len(letters))
+                for letter_b in range(len(letters))
+                if (a, letter_a) in index_of and (b, letter_b) in index_of
+            ]
+            doubles = wild_ids.repeat(len(rows), 1)
+            if rows:
+                a, letter_a, b, letter_b = (torch.tensor(column, dtype=torch.long) for column in zip(*rows))
+                doubles[torch.arange(len(rows)), a] = letter_ids[letter_a]
+                doubles[torch.arange(len(rows)), b] = letter_ids[letter_b]
+            double_scores = score_ids(workers, doubles, batch_size, "double mutants", progress)
+            single_a = single_scores[np.array([index_of[(row[0], row[1])] for row in rows], dtype=np.int64)]
+            single_b = single_scores[np.array([index_of[(row[2], row[3])] for row in rows], dtype=np.int64)]
+            epistasis = double_scores - single_a - single_b + wild_score
+            result.pairs = datasets.Dataset.from_dict(
+                {
+                    "position_a": [row[0] + 1 for row in rows],
+                    "wild_type_a": [sequence[row[0]] for row in rows],
+                    "mutant_a": [letters[row[1]] for row in rows],
+                    "position_b": [row[2] + 1 for row in rows],
+                    "wild_type_b": [sequence[row[2]] for row in rows],
+                    "mutant_b": [letters[row[3]] for row in rows],
+                    **score_columns(double_scores, double_scores - wild_score, epistasis),
+                }
+            )
+        return result
 
 
 # --- figures -----------------------------------------------------------------------------------------------------

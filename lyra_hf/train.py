@@ -45,8 +45,8 @@ from .checkpoints import (
     write_json,
     write_text,
 )
-from .cpu import WorkerError, configure_threads, launch_on_cpus, plan_processes
-from .data import label_names, load_sequence_dataset, synthetic_fitness_dataset, tokenize_dataset
+from .cpu import WorkerError, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes
+from .data import SEQUENCE_COLUMN, label_names, load_sequence_dataset, synthetic_fitness_dataset, tokenize_dataset
 from .hub import build_model_card, push_run
 from .tasks import TASKS, metric_is_better
 
@@ -493,11 +493,14 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
                 ema.update_parameters(accelerator.unwrap_model(model))
             samples += len(batch["input_ids"]) * accelerator.num_processes
             progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if deadline is not None and time.monotonic() > deadline:
-                accelerator.set_trigger()
-            if accelerator.check_trigger():  # every process stops at the same step
-                stopped_early = True
-                break
+            if deadline is not None:
+                if time.monotonic() > deadline:
+                    accelerator.set_trigger()
+                # Every process stops at the same step. The check is a collective (one all-reduce, ~1-2 ms on CPU
+                # with gloo), so it is made only when there is a deadline to stop for.
+                if accelerator.check_trigger():
+                    stopped_early = True
+                    break
         state["train_seconds"] += time.perf_counter() - started
         state["train_samples"] += samples
 
@@ -598,14 +601,10 @@ def train_worker(args: argparse.Namespace) -> str | None:
 
 
 def train_on_cpus(args: argparse.Namespace, processes: int) -> str | None:
-    """Train as one torch.distributed job of `processes` single-threaded CPU processes. The global batch stays
-    `--batch-size`, split evenly over the processes, so the run is the one a single process would make (with dropout
-    masks drawn per process)."""
-    while args.batch_size % processes:
-        processes -= 1
-    if processes == 1:
-        configure_threads(1)
-        return summary_line(args, train(args))
+    """Train as one torch.distributed job of up to `processes` single-threaded CPU processes. Without
+    `--num-processes`, a run whose steps are too small to share out (`training_processes`) keeps one process. The global
+    batch stays `--batch-size`, split evenly over the processes, so the run is the one a single process would make (with
+    dropout masks drawn per process)."""
     output_dir = Path(args.output_dir)
     with locked_output_dir(output_dir):
         # What could fail in one process and leave the others waiting for it is checked here, once.
@@ -613,8 +612,16 @@ def train_on_cpus(args: argparse.Namespace, processes: int) -> str | None:
         tokenizer = build_tokenizer(args)
         config = build_config(args, tokenizer)
         max_length = args.max_length or memory_bound_max_length(config, args.batch_size)
-        _, names = load_data(args, tokenizer, max_length)
+        dataset, names = load_data(args, tokenizer, max_length)
         check_metric_name(args, names)
+        if args.num_processes is None:
+            tokens_per_step = args.batch_size * np.mean([len(sequence) for sequence in dataset["train"][SEQUENCE_COLUMN]])
+            processes = training_processes(processes, tokens_per_step, config.hidden_size)
+        while args.batch_size % processes:
+            processes -= 1
+        if processes == 1:
+            configure_threads(args.threads or threads_from_environment() or 1)
+            return summary_line(args, train(args, lock=False))
         per_process = {"batch_size": args.batch_size // processes, "max_length": max_length, "num_processes": 1, "threads": 1}
         try:
             # One thread per process, said in the environment too (accelerate warns when OMP_NUM_THREADS is unset).

@@ -188,3 +188,16 @@ def test_an_interrupted_prediction_leaves_nothing_and_a_killed_one_is_cleaned_up
     small = write_sequences(tmp_path / "small.csv", 10)
     assert predict_command.main(["--model", str(model), "--input", str(small), "--output", str(output)]) == 0
     assert [path.name for path in output.parent.iterdir()] == ["predictions.csv"]
+
+
+def test_training_processes_share_out_only_steps_with_enough_work():
+    from lyra_hf.cpu import MIN_TRAINING_WORK_PER_PROCESS, training_processes
+
+    # The demo: 64 sequences of 30 residues at hidden size 64 is under one process's share.
+    assert 64 * 30 * 64 < MIN_TRAINING_WORK_PER_PROCESS
+    assert training_processes(2, 64 * 30, 64) == 1
+    assert training_processes(2, 64 * 64, 64) == 2
+    assert training_processes(2, 64 * 30, 256) == 2  # wider models have more work per token
+    assert training_processes(8, 64 * 237, 64) == 7  # never more than the steps share out to
+    assert training_processes(1, 10**9, 1024) == 1  # nor more than the CPUs
+    assert training_processes(4, 0, 64) == 1
