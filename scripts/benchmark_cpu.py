@@ -6,8 +6,10 @@ in one run (the machine is shared and noisy, so only ratios within one run mean 
 1. The demo (`lyra-train` with no flags) as shipped before one process per CPU (`--num-processes 1`: one process with
    torch's thread count set to the usable CPUs, as torch's default was) and with the new defaults, on the idle machine
    and with a busy loop pinned to CPU 0 (`taskset -c 0 sh -c 'while :; do :; done'`).
-2. Training throughput (tokens/s from results.json) on one core (`--num-processes 1 --threads 1`) and on all usable
-   cores (the new default run of 1).
+2. Training throughput (tokens/s over the training loop, from results.json) at the step the issue measured (batch 64
+   of 237-residue random sequences, default model) on one core (`--num-processes 1 --threads 1`) and with the
+   defaults, idle and beside the busy loop; then the crossover: tokens/s of one process x one thread, one process x
+   two threads and two processes x one thread for tokens per step from 1,920 to 15,168 at hidden sizes 64 and 256.
 3. `lyra-predict` on random 200-letter protein rows: peak memory of the whole process tree (PSS, sampled every second)
    and rows/s over the command's wall time (about 10 s of it is importing torch and transformers), on all cores, and
    on one core for the middle size.
@@ -23,6 +25,7 @@ import csv
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -99,25 +102,70 @@ def demo(work: Path) -> dict:
         for name, flags in (("old", ["--num-processes", "1"]), ("new", [])):
             folder = work / f"demo_{name}_{condition.replace(' ', '_')}"
             label = f"demo {name} defaults, {condition}"
-            if condition == "idle":
-                results[label] = run([*lyra("train"), *flags, "--output-dir", str(folder)], label)
-            else:
-                with BusyNeighbour():
-                    results[label] = run([*lyra("train"), *flags, "--output-dir", str(folder)], label)
+            command = [*lyra("train"), *flags, "--output-dir", str(folder)]
+            results[label] = run(command, label) if condition == "idle" else busy(run, command, label)
             results[label]["results"] = json.loads((folder / "results.json").read_text())
     return results
 
 
-def training_throughput(work: Path, demo_results: dict) -> dict:
-    folder = work / "train_one_core"
-    one = run([*lyra("train"), *ONE_CORE, "--epochs", "5", "--output-dir", str(folder)], "training on one core")
-    one_results = json.loads((folder / "results.json").read_text())
-    all_results = demo_results["demo new defaults, idle"]["results"]
-    length = 30  # the synthetic landscape's sequences: 30 residues, one token each
+# (hidden size, sequence length) of the crossover runs, batch 64: tokens per step from the demo's 1,920 to the 15,168
+# of the step the issue measured (batch 64, L = 237), at the default width and four times it.
+CROSSOVER_SIZES = [(64, 30), (64, 64), (64, 100), (64, 237), (256, 30), (256, 100)]
+CROSSOVER_LAYOUTS = {
+    "1 process x 1 thread": ["--num-processes", "1", "--threads", "1"],
+    "1 process x 2 threads": ["--num-processes", "1", "--threads", "2"],
+    "2 processes x 1 thread": ["--num-processes", "2", "--threads", "1"],
+}
+
+
+def write_labelled_rows(path: Path, count: int, length: int) -> Path:
+    generator = torch.Generator().manual_seed(length)
+    letters = torch.randint(0, len(LETTERS), (count, length), generator=generator).tolist()
+    labels = torch.randn(count, generator=generator).tolist()
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sequence", "label"])
+        writer.writerows(("".join(LETTERS[i] for i in residues), f"{label:.4f}") for residues, label in zip(letters, labels))
+    return path
+
+
+def train_tokens_per_second(work: Path, hidden_size: int, length: int, flags: list[str], label: str) -> dict:
+    """One epoch of `lyra-train` on random labelled sequences of one length (about 400,000 tokens at hidden size 64,
+    a quarter of that at 256); tokens/s over the training loop, from results.json."""
+    tokens = 400_000 * 64 // hidden_size
+    source = work / f"train_{hidden_size}_{length}.csv"
+    if not source.exists():
+        write_labelled_rows(source, int(tokens / length / 0.9), length)
+    folder = work / f"train_{hidden_size}_{length}_{len(list(work.iterdir()))}"
+    command = [*lyra("train"), "--train-file", str(source), "--hidden-size", str(hidden_size), "--epochs", "1"]
+    command += ["--max-eval-samples", "128", "--output-dir", str(folder), *flags]
+    result = run(command, label)
+    results = json.loads((folder / "results.json").read_text())
+    return {**result, "tokens_per_second": results["samples_per_second"] * length, "num_processes": results["num_processes"]}
+
+
+def crossover(work: Path) -> dict:
+    """Tokens/s of one training epoch for each size and layout of threads and processes, idle."""
+    results = {}
+    for hidden_size, length in CROSSOVER_SIZES:
+        for layout, flags in CROSSOVER_LAYOUTS.items():
+            label = f"hidden {hidden_size}, L {length} ({64 * length:,} tokens a step): {layout}"
+            results[label] = {"hidden_size": hidden_size, "length": length, "layout": layout}
+            results[label] |= train_tokens_per_second(work, hidden_size, length, flags, label)
+    return results
+
+
+def training_throughput(work: Path) -> dict:
+    """The step the issue measured (batch 64 of 237-residue sequences, default model): one core against the default."""
     return {
-        "one core": {"tokens_per_second": one_results["samples_per_second"] * length, "num_processes": one_results["num_processes"], **one},
-        "all cores": {"tokens_per_second": all_results["samples_per_second"] * length, "num_processes": all_results["num_processes"]},
-    }
+        "one core": train_tokens_per_second(work, 64, 237, ONE_CORE, "training on one core (batch 64, L 237)"),
+        "all cores": train_tokens_per_second(work, 64, 237, [], "training with the defaults (batch 64, L 237)"),
+    } | {"all cores, busy neighbour": busy(train_tokens_per_second, work, 64, 237, [], "training with the defaults beside the busy loop")}
+
+
+def busy(function, *args):
+    with BusyNeighbour():
+        return function(*args)
 
 
 def write_rows(path: Path, count: int, length: int = 200) -> Path:
@@ -150,7 +198,10 @@ def prediction(work: Path, model: Path, sizes: list[int], one_core_size: int) ->
             label = f"predict {count:,} rows, {cores}"
             output = work / f"predictions_{count}_{cores.replace(' ', '_')}.csv"
             result = run([*lyra("predict"), "--model", str(model), "--input", str(source), "--output", str(output), *flags], label, sample_memory=True)
-            results[label] = {**result, "rows": count, "rows_per_second": count / result["seconds"]}
+            # The command's closing line times the prediction itself: reading, predicting and writing, after the
+            # imports, the checkpoint and the check of every row.
+            predicting = float(re.search(r"in ([\d.]+) s,", result["stdout"][-1]).group(1))
+            results[label] = {**result, "rows": count, "rows_per_second": count / result["seconds"], "predicting_seconds": predicting, "predicting_rows_per_second": count / predicting}
         source.unlink()
     return results
 
@@ -188,7 +239,7 @@ def main() -> None:
     parser.add_argument("--output", default="results/cpu.json")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="lyra-predict row counts")
     parser.add_argument("--one-core-size", type=int, default=100_000, help="the row count also predicted on one core")
-    parser.add_argument("--parts", default="demo,predict,scan", help="which parts to run")
+    parser.add_argument("--parts", default="demo,train,predict,scan", help="which parts to run")
     args = parser.parse_args()
     from lyra_hf.cpu import usable_cpus
 
@@ -203,7 +254,9 @@ def main() -> None:
         work = Path(folder)
         if "demo" in parts:
             report["demo"] = demo(work)
-            report["training"] = training_throughput(work, report["demo"])
+        if "train" in parts:
+            report["training"] = training_throughput(work)
+            report["crossover"] = crossover(work)
         model = default_checkpoint(work)
         if "predict" in parts:
             report["predict"] = prediction(work, model, [int(size) for size in args.sizes.split(",")], args.one_core_size)

@@ -50,6 +50,18 @@ def test_length_buckets_cover_every_index_once_in_length_order():
     buckets = length_buckets(lengths, 3)
     assert sorted(np.concatenate(buckets).tolist()) == list(range(len(lengths)))
     assert [lengths[i] for i in np.concatenate(buckets)] == sorted(lengths)
+    assert [len(bucket) for bucket in buckets] == [3, 3, 1]
+
+
+def test_length_buckets_hold_at_most_max_tokens_once_padded():
+    lengths = [10, 10, 10, 10, 30, 30, 30, 100, 10]
+    buckets = length_buckets(lengths, batch_size=4, max_tokens=60)
+    assert sorted(np.concatenate(buckets).tolist()) == list(range(len(lengths)))
+    for bucket in buckets:
+        padded = len(bucket) * max(lengths[i] for i in bucket)
+        assert len(bucket) <= 4 and (padded <= 60 or len(bucket) == 1)
+    # Cut at the row cap, then at the token cap (two rows padded to 30), and the 100 alone.
+    assert [[lengths[i] for i in bucket] for bucket in buckets] == [[10] * 4, [10, 30], [30, 30], [100]]
 
 
 def test_regression_round_trip_with_several_targets(tmp_path):
