@@ -23,16 +23,12 @@ from tqdm.auto import tqdm
 
 from . import cli
 from .checkpoints import atomic_text, load_checkpoint
-from .cpu import WorkerPool, configure_threads, plan_processes
+from .cpu import CPU_BATCH_TOKENS, WorkerPool, configure_threads, plan_processes
 from .data import SEQUENCE_COLUMN, check_columns, check_rows, stream_table
 from .tasks import task_of
 
 
 CHUNK_ROWS = 10_000
-# On a CPU, batches beyond about this many padded tokens are no faster per row and hold more memory in each worker: for
-# 30,000 rows of 200 residues on one thread, batches of 64, 128 and 256 rows took 36.4, 38.8 and 39.3 s and peaked at
-# 605, 663 and 761 MB (the imports alone hold about 450 MB).
-CPU_BATCH_TOKENS = 16_384
 
 
 def build_parser() -> argparse.ArgumentParser:

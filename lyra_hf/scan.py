@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import cli
 from .checkpoints import load_checkpoint, locked_output_dir, replacing_outputs, write_csv
-from .cpu import WorkerPool, configure_threads, plan_processes
+from .cpu import CPU_BATCH_TOKENS, WorkerPool, configure_threads, plan_processes
 from .data import read_table
 from .tasks import task_of
 
@@ -103,11 +103,12 @@ def encode_wild_type(tokenizer, sequence: str) -> tuple[str, torch.Tensor, list[
 
 
 def auto_batch_size(model, length: int, device: torch.device) -> int:
-    """Sequences per batch so that activations stay within about a quarter of free memory (GPU) or 1 GB (CPU)."""
+    """Sequences per batch: activations within about a quarter of free memory on a GPU; on a CPU, `CPU_BATCH_TOKENS`."""
+    if device.type != "cuda":
+        return max(1, CPU_BATCH_TOKENS // length)
     hidden = getattr(model.config, "hidden_size", 64)
     bytes_per_sequence = 4 * length * hidden * 16  # the widest intermediate (PGC 4d channels, FFT buffers) with margin
-    budget = torch.cuda.mem_get_info(device)[0] // 4 if device.type == "cuda" else 2**30
-    return int(max(1, min(4096, budget // bytes_per_sequence)))
+    return int(max(1, min(4096, torch.cuda.mem_get_info(device)[0] // 4 // bytes_per_sequence)))
 
 
 @torch.no_grad()
@@ -345,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pairs", help="positions for the double-mutant scan, e.g. 10-20,45,47 (1-based)")
     parser.add_argument("--top-k", type=int, help="double-mutant scan over the K positions with the largest single effect")
     parser.add_argument("--target", help="class (name or index) whose probability a classifier scores; default: the last")
-    parser.add_argument("--batch-size", type=int, help="default: chosen from memory")
+    parser.add_argument("--batch-size", type=int, help=f"default: about {CPU_BATCH_TOKENS:,} tokens a batch on a CPU, a quarter of free memory on a GPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
     parser.add_argument("--no-figures", action="store_true")
