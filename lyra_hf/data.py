@@ -139,8 +139,9 @@ def check_text_file(path: Path) -> None:
         raise ValueError(f"{path} has a header ({lines[0].strip()[:80]!r}) but no rows.")
 
 
-def read_table(path: str | Path, fasta: bool | None = None) -> datasets.Dataset:
-    """Read a CSV, TSV or FASTA file into a `datasets.Dataset`; FASTA by the file's suffix unless `fasta` says."""
+def read_table(path: str | Path, fasta: bool | None = None, text_columns: tuple[str, ...] = ()) -> datasets.Dataset:
+    """Read a CSV, TSV or FASTA file into a `datasets.Dataset`; FASTA by the file's suffix unless `fasta` says.
+    `text_columns` of a CSV or TSV stay text even where they look numeric (a per-residue mask such as 0011)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No such data file: {path}")
@@ -157,6 +158,7 @@ def read_table(path: str | Path, fasta: bool | None = None) -> datasets.Dataset:
         keep_default_na=False,
         na_values=[""],
         encoding="utf-8-sig",  # spreadsheet exports start with a byte-order mark
+        converters={column: str for column in text_columns} or None,
     )
 
 
@@ -212,7 +214,7 @@ def check_rows(
                 if character not in allowed:
                     raise ValueError(
                         f"{where}: row {row} has character {character!r} at position {position}, outside the alphabet "
-                        f"{alphabet!r} (map such characters to [UNK] with unknown='unk')."
+                        f"{alphabet!r}; to map such characters to [UNK], pass --unknown unk (unknown='unk' in Python)."
                     )
         if max_length is not None and len(compact) > max_length:
             raise ValueError(
@@ -236,6 +238,75 @@ def check_rows(
                 )
 
 
+TRUE_VALUES = ("true", "1", "yes", "y", "t")
+FALSE_VALUES = ("false", "0", "no", "n", "f", "", "nan", "none")
+
+
+def _is_true(value, column: str, row: int, where: str) -> bool:
+    """A yes/no cell as the CSV reader gives it: a bool, a number (0 or NaN false), or text such as True, yes, 1."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, (int, float)):
+        return not math.isnan(value) and value != 0
+    text = str(value).strip().lower()
+    if text not in TRUE_VALUES + FALSE_VALUES:
+        raise ValueError(f"{where}: {value!r} in column {column!r} at row {row} is neither true nor false.")
+    return text in TRUE_VALUES
+
+
+def split_by_column(
+    dataset: datasets.Dataset, split_column: str, split_names: tuple[str, str], validation_column: str | None, where: str
+) -> dict[str, datasets.Dataset]:
+    """Train and test rows by the value of `split_column`, and validation rows by a true `validation_column` among the
+    train rows; any other value is refused, naming it and its row."""
+    train_name, test_name = split_names
+    rows = {"train": [], "validation": [], "test": []}
+    validation = dataset[validation_column] if validation_column else None
+    for row, value in enumerate(dataset[split_column]):
+        name = str(value).strip()
+        if name == test_name:
+            rows["test"].append(row)
+        elif name == train_name:
+            rows["validation" if validation is not None and _is_true(validation[row], validation_column, row + 1, where) else "train"].append(row)
+        else:
+            raise ValueError(f"{where}: {value!r} in column {split_column!r} at row {row + 1} is neither {train_name!r} nor {test_name!r}.")
+    for split, name in (("train", train_name), ("test", test_name)):
+        if not rows[split]:
+            raise ValueError(f"{where}: no row has {name!r} in column {split_column!r}.")
+    if validation_column and not rows["validation"]:
+        raise ValueError(f"{where}: no {train_name!r} row is marked true in column {validation_column!r}.")
+    # Without a validation column, validation is carved from train as for a train file alone.
+    return {split: dataset.select(indices) for split, indices in rows.items() if indices}
+
+
+def fold_values(dataset: datasets.Dataset, fold_column: str) -> list[str]:
+    """The folds of `fold_column`, as strings, in numeric order where they are numbers."""
+    values = {str(value).strip() for value in dataset[fold_column]}
+    return sorted(values, key=lambda value: (_as_number(value) is None, _as_number(value) or 0, value))
+
+
+def split_by_fold(dataset: datasets.Dataset, fold_column: str, test_fold: str | None, where: str) -> dict[str, datasets.Dataset]:
+    """The rows of fold `test_fold` as test and all others as train (validation is carved from them after)."""
+    folds = fold_values(dataset, fold_column)
+    if test_fold is None or str(test_fold) not in folds:
+        raise ValueError(f"{where}: fold {test_fold!r} is not in column {fold_column!r}, whose folds are {folds}.")
+    in_fold = [str(value).strip() == str(test_fold) for value in dataset[fold_column]]
+    if all(in_fold):
+        raise ValueError(f"{where}: every row is in fold {test_fold!r} of column {fold_column!r}; nothing is left to train on.")
+    return {
+        "train": dataset.select([row for row, flag in enumerate(in_fold) if not flag]),
+        "test": dataset.select([row for row, flag in enumerate(in_fold) if flag]),
+    }
+
+
+def check_mask_column(dataset: datasets.Dataset, sequence_column: str, mask_column: str, where: str) -> None:
+    """Each mask is one 0 or 1 per residue."""
+    for row, (sequence, mask) in enumerate(zip(dataset[sequence_column], dataset[mask_column]), 1):
+        residues, mask = len("".join(sequence.split())), "".join(str(mask).split())
+        if len(mask) != residues or not set(mask) <= {"0", "1"}:
+            raise ValueError(f"{where}: mask {mask[:40]!r} in column {mask_column!r} at row {row} must be one 0 or 1 per residue ({residues}).")
+
+
 def load_sequence_dataset(
     train_file: str | Path,
     validation_file: str | Path | None = None,
@@ -249,15 +320,32 @@ def load_sequence_dataset(
     validation_fraction: float = 0.1,
     seed: int = 42,
     max_length: int | None = None,
+    split_column: str | None = None,
+    split_names: tuple[str, str] = ("train", "test"),
+    validation_column: str | None = None,
+    fold_column: str | None = None,
+    test_fold: str | None = None,
+    ignore_label_characters: str = "",
+    mask_column: str | None = None,
 ) -> datasets.DatasetDict:
     """Load sequence files into a `DatasetDict` with splits `train`, `validation` (carved from train with `seed` when
-    no file is given) and `test` (when given), and columns `sequence` and `labels`:
+    no file is given) and `test` (when given), and columns `sequence` and `labels`. Instead of separate files, one
+    file's columns can say where each row goes:
+
+    - `split_column` (FLIP-style `set`): rows whose value is `split_names[0]` are train, `split_names[1]` test; with
+      `validation_column` (FLIP's `validation`), train rows with a true value there (true, 1, yes) are validation;
+    - `fold_column` (ProteinGym-style `fold_random_5`) with `test_fold`: the rows of that fold are test, the others
+      train, with validation carved from them.
+
+    Labels:
 
     - regression: `labels` is a list of floats, one per label column (one or more targets);
     - classification: one label column of class names; `labels` is a `ClassLabel` whose names (sorted) become the
       model's `id2label`;
     - token-classification: one label column of per-residue label strings (e.g. `HHEECC`); `labels` is a list of
-      class ids, one per residue, with `ClassLabel` names.
+      class ids, one per residue, with `ClassLabel` names. Residues without a label (a character of
+      `ignore_label_characters`, e.g. `X` for unresolved residues, or a 0 in `mask_column`, a string of one 0/1 per
+      residue) get -1, datasets' "no label"; `tokenize_dataset` turns it into -100, which the loss and the metrics skip.
 
     `alphabet` (the letters, e.g. `LyraTokenizer.letters`) with `unknown="error"` rejects characters outside it;
     `padding_characters` are allowed and become masked padding in the tokenizer. `max_length` rejects longer
@@ -274,18 +362,36 @@ def load_sequence_dataset(
     if not 0.0 < validation_fraction < 1.0 and validation_file is None:
         raise ValueError(f"`validation_fraction` must be in (0, 1), got {validation_fraction}.")
 
+    if (split_column or fold_column) and (validation_file or test_file):
+        column = "split_column" if split_column else "fold_column"
+        raise ValueError(f"`{column}` reads every split from one file; give no validation or test file with it.")
+    if split_column and fold_column:
+        raise ValueError("Give `split_column` or `fold_column`, not both.")
+    if validation_column and not split_column:
+        raise ValueError("`validation_column` marks validation rows among a `split_column`'s train rows; give both.")
+    if (ignore_label_characters or mask_column) and task != "token-classification":
+        raise ValueError(f"Ignored label characters and mask columns mark residues without a label; task {task!r} has no per-residue labels.")
+    ignored = set(ignore_label_characters)
+
     files = {"train": train_file, "validation": validation_file, "test": test_file}
     splits = {}
     for split, path in files.items():
         if path is None:
             continue
-        dataset = read_table(path)
-        where = f"{split} file {path}"
-        check_columns(dataset, [sequence_column] + label_columns, where)
+        dataset = read_table(path, text_columns=(mask_column,) if mask_column else ())
+        where = f"{split} file {path}" if not (split_column or fold_column) else f"file {path}"
+        routing = [column for column in (split_column, validation_column, fold_column, mask_column) if column]
+        check_columns(dataset, [sequence_column] + label_columns + routing, where)
         check_rows(
             dataset, sequence_column, label_columns, task, where, alphabet if unknown == "error" else None, padding_characters, max_length
         )
+        if mask_column:
+            check_mask_column(dataset, sequence_column, mask_column, where)
         splits[split] = dataset
+    if split_column:
+        splits = split_by_column(splits["train"], split_column, split_names, validation_column, f"file {train_file}")
+    elif fold_column:
+        splits = split_by_fold(splits["train"], fold_column, test_fold, f"file {train_file}")
 
     if "validation" not in splits:
         carved = splits["train"].train_test_split(test_size=validation_fraction, seed=seed)
@@ -297,9 +403,9 @@ def load_sequence_dataset(
         if task == "classification":
             label_names = sorted({str(value) for value in splits["train"][column]})
         else:
-            label_names = sorted({c for value in splits["train"][column] for c in "".join(str(value).split())})
+            label_names = sorted({c for value in splits["train"][column] for c in "".join(str(value).split())} - ignored)
         for split, dataset in splits.items():
-            seen = {str(v) for v in dataset[column]} if task == "classification" else {c for v in dataset[column] for c in "".join(str(v).split())}
+            seen = {str(v) for v in dataset[column]} if task == "classification" else {c for v in dataset[column] for c in "".join(str(v).split())} - ignored
             if unseen := seen - set(label_names):
                 raise ValueError(f"{split} split: labels {sorted(unseen)} in column {column!r} never occur in train.")
 
@@ -310,7 +416,11 @@ def load_sequence_dataset(
         elif task == "classification":
             labels = [label_names.index(str(value)) for value in batch[label_columns[0]]]
         else:
-            labels = [[label_names.index(c) for c in "".join(str(value).split())] for value in batch[label_columns[0]]]
+            strings = ["".join(str(value).split()) for value in batch[label_columns[0]]]
+            masks = ["".join(str(value).split()) for value in batch[mask_column]] if mask_column else ["1" * len(text) for text in strings]
+            labels = [
+                [-1 if c in ignored or scored == "0" else label_names.index(c) for c, scored in zip(text, mask)] for text, mask in zip(strings, masks)
+            ]
         return {SEQUENCE_COLUMN: sequences, LABELS_COLUMN: labels}
 
     if task == "regression":
@@ -394,8 +504,15 @@ def label_names(dataset: datasets.DatasetDict) -> list[str] | None:
 def tokenize_dataset(dataset: datasets.DatasetDict, tokenizer, max_length: int | None = None, num_proc: int | None = None) -> datasets.DatasetDict:
     """Tokenize the `sequence` column with `Dataset.map(batched=True)` (no padding: the collator pads per batch)."""
 
+    per_residue = isinstance(dataset["train"].features.get(LABELS_COLUMN), datasets.Sequence) and isinstance(
+        dataset["train"].features[LABELS_COLUMN].feature, datasets.ClassLabel
+    )
+
     def tokenize(batch):
-        return tokenizer(batch[SEQUENCE_COLUMN], truncation=max_length is not None, max_length=max_length)
+        encoded = tokenizer(batch[SEQUENCE_COLUMN], truncation=max_length is not None, max_length=max_length)
+        if per_residue:  # residues without a label: -1 (datasets' "no label") becomes -100, which loss and metrics skip
+            encoded[LABELS_COLUMN] = [[-100 if label == -1 else label for label in labels] for labels in batch[LABELS_COLUMN]]
+        return encoded
 
     return dataset.map(tokenize, batched=True, remove_columns=[SEQUENCE_COLUMN], num_proc=num_proc)
 

@@ -103,7 +103,7 @@ TASKS = {
             "token-classification",
             "Per-residue classification",
             CLASSIFICATION_METRICS,
-            "f1",
+            "accuracy",  # per-residue accuracy over scored residues: Q3 or Q8 for secondary structure, the field's headline
             DataCollatorForTokenClassification,
             scores_whole_sequences=False,
         ),

@@ -29,10 +29,11 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, patch_environment, set_seed
 from safetensors.torch import load_file, save_file
+from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoTokenizer, EvalPrediction, get_scheduler
+from transformers import AutoConfig, AutoTokenizer, EvalPrediction
 
 from . import LyraConfig, LyraTokenizer, cli
 from .checkpoints import (
@@ -46,7 +47,7 @@ from .checkpoints import (
     write_text,
 )
 from .cpu import WorkerError, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes
-from .data import SEQUENCE_COLUMN, label_names, load_sequence_dataset, synthetic_fitness_dataset, tokenize_dataset
+from .data import SEQUENCE_COLUMN, fold_values, label_names, load_sequence_dataset, read_table, synthetic_fitness_dataset, tokenize_dataset
 from .hub import build_model_card, push_run
 from .tasks import TASKS, metric_is_better
 
@@ -82,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--max-length", type=int, help="refuse longer sequences (default: the longest a batch fits in half the available memory)"
     )
+    data.add_argument("--unknown", choices=("error", "unk"), default="error", help="characters outside the alphabet (e.g. U, O): reject the file, or map them to [UNK]")
+    data.add_argument("--split-column", help="one file for every split: the column saying train or test (FLIP's `set`)")
+    data.add_argument("--split-values", default="train,test", help="the --split-column values for train and test (default: train,test)")
+    data.add_argument("--validation-column", help="with --split-column: train rows true here (true/1/yes) are validation (FLIP's `validation`)")
+    data.add_argument("--fold-column", help="cross-validation: one run per fold of this column (e.g. ProteinGym's fold_random_5), each fold the test split once")
+    data.add_argument("--folds", help="with --fold-column: only these folds, e.g. 0,2")
+    data.add_argument("--ignore-label-characters", default="", help="per-residue tasks: label characters meaning 'no label here' (e.g. X), neither trained on nor scored")
+    data.add_argument("--label-mask-column", help="per-residue tasks: a column of one 0/1 per residue; 0 = neither trained on nor scored")
     data.add_argument("--max-train-samples", type=int, help="use only the first N training sequences (quick runs)")
     data.add_argument("--max-eval-samples", type=int, help="use only the first N validation and test sequences")
 
@@ -107,12 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--ema-decay", type=float, help="evaluate, keep and save an exponential moving average of the weights, e.g. 0.999"
     )
     training.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
-    training.add_argument("--metric-for-best-model", help="validation metric that picks the best epoch (default: spearmanr, or f1 for classification)")
+    training.add_argument("--metric-for-best-model", help="validation metric that picks the best epoch (default: spearmanr; f1 for classification; accuracy, e.g. Q3, per residue)")
     training.add_argument("--seed", type=int, default=42)
     training.add_argument("--output-dir", default="lyra-output")
     training.add_argument("--overwrite-output-dir", action="store_true", help="start afresh in a directory that holds a run")
     training.add_argument("--resume-from-checkpoint", help="a checkpoint directory, or 'latest' in --output-dir")
-    training.add_argument("--max-train-minutes", type=float, help="stop training after this long and finish the run")
+    training.add_argument(
+        "--max-train-minutes", type=float, help="size the schedule (warm-up, decay) to this budget from the speed of the first steps; the run ends with its schedule"
+    )
     training.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
 
     cli.add_cpu_flags(parser)
@@ -142,6 +153,23 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.train_file is None and (args.validation_file or args.test_file):
         parser.error("--validation-file and --test-file need --train-file")
+    for flag in ("split_column", "fold_column"):
+        if getattr(args, flag) and (args.train_file is None or args.validation_file or args.test_file):
+            parser.error(f"--{flag.replace('_', '-')} reads every split from --train-file alone (no --validation-file or --test-file)")
+    if args.split_column and args.fold_column:
+        parser.error("give --split-column or --fold-column, not both")
+    if args.validation_column and not args.split_column:
+        parser.error("--validation-column needs --split-column")
+    if (args.ignore_label_characters or args.label_mask_column) and args.task != "token-classification":
+        flag = "--ignore-label-characters" if args.ignore_label_characters else "--label-mask-column"
+        parser.error(f"{flag} marks residues without a label: it needs --task token-classification")
+    if args.fold_column and args.push_to_hub:
+        parser.error("--push-to-hub with --fold-column would push every fold's model to one repo; push one fold's model afterwards, e.g. hf upload REPO_ID OUTPUT_DIR/fold_0/best")
+    if args.folds is not None and not args.fold_column:
+        parser.error("--folds needs --fold-column")
+    args.split_values = [value.strip() for value in args.split_values.split(",")]
+    if len(args.split_values) != 2 or not all(args.split_values) or args.split_values[0] == args.split_values[1]:
+        parser.error(f"--split-values must be two different values, train's and test's, e.g. train,test; got {','.join(args.split_values)!r}")
     cli.check_cpu_flags(parser, args)
     if args.train_file is None and args.task != "regression":
         parser.error(f"the built-in synthetic data set is a regression task; --task {args.task} needs --train-file")
@@ -222,8 +250,16 @@ def load_files(args, tokenizer, max_length: int):
         task=args.task,
         alphabet=tokenizer.letters,
         padding_characters=tokenizer.padding_characters,
+        unknown=args.unknown,
         seed=args.seed,
         max_length=max_length,
+        split_column=args.split_column,
+        split_names=tuple(args.split_values),
+        validation_column=args.validation_column,
+        fold_column=args.fold_column,
+        test_fold=getattr(args, "test_fold", None),
+        ignore_label_characters=args.ignore_label_characters,
+        mask_column=args.label_mask_column,
     )
     return dataset, (args.label_columns if args.task == "regression" else label_names(dataset))
 
@@ -311,6 +347,44 @@ def evaluate(model, dataloader, accelerator, compute_metrics, task: str, descrip
     results = compute_metrics(EvalPrediction(predictions=predictions, label_ids=references))
     results["num_residues" if task == "token-classification" else "num_samples"] = int(len(references))
     return {key: float(value) if isinstance(value, (float, np.floating)) else value for key, value in results.items()}
+
+
+class LearningRateSchedule:
+    """The learning-rate factor at each step: linear warm-up over `warmup_ratio` of `steps` optimizer steps, then
+    cosine or linear decay to 0 at the last step ("constant": 1 throughout, without warm-up, as in transformers). Its
+    length `steps` may change while it runs: `--max-train-minutes` sizes it from the speed of the first steps.
+    Accelerate steps a scheduler once per process for each optimizer step, so `scheduler_step` counts `processes` per
+    optimizer step."""
+
+    def __init__(self, kind: str, warmup_ratio: float, steps: int, processes: int = 1):
+        self.kind, self.warmup_ratio, self.steps, self.processes = kind, warmup_ratio, steps, processes
+
+    def __call__(self, scheduler_step: int) -> float:
+        if self.kind == "constant":
+            return 1.0
+        step, warmup = scheduler_step // self.processes, int(self.warmup_ratio * self.steps)
+        if step < warmup:
+            return step / warmup
+        progress = min(1.0, (step - warmup) / max(1, self.steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress)) if self.kind == "cosine" else 1.0 - progress
+
+
+# Steps timed before `--max-train-minutes` sizes the schedule (fewer when an epoch is shorter).
+BUDGET_MEASURED_STEPS = 10
+# A validation batch costs about a third of a training step (a forward pass without the backward and the optimizer).
+EVALUATION_STEP_FRACTION = 1 / 3
+
+
+def budgeted_steps(args, accelerator, steps_done: int, planned: int, elapsed: float, steps_per_epoch: int, validation_batches: int) -> int:
+    """The optimizer steps that fit in `--max-train-minutes`, from the time the first `steps_done` took and the
+    validation pass that ends each epoch, capped by `planned` (what --epochs gives); every process takes the smallest
+    estimate, so that all stop at the same step."""
+    seconds_per_step = elapsed / steps_done
+    epoch_overhead = 1 + validation_batches * EVALUATION_STEP_FRACTION / steps_per_epoch
+    remaining = 60 * args.max_train_minutes - elapsed
+    fit = steps_done + int(remaining / (seconds_per_step * epoch_overhead))
+    estimate = torch.tensor([max(steps_done, min(planned, fit))], device=accelerator.device)
+    return int(accelerator.gather(estimate).min())
 
 
 def check_metric_name(args, names: list[str]) -> None:
@@ -438,12 +512,8 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
     }
     optimizer = torch.optim.AdamW(parameter_groups(model, args.learning_rate, args.weight_decay))
     steps_per_epoch = math.ceil(len(loaders["train"]) / accelerator.num_processes / args.gradient_accumulation_steps)
-    scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer,
-        num_warmup_steps=int(args.warmup_ratio * args.epochs * steps_per_epoch) * accelerator.num_processes,
-        num_training_steps=args.epochs * steps_per_epoch * accelerator.num_processes,
-    )
+    schedule = LearningRateSchedule(args.lr_scheduler, args.warmup_ratio, args.epochs * steps_per_epoch, accelerator.num_processes)
+    scheduler = LambdaLR(optimizer, schedule)
     model, optimizer, scheduler, train_loader, *eval_loaders = accelerator.prepare(
         model, optimizer, scheduler, loaders["train"], *[loaders[split] for split in loaders if split != "train"]
     )
@@ -456,7 +526,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
     evaluated_model = model if ema is None else ema.module
     compute_metrics = task.compute_metrics(names)
 
-    state = {"epoch": 0, "best_epoch": None, "best_metric": None, "history": [], "train_seconds": 0.0, "train_samples": 0}
+    state = {"epoch": 0, "best_epoch": None, "best_metric": None, "history": [], "train_seconds": 0.0, "train_samples": 0, "steps": 0}
     if args.resume_from_checkpoint:
         checkpoint = latest_checkpoint(output_dir) if args.resume_from_checkpoint == "latest" else Path(args.resume_from_checkpoint)
         if checkpoint is None:
@@ -473,10 +543,15 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
                 ema.load_state_dict(load_file(checkpoint / EMA_FILE))  # copied onto the parameters' device
             if accelerator.is_main_process:
                 print(f"lyra-train: resumed from {checkpoint} after epoch {state['epoch']}.", file=sys.stderr)
+    # A resumed run keeps the schedule it sized (older checkpoints: the one --epochs gives).
+    schedule.steps = state.setdefault("schedule_steps", schedule.steps)
+    state.setdefault("steps", (state["epoch"]) * steps_per_epoch)
 
-    deadline = time.monotonic() + 60 * args.max_train_minutes if args.max_train_minutes else None
-    stopped_early = False
+    budget_started = time.monotonic()
+    sized = not args.max_train_minutes or state["epoch"] > 0
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
+        if state["steps"] >= schedule.steps:
+            break
         model.train()
         train_loader.set_epoch(epoch)
         started = time.perf_counter()
@@ -493,14 +568,14 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
                 ema.update_parameters(accelerator.unwrap_model(model))
             samples += len(batch["input_ids"]) * accelerator.num_processes
             progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if deadline is not None:
-                if time.monotonic() > deadline:
-                    accelerator.set_trigger()
-                # Every process stops at the same step. The check is a collective (one all-reduce, ~1-2 ms on CPU
-                # with gloo), so it is made only when there is a deadline to stop for.
-                if accelerator.check_trigger():
-                    stopped_early = True
-                    break
+            state["steps"] += accelerator.sync_gradients
+            if not sized and state["steps"] == min(BUDGET_MEASURED_STEPS, steps_per_epoch):
+                schedule.steps = state["schedule_steps"] = budgeted_steps(
+                    args, accelerator, state["steps"], schedule.steps, time.monotonic() - budget_started, steps_per_epoch, len(eval_loaders["validation"])
+                )
+                sized = True
+            if state["steps"] >= schedule.steps:
+                break
         state["train_seconds"] += time.perf_counter() - started
         state["train_samples"] += samples
 
@@ -516,10 +591,13 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
             save_best(accelerator, evaluated_model, tokenizer, output_dir)
         state["epoch"] = epoch
         save_checkpoint(accelerator, output_dir, epoch, state, ema)
-        if stopped_early:
-            if accelerator.is_main_process:
-                print(f"lyra-train: --max-train-minutes {args.max_train_minutes} reached in epoch {epoch}.", file=sys.stderr)
-            break
+    stopped_early = schedule.steps < args.epochs * steps_per_epoch
+    if stopped_early and accelerator.is_main_process:
+        print(
+            f"lyra-train: --max-train-minutes {args.max_train_minutes}: the schedule was sized to {schedule.steps:,} steps "
+            f"and ended in epoch {state['epoch']}.",
+            file=sys.stderr,
+        )
 
     best_model = accelerator.prepare_model(task.model_class.from_pretrained(output_dir / BEST_DIR), evaluation_mode=True)
     results = {
@@ -538,6 +616,8 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
         "train_seconds": state["train_seconds"],
         "samples_per_second": state["train_samples"] / state["train_seconds"] if state["train_seconds"] else None,
         "stopped_early": stopped_early,
+        "steps": state["steps"],
+        "schedule_steps": schedule.steps,
     }
     if accelerator.is_main_process:
         write_json(output_dir / RESULTS_FILE, results)
@@ -568,8 +648,18 @@ def describe_data(args, dataset) -> str:
 
 
 def describe_protocol(args, results: dict) -> str:
-    validation = "the validation file" if args.validation_file else f"a validation split carved from train (seed {args.seed})"
-    return (
+    if args.validation_file:
+        validation = "the validation file"
+    elif args.validation_column:
+        validation = f"the rows marked in column `{args.validation_column}`"
+    else:
+        validation = f"a validation split carved from train (seed {args.seed})"
+    split = ""
+    if args.split_column:
+        split = f"Splits from column `{args.split_column}` ({' / '.join(args.split_values)}). "
+    elif getattr(args, "test_fold", None) is not None:
+        split = f"Cross-validation: fold {args.test_fold} of column `{args.fold_column}` was the test split. "
+    return split + (
         f"`lyra-train`, {len(results['history'])} epoch(s), AdamW (learning rate {args.learning_rate}, weight decay "
         f"{args.weight_decay}, {args.lr_scheduler} schedule), batch size {args.batch_size} per device on "
         f"{results['num_processes']} process(es)"
@@ -634,7 +724,65 @@ def train_on_cpus(args: argparse.Namespace, processes: int) -> str | None:
     return summaries[0]
 
 
+def cross_validate(args: argparse.Namespace) -> str | None:
+    """One complete run per fold of `--fold-column` in `OUTPUT_DIR/fold_<k>/`, that fold the test split and validation
+    carved from the others; then `OUTPUT_DIR/results.json` with each fold's test metrics and their mean and standard
+    deviation (NumPy's, over folds). With `--resume-from-checkpoint latest`, finished folds are kept and an interrupted
+    one continues from its last checkpoint."""
+    output_dir = Path(args.output_dir)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    folds = fold_values(read_table(args.train_file), args.fold_column)
+    if args.folds is not None:
+        chosen = [fold.strip() for fold in args.folds.split(",") if fold.strip()]
+        if unknown := [fold for fold in chosen if fold not in folds]:
+            raise ValueError(f"--folds {','.join(unknown)}: not in column {args.fold_column!r}, whose folds are {folds}.")
+        folds = [fold for fold in folds if fold in chosen]
+    if len(folds) < 2 and args.folds is None:
+        raise ValueError(f"--fold-column {args.fold_column!r} holds one fold ({folds[0]!r}); cross-validation needs two or more.")
+    if args.resume_from_checkpoint not in (None, "latest"):
+        raise ValueError("--fold-column resumes with --resume-from-checkpoint latest (each fold from its own last checkpoint).")
+    with locked_output_dir(output_dir) if main_process else nullcontext():
+        if main_process and (output_dir / RESULTS_FILE).exists() and not args.resume_from_checkpoint and not args.overwrite_output_dir:
+            raise ValueError(
+                f"--output-dir {output_dir} already holds a cross-validation ({RESULTS_FILE}); pass --resume-from-checkpoint "
+                "latest to continue it or --overwrite-output-dir to replace it."
+            )
+        per_fold = {}
+        for fold in folds:
+            folder = output_dir / f"fold_{fold}"
+            if args.resume_from_checkpoint and (folder / RESULTS_FILE).is_file():
+                per_fold[fold] = json.loads((folder / RESULTS_FILE).read_text())
+                continue
+            fold_args = argparse.Namespace(**{**vars(args), "output_dir": str(folder), "test_fold": fold})
+            line = train_here_or_on_cpus(fold_args)
+            if line and main_process:
+                tqdm.write(f"fold {fold}: {line}")
+            per_fold[fold] = json.loads((folder / RESULTS_FILE).read_text())
+        if not main_process:
+            return None
+        metrics = [key for key, value in per_fold[folds[0]]["test"].items() if isinstance(value, float)]
+        values = {metric: np.array([per_fold[fold]["test"][metric] for fold in folds]) for metric in metrics}
+        results = {
+            "fold_column": args.fold_column,
+            "folds": {fold: {"test": per_fold[fold]["test"], "best_epoch": per_fold[fold]["best_epoch"]} for fold in folds},
+            "test_mean": {metric: float(values[metric].mean()) for metric in metrics},
+            "test_std": {metric: float(values[metric].std()) for metric in metrics},
+            "metric_for_best_model": args.metric_for_best_model,
+        }
+        write_json(output_dir / RESULTS_FILE, results)
+    metric = args.metric_for_best_model
+    return (
+        f"{len(folds)} folds of {args.fold_column}: test {metric} {results['test_mean'][metric]:.4f} ± "
+        f"{results['test_std'][metric]:.4f}; per-fold runs and {RESULTS_FILE} in {output_dir}"
+    )
+
+
 def run(args: argparse.Namespace) -> str | None:
+    """Cross-validate, or train once; see `train_here_or_on_cpus`."""
+    return cross_validate(args) if args.fold_column else train_here_or_on_cpus(args)
+
+
+def train_here_or_on_cpus(args: argparse.Namespace) -> str | None:
     """Train here, or over this machine's CPUs as one process each (see `lyra_hf.cpu`), and the closing line."""
     processes, threads = plan_processes(args.num_processes, args.threads)
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # by `accelerate launch` or torchrun: one process of a job

@@ -104,3 +104,91 @@ def test_gifford_file_reads_with_j_as_padding():
     first = tokenizer(dataset["train"][0]["sequence"])
     assert len(first["input_ids"]) == 20 and 0 < sum(first["attention_mask"]) < 20
     assert not any(math.isnan(value[0]) for value in dataset["train"][:100]["labels"])
+
+
+def test_a_flip_style_split_column_gives_the_splits_of_three_files(tmp_path):
+    """FLIP keeps every row in one file: `set` says train or test, `validation` marks validation rows among train."""
+    rows = [(f"{'ACDEFGHIKL'[i % 10]}{'MNPQRSTVWY'[i % 7]}K", i / 10, "test" if i % 4 == 0 else "train", "True" if i % 4 == 1 else "False") for i in range(40)]
+    flip = write(tmp_path / "flip.csv", "sequence,target,set,validation\n" + "".join(f"{s},{y},{split},{v}\n" for s, y, split, v in rows))
+    separate = {}
+    for name, keep in (("train", lambda r: r[2] == "train" and r[3] == "False"), ("validation", lambda r: r[3] == "True"), ("test", lambda r: r[2] == "test")):
+        separate[name] = write(tmp_path / f"{name}.csv", "sequence,target\n" + "".join(f"{r[0]},{r[1]}\n" for r in rows if keep(r)))
+    one = load_sequence_dataset(flip, label_columns="target", split_column="set", validation_column="validation")
+    three = load_sequence_dataset(separate["train"], validation_file=separate["validation"], test_file=separate["test"], label_columns="target")
+    for split in ("train", "validation", "test"):
+        assert one[split]["sequence"] == three[split]["sequence"] and one[split]["labels"] == three[split]["labels"]
+    assert [len(one[split]) for split in ("train", "validation", "test")] == [20, 10, 10]
+    # Without a validation column, validation is carved from the train rows as for a lone train file.
+    carved = load_sequence_dataset(flip, label_columns="target", split_column="set", seed=3)
+    assert len(carved["test"]) == 10 and len(carved["train"]) + len(carved["validation"]) == 30
+
+
+@pytest.mark.parametrize(
+    "text, flags, message",
+    [
+        ("sequence,y,set\nACD,1,train\nKLM,2,valid\n", {"split_column": "set"}, "'valid' in column 'set' at row 2 is neither 'train' nor 'test'"),
+        ("sequence,y,set\nACD,1,train\nKLM,2,train\n", {"split_column": "set"}, "no row has 'test' in column 'set'"),
+        ("sequence,y,set,v\nACD,1,train,maybe\nKLM,2,test,\n", {"split_column": "set", "validation_column": "v"}, "'maybe' in column 'v' at row 1"),
+        ("sequence,y,set,v\nACD,1,train,0\nKLM,2,test,\n", {"split_column": "set", "validation_column": "v"}, "no 'train' row is marked true in column 'v'"),
+        ("sequence,y\nACD,1\nKLM,2\n", {"split_column": "set"}, "no column 'set'"),
+        ("sequence,y,fold\nACD,1,0\nKLM,2,1\n", {"fold_column": "fold", "test_fold": "7"}, "fold '7' is not in column 'fold', whose folds are ['0', '1']"),
+    ],
+)
+def test_bad_split_and_fold_columns_name_the_value(tmp_path, text, flags, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_sequence_dataset(write(tmp_path / "d.csv", text), label_columns="y", **flags)
+
+
+def test_fold_column_makes_that_fold_the_test_split(tmp_path):
+    rows = [(f"{'ACDEFGHIKL'[i % 10]}{'MNPQRSTVWY'[i % 9]}{'KR'[i % 2]}", i, i % 5) for i in range(50)]
+    path = write(tmp_path / "gym.csv", "mutated_sequence,DMS_score,fold_random_5\n" + "".join(f"{s},{y},{f}\n" for s, y, f in rows))
+    seen_in_test = []
+    for fold in range(5):
+        dataset = load_sequence_dataset(path, sequence_column="mutated_sequence", label_columns="DMS_score", fold_column="fold_random_5", test_fold=str(fold), seed=0)
+        test = sorted(int(labels[0]) for labels in dataset["test"]["labels"])
+        assert test == [y for _, y, f in rows if f == fold]
+        others = [int(labels[0]) for split in ("train", "validation") for labels in dataset[split]["labels"]]
+        assert sorted(others + test) == list(range(50))  # every row once, in one split
+        seen_in_test += test
+    assert sorted(seen_in_test) == list(range(50))
+
+
+def test_unknown_characters_map_to_unk_when_asked(tmp_path):
+    path = write(tmp_path / "d.csv", "sequence,y\nACUD,1\nKOLM,2\nACDE,3\n")
+    with pytest.raises(ValueError, match="'U' at position 3.*--unknown unk"):
+        load_sequence_dataset(path, validation_file=path, label_columns="y", alphabet=LyraTokenizer().letters)
+    dataset = load_sequence_dataset(path, validation_file=path, label_columns="y", alphabet=LyraTokenizer().letters, unknown="unk")
+    tokenizer = LyraTokenizer()
+    ids = tokenize_dataset(dataset, tokenizer)["train"][0]["input_ids"]
+    assert tokenizer.unk_token_id in ids and tokenizer.convert_ids_to_tokens(ids).count(tokenizer.unk_token) == 1
+
+
+def per_residue_gradient(path, **flags):
+    """The loss gradient of a fixed model on the whole file as one batch."""
+    dataset = load_sequence_dataset(path, validation_file=path, label_columns="ss", task="token-classification", **flags)
+    tokenizer = LyraTokenizer()
+    tokenized = tokenize_dataset(dataset, tokenizer)["train"]
+    batch = collator_for("token-classification", tokenizer)([tokenized[i] for i in range(len(tokenized))])
+    torch.manual_seed(0)
+    model = LyraForTokenClassification(LyraConfig(num_labels=len(label_names(dataset)), hidden_size=16, state_size=8, dropout=0.0))
+    model(**batch).loss.backward()
+    return batch["labels"], torch.cat([parameter.grad.flatten() for parameter in model.parameters()])
+
+
+def test_residues_without_a_label_give_no_loss(tmp_path):
+    sequences = ["MKTAYIAK", "QRQISFVKSH", "FSRQ"]
+    labels = ["HHXXEECC", "CCHHHXEEEC", "XXCC"]
+    ignored = write(tmp_path / "x.csv", "sequence,ss\n" + "".join(f"{s},{y}\n" for s, y in zip(sequences, labels)))
+    batch_labels, gradient = per_residue_gradient(ignored, ignore_label_characters="X")
+    assert (batch_labels == -100).sum() == sum(label.count("X") for label in labels) + 2 * 10 - 8 - 4  # X's and padding
+    # The same residues masked by a 0/1 column instead, with arbitrary labels under the mask, flipped twice.
+    for flip in ("H", "E"):
+        masked_labels = [label.replace("X", flip) for label in labels]
+        masks = ["".join("0" if c == "X" else "1" for c in label) for label in labels]
+        masked = write(tmp_path / f"m{flip}.csv", "sequence,ss,mask\n" + "".join(f"{s},{y},{m}\n" for s, y, m in zip(sequences, masked_labels, masks)))
+        masked_batch_labels, masked_gradient = per_residue_gradient(masked, mask_column="mask")
+        assert torch.equal(masked_batch_labels, batch_labels)
+        assert torch.allclose(masked_gradient, gradient, rtol=0, atol=0)
+    bad = write(tmp_path / "bad.csv", "sequence,ss,mask\nMKTA,HHEE,1101\nMKT,HHE,11\n")
+    with pytest.raises(ValueError, match="mask '11' in column 'mask' at row 2 must be one 0 or 1 per residue"):
+        load_sequence_dataset(bad, validation_file=bad, label_columns="ss", task="token-classification", mask_column="mask")

@@ -282,3 +282,143 @@ def test_fine_tuning_a_checkpoint_keeps_the_encoder_and_gives_the_new_task_a_new
         assert torch.equal(parameter, model.lyra.get_parameter(name)), name
     with pytest.raises(ValueError, match="--hidden-size cannot resize the pretrained checkpoint"):
         build_model(parse_args(["--config", str(tmp_path / "pretrained"), "--hidden-size", "32"]), tokenizer, ["fitness"])
+
+
+def write_proteingym_file(path: Path, rows: int = 240, folds: int = 3) -> Path:
+    """A ProteinGym-format DMS file: mutant, mutated_sequence, DMS_score and a fold column."""
+    generator = np.random.default_rng(0)
+    wild_type = "MKTAYIAKQRQISFVKSHFSRQ"
+    lines = ["mutant,mutated_sequence,DMS_score,fold_random_5"]
+    for row in range(rows):
+        position = int(generator.integers(len(wild_type)))
+        letter = "ACDEFGHIKLMNPQRSTVWY"[int(generator.integers(20))]
+        mutated = wild_type[:position] + letter + wild_type[position + 1 :]
+        score = float(letter in "DEKR") + 0.1 * generator.normal()
+        lines.append(f"{wild_type[position]}{position + 1}{letter},{mutated},{score:.4f},{row % folds}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_cross_validation_over_a_fold_column(tmp_path, capsys):
+    source = write_proteingym_file(tmp_path / "gym.csv")
+    output = tmp_path / "cv"
+    flags = [*TINY, "--train-file", str(source), "--sequence-column", "mutated_sequence", "--label-columns", "DMS_score"]
+    flags += ["--fold-column", "fold_random_5", "--epochs", "2", "--num-processes", "1", "--output-dir", str(output)]
+    assert main(flags) == 0
+    assert "3 folds of fold_random_5: test spearmanr" in capsys.readouterr().out
+    results = json.loads((output / "results.json").read_text())
+    assert list(results["folds"]) == ["0", "1", "2"]
+    for fold in "012":
+        fold_results = json.loads((output / f"fold_{fold}" / "results.json").read_text())
+        assert fold_results["test"]["num_samples"] == 80  # exactly that fold's rows
+        assert results["folds"][fold]["test"] == fold_results["test"]
+        assert (output / f"fold_{fold}" / "best" / "model.safetensors").is_file()
+    spearmans = [results["folds"][fold]["test"]["spearmanr"] for fold in "012"]
+    assert results["test_mean"]["spearmanr"] == pytest.approx(np.mean(spearmans), abs=1e-12)
+    assert results["test_std"]["spearmanr"] == pytest.approx(np.std(spearmans), abs=1e-12)
+
+    # An interrupted cross-validation: fold 2 had finished its epochs but not its results; folds 0 and 1 are kept.
+    (output / "fold_2" / "results.json").unlink()
+    (output / "results.json").unlink()
+    kept = (output / "fold_0" / "results.json").stat().st_mtime_ns
+    assert main([*flags, "--resume-from-checkpoint", "latest"]) == 0
+    assert (output / "fold_0" / "results.json").stat().st_mtime_ns == kept
+    assert "resumed from" in capsys.readouterr().err
+    resumed = json.loads((output / "results.json").read_text())
+    assert resumed["folds"]["2"]["test"]["spearmanr"] == pytest.approx(results["folds"]["2"]["test"]["spearmanr"], abs=1e-6)
+
+    # A subset of folds, into a new folder.
+    assert main([*flags[:-1], str(tmp_path / "subset"), "--folds", "0,2"]) == 0
+    assert list(json.loads((tmp_path / "subset" / "results.json").read_text())["folds"]) == ["0", "2"]
+    assert main([*flags[:-1], str(tmp_path / "bad"), "--folds", "0,9"]) == 1
+    assert "--folds 9: not in column 'fold_random_5', whose folds are ['0', '1', '2']" in capsys.readouterr().err
+
+
+def test_unknown_residues_stop_a_run_unless_mapped_to_unk(tmp_path, capsys):
+    source = tmp_path / "u.csv"
+    source.write_text("sequence,label\n" + "".join(f"{'ACDEFGHIK'[i % 9]}{'UO'[i % 2] if i % 5 == 0 else 'M'}KL,{i % 7}\n" for i in range(200)))
+    flags = [*TINY, "--train-file", str(source), "--epochs", "1", "--num-processes", "1"]
+    assert main([*flags, "--output-dir", str(tmp_path / "strict")]) == 1
+    assert "pass --unknown unk" in capsys.readouterr().err
+    assert main([*flags, "--output-dir", str(tmp_path / "unk"), "--unknown", "unk"]) == 0
+
+
+def test_per_residue_runs_score_only_labelled_residues(tmp_path):
+    generator = np.random.default_rng(1)
+    rows = []
+    for _ in range(120):
+        sequence = "".join(generator.choice(list("ACDEFGHIKLMNPQRSTVWY"), 20))
+        labels = "".join("H" if residue in "AELMQK" else "E" if residue in "VIYFWT" else "C" for residue in sequence)
+        unresolved = generator.integers(0, 20, 3)
+        rows.append((sequence, "".join("X" if i in unresolved else c for i, c in enumerate(labels))))
+    source = tmp_path / "ss.csv"
+    source.write_text("sequence,ss\n" + "".join(f"{s},{y}\n" for s, y in rows))
+    flags = [*TINY, "--train-file", str(source), "--validation-file", str(source), "--task", "token-classification", "--label-columns", "ss"]
+    assert main([*flags, "--ignore-label-characters", "X", "--epochs", "1", "--num-processes", "1", "--output-dir", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["metric_for_best_model"] == "accuracy"  # Q3: the headline of per-residue tasks
+    assert results["validation"]["num_residues"] == sum(len(y) - y.count("X") for _, y in rows[:101])
+    config = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == ["C", "E", "H"]  # X is no class
+
+
+def test_learning_rate_schedule_warms_up_and_ends_at_zero_whatever_its_length():
+    from lyra_hf.train import LearningRateSchedule
+
+    schedule = LearningRateSchedule("cosine", 0.1, steps=100, processes=2)
+    factors = [schedule(2 * step) for step in range(101)]
+    assert factors[0] == 0 and factors[5] == pytest.approx(0.5) and factors[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:])) and factors[100] == pytest.approx(0.0, abs=1e-12)
+    schedule.steps = 40  # resized by a time budget: warm-up and decay follow
+    assert schedule(2 * 4) == pytest.approx(1.0) and schedule(2 * 40) == pytest.approx(0.0, abs=1e-12)
+    assert LearningRateSchedule("linear", 0.0, 10)(5) == pytest.approx(0.5) and LearningRateSchedule("constant", 0.1, 10)(0) == 1.0
+
+
+def test_a_time_budget_sizes_the_schedule_and_a_resume_keeps_it(tmp_path):
+    """The budget (about 1.2 s of training here) is turned into a number of steps after the first 10; the run ends
+    at the schedule's last step, learning rate 0, and a run resumed from an earlier checkpoint keeps that number."""
+    flags = [*TINY, "--epochs", "200", "--max-train-minutes", "0.02", "--num-processes", "1", "--threads", "1", "--output-dir", str(tmp_path)]
+    assert main(flags) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    steps_per_epoch = 17  # 540 training sequences (600 less the carved validation) in batches of 32
+    assert results["stopped_early"] and results["steps"] == results["schedule_steps"] < 200 * steps_per_epoch
+    assert results["schedule_steps"] > steps_per_epoch, "the machine was too slow for this test's budget to span two epochs"
+    checkpoints = sorted((tmp_path / "checkpoints").iterdir())
+    scheduler = torch.load(checkpoints[-1] / "scheduler.bin", weights_only=True)
+    assert scheduler["_last_lr"] == pytest.approx([0.0] * len(scheduler["_last_lr"]), abs=1e-12)
+
+    shutil.rmtree(checkpoints[-1])
+    (tmp_path / "results.json").unlink()
+    assert main([*flags, "--resume-from-checkpoint", "latest"]) == 0
+    resumed = json.loads((tmp_path / "results.json").read_text())
+    assert (resumed["steps"], resumed["schedule_steps"]) == (results["steps"], results["schedule_steps"])
+    assert resumed["validation"]["spearmanr"] == pytest.approx(results["validation"]["spearmanr"], abs=1e-6)
+
+
+def test_readme_benchmark_file_commands_run_as_written(tmp_path, monkeypatch, capsys):
+    """The README's ProteinGym, FLIP and per-residue commands, run as written on small files of those formats."""
+    from test_try_it import REPO as ROOT, bash_blocks
+
+    (block,) = [block for block in bash_blocks((ROOT / "README.md").read_text(), "Train") if any("--fold-column" in line for line in block)]
+    commands = " ".join(block).replace("\\ ", "").split("lyra-train ")[1:]
+    generator = np.random.default_rng(2)
+    letters = list("ACDEFGHIKLMNPQRSTVWY")
+    write_proteingym_file(tmp_path / "DMS.csv", rows=150, folds=5)
+    flip = ["sequence,target,set,validation"]
+    for row in range(120):
+        sequence = "".join(generator.choice(letters + ["U"] * (row % 10 == 0), 12))
+        split = "test" if row % 4 == 0 else "train"
+        flip.append(f"{sequence},{sequence.count('K') + generator.normal():.3f},{split},{split == 'train' and row % 4 == 1}")
+    (tmp_path / "flip.csv").write_text("\n".join(flip) + "\n")
+    ss = ["sequence,ss"]
+    for _ in range(120):
+        sequence = "".join(generator.choice(letters, 15))
+        ss.append(sequence + "," + "".join("X" if generator.random() < 0.1 else "H" if c in "AELMQK" else "C" for c in sequence))
+    (tmp_path / "ss.csv").write_text("\n".join(ss) + "\n")
+    monkeypatch.chdir(tmp_path)
+    assert len(commands) == 3
+    for command in commands:
+        assert main(command.split()) == 0, command
+    assert "5 folds of fold_random_5: test spearmanr" in capsys.readouterr().out
+    assert sorted(json.loads((tmp_path / "runs" / "dms_cv" / "results.json").read_text())["folds"]) == ["0", "1", "2", "3", "4"]
+    assert json.loads((tmp_path / "runs" / "ss" / "results.json").read_text())["metric_for_best_model"] == "accuracy"
