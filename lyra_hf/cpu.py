@@ -95,8 +95,8 @@ def training_processes(processes: int, tokens_per_step: float, hidden_size: int)
     return max(1, min(processes, int(tokens_per_step * hidden_size // MIN_TRAINING_WORK_PER_PROCESS)))
 
 
-# Inference batches on a CPU hold at most about this many padded tokens. Larger ones are no faster per row: their
-# activations outgrow the caches, and two workers then contend for memory bandwidth. For 30,000 rows of 200 residues on
+# Inference batches on a CPU hold at most about this many padded tokens. Larger ones are no faster per row, and slower
+# on two workers (presumably their activations outgrow the caches and the workers contend for memory bandwidth). For 30,000 rows of 200 residues on
 # one thread, batches of 64, 128 and 256 rows took 36.4, 38.8 and 39.3 s and peaked at 605, 663 and 761 MB (the imports
 # alone hold about 450 MB); a 10-position double scan at L = 237 on two workers took 14.3 s in batches of 69 rows
 # against 16.4 s in batches of 563.

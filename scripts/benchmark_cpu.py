@@ -11,8 +11,8 @@ in one run (the machine is shared and noisy, so only ratios within one run mean 
    defaults, idle and beside the busy loop; then the crossover: tokens/s of one process x one thread, one process x
    two threads and two processes x one thread for tokens per step from 1,920 to 15,168 at hidden sizes 64 and 256.
 3. `lyra-predict` on random 200-letter protein rows: peak memory of the whole process tree (PSS, sampled every second)
-   and rows/s over the command's wall time (about 10 s of it is importing torch and transformers), on all cores, and
-   on one core for the middle size.
+   and rows/s over the command's wall time (about 10 s of it is importing torch and transformers) and over the
+   prediction itself (the rate its closing line gives), on all cores, and on one core for the middle size.
 4. `lyra-scan` of a 237-letter wild type: every single mutant (4,503), and every double mutant of 10 positions, on one
    core and on all cores: the command's wall time, and the scoring alone (`lyra_hf.scan.scan` in this process,
    timed without the imports and checkpoint loading that every command pays first).
