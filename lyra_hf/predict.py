@@ -5,9 +5,10 @@
 The output holds the input's columns plus one column per regression target (`predicted_<target>`), or the predicted
 class and one probability column per class, or the per-residue labels of a token classifier. The input is read,
 checked, predicted and written in chunks of 10,000 rows (memory does not grow with the file); within a chunk sequences
-are batched by length so that little compute goes to padding (on a CPU, at most 16,384 tokens a batch), and the batches are shared out over one single-threaded
-worker process per usable CPU. The file is written under a temporary name, renamed when complete, and never
-overwritten without `--overwrite`.
+are batched by length so that little compute goes to padding (on a CPU, at most 16,384 tokens a batch), and the
+batches are shared out over one pool of single-threaded worker processes, one per usable CPU, which predicts the next
+chunk while this process writes the last. The file is written under a temporary name, renamed when complete, and
+never overwritten without `--overwrite`.
 """
 
 import argparse

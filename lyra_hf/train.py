@@ -543,9 +543,9 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
                 ema.load_state_dict(load_file(checkpoint / EMA_FILE))  # copied onto the parameters' device
             if accelerator.is_main_process:
                 print(f"lyra-train: resumed from {checkpoint} after epoch {state['epoch']}.", file=sys.stderr)
-    # A resumed run keeps the schedule it sized (older checkpoints: the one --epochs gives).
+    # A resumed run keeps the schedule it sized; checkpoints from before schedules were sized ran --epochs in full.
     schedule.steps = state.setdefault("schedule_steps", schedule.steps)
-    state.setdefault("steps", (state["epoch"]) * steps_per_epoch)
+    state.setdefault("steps", state["epoch"] * steps_per_epoch)
 
     budget_started = time.monotonic()
     sized = not args.max_train_minutes or state["epoch"] > 0
