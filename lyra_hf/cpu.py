@@ -82,10 +82,10 @@ def plan_processes(num_processes: int | None, threads: int | None) -> tuple[int,
 
 # A second training process pays only when a step holds enough work to share: each step has a fixed cost that does not
 # shrink with the batch (about 18 ms for the default model on one thread here: Python, autograd, the optimizer), and
-# gloo's gradient all-reduce adds about 10 ms. Measured on 2 CPUs, batch 64 (BENCHMARKS.md, "CPU use"), two processes
-# against one: 1.0-1.1x at 1,920 tokens per step (the demo), 1.6x at 4,096, 1.9x at 15,168; at hidden size 256, 1.3x
-# at 1,920. Below the bar one single-threaded process runs: as fast as two processes there, and unlike torch's
-# intra-op threads it does not collapse when another program shares a CPU.
+# gloo's gradient all-reduce with the wait for the slower process adds about 10 ms. Measured on 2 CPUs, batch 64
+# (BENCHMARKS.md, "CPU use"), two processes against one: 1.07x at 1,920 tokens a step (the demo), 1.47x at 4,096,
+# 1.61x at 6,400, 1.83x at 15,168; at hidden size 256, 1.50x at 1,920. Below the bar one single-threaded process runs:
+# about as fast as two there, and unlike torch's intra-op threads it does not stall when another program shares a CPU.
 MIN_TRAINING_WORK_PER_PROCESS = 2048 * 64  # tokens per step x hidden size
 
 
@@ -96,10 +96,10 @@ def training_processes(processes: int, tokens_per_step: float, hidden_size: int)
 
 
 # Inference batches on a CPU hold at most about this many padded tokens. Larger ones are no faster per row, and slower
-# on two workers (presumably their activations outgrow the caches and the workers contend for memory bandwidth). For 30,000 rows of 200 residues on
-# one thread, batches of 64, 128 and 256 rows took 36.4, 38.8 and 39.3 s and peaked at 605, 663 and 761 MB (the imports
-# alone hold about 450 MB); a 10-position double scan at L = 237 on two workers took 14.3 s in batches of 69 rows
-# against 16.4 s in batches of 563.
+# on two workers (presumably their activations outgrow the caches and the workers contend for memory bandwidth). For
+# 30,000 rows of 200 residues on one thread, batches of 64, 128 and 256 rows took 36.4, 38.8 and 39.3 s and peaked at
+# 605, 663 and 761 MB (the imports alone hold about 450 MB); a 10-position double scan at L = 237 on two workers took
+# 14.3 s in batches of 69 rows against 16.4 s in batches of 563.
 CPU_BATCH_TOKENS = 16_384
 
 
@@ -119,7 +119,8 @@ class WorkerPool:
     """`processes` single-threaded worker processes that share `state` (e.g. a loaded model) and serve every `map` until
     the pool is closed. Workers are forked, so they get `state` without copying or pickling it, and they live as long
     as the pool: a worker keeps the memory its first batches allocated (`retain_freed_memory`), where fresh workers for
-    each call would page-fault it in again (BENCHMARKS.md, "CPU use"). With one process, or off Linux (where fork is not safe with torch), `map` runs in this process.
+    each call would page-fault it in again (BENCHMARKS.md, "CPU use"). With one process, or off Linux (where fork is
+    not safe with torch), `map` runs in this process.
 
         with WorkerPool({"model": model}, processes=2) as pool:
             for chunk in chunks:
