@@ -47,7 +47,7 @@ from .checkpoints import (
     write_text,
 )
 from .cpu import WorkerError, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes
-from .data import SEQUENCE_COLUMN, fold_values, label_names, load_sequence_dataset, read_table, synthetic_fitness_dataset, tokenize_dataset
+from .data import SEQUENCE_COLUMN, check_columns, fold_values, label_names, load_sequence_dataset, read_table, synthetic_fitness_dataset, tokenize_dataset
 from .hub import build_model_card, push_run
 from .tasks import TASKS, metric_is_better
 
@@ -731,7 +731,9 @@ def cross_validate(args: argparse.Namespace) -> str | None:
     one continues from its last checkpoint."""
     output_dir = Path(args.output_dir)
     main_process = int(os.environ.get("RANK", "0")) == 0
-    folds = fold_values(read_table(args.train_file), args.fold_column)
+    table = read_table(args.train_file)
+    check_columns(table, [args.fold_column], f"--train-file {args.train_file}")
+    folds = fold_values(table, args.fold_column)
     if args.folds is not None:
         chosen = [fold.strip() for fold in args.folds.split(",") if fold.strip()]
         if unknown := [fold for fold in chosen if fold not in folds]:

@@ -332,6 +332,10 @@ def test_cross_validation_over_a_fold_column(tmp_path, capsys):
     assert list(json.loads((tmp_path / "subset" / "results.json").read_text())["folds"]) == ["0", "2"]
     assert main([*flags[:-1], str(tmp_path / "bad"), "--folds", "0,9"]) == 1
     assert "--folds 9: not in column 'fold_random_5', whose folds are ['0', '1', '2']" in capsys.readouterr().err
+    wrong_column = [*flags[:-1], str(tmp_path / "bad")]
+    wrong_column[wrong_column.index("fold_random_5")] = "fold_contiguous_5"
+    assert main(wrong_column) == 1
+    assert "no column 'fold_contiguous_5'; available columns:" in capsys.readouterr().err
 
 
 def test_unknown_residues_stop_a_run_unless_mapped_to_unk(tmp_path, capsys):
