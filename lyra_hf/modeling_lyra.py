@@ -347,7 +347,9 @@ class LyraS4D(nn.Module):
                 y = LyraFFTConvolution.apply(u.transpose(1, 2), kernel)
             else:
                 y = fft_convolution(u.transpose(1, 2), self.kernel_spectrum(sequence_length, n, dtype), n)
-            return torch.addcmul(y.transpose(1, 2), u, self.D.to(dtype))
+            # Back to positions-major memory: GELU's backward over the channels-major view costs ~10x a contiguous
+            # one on CPU (3 ms against 0.3 ms at batch 64, L = 32), and the output projection would copy it anyway.
+            return torch.addcmul(y.transpose(1, 2), u, self.D.to(dtype)).contiguous()
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """
