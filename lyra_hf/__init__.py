@@ -9,6 +9,7 @@ from transformers import (
 )
 
 from .allocator import retain_freed_memory
+from .checkpoints import load_models
 from .configuration_lyra import LyraConfig
 from .cpu import configure_threads, usable_cpus
 from .modeling_lyra import (
@@ -45,6 +46,7 @@ __all__ = [
     "LyraForSequenceRegression",
     "LyraForTokenClassification",
     "LyraTokenizer",
+    "load_models",
     "retain_freed_memory",
     "configure_threads",
     "usable_cpus",

@@ -1,5 +1,5 @@
-"""Checkpoints and output files: loading a saved model, writing files and folders atomically, and locking an output
-folder for the length of a run.
+"""Checkpoints and output files: loading a saved model or seed ensemble, writing files and folders atomically, and
+locking an output folder for the length of a run.
 
 Every file the commands write goes through `atomic_file` or `atomic_directory`: the content is written under a
 temporary name in the same folder and renamed into place only once complete, so a killed run or a full disk leaves the
@@ -19,6 +19,7 @@ from typing import TextIO
 from contextlib import contextmanager
 from pathlib import Path
 
+from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer
@@ -29,6 +30,8 @@ from .tasks import task_of
 
 LOCK_FILE = ".lyra-hf.lock"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+# A seed ensemble's folder or Hub repo: `save_pretrained` folders of its members beside this manifest.
+ENSEMBLE_FILE = "ensemble.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 # `owner/name` or `name`: anything else (two slashes, a leading dot, a drive or absolute path) is a local path.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -213,7 +216,7 @@ def resolve_checkpoint(name: str) -> str:
     if not path.is_dir():
         raise ValueError(f"{name} is a file; a checkpoint is a folder with config.json and model.safetensors.")
     if not (path / "config.json").is_file():
-        if (path / "best" / "config.json").is_file():
+        if (path / "best" / "config.json").is_file() or (path / "best" / ENSEMBLE_FILE).is_file():
             raise ValueError(f"{name} is a lyra-train run folder, not a checkpoint; did you mean {path / 'best'}?")
         raise ValueError(f"{name} holds no config.json: not a saved model.")
     if not any((path / weights).is_file() for weights in WEIGHT_FILES):
@@ -226,10 +229,13 @@ def resolve_checkpoint(name: str) -> str:
     return str(path)
 
 
-def load_checkpoint(name: str, revision: str | None = None, trust_remote_code: bool = False):
-    """The tokenizer and the prediction head (in eval mode) a checkpoint was saved with: a local folder or a Hub id."""
+def load_checkpoint(name: str, revision: str | None = None, trust_remote_code: bool = False, subfolder: str = ""):
+    """The tokenizer and the prediction head (in eval mode) a checkpoint was saved with: a local folder or a Hub id,
+    or a `subfolder` of either (an ensemble's member)."""
+    if subfolder and Path(name).expanduser().exists():
+        name, subfolder = str(Path(name, subfolder)), ""
     source = resolve_checkpoint(name)
-    options = {"revision": revision, "trust_remote_code": trust_remote_code}
+    options = {"revision": revision, "trust_remote_code": trust_remote_code, "subfolder": subfolder}
     try:
         config = AutoConfig.from_pretrained(source, **options)
     except (OSError, EntryNotFoundError) as error:
@@ -260,6 +266,49 @@ def load_checkpoint(name: str, revision: str | None = None, trust_remote_code: b
     return AutoTokenizer.from_pretrained(source, **options), model.eval()
 
 
+def ensemble_members(name: str, revision: str | None = None) -> list[str] | None:
+    """The member subfolders a seed ensemble's manifest lists (local folder or Hub repo), or None for a single model."""
+    path = Path(name).expanduser()
+    if path.exists():
+        manifest = path / ENSEMBLE_FILE
+        if not manifest.is_file():
+            return None
+    elif HUB_ID.match(name):
+        try:
+            manifest = Path(hf_hub_download(name, ENSEMBLE_FILE, revision=revision))
+        except EntryNotFoundError:
+            return None
+        except OSError:
+            return None  # not reachable or no such repo: `load_checkpoint` reports it in its own words
+    else:
+        return None
+    try:
+        members = json.loads(manifest.read_text())["members"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{name}: {ENSEMBLE_FILE} is not a lyra-hf ensemble manifest ({error}).") from None
+    if not members or not all(isinstance(member, str) and HUB_ID.match(member) and "/" not in member for member in members):
+        raise ValueError(f"{name}: {ENSEMBLE_FILE} must list the members' subfolder names, got {members!r}.")
+    return members
+
+
+def load_models(name: str, revision: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer and the models of a checkpoint: one model, or every member of a seed ensemble (a folder or Hub
+    repo with `ensemble.json`; each member loads alone with `from_pretrained(name, subfolder=member)`). Members must
+    agree on the alphabet and the targets, or their mean would mix different quantities."""
+    members = ensemble_members(name, revision)
+    if members is None:
+        tokenizer, model = load_checkpoint(name, revision, trust_remote_code)
+        return tokenizer, [model]
+    loaded = [load_checkpoint(name, revision, trust_remote_code, subfolder=member) for member in members]
+    tokenizer, first = loaded[0]
+    for member, (member_tokenizer, model) in zip(members[1:], loaded[1:]):
+        if member_tokenizer.get_vocab() != tokenizer.get_vocab() or model.config.id2label != first.config.id2label:
+            raise ValueError(f"{name}: ensemble member {member} has another alphabet or other targets than {members[0]}.")
+        if task_of(model.config) != task_of(first.config):
+            raise ValueError(f"{name}: ensemble member {member} is a {task_of(model.config).name} model, {members[0]} a {task_of(first.config).name} one.")
+    return tokenizer, [model for _, model in loaded]
+
+
 __all__ = [
     "atomic_file",
     "atomic_text",
@@ -273,4 +322,6 @@ __all__ = [
     "locked_output_dir",
     "resolve_checkpoint",
     "load_checkpoint",
+    "ensemble_members",
+    "load_models",
 ]

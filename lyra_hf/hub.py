@@ -30,10 +30,12 @@ def build_model_card(
     license: str | None = None,
     training_data: str | None = None,
     protocol: str | None = None,
+    ensemble_members: list[str] | None = None,
 ) -> ModelCard:
     """A model card with YAML metadata (library, pipeline tag, tags, license, datasets, `model-index` with the test
     metrics of `results` when given) and the sections readers need: intended use, how to load, data and protocol,
-    results, architecture, limitations and the citation."""
+    results, architecture, limitations and the citation. For a seed ensemble, `model` is one of its members and
+    `ensemble_members` names their subfolders."""
     config = model.config
     task = task_of(config, type(model).__name__)
     alphabet = alphabet_name(tokenizer)
@@ -71,7 +73,8 @@ def build_model_card(
         prediction, head = f"a label per residue ({', '.join(names)})", f"a linear classifier at every position over {config.num_labels} labels"
     if test:
         rows = "\n".join(f"| {METRICS[metric].title} | {test[metric]:.4f} |" for metric in task.metric_names if metric in test)
-        results_table = f"On the test split ({test.get('num_samples', test.get('num_residues', '?'))} samples), best epoch {results.get('best_epoch')}:\n\n| metric | value |\n| --- | ---: |\n{rows}"
+        chosen = f"the mean prediction of {len(ensemble_members)} members" if ensemble_members else f"best epoch {results.get('best_epoch')}"
+        results_table = f"On the test split ({test.get('num_samples', test.get('num_residues', '?'))} samples), {chosen}:\n\n| metric | value |\n| --- | ---: |\n{rows}"
     else:
         results_table = "No test results were recorded for this checkpoint."
     return ModelCard.from_template(
@@ -79,6 +82,7 @@ def build_model_card(
         template_path=str(TEMPLATE),
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
+        ensemble_members=ensemble_members,
         num_parameters=f"{model.num_parameters():,}",
         prediction=prediction,
         alphabet_name=alphabet if alphabet != "custom" else f"custom-alphabet ({tokenizer.letters})",
@@ -110,16 +114,18 @@ def push_run(
     token: str | None = None,
 ) -> str:
     """Push a `lyra-train` output directory's best model, tokenizer, `results.json` and the card in one commit (the
-    server applies it whole or not at all); creates the repo and the branch when needed. Returns the commit URL."""
+    server applies it whole or not at all); creates the repo and the branch when needed. A seed ensemble's `best/`
+    goes with its member subfolders and `ensemble.json`. Returns the commit URL."""
     run_dir = Path(run_dir)
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
+    best = run_dir / "best"
     operations = [
-        CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path))
-        for path in sorted((run_dir / "best").iterdir())
-        if path.is_file()
+        CommitOperationAdd(path_in_repo=path.relative_to(best).as_posix(), path_or_fileobj=str(path))
+        for path in sorted(best.rglob("*"))
+        if path.is_file() and path.relative_to(best).as_posix() != "README.md"
     ]
     operations.append(CommitOperationAdd(path_in_repo="results.json", path_or_fileobj=str(run_dir / "results.json")))
     operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode()))

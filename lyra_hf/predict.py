@@ -3,7 +3,10 @@
     lyra-predict --model runs/fitness/best --input variants.csv --output predictions.csv
 
 The output holds the input's columns plus one column per regression target (`predicted_<target>`), or the predicted
-class and one probability column per class, or the per-residue labels of a token classifier. The input is read,
+class and one probability column per class, or the per-residue labels of a token classifier. A seed ensemble (a folder
+or Hub repo with `ensemble.json`, see `lyra-train --ensemble`) predicts the members' mean (of class probabilities for
+classifiers, per residue for token classifiers) and adds the members' standard deviation beside each value
+(`predicted_<target>_std`, `probability_<class>_std`; NumPy's, ddof 0). The input is read,
 checked, predicted and written in chunks of 10,000 rows (memory does not grow with the file); within a chunk sequences
 are batched by length so that little compute goes to padding (on a CPU, at most 16,384 tokens a batch), and the
 batches are shared out over one pool of single-threaded worker processes, one per usable CPU, which predicts the next
@@ -23,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cli
-from .checkpoints import atomic_text, load_checkpoint
+from .checkpoints import atomic_text, load_models
 from .cpu import CPU_BATCH_TOKENS, WorkerPool, configure_threads, plan_processes
 from .data import SEQUENCE_COLUMN, check_columns, check_rows, stream_table
 from .tasks import task_of
@@ -34,7 +37,7 @@ CHUNK_ROWS = 10_000
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(prog="lyra-predict", description=__doc__)
-    parser.add_argument("--model", required=True, help="checkpoint directory or Hub id (e.g. runs/fitness/best)")
+    parser.add_argument("--model", required=True, help="checkpoint or seed-ensemble directory, or Hub id (e.g. runs/fitness/best)")
     parser.add_argument("--input", required=True, help="CSV, TSV or FASTA file of sequences")
     parser.add_argument("--output", required=True, help="CSV file to write")
     parser.add_argument("--sequence-column", default=SEQUENCE_COLUMN)
@@ -65,19 +68,25 @@ def length_buckets(lengths: list[int], batch_size: int, max_tokens: int | None =
 
 @torch.no_grad()
 def predict_batch(state: dict, sequences: list[str]) -> np.ndarray:
-    """Logits of one batch (run in this process or a worker; `state` holds the model, tokenizer and device)."""
-    batch = state["tokenizer"](sequences, padding=True, padding_side="right", return_tensors="pt")
-    return state["model"](**batch.to(state["device"])).logits.float().cpu().numpy()
+    """Logits of one batch from every model, stacked: (num_models, batch, ...) (run in this process or a worker;
+    `state` holds the models, tokenizer and device)."""
+    batch = state["tokenizer"](sequences, padding=True, padding_side="right", return_tensors="pt").to(state["device"])
+    return np.stack([model(**batch).logits.float().cpu().numpy() for model in state["models"]])
 
 
-def predict(model, tokenizer, sequences: list[str], batch_size: int = 256, device: str = "cpu", processes: int = 1) -> list:
+def predict(models, tokenizer, sequences: list[str], batch_size: int = 256, device: str = "cpu", processes: int = 1) -> list:
     """Model outputs per sequence, in input order: a float32 array of logits for sequence heads (one per target or
-    class), an array of shape (length, num_labels) for token classification. With `processes` > 1 the batches run in
-    that many single-threaded worker processes; the batches and so the outputs are the same."""
-    model.to(device)
+    class), an array of shape (length, num_labels) for token classification. `models` is one model, or a list (an
+    ensemble's members, see `load_models`), which puts the member first: (num_models, num_labels) or (num_models,
+    length, num_labels). With `processes` > 1 the batches run in that many single-threaded worker processes; the
+    batches and so the outputs are the same."""
+    members = models if isinstance(models, (list, tuple)) else [models]
+    for model in members:
+        model.to(device)
     max_tokens = CPU_BATCH_TOKENS if str(device) == "cpu" else None
-    with WorkerPool({"model": model, "tokenizer": tokenizer, "device": device}, processes) as workers:
-        return submit(workers, sequences, batch_size, max_tokens)()
+    with WorkerPool({"models": members, "tokenizer": tokenizer, "device": device}, processes) as workers:
+        outputs = submit(workers, sequences, batch_size, max_tokens)()
+    return outputs if members is models else [output[0] for output in outputs]
 
 
 def submit(workers: WorkerPool, sequences: list[str], batch_size: int, max_tokens: int | None = None) -> Callable[[], list]:
@@ -93,25 +102,37 @@ def submit(workers: WorkerPool, sequences: list[str], batch_size: int, max_token
             for row, index in enumerate(indices):
                 # Per-residue logits: one token per residue, so the sequence's own positions are the first
                 # len(sequence). Copied: a view would keep the whole batch's array alive.
-                ordered[index] = logits[row, : len(sequences[index])].copy() if logits.ndim == 3 else logits[row].copy()
+                ordered[index] = logits[:, row, : len(sequences[index])].copy() if logits.ndim == 4 else logits[:, row].copy()
         return ordered
 
     return outputs
 
 
 def prediction_columns(config, outputs: list) -> dict[str, list]:
-    """Output columns named after the checkpoint's targets or classes (`config.id2label`)."""
+    """Output columns named after the checkpoint's targets or classes (`config.id2label`), from `predict`'s outputs
+    with the member axis first. Over several members: the mean, and its standard deviation in a `_std` column."""
     names = [config.id2label[index] for index in range(config.num_labels)]
     task = task_of(config).name
+    members = outputs[0].shape[0] if outputs else 1
+
+    def mean_and_std(prefix: str, values: np.ndarray) -> dict[str, list]:
+        """values: (rows, members, columns)."""
+        columns = {}
+        for column, name in enumerate(names):
+            columns[f"{prefix}{name}"] = values[:, :, column].mean(1).tolist()
+            if members > 1:
+                columns[f"{prefix}{name}_std"] = values[:, :, column].std(1).tolist()
+        return columns
+
     if task == "regression":
-        values = np.stack(outputs)
-        return {f"predicted_{name}": values[:, column].tolist() for column, name in enumerate(names)}
+        return mean_and_std("predicted_", np.stack(outputs).reshape(len(outputs), members, len(names)))
     if task == "token-classification":
         separator = "" if all(len(name) == 1 for name in names) else " "
-        return {"predicted_labels": [separator.join(names[label] for label in logits.argmax(-1)) for logits in outputs]}
-    probabilities = torch.softmax(torch.from_numpy(np.stack(outputs)), dim=-1).numpy()
-    columns = {"predicted_label": [names[label] for label in probabilities.argmax(-1)]}
-    columns.update({f"probability_{name}": probabilities[:, column].tolist() for column, name in enumerate(names)})
+        labels = [torch.softmax(torch.from_numpy(logits), dim=-1).mean(0).argmax(-1) for logits in outputs]
+        return {"predicted_labels": [separator.join(names[label] for label in residues) for residues in labels]}
+    probabilities = torch.softmax(torch.from_numpy(np.stack(outputs)), dim=-1).numpy().reshape(len(outputs), members, len(names))
+    columns = {"predicted_label": [names[label] for label in probabilities.mean(1).argmax(-1)]}
+    columns.update(mean_and_std("probability_", probabilities))
     return columns
 
 
@@ -132,7 +153,7 @@ def run(args: argparse.Namespace) -> str:
     where = f"input file {args.input}"
     columns, chunks = stream_table(args.input, CHUNK_ROWS)
     check_columns(columns, [args.sequence_column], where)
-    tokenizer, model = load_checkpoint(args.model, args.revision, args.trust_remote_code)
+    tokenizer, models = load_models(args.model, args.revision, args.trust_remote_code)
     letters = getattr(tokenizer, "letters", None) if args.unknown == "error" else None
     padding = getattr(tokenizer, "padding_characters", "")
     # Every row is checked before any is predicted: a bad row near the end of a large file fails in seconds.
@@ -142,9 +163,10 @@ def run(args: argparse.Namespace) -> str:
         first_row += len(chunk[args.sequence_column])
     processes, threads = plan_processes(args.num_processes, args.threads) if args.device == "cpu" else (1, args.threads)
     configure_threads(threads)
-    model.to(args.device)
+    for model in models:
+        model.to(args.device)
     max_tokens = CPU_BATCH_TOKENS if args.device == "cpu" else None
-    state = {"model": model, "tokenizer": tokenizer, "device": args.device}
+    state = {"models": models, "tokenizer": tokenizer, "device": args.device}
     started = time.perf_counter()
     try:
         with (
@@ -155,7 +177,7 @@ def run(args: argparse.Namespace) -> str:
             writer = csv.writer(stream)
 
             def write(chunk_index: int, chunk: dict, outputs: Callable[[], list]) -> None:
-                predicted = prediction_columns(model.config, outputs())
+                predicted = prediction_columns(models[0].config, outputs())
                 if chunk_index == 0:
                     writer.writerow([*columns, *predicted])
                 writer.writerows(zip(*chunk.values(), *predicted.values()))

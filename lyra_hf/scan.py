@@ -7,7 +7,10 @@ stand for an unknown residue), `delta = score - score(wild type)`. Pairs:
 all substitution pairs at chosen positions, `epistasis = f(ab) - f(a) - f(b) + f(wt)`. Mutants are built directly as
 token ids (no string round trip) and scored in batches by a model in eval mode, which reuses its cached S4D kernels
 because every mutant has the wild type's length. Regression checkpoints give one score per target; classifiers give
-the probability of one class (`target`). Positions are 1-based everywhere.
+the probability of one class (`target`). Positions are 1-based everywhere. A seed ensemble (`lyra-train --ensemble`)
+gives the members' mean of every score, delta and epistasis, and their standard deviation in a `_std` column beside
+each (NumPy's, ddof 0, over members, each member's delta taken from its own wild-type score); `--heatmap std` draws
+the standard deviation of the single-mutant deltas instead of their mean.
 
 Each wild type's tables and figures go to one folder (`--output-dir`, or a subfolder per FASTA record named after its
 ID), replacing an earlier scan's files there only with `--overwrite`, and only once the new ones are complete.
@@ -28,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cli
-from .checkpoints import load_checkpoint, locked_output_dir, replacing_outputs, write_csv
+from .checkpoints import load_models, locked_output_dir, replacing_outputs, write_csv
 from .cpu import CPU_BATCH_TOKENS, WorkerPool, configure_threads, plan_processes
 from .data import read_table
 from .tasks import task_of
@@ -43,13 +46,15 @@ UNSAFE_IN_FOLDER_NAME = re.compile(r"[^A-Za-z0-9._+-]")
 class ScanResult:
     """The tables of one scan. `singles` has columns position, wild_type, mutant, then score and delta (suffixed with
     the target's name when the model has several); `pairs` (or `None`) has position_a, wild_type_a, mutant_a,
-    position_b, wild_type_b, mutant_b, score, delta and epistasis."""
+    position_b, wild_type_b, mutant_b, score, delta and epistasis. From an ensemble of `members` models each value is
+    the members' mean, with its standard deviation in a `_std` column after it (e.g. `delta_std`)."""
 
     sequence: str
     targets: list[str]
     wild_type_scores: dict[str, float]
     singles: datasets.Dataset
     pairs: datasets.Dataset | None = None
+    members: int = 1
 
 
 def target_columns(model, target: str | int | None) -> tuple[list[str], int | None]:
@@ -113,24 +118,31 @@ def auto_batch_size(model, length: int, device: torch.device) -> int:
 
 @torch.no_grad()
 def score_batch(state: dict, input_ids: np.ndarray) -> np.ndarray:
-    """Scores of one batch of token ids (run in this process or a worker; `state` holds the model, device and class)."""
+    """Scores of one batch of token ids by every model, (batch, num_models, num_targets) (run in this process or a
+    worker; `state` holds the models, device and class)."""
     batch = torch.from_numpy(input_ids).to(state["device"])
-    logits = state["model"](input_ids=batch, attention_mask=torch.ones_like(batch)).logits.float()
-    if state["class_index"] is not None:
-        logits = logits.softmax(-1)[:, state["class_index"] : state["class_index"] + 1]
-    return logits.cpu().numpy().astype(np.float64)
+    scores = []
+    for model in state["models"]:
+        logits = model(input_ids=batch, attention_mask=torch.ones_like(batch)).logits.float()
+        if state["class_index"] is not None:
+            logits = logits.softmax(-1)[:, state["class_index"] : state["class_index"] + 1]
+        scores.append(logits.cpu().numpy().astype(np.float64))
+    return np.stack(scores, axis=1)
 
 
 def score_ids(workers: WorkerPool, input_ids: torch.Tensor, batch_size: int, description: str, progress: bool = True) -> np.ndarray:
-    """Scores of a (num_sequences, length) batch of token ids, (num_sequences, num_targets) floats, from a pool of
-    workers that holds the model (see `score_batch`); a pool of several processes scores the same batches and so gives
-    the same scores."""
+    """Scores of a (num_sequences, length) batch of token ids, (num_sequences, num_models, num_targets) floats, from a
+    pool of workers that holds the models (see `score_batch`); a pool of several processes scores the same batches and
+    so gives the same scores."""
     # At least 8 batches when there is enough work, so that workers finish together; the same with one process.
     batch_size = max(1, min(batch_size, max(64, math.ceil(len(input_ids) / 8))))
     starts = range(0, len(input_ids), batch_size)
     batches = (input_ids[start : start + batch_size].numpy() for start in starts)
     scores = list(tqdm(workers.map(score_batch, batches), total=len(starts), desc=description, disable=not progress, leave=False))
-    return np.concatenate(scores) if scores else np.zeros((0, 1))
+    if scores:
+        return np.concatenate(scores)
+    state = workers.state
+    return np.zeros((0, len(state["models"]), 1 if state["class_index"] is not None else state["models"][0].config.num_labels))
 
 
 def parse_positions(spec: str, length: int) -> list[int]:
@@ -154,7 +166,7 @@ def parse_positions(spec: str, length: int) -> list[int]:
 
 
 def scan(
-    model,
+    models,
     tokenizer,
     sequence: str,
     pairs: list[int] | None = None,
@@ -167,10 +179,13 @@ def scan(
 ) -> ScanResult:
     """Score every single mutant of `sequence` and, with `pairs` (1-based positions) or `top_k` (the positions with
     the largest single-mutant effect), every double mutant at those positions; with `processes` > 1, in that many
-    single-threaded worker processes (same scores)."""
+    single-threaded worker processes (same scores). `models` is one model or an ensemble's members (`load_models`)."""
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    model = models[0]
     check_model(model)
     device = torch.device(device or next(model.parameters()).device)
-    model.eval().to(device)
+    for member in models:
+        member.eval().to(device)
     targets, class_index = target_columns(model, target)
     sequence, wild_ids, mutable = encode_wild_type(tokenizer, sequence)
     length = len(wild_ids)
@@ -178,7 +193,7 @@ def scan(
     letter_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(letters)))
     batch_size = batch_size or auto_batch_size(model, length, device)
 
-    state = {"model": model, "device": device, "class_index": class_index}
+    state = {"models": models, "device": device, "class_index": class_index}
     wild_score = score_batch(state, wild_ids[None].numpy())[0]
     # Singles: every mutable position x every letter other than the wild type's.
     single_positions, single_letters = [], []
@@ -194,14 +209,16 @@ def scan(
         single_scores = score_ids(workers, mutants, batch_size, "single mutants", progress)
         single_deltas = single_scores - wild_score
 
-        def score_columns(scores, deltas, extra=None):
+        def score_columns(**values):
+            """Columns per target: each of `values` (rows, members, targets) as the members' mean, and its standard
+            deviation after it when there are several."""
             columns = {}
             for column, name in enumerate(targets):
                 suffix = "" if len(targets) == 1 else f"_{name}"
-                columns[f"score{suffix}"] = scores[:, column].tolist()
-                columns[f"delta{suffix}"] = deltas[:, column].tolist()
-                if extra is not None:
-                    columns[f"epistasis{suffix}"] = extra[:, column].tolist()
+                for kind, array in values.items():
+                    columns[f"{kind}{suffix}"] = array[:, :, column].mean(1).tolist()
+                    if len(models) > 1:
+                        columns[f"{kind}{suffix}_std"] = array[:, :, column].std(1).tolist()
             return columns
 
         singles = datasets.Dataset.from_dict(
@@ -209,14 +226,14 @@ def scan(
                 "position": [position + 1 for position in single_positions],
                 "wild_type": [sequence[position] for position in single_positions],
                 "mutant": [letters[index] for index in single_letters],
-                **score_columns(single_scores, single_deltas),
+                **score_columns(score=single_scores, delta=single_deltas),
             }
         )
-        result = ScanResult(sequence, targets, dict(zip(targets, wild_score.tolist())), singles)
+        result = ScanResult(sequence, targets, dict(zip(targets, wild_score.mean(0).tolist())), singles, members=len(models))
 
         if pairs is None and top_k:
             effect = np.zeros(length)
-            np.maximum.at(effect, np.array(single_positions), np.abs(single_deltas[:, 0]))
+            np.maximum.at(effect, np.array(single_positions), np.abs(single_deltas[:, :, 0].mean(1)))
             pairs = sorted((np.argsort(-effect, kind="stable")[: max(2, top_k)] + 1).tolist())
         if pairs:
             if any(not 1 <= position <= length for position in pairs):
@@ -248,7 +265,7 @@ def scan(
                     "position_b": [row[2] + 1 for row in rows],
                     "wild_type_b": [sequence[row[2]] for row in rows],
                     "mutant_b": [letters[row[3]] for row in rows],
-                    **score_columns(double_scores, double_scores - wild_score, epistasis),
+                    **score_columns(score=double_scores, delta=double_scores - wild_score, epistasis=epistasis),
                 }
             )
         return result
@@ -257,9 +274,10 @@ def scan(
 # --- figures -----------------------------------------------------------------------------------------------------
 
 
-def plot(result: ScanResult, output_dir: Path, letters: str) -> list[Path]:
-    """PNG figures of the first target: position x letter heatmap of deltas (wild type marked), per-position mean and
-    minimum delta, and the strongest epistasis per position pair. Needs matplotlib (`pip install lyra-hf[plot]`)."""
+def plot(result: ScanResult, output_dir: Path, letters: str, heatmap: str = "delta") -> list[Path]:
+    """PNG figures of the first target: position x letter heatmap of deltas (wild type marked; with `heatmap="std"`,
+    an ensemble's standard deviation of them), per-position mean and minimum delta, and the strongest epistasis per
+    position pair. Needs matplotlib (`pip install lyra-hf[plot]`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -268,23 +286,35 @@ def plot(result: ScanResult, output_dir: Path, letters: str) -> list[Path]:
 
     suffix = "" if len(result.targets) == 1 else f"_{result.targets[0]}"
     length = len(result.sequence)
-    deltas = np.full((len(letters), length), np.nan)
-    for position, mutant, delta in zip(result.singles["position"], result.singles["mutant"], result.singles[f"delta{suffix}"]):
-        deltas[letters.index(mutant), position - 1] = delta
+    def position_by_letter(column: str) -> np.ndarray:
+        values = np.full((len(letters), length), np.nan)
+        for position, mutant, value in zip(result.singles["position"], result.singles["mutant"], result.singles[column]):
+            values[letters.index(mutant), position - 1] = value
+        return values
+
+    deltas = position_by_letter(f"delta{suffix}")
     written = []
 
     figure, axis = plt.subplots(figsize=(max(6, length * 0.18), 4.5))
-    limit = np.nanmax(np.abs(deltas)) or 1.0
     extent = (0.5, length + 0.5, len(letters) - 0.5, -0.5)  # 1-based positions on the x axis
-    image = axis.imshow(deltas, aspect="auto", cmap="RdBu", vmin=-limit, vmax=limit, interpolation="nearest", extent=extent)
+    if heatmap == "std":
+        shown = position_by_letter(f"delta{suffix}_std")
+        image = axis.imshow(shown, aspect="auto", cmap="viridis", vmin=0, interpolation="nearest", extent=extent)
+    else:
+        limit = np.nanmax(np.abs(deltas)) or 1.0
+        image = axis.imshow(deltas, aspect="auto", cmap="RdBu", vmin=-limit, vmax=limit, interpolation="nearest", extent=extent)
     for position, character in enumerate(result.sequence, 1):
         if character in letters:
             axis.plot(position, letters.index(character), marker="o", markersize=2.5, color="black")
     axis.set_yticks(range(len(letters)), list(letters), fontsize=6)
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("position (wild type marked with dots)")
-    axis.set_title(f"Single-mutant delta{suffix.replace('_', ' ')}")
-    figure.colorbar(image, ax=axis, label="delta")
+    if heatmap == "std":
+        axis.set_title(f"Single-mutant delta{suffix.replace('_', ' ')}: standard deviation over {result.members} ensemble members")
+    else:
+        members = f" (mean of {result.members} ensemble members)" if result.members > 1 else ""
+        axis.set_title(f"Single-mutant delta{suffix.replace('_', ' ')}{members}")
+    figure.colorbar(image, ax=axis, label="delta std" if heatmap == "std" else "delta")
     written.append(_save(figure, output_dir / "singles_heatmap.png"))
 
     figure, axis = plt.subplots(figsize=(max(6, length * 0.12), 3.5))
@@ -338,7 +368,7 @@ def _save(figure, path: Path) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(prog="lyra-scan", description=__doc__)
-    parser.add_argument("--model", required=True, help="checkpoint directory or Hub id")
+    parser.add_argument("--model", required=True, help="checkpoint or seed-ensemble directory, or Hub id")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--sequence", help="the wild-type sequence")
     source.add_argument("--fasta", help="a FASTA file of wild types (one output folder per record)")
@@ -350,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
     parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--heatmap", choices=("delta", "std"), default="delta", help="what the single-mutant heatmap shows: the delta, or (ensembles) its standard deviation over members")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier scan in the output folders")
     cli.add_cpu_flags(parser)
     return parser
@@ -386,7 +417,7 @@ def record_folders(ids: list[str]) -> list[str]:
     return folders
 
 
-def write_result(result: ScanResult, folder: Path, letters: str, figures: bool) -> list[Path]:
+def write_result(result: ScanResult, folder: Path, letters: str, figures: bool, heatmap: str = "delta") -> list[Path]:
     """Write the tables (and figures) into `folder`, replacing an earlier scan's files there, including those this
     one does not write (e.g. its pairs.csv), once all are complete."""
     with replacing_outputs(folder, SCAN_OUTPUTS) as (temporary, written):
@@ -394,7 +425,7 @@ def write_result(result: ScanResult, folder: Path, letters: str, figures: bool) 
         if result.pairs is not None:
             write_csv(temporary / "pairs.csv", result.pairs.to_dict())
         if figures:
-            plot(result, temporary, letters)
+            plot(result, temporary, letters, heatmap)
     return written
 
 
@@ -407,9 +438,11 @@ def run(args: argparse.Namespace) -> None:
     else:
         wild_types = [("", args.sequence)]
     with locked_output_dir(output_dir):
-        tokenizer, model = load_checkpoint(args.model, args.revision)
-        check_model(model)
-        target_columns(model, args.target)
+        tokenizer, models = load_models(args.model, args.revision)
+        check_model(models[0])
+        target_columns(models[0], args.target)
+        if args.heatmap == "std" and len(models) == 1:
+            raise ValueError(f"--heatmap std shows the spread over an ensemble's members; {args.model} is a single model.")
         jobs = []
         for folder, sequence in wild_types:
             where = f"record {folder!r}: " if folder else ""
@@ -430,9 +463,9 @@ def run(args: argparse.Namespace) -> None:
             print("lyra-scan: matplotlib is not installed, writing CSV files only (pip install lyra-hf[plot] for figures).", file=sys.stderr)
         for folder, sequence, pairs in jobs:
             result = scan(
-                model, tokenizer, sequence, pairs=pairs, top_k=args.top_k, target=args.target, batch_size=args.batch_size, device=args.device, processes=processes
+                models, tokenizer, sequence, pairs=pairs, top_k=args.top_k, target=args.target, batch_size=args.batch_size, device=args.device, processes=processes
             )
-            written = write_result(result, output_dir / folder, mutant_letters(tokenizer), figures)
+            written = write_result(result, output_dir / folder, mutant_letters(tokenizer), figures, args.heatmap)
             doubles = len(result.pairs) if result.pairs is not None else 0
             print(f"lyra-scan: {folder or 'sequence'}: {len(result.singles):,} single and {doubles:,} double mutants -> {', '.join(map(str, written))}")
 

@@ -9,7 +9,8 @@ Per epoch: validation metrics (gathered across processes, every sample exactly o
 checkpoint in `OUTPUT_DIR/checkpoints/epoch_NNNN`, and the best epoch so far as a `save_pretrained` model and tokenizer in
 `OUTPUT_DIR/best`. After training, the best model is scored once on the test split and everything lands in
 `OUTPUT_DIR/results.json`. `--resume-from-checkpoint latest` continues a killed run from its last complete epoch and
-ends where the uninterrupted run would have.
+ends where the uninterrupted run would have. `--fold-column` cross-validates (one such run per fold) and `--ensemble N`
+trains a seed ensemble (one run per member, then the ensemble in `OUTPUT_DIR/best`).
 """
 
 import argparse
@@ -37,6 +38,7 @@ from transformers import AutoConfig, AutoTokenizer, EvalPrediction
 
 from . import LyraConfig, LyraTokenizer, cli
 from .checkpoints import (
+    ENSEMBLE_FILE,
     atomic_directory,
     locked_output_dir,
     raise_write_error,
@@ -46,7 +48,7 @@ from .checkpoints import (
     write_json,
     write_text,
 )
-from .cpu import WorkerError, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes
+from .cpu import WorkerError, WorkerPool, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes, usable_cpus
 from .data import SEQUENCE_COLUMN, check_columns, fold_values, label_names, load_sequence_dataset, read_table, synthetic_fitness_dataset, tokenize_dataset
 from .hub import build_model_card, push_run
 from .tasks import TASKS, metric_is_better
@@ -118,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
     training.add_argument("--metric-for-best-model", help="validation metric that picks the best epoch (default: spearmanr; f1 for classification; accuracy, e.g. Q3, per residue)")
     training.add_argument("--seed", type=int, default=42)
+    training.add_argument("--data-seed", type=int, help="seed of the validation split carved from train and of the synthetic data (default: --seed)")
+    training.add_argument(
+        "--ensemble", type=int, metavar="N", help="train a seed ensemble of N members (seeds SEED..SEED+N-1, one data split) in OUTPUT_DIR/member_<i>/, saved together in OUTPUT_DIR/best"
+    )
     training.add_argument("--output-dir", default="lyra-output")
     training.add_argument("--overwrite-output-dir", action="store_true", help="start afresh in a directory that holds a run")
     training.add_argument("--resume-from-checkpoint", help="a checkpoint directory, or 'latest' in --output-dir")
@@ -125,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-train-minutes", type=float, help="size the schedule (warm-up, decay) to this budget from the speed of the first steps; the run ends with its schedule"
     )
     training.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    training.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines, only the closing line")
 
     cli.add_cpu_flags(parser)
 
@@ -167,6 +174,14 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--push-to-hub with --fold-column would push every fold's model to one repo; push one fold's model afterwards, e.g. hf upload REPO_ID OUTPUT_DIR/fold_0/best")
     if args.folds is not None and not args.fold_column:
         parser.error("--folds needs --fold-column")
+    if args.ensemble is not None:
+        if args.ensemble < 2:
+            parser.error(f"--ensemble must be at least 2 members, got {args.ensemble}")
+        if args.fold_column:
+            parser.error("give --ensemble or --fold-column, not both")
+        if args.resume_from_checkpoint not in (None, "latest"):
+            parser.error("--ensemble resumes with --resume-from-checkpoint latest (each member from its own last checkpoint)")
+    args.data_seed = args.seed if args.data_seed is None else args.data_seed
     args.split_values = [value.strip() for value in args.split_values.split(",")]
     if len(args.split_values) != 2 or not all(args.split_values) or args.split_values[0] == args.split_values[1]:
         parser.error(f"--split-values must be two different values, train's and test's, e.g. train,test; got {','.join(args.split_values)!r}")
@@ -230,7 +245,7 @@ def memory_bound_max_length(config, batch_size: int) -> int:
 def load_data(args, tokenizer, max_length: int):
     """The splits (`train`, `validation`, optionally `test`) and the target or class names."""
     if args.train_file is None:
-        dataset, names = synthetic_fitness_dataset(seed=args.seed), ["fitness"]
+        dataset, names = synthetic_fitness_dataset(seed=args.data_seed), ["fitness"]
     else:
         dataset, names = load_files(args, tokenizer, max_length)
     limits = {"train": args.max_train_samples, "validation": args.max_eval_samples, "test": args.max_eval_samples}
@@ -251,7 +266,7 @@ def load_files(args, tokenizer, max_length: int):
         alphabet=tokenizer.letters,
         padding_characters=tokenizer.padding_characters,
         unknown=args.unknown,
-        seed=args.seed,
+        seed=args.data_seed,
         max_length=max_length,
         split_column=args.split_column,
         split_names=tuple(args.split_values),
@@ -324,15 +339,27 @@ def sort_by_length(dataset):
     return lengths.sort("length").remove_columns("length")
 
 
-def evaluate(model, dataloader, accelerator, compute_metrics, task: str, description: str) -> dict:
-    """Metrics of `model` on a (prepared) dataloader; predictions are gathered across processes with
-    `gather_for_metrics`, which drops the samples the last batch repeats to even out the processes."""
-    model.eval()
+def ensemble_logits(logits: list[torch.Tensor], task: str) -> torch.Tensor:
+    """One output from several models' logits: the mean for regression; for classifiers the log of the mean class
+    probabilities (its softmax is that mean). One model's logits are returned unchanged."""
+    if len(logits) == 1:
+        return logits[0]
+    stacked = torch.stack(logits)
+    return stacked.mean(0) if task == "regression" else stacked.softmax(-1).mean(0).log()
+
+
+def evaluate(models, dataloader, accelerator, compute_metrics, task: str, description: str) -> dict:
+    """Metrics of a model, or of a list of models' mean prediction (`ensemble_logits`), on a (prepared) dataloader;
+    predictions are gathered across processes with `gather_for_metrics`, which drops the samples the last batch
+    repeats to even out the processes."""
+    models = models if isinstance(models, list) else [models]
+    for model in models:
+        model.eval()
     predictions, references = [], []
     for batch in tqdm(dataloader, desc=description, leave=False, disable=not accelerator.is_local_main_process):
         labels = batch.pop("labels")
         with torch.no_grad():
-            logits = model(**batch).logits.float()
+            logits = ensemble_logits([model(**batch).logits.float() for model in models], task)
         if task == "token-classification":
             # Batches differ in length across processes: pad before gathering, then keep the labelled positions.
             logits = accelerator.pad_across_processes(logits, dim=1)
@@ -556,7 +583,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
         train_loader.set_epoch(epoch)
         started = time.perf_counter()
         samples = 0
-        progress = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_local_main_process)
+        progress = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_local_main_process or args.quiet)
         for batch in progress:
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
@@ -583,7 +610,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
         if args.metric_for_best_model not in metrics:  # AUROC is left out when a class is missing from validation
             raise ValueError(f"--metric-for-best-model {args.metric_for_best_model!r} is not among the validation metrics {sorted(metrics)}.")
         state["history"].append({"epoch": epoch, **metrics})
-        if accelerator.is_main_process:
+        if accelerator.is_main_process and not args.quiet:
             shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if isinstance(value, float))
             tqdm.write(f"epoch {epoch}: validation {shown}")
         if metric_is_better(args.metric_for_best_model, metrics[args.metric_for_best_model], state["best_metric"]):
@@ -642,7 +669,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
 def describe_data(args, dataset) -> str:
     sizes = ", ".join(f"{split} {len(rows):,}" for split, rows in dataset.items())
     if args.train_file is None:
-        return f"The built-in synthetic epistatic fitness landscape of `lyra-train` (seed {args.seed}): {sizes} sequences."
+        return f"The built-in synthetic epistatic fitness landscape of `lyra-train` (seed {args.data_seed}): {sizes} sequences."
     files = ", ".join(f"`{Path(path).name}`" for path in (args.train_file, args.validation_file, args.test_file) if path)
     return f"Files {files}; sequence column `{args.sequence_column}`, labels `{', '.join(args.label_columns)}`; {sizes} sequences."
 
@@ -653,7 +680,7 @@ def describe_protocol(args, results: dict) -> str:
     elif args.validation_column:
         validation = f"the rows marked in column `{args.validation_column}`"
     else:
-        validation = f"a validation split carved from train (seed {args.seed})"
+        validation = f"a validation split carved from train (seed {args.data_seed})"
     split = ""
     if args.split_column:
         split = f"Splits from column `{args.split_column}` ({' / '.join(args.split_values)}). "
@@ -779,9 +806,122 @@ def cross_validate(args: argparse.Namespace) -> str | None:
     )
 
 
+def train_member(state: dict, args: argparse.Namespace) -> str | None:
+    """One ensemble member, trained in a worker process of `train_ensemble` (single-threaded)."""
+    return summary_line(args, train(args))
+
+
+def train_ensemble(args: argparse.Namespace) -> str:
+    """`--ensemble N`: N complete runs in `OUTPUT_DIR/member_<i>/` with seeds `seed + i` (model initialization,
+    dropout, batch order) on one data split (`--data-seed`), then in `OUTPUT_DIR/best/` each member's best model as
+    a `save_pretrained` subfolder, `ensemble.json` and a model card, and in `OUTPUT_DIR/results.json` the ensemble's
+    validation and test metrics (its mean prediction, `ensemble_logits`) next to each member's. On CPUs, without
+    `--num-processes`, members train side by side, one single-threaded process each and as many at once as there are
+    usable CPUs; otherwise one after another, each as a single run would. With `--resume-from-checkpoint latest`,
+    finished members are kept and an interrupted one continues from its last checkpoint."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--ensemble trains its members in processes of its own; run it without accelerate launch or torchrun.")
+    output_dir = Path(args.output_dir)
+    members = [f"member_{index}" for index in range(args.ensemble)]
+    member_args = {
+        member: argparse.Namespace(
+            **{**vars(args), "output_dir": str(output_dir / member), "seed": args.seed + index, "ensemble": None, "push_to_hub": None}
+        )
+        for index, member in enumerate(members)
+    }
+    with locked_output_dir(output_dir):
+        check_output_dir(args, output_dir)
+        pending = [member for member in members if not (args.resume_from_checkpoint and (output_dir / member / RESULTS_FILE).is_file())]
+        side_by_side = min(len(pending), usable_cpus()) if args.num_processes is None and not torch.accelerator.is_available() else 1
+        if side_by_side > 1:
+            with WorkerPool({}, side_by_side) as workers:
+                quiet = [argparse.Namespace(**{**vars(member_args[member]), "quiet": True}) for member in pending]
+                for member, line in zip(pending, workers.map(train_member, quiet)):
+                    tqdm.write(f"{member}: {line}")
+        else:
+            for member in pending:
+                tqdm.write(f"{member}: {train_here_or_on_cpus(member_args[member])}")
+        runs = {member: json.loads((output_dir / member / RESULTS_FILE).read_text()) for member in members}
+        tokenizer = AutoTokenizer.from_pretrained(output_dir / members[0] / BEST_DIR)
+        models = [TASKS[args.task].model_class.from_pretrained(output_dir / member / BEST_DIR) for member in members]
+        dataset, names = load_data(args, tokenizer, args.max_length or memory_bound_max_length(models[0].config, args.batch_size))
+        results = evaluate_ensemble(args, models, tokenizer, dataset, names, runs)
+        card = build_model_card(
+            models[0],
+            tokenizer,
+            args.push_to_hub or f"local/{output_dir.name}",
+            results,
+            dataset_name=args.hub_dataset_name or (Path(args.train_file).stem if args.train_file else "synthetic-epistatic-landscape"),
+            license=args.hub_license,
+            training_data=describe_data(args, dataset),
+            protocol=describe_protocol(args, runs[members[0]])
+            + f" Ensemble: {len(members)} members with seeds {args.seed}-{args.seed + len(members) - 1}, each chosen this way; "
+            "the ensemble predicts their mean (of class probabilities for classifiers) and their standard deviation.",
+            ensemble_members=members,
+        )
+        with atomic_directory(output_dir / BEST_DIR) as temporary:
+            for member in members:
+                shutil.copytree(output_dir / member / BEST_DIR, temporary / member)
+            # transformers looks for a tokenizer's remote code at the repo's root even when loading a subfolder.
+            for code in (temporary / members[0]).glob("*.py"):
+                shutil.copy(code, temporary / code.name)
+            write_json(temporary / ENSEMBLE_FILE, {"members": members, "seeds": [member_args[member].seed for member in members]})
+            write_text(temporary / "README.md", str(card))
+        write_json(output_dir / RESULTS_FILE, results)
+        if args.push_to_hub:
+            url = push_run(output_dir, args.push_to_hub, card, private=args.hub_private, revision=args.hub_revision)
+            print(f"lyra-train: pushed to {url}", file=sys.stderr)
+    metric = args.metric_for_best_model
+    split = "test" if results["test"] else "validation"
+    return (
+        f"ensemble of {len(members)}: {split} {metric} {results[split][metric]:.4f} (members {results['members_mean'][split][metric]:.4f} ± "
+        f"{results['members_std'][split][metric]:.4f}); ensemble in {output_dir / BEST_DIR}"
+    )
+
+
+def evaluate_ensemble(args: argparse.Namespace, models: list, tokenizer, dataset, names: list[str], runs: dict[str, dict]) -> dict:
+    """The ensemble's results.json: its own validation and test metrics (the members' best `models` together, on the
+    splits of `dataset`, which every member used), each member's (`runs`: their results.json), and the members' mean and
+    standard deviation (NumPy's, over members)."""
+    task = TASKS[args.task]
+    members = list(runs)
+    tokenized = tokenize_dataset(dataset, tokenizer)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    models = [accelerator.prepare_model(model, evaluation_mode=True) for model in models]
+    compute_metrics = task.compute_metrics(names)
+    results = {"ensemble_size": len(members), "seeds": [args.seed + index for index in range(len(members))]}
+    for split in ("validation", "test"):
+        if split not in tokenized:
+            results[split] = None
+            continue
+        loader = accelerator.prepare_data_loader(
+            DataLoader(sort_by_length(tokenized[split]), batch_size=args.batch_size, collate_fn=task.collator(tokenizer))
+        )
+        results[split] = evaluate(models, loader, accelerator, compute_metrics, args.task, f"ensemble {split}")
+    results["members"] = {
+        member: {"seed": results["seeds"][index], "best_epoch": runs[member]["best_epoch"], "validation": runs[member]["validation"], "test": runs[member]["test"]}
+        for index, member in enumerate(members)
+    }
+    for statistic, function in (("members_mean", np.mean), ("members_std", np.std)):
+        results[statistic] = {
+            split: {
+                metric: float(function([runs[member][split][metric] for member in members]))
+                for metric, value in results[split].items()
+                if isinstance(value, float) and all(metric in runs[member][split] for member in members)
+            }
+            for split in ("validation", "test")
+            if results[split]
+        }
+    results["metric_for_best_model"] = args.metric_for_best_model
+    results["num_parameters"] = sum(parameter.numel() for parameter in models[0].parameters())
+    return results
+
+
 def run(args: argparse.Namespace) -> str | None:
-    """Cross-validate, or train once; see `train_here_or_on_cpus`."""
-    return cross_validate(args) if args.fold_column else train_here_or_on_cpus(args)
+    """Cross-validate, train an ensemble, or train once; see `train_here_or_on_cpus`."""
+    if args.fold_column:
+        return cross_validate(args)
+    return train_ensemble(args) if args.ensemble else train_here_or_on_cpus(args)
 
 
 def train_here_or_on_cpus(args: argparse.Namespace) -> str | None:

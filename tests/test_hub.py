@@ -194,6 +194,42 @@ def test_lyra_train_pushes_a_private_run_with_card_and_lyra_predict_pulls_it(hub
     assert anonymous.returncode == 1 and anonymous.stderr.strip().splitlines()[-1].startswith("lyra-predict: error:")
 
 
+PULL_ENSEMBLE_MEMBER = """
+import sys, torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from safetensors.torch import load_file
+tokenizer = AutoTokenizer.from_pretrained("lab/ensemble", subfolder="member_1", trust_remote_code=True)
+model = AutoModelForSequenceClassification.from_pretrained("lab/ensemble", subfolder="member_1", trust_remote_code=True)
+saved = load_file(sys.argv[1])
+assert all(torch.equal(model.state_dict()[key], value) for key, value in saved.items())
+print(type(model).__name__, len(tokenizer))
+"""
+
+
+def test_an_ensemble_pushes_with_its_members_in_subfolders_and_predicts_the_same_pulled(hub, tmp_path):
+    flags = ["--hidden-size", "16", "--state-size", "8", "--epochs", "1", "--max-train-samples", "200", "--max-eval-samples", "40"]
+    train = "import sys; from lyra_hf.train import main; sys.exit(main(sys.argv[1:]))"
+    ok(client(hub, tmp_path, train, args=[*flags, "--ensemble", "2", "--output-dir", tmp_path / "run", "--push-to-hub", "lab/ensemble"]))
+    files = hub.files("lab/ensemble", "main")
+    for member in ("member_0", "member_1"):
+        assert {f"{member}/config.json", f"{member}/model.safetensors", f"{member}/tokenizer.json", f"{member}/modeling_lyra.py"} <= set(files)
+    assert json.loads(files["ensemble.json"])["members"] == ["member_0", "member_1"]
+    assert json.loads(files["results.json"])["ensemble_size"] == 2
+    assert 'subfolder="member_0"' in files["README.md"].decode()
+
+    # A member loads alone from its subfolder, even without lyra-hf (remote code).
+    member_weights = tmp_path / "run" / "member_1" / "best" / "model.safetensors"
+    assert ok(client(hub, tmp_path, PULL_ENSEMBLE_MEMBER, args=[member_weights])).stdout.startswith("LyraForSequenceRegression")
+
+    (tmp_path / "in.csv").write_text("sequence\nACDEFGHIK\nMNPQRS\nWWYV\n")
+    predict = "import sys; from lyra_hf.predict import main; sys.exit(main(sys.argv[1:]))"
+    ok(client(hub, tmp_path, predict, args=["--model", "lab/ensemble", "--input", tmp_path / "in.csv", "--output", tmp_path / "pulled.csv"]))
+    ok(client(hub, tmp_path, predict, args=["--model", tmp_path / "run" / "best", "--input", tmp_path / "in.csv", "--output", tmp_path / "local.csv"]))
+    pulled = (tmp_path / "pulled.csv").read_text()
+    assert pulled.splitlines()[0] == "sequence,predicted_fitness,predicted_fitness_std"
+    assert pulled == (tmp_path / "local.csv").read_text()
+
+
 TRAINER_PUSH = """
 import torch
 from transformers import Trainer, TrainingArguments

@@ -1,4 +1,5 @@
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -140,4 +141,56 @@ def test_bad_input_gives_one_error_line(tmp_path, capsys, case, message):
     assert main([item for pair in flags.items() for item in pair]) == 1
     error = [line for line in capsys.readouterr().err.strip().splitlines() if "%|" not in line]  # not progress bars
     assert len(error) == 1 and error[0].startswith("lyra-predict: error:") and message in error[0], error
+    assert not (tmp_path / "out.csv").exists()
+
+
+def save_ensemble(path, model_class, members=3, **config):
+    """An ensemble folder as lyra-train writes it: member subfolders (different weights) and ensemble.json."""
+    models = []
+    for index in range(members):
+        torch.manual_seed(index)
+        tokenizer = LyraTokenizer(padding_characters="J")
+        model = model_class(LyraConfig(hidden_size=16, state_size=8, dropout=0.0, **config)).eval()
+        model.save_pretrained(path / f"member_{index}")
+        tokenizer.save_pretrained(path / f"member_{index}")
+        models.append(model)
+    (path / "ensemble.json").write_text(json.dumps({"members": [f"member_{index}" for index in range(members)]}))
+    return models, tokenizer
+
+
+def test_an_ensemble_predicts_the_members_mean_and_numpys_standard_deviation(tmp_path):
+    labels = {"num_labels": 2, "id2label": {0: "binding", 1: "expression"}}
+    models, tokenizer = save_ensemble(tmp_path / "ensemble", LyraForSequenceRegression, **labels)
+    assert main(["--model", str(tmp_path / "ensemble"), "--input", str(write_input(tmp_path / "in.csv")), "--output", str(tmp_path / "out.csv"), "--num-processes", "2"]) == 0
+    rows = read_output(tmp_path / "out.csv")
+    assert list(rows[0]) == ["name", "sequence", "predicted_binding", "predicted_binding_std", "predicted_expression", "predicted_expression_std"]
+    for row, sequence in zip(rows, SEQUENCES):
+        members = np.array([one_at_a_time(model, tokenizer, sequence).numpy() for model in models])  # (members, targets)
+        assert members[:, 0].std() > 1e-3  # the members differ, so the mean and spread are tested for real
+        for column, name in enumerate(["binding", "expression"]):
+            assert float(row[f"predicted_{name}"]) == pytest.approx(members[:, column].mean(), abs=1e-5)
+            assert float(row[f"predicted_{name}_std"]) == pytest.approx(members[:, column].std(), abs=1e-5)
+
+
+def test_an_ensemble_classifier_averages_probabilities(tmp_path):
+    labels = {"num_labels": 3, "id2label": {0: "low", 1: "mid", 2: "high"}}
+    models, tokenizer = save_ensemble(tmp_path / "ensemble", LyraForSequenceClassification, **labels)
+    assert main(["--model", str(tmp_path / "ensemble"), "--input", str(write_input(tmp_path / "in.csv")), "--output", str(tmp_path / "out.csv")]) == 0
+    for row, sequence in zip(read_output(tmp_path / "out.csv"), SEQUENCES):
+        probabilities = np.array([one_at_a_time(model, tokenizer, sequence).softmax(-1).numpy() for model in models])
+        assert row["predicted_label"] == ["low", "mid", "high"][int(probabilities.mean(0).argmax())]
+        for column, name in enumerate(["low", "mid", "high"]):
+            assert float(row[f"probability_{name}"]) == pytest.approx(probabilities[:, column].mean(), abs=1e-6)
+            assert float(row[f"probability_{name}_std"]) == pytest.approx(probabilities[:, column].std(), abs=1e-6)
+
+
+def test_ensemble_members_must_agree_and_the_manifest_must_list_them(tmp_path, capsys):
+    save_ensemble(tmp_path / "ensemble", LyraForSequenceRegression, members=2)
+    save_checkpoint(tmp_path / "ensemble" / "member_1", LyraForSequenceRegression, num_labels=2)
+    flags = ["--input", str(write_input(tmp_path / "in.csv")), "--output", str(tmp_path / "out.csv")]
+    assert main(["--model", str(tmp_path / "ensemble"), *flags]) == 1
+    assert "ensemble member member_1 has another alphabet or other targets than member_0" in capsys.readouterr().err
+    (tmp_path / "ensemble" / "ensemble.json").write_text(json.dumps({"members": ["../elsewhere"]}))
+    assert main(["--model", str(tmp_path / "ensemble"), *flags]) == 1
+    assert "ensemble.json must list the members' subfolder names, got ['../elsewhere']" in capsys.readouterr().err
     assert not (tmp_path / "out.csv").exists()

@@ -153,3 +153,33 @@ def test_cli_scans_every_record_of_a_fasta_and_writes_csvs_without_matplotlib(tm
         with open(output / name / "singles.csv") as handle:
             assert len(list(csv.DictReader(handle))) == length * 19
         assert not list((output / name).glob("*.png"))
+
+
+def test_an_ensemble_scan_gives_the_members_mean_and_spread_of_scores_deltas_and_epistasis(tmp_path):
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        tokenizer = LyraTokenizer()
+        members.append(LyraForSequenceRegression(LyraConfig(hidden_size=16, state_size=8, dropout=0.0, vocab_size=len(tokenizer))).eval())
+    result = scan(members, tokenizer, WILD_TYPE, pairs=[2, 5], processes=2, progress=False)
+    alone = [scan(member, tokenizer, WILD_TYPE, pairs=[2, 5], progress=False) for member in members]
+    assert result.members == 3
+    for table in ("singles", "pairs"):
+        for column in ("score", "delta", "epistasis") if table == "pairs" else ("score", "delta"):
+            values = np.array([getattr(single, table)[column] for single in alone])  # (members, rows)
+            assert values.std(0).max() > 1e-4
+            np.testing.assert_allclose(getattr(result, table)[column], values.mean(0), atol=1e-6)
+            np.testing.assert_allclose(getattr(result, table)[f"{column}_std"], values.std(0), atol=1e-6)
+
+    pytest.importorskip("matplotlib")
+    for index, member in enumerate(members):
+        member.save_pretrained(tmp_path / "ensemble" / f"member_{index}")
+        tokenizer.save_pretrained(tmp_path / "ensemble" / f"member_{index}")
+    (tmp_path / "ensemble" / "ensemble.json").write_text('{"members": ["member_0", "member_1", "member_2"]}')
+    output = tmp_path / "scan"
+    assert main(["--model", str(tmp_path / "ensemble"), "--sequence", WILD_TYPE, "--output-dir", str(output), "--heatmap", "std"]) == 0
+    with open(output / "singles.csv") as handle:
+        assert list(next(csv.DictReader(handle))) == ["position", "wild_type", "mutant", "score", "score_std", "delta", "delta_std"]
+    assert (output / "singles_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    single = ["--model", str(tmp_path / "ensemble" / "member_0"), "--sequence", WILD_TYPE, "--output-dir", str(tmp_path / "one"), "--heatmap", "std"]
+    assert main(single) == 1

@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from scipy.stats import spearmanr
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lyra_hf.data import synthetic_fitness_dataset
+from lyra_hf.predict import main as predict_main
 from lyra_hf.train import main, parameter_groups
 
 
@@ -400,7 +402,7 @@ def test_a_time_budget_sizes_the_schedule_and_a_resume_keeps_it(tmp_path):
 
 
 def test_readme_benchmark_file_commands_run_as_written(tmp_path, monkeypatch, capsys):
-    """The README's ProteinGym, FLIP and per-residue commands, run as written on small files of those formats."""
+    """The README's ProteinGym, FLIP, per-residue and ensemble commands, run as written on small files of those formats."""
     from test_try_it import REPO as ROOT, bash_blocks
 
     (block,) = [block for block in bash_blocks((ROOT / "README.md").read_text(), "Train") if any("--fold-column" in line for line in block)]
@@ -420,9 +422,60 @@ def test_readme_benchmark_file_commands_run_as_written(tmp_path, monkeypatch, ca
         ss.append(sequence + "," + "".join("X" if generator.random() < 0.1 else "H" if c in "AELMQK" else "C" for c in sequence))
     (tmp_path / "ss.csv").write_text("\n".join(ss) + "\n")
     monkeypatch.chdir(tmp_path)
-    assert len(commands) == 3
+    assert len(commands) == 4
     for command in commands:
         assert main(command.split()) == 0, command
-    assert "5 folds of fold_random_5: test spearmanr" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "5 folds of fold_random_5: test spearmanr" in out and "ensemble of 5: test spearmanr" in out
     assert sorted(json.loads((tmp_path / "runs" / "dms_cv" / "results.json").read_text())["folds"]) == ["0", "1", "2", "3", "4"]
     assert json.loads((tmp_path / "runs" / "ss" / "results.json").read_text())["metric_for_best_model"] == "accuracy"
+    # The ensemble section's lyra-predict command, on the ensemble the fourth command trained.
+    (predict_block,) = [block for block in bash_blocks((ROOT / "README.md").read_text(), "Train") if any("lyra-predict" in line for line in block)]
+    assert predict_main(" ".join(predict_block).split()[1:]) == 0
+    with open(tmp_path / "flip_predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 120 and float(rows[0]["predicted_target_std"]) > 0
+
+
+def test_a_seed_ensemble_trains_its_members_and_scores_their_mean(tmp_path, capsys):
+    output = tmp_path / "ensemble"
+    flags = [*TINY, "--epochs", "2", "--ensemble", "2", "--output-dir", str(output)]
+    assert main(flags) == 0
+    assert "ensemble of 2: test spearmanr" in capsys.readouterr().out
+    results = json.loads((output / "results.json").read_text())
+    assert results["ensemble_size"] == 2 and results["seeds"] == [42, 43]
+    members = [json.loads((output / f"member_{index}" / "results.json").read_text()) for index in range(2)]
+    for index, member in enumerate(members):
+        assert results["members"][f"member_{index}"]["test"] == member["test"]
+    assert results["members_mean"]["test"]["spearmanr"] == pytest.approx(np.mean([member["test"]["spearmanr"] for member in members]), abs=1e-12)
+    assert results["members_std"]["test"]["spearmanr"] == pytest.approx(np.std([member["test"]["spearmanr"] for member in members]), abs=1e-12)
+    # Every member used the one data split: the same validation rows, so the validation metrics are comparable.
+    assert members[0]["validation"]["num_samples"] == members[1]["validation"]["num_samples"] == results["validation"]["num_samples"] == 101
+
+    # The ensemble folder: each member a save_pretrained folder that loads alone, and the manifest.
+    best = output / "best"
+    assert json.loads((best / "ensemble.json").read_text())["members"] == ["member_0", "member_1"]
+    loaded = [AutoModelForSequenceClassification.from_pretrained(best, subfolder=f"member_{index}").eval() for index in range(2)]
+    weights = [load_file(output / f"member_{index}" / "best" / "model.safetensors") for index in range(2)]
+    for model, saved in zip(loaded, weights):
+        assert all(torch.equal(model.state_dict()[key], value) for key, value in saved.items())
+    assert not torch.equal(weights[0]["score.weight"], weights[1]["score.weight"])  # different seeds
+    assert "subfolder=member" in (best / "README.md").read_text()
+
+    # The ensemble's test metric is that of the members' mean prediction, one sequence at a time.
+    test = synthetic_fitness_dataset(seed=42)["test"].select(range(101))
+    tokenizer = AutoTokenizer.from_pretrained(best, subfolder="member_0")
+    with torch.no_grad():
+        mean = [np.mean([model(**tokenizer(sequence, return_tensors="pt")).logits.item() for model in loaded]) for sequence in test["sequence"]]
+    assert results["test"]["spearmanr"] == pytest.approx(spearmanr(mean, [labels[0] for labels in test["labels"]])[0], abs=1e-4)
+
+    # Interrupted after member_0 finished: it is kept, member_1 continues from its checkpoint.
+    (output / "member_1" / "results.json").unlink()
+    (output / "results.json").unlink()
+    kept = (output / "member_0" / "results.json").stat().st_mtime_ns
+    assert main([*flags, "--resume-from-checkpoint", "latest"]) == 0
+    assert (output / "member_0" / "results.json").stat().st_mtime_ns == kept
+    resumed = json.loads((output / "results.json").read_text())
+    assert resumed["test"]["spearmanr"] == pytest.approx(results["test"]["spearmanr"], abs=1e-6)
+    assert main(flags) == 1
+    assert "already holds a run" in capsys.readouterr().err
