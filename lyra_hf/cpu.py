@@ -130,7 +130,9 @@ class WorkerPool:
     def __init__(self, state: dict, processes: int):
         self.state = state
         self.executor = None
+        self.processes = 1  # that serve `map` at once
         if processes > 1 and sys.platform.startswith("linux"):
+            self.processes = processes
             context = multiprocessing.get_context("fork")
             self.executor = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker, initargs=(state,))
 

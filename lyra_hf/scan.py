@@ -19,9 +19,10 @@ ID), replacing an earlier scan's files there only with `--overwrite`, and only o
 import argparse
 import importlib.util
 import itertools
-import math
 import re
 import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,13 +32,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cli
-from .checkpoints import load_models, locked_output_dir, replacing_outputs, write_csv
+from .checkpoints import atomic_file, load_models, locked_output_dir, replacing_outputs, write_csv
 from .cpu import CPU_BATCH_TOKENS, WorkerPool, configure_threads, plan_processes
 from .data import read_table
+from .incremental import IncrementalScorer
 from .tasks import task_of
 
 
-SCAN_OUTPUTS = ("singles.csv", "pairs.csv", "singles_heatmap.png", "positions.png", "epistasis.png")
+SCAN_OUTPUTS = ("singles.csv", "pairs.csv", "singles_heatmap.png", "positions.png", "epistasis.png", "pairs.parquet", "pair_summary.csv", "pair_summary.png")
 # Characters a FASTA ID keeps in its folder name; the others (path separators among them) become "_".
 UNSAFE_IN_FOLDER_NAME = re.compile(r"[^A-Za-z0-9._+-]")
 
@@ -55,6 +57,11 @@ class ScanResult:
     singles: datasets.Dataset
     pairs: datasets.Dataset | None = None
     members: int = 1
+    # From an all-pairs scan (`all_pairs`): the Parquet file of every double mutant, and per position pair (L x L,
+    # symmetric, NaN where not scanned) the largest |epistasis|, the mean epistasis and the fraction of positive
+    # epistasis over its letter pairs (of the first target, members' mean).
+    pairs_file: Path | None = None
+    pair_summary: dict[str, np.ndarray] | None = None
 
 
 def target_columns(model, target: str | int | None) -> tuple[list[str], int | None]:
@@ -108,7 +115,7 @@ def encode_wild_type(tokenizer, sequence: str) -> tuple[str, torch.Tensor, list[
 
 
 def auto_batch_size(model, length: int, device: torch.device) -> int:
-    """Sequences per batch: activations within about a quarter of free memory on a GPU; on a CPU, `CPU_BATCH_TOKENS`."""
+    """Mutants per batch: activations within about a quarter of free memory on a GPU; on a CPU, `CPU_BATCH_TOKENS`."""
     if device.type != "cuda":
         return max(1, CPU_BATCH_TOKENS // length)
     hidden = getattr(model.config, "hidden_size", 64)
@@ -116,33 +123,98 @@ def auto_batch_size(model, length: int, device: torch.device) -> int:
     return int(max(1, min(4096, torch.cuda.mem_get_info(device)[0] // 4 // bytes_per_sequence)))
 
 
+def scoring_state(models: list, wild_ids: torch.Tensor, attention_mask: torch.Tensor, device: torch.device, class_index: int | None) -> dict:
+    """What `score_group` needs, shared with worker processes: the models, the wild type, and per model an
+    `IncrementalScorer` holding the wild type's activations (None where a model needs full forward passes)."""
+    scorers = [IncrementalScorer(model, wild_ids, attention_mask) if IncrementalScorer.unsupported(model) is None else None for model in models]
+    return {"models": models, "scorers": scorers, "wild_ids": wild_ids.to(device), "attention_mask": attention_mask.to(device), "device": device, "class_index": class_index}
+
+
+def scoring_method(state: dict) -> str:
+    """How the mutants are scored, for the log."""
+    reasons = [IncrementalScorer.unsupported(model) for model, scorer in zip(state["models"], state["scorers"]) if scorer is None]
+    return f"full forward passes ({reasons[0]})" if reasons else "incremental (exact, from the wild type's cached activations)"
+
+
 @torch.no_grad()
-def score_batch(state: dict, input_ids: np.ndarray) -> np.ndarray:
-    """Scores of one batch of token ids by every model, (batch, num_models, num_targets) (run in this process or a
-    worker; `state` holds the models, device and class)."""
-    batch = torch.from_numpy(input_ids).to(state["device"])
+def score_group(state: dict, group: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Scores of a group of mutants by every model, (P, M, num_models, num_targets): `group` is (sites (P, k),
+    tokens (P, M, k)), mutant (i, j) putting `tokens[i, j]` at the positions `sites[i]` (run in this process or a
+    worker; `state` from `scoring_state`)."""
+    sites, tokens = (torch.from_numpy(array).to(state["device"]) for array in group)
     scores = []
-    for model in state["models"]:
-        logits = model(input_ids=batch, attention_mask=torch.ones_like(batch)).logits.float()
+    for model, scorer in zip(state["models"], state["scorers"]):
+        if scorer is not None:
+            logits = scorer.score(sites, tokens).flatten(0, 1)
+        else:
+            count = tokens.shape[0] * tokens.shape[1]
+            input_ids = state["wild_ids"].repeat(count, 1)
+            positions = sites[:, None].expand(tokens.shape).reshape(count, -1)
+            input_ids[torch.arange(count, device=input_ids.device)[:, None], positions] = tokens.reshape(count, -1)
+            logits = model(input_ids=input_ids, attention_mask=state["attention_mask"].expand_as(input_ids)).logits
+        logits = logits.float()
         if state["class_index"] is not None:
             logits = logits.softmax(-1)[:, state["class_index"] : state["class_index"] + 1]
         scores.append(logits.cpu().numpy().astype(np.float64))
-    return np.stack(scores, axis=1)
+    return np.stack(scores, axis=1).reshape(*tokens.shape[:2], len(scores), -1)
 
 
-def score_ids(workers: WorkerPool, input_ids: torch.Tensor, batch_size: int, description: str, progress: bool = True) -> np.ndarray:
-    """Scores of a (num_sequences, length) batch of token ids, (num_sequences, num_models, num_targets) floats, from a
-    pool of workers that holds the models (see `score_batch`); a pool of several processes scores the same batches and
-    so gives the same scores."""
-    # At least 8 batches when there is enough work, so that workers finish together; the same with one process.
-    batch_size = max(1, min(batch_size, max(64, math.ceil(len(input_ids) / 8))))
-    starts = range(0, len(input_ids), batch_size)
-    batches = (input_ids[start : start + batch_size].numpy() for start in starts)
-    scores = list(tqdm(workers.map(score_batch, batches), total=len(starts), desc=description, disable=not progress, leave=False))
-    if scores:
-        return np.concatenate(scores)
+def site_groups(sites: np.ndarray, tokens: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batches of about `batch_size` mutants for `score_group`: several whole sites, or one site's mutants in parts."""
+    per_site = tokens.shape[1]
+    if per_site >= batch_size:
+        for site in range(len(sites)):
+            for start in range(0, per_site, batch_size):
+                yield sites[site : site + 1], tokens[site : site + 1, start : start + batch_size]
+    else:
+        step = max(1, batch_size // per_site)
+        for start in range(0, len(sites), step):
+            yield sites[start : start + step], tokens[start : start + step]
+
+
+def substitution_table(sites: list[tuple[int, ...]], choices: dict[int, list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each site (a tuple of positions), every combination of its positions' substitutions (`choices[p]`: the
+    letter indices that can replace position p): sites (P, k), letter indices (P, M, k) padded to the longest with -1,
+    and a (P, M) mask of the real ones."""
+    combinations = [list(itertools.product(*(choices[position] for position in site))) for site in sites]
+    per_site = max((len(combos) for combos in combinations), default=0)
+    count = len(sites[0]) if sites else 1
+    letters = np.full((len(sites), per_site, count), -1, dtype=np.int64)
+    for row, combos in enumerate(combinations):
+        letters[row, : len(combos)] = combos
+    return np.array(sites, dtype=np.int64).reshape(len(sites), count), letters, letters[..., 0] >= 0
+
+
+def submit_sites(workers: WorkerPool, sites: np.ndarray, letters: np.ndarray, real: np.ndarray, letter_ids: torch.Tensor, batch_size: int, progress=None) -> Callable[[], np.ndarray]:
+    """Hand every real mutant of `substitution_table`'s sites to the pool at once; returns a function that waits for
+    their scores, (num_mutants, num_models, num_targets) in site then letter order (so the caller can work on the
+    last results while these are scored). `progress`, a tqdm bar, advances by each batch's mutants."""
     state = workers.state
-    return np.zeros((0, len(state["models"]), 1 if state["class_index"] is not None else state["models"][0].config.num_labels))
+    wild = state["wild_ids"].cpu().numpy()
+    # Padding entries put the wild type's own token back: a valid mutant whose score is dropped.
+    tokens = np.where(letters >= 0, letter_ids.numpy()[np.maximum(letters, 0)], wild[sites][:, None, :])
+    groups = list(site_groups(sites, tokens, batch_size))
+    results = workers.map(score_group, groups)
+    width = (len(state["models"]), 1 if state["class_index"] is not None else state["models"][0].config.num_labels)
+
+    def scores() -> np.ndarray:
+        collected = []
+        for group, result in zip(groups, results):
+            collected.append(result.reshape(-1, *width))
+            if progress is not None:
+                progress.update(result.shape[0] * result.shape[1])
+        if not collected:
+            return np.zeros((0, *width))
+        # Parts of one site come back as (1, m) pieces: join them per site before dropping the padding entries.
+        return np.concatenate(collected).reshape(len(sites), -1, *width)[real]
+
+    return scores
+
+
+def score_sites(workers: WorkerPool, sites: np.ndarray, letters: np.ndarray, real: np.ndarray, letter_ids: torch.Tensor, batch_size: int, description: str, progress: bool = True) -> np.ndarray:
+    """`submit_sites`, waited for, with a progress bar."""
+    with tqdm(total=real.size, desc=description, unit=" mutants", disable=not progress, leave=False) as bar:
+        return submit_sites(workers, sites, letters, real, letter_ids, batch_size, bar)()
 
 
 def parse_positions(spec: str, length: int) -> list[int]:
@@ -176,10 +248,15 @@ def scan(
     device: str | torch.device | None = None,
     progress: bool = True,
     processes: int = 1,
+    all_pairs: str | Path | None = None,
+    max_mutants: int | None = None,
 ) -> ScanResult:
     """Score every single mutant of `sequence` and, with `pairs` (1-based positions) or `top_k` (the positions with
     the largest single-mutant effect), every double mutant at those positions; with `processes` > 1, in that many
-    single-threaded worker processes (same scores). `models` is one model or an ensemble's members (`load_models`)."""
+    single-threaded worker processes (same scores). `models` is one model or an ensemble's members (`load_models`).
+
+    With `all_pairs` (a Parquet file to write), every double mutant over every pair of positions (of `pairs`, when
+    given) is streamed to that file instead (see `write_pair_map`), refused beyond `max_mutants` mutants."""
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     model = models[0]
     check_model(model)
@@ -192,83 +269,207 @@ def scan(
     letters = mutant_letters(tokenizer)
     letter_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(letters)))
     batch_size = batch_size or auto_batch_size(model, length, device)
+    # Padding characters stay padding (attention mask 0), as lyra-predict reads them.
+    attention_mask = torch.zeros(length, dtype=torch.long)
+    attention_mask[mutable] = 1
+    choices = {position: [index for index, token_id in enumerate(letter_ids.tolist()) if token_id != int(wild_ids[position])] for position in mutable}
 
-    state = {"models": models, "device": device, "class_index": class_index}
-    wild_score = score_batch(state, wild_ids[None].numpy())[0]
-    # Singles: every mutable position x every letter other than the wild type's.
-    single_positions, single_letters = [], []
-    for position in mutable:
-        for letter_index, token_id in enumerate(letter_ids.tolist()):
-            if token_id != int(wild_ids[position]):
-                single_positions.append(position)
-                single_letters.append(letter_index)
-    mutants = wild_ids.repeat(len(single_positions), 1)
-    mutants[torch.arange(len(single_positions)), torch.tensor(single_positions, dtype=torch.long)] = letter_ids[single_letters]
+    state = scoring_state(models, wild_ids, attention_mask, device, class_index)
+    if progress:
+        print(f"lyra-scan: scoring by {scoring_method(state)}", file=sys.stderr)
+    wild_score = score_group(state, (np.zeros((1, 1), dtype=np.int64) + mutable[0], wild_ids[[mutable[0]]].numpy()[None, None]))[0, 0]
+
+    def score_columns(**values):
+        """Columns per target: each of `values` (rows, members, targets) as the members' mean, and its standard
+        deviation after it when there are several."""
+        columns = {}
+        for column, name in enumerate(targets):
+            suffix = "" if len(targets) == 1 else f"_{name}"
+            for kind, array in values.items():
+                columns[f"{kind}{suffix}"] = array[:, :, column].mean(1).tolist()
+                if len(models) > 1:
+                    columns[f"{kind}{suffix}_std"] = array[:, :, column].std(1).tolist()
+        return columns
+
     # One pool for the singles and the doubles: its workers keep their memory from one batch to the next.
     with WorkerPool(state, processes) as workers:
-        single_scores = score_ids(workers, mutants, batch_size, "single mutants", progress)
+        single_sites, single_letters, real = substitution_table([(position,) for position in mutable], choices)
+        single_scores = score_sites(workers, single_sites, single_letters, real, letter_ids, batch_size, "single mutants", progress)
         single_deltas = single_scores - wild_score
-
-        def score_columns(**values):
-            """Columns per target: each of `values` (rows, members, targets) as the members' mean, and its standard
-            deviation after it when there are several."""
-            columns = {}
-            for column, name in enumerate(targets):
-                suffix = "" if len(targets) == 1 else f"_{name}"
-                for kind, array in values.items():
-                    columns[f"{kind}{suffix}"] = array[:, :, column].mean(1).tolist()
-                    if len(models) > 1:
-                        columns[f"{kind}{suffix}_std"] = array[:, :, column].std(1).tolist()
-            return columns
-
+        single_positions = np.repeat(single_sites[:, 0], real.sum(1))
+        single_letter_indices = single_letters[real][:, 0]
         singles = datasets.Dataset.from_dict(
             {
-                "position": [position + 1 for position in single_positions],
+                "position": (single_positions + 1).tolist(),
                 "wild_type": [sequence[position] for position in single_positions],
-                "mutant": [letters[index] for index in single_letters],
+                "mutant": [letters[index] for index in single_letter_indices],
                 **score_columns(score=single_scores, delta=single_deltas),
             }
         )
         result = ScanResult(sequence, targets, dict(zip(targets, wild_score.mean(0).tolist())), singles, members=len(models))
 
+        if all_pairs is not None:
+            chosen = [position - 1 for position in pairs if position - 1 in choices] if pairs else list(choices)
+            result.pairs_file = Path(all_pairs)
+            result.pair_summary = write_pair_map(
+                workers, result, chosen, choices, single_scores, wild_score, letter_ids, letters, batch_size, result.pairs_file, max_mutants, progress
+            )
+            return result
         if pairs is None and top_k:
             effect = np.zeros(length)
-            np.maximum.at(effect, np.array(single_positions), np.abs(single_deltas[:, :, 0].mean(1)))
+            np.maximum.at(effect, single_positions, np.abs(single_deltas[:, :, 0].mean(1)))
             pairs = sorted((np.argsort(-effect, kind="stable")[: max(2, top_k)] + 1).tolist())
         if pairs:
             if any(not 1 <= position <= length for position in pairs):
                 raise ValueError(f"Pair positions must lie in 1-{length}, got {pairs}.")
-            index_of = {(position, letter): row for row, (position, letter) in enumerate(zip(single_positions, single_letters))}
-            mutable_positions = set(mutable)
-            chosen = [position - 1 for position in pairs if position - 1 in mutable_positions]
-            rows = [
-                (a, letter_a, b, letter_b)
-                for a, b in itertools.combinations(chosen, 2)
-                for letter_a in range(len(letters))
-                for letter_b in range(len(letters))
-                if (a, letter_a) in index_of and (b, letter_b) in index_of
-            ]
-            doubles = wild_ids.repeat(len(rows), 1)
-            if rows:
-                a, letter_a, b, letter_b = (torch.tensor(column, dtype=torch.long) for column in zip(*rows))
-                doubles[torch.arange(len(rows)), a] = letter_ids[letter_a]
-                doubles[torch.arange(len(rows)), b] = letter_ids[letter_b]
-            double_scores = score_ids(workers, doubles, batch_size, "double mutants", progress)
-            single_a = single_scores[np.array([index_of[(row[0], row[1])] for row in rows], dtype=np.int64)]
-            single_b = single_scores[np.array([index_of[(row[2], row[3])] for row in rows], dtype=np.int64)]
+            chosen = [position - 1 for position in pairs if position - 1 in choices]
+            single_row = {(position, letter): row for row, (position, letter) in enumerate(zip(single_positions.tolist(), single_letter_indices.tolist()))}
+            double_sites, double_letters, real = substitution_table(list(itertools.combinations(chosen, 2)), choices)
+            double_scores = score_sites(workers, double_sites, double_letters, real, letter_ids, batch_size, "double mutants", progress)
+            a, b = (np.repeat(double_sites[:, column], real.sum(1)) if len(double_sites) else np.zeros(0, dtype=np.int64) for column in (0, 1))
+            letter_a, letter_b = (double_letters[real][:, column] if len(double_sites) else np.zeros(0, dtype=np.int64) for column in (0, 1))
+            single_a = single_scores[np.array([single_row[key] for key in zip(a.tolist(), letter_a.tolist())], dtype=np.int64)]
+            single_b = single_scores[np.array([single_row[key] for key in zip(b.tolist(), letter_b.tolist())], dtype=np.int64)]
             epistasis = double_scores - single_a - single_b + wild_score
             result.pairs = datasets.Dataset.from_dict(
                 {
-                    "position_a": [row[0] + 1 for row in rows],
-                    "wild_type_a": [sequence[row[0]] for row in rows],
-                    "mutant_a": [letters[row[1]] for row in rows],
-                    "position_b": [row[2] + 1 for row in rows],
-                    "wild_type_b": [sequence[row[2]] for row in rows],
-                    "mutant_b": [letters[row[3]] for row in rows],
+                    "position_a": (a + 1).tolist(),
+                    "wild_type_a": [sequence[position] for position in a],
+                    "mutant_a": [letters[index] for index in letter_a],
+                    "position_b": (b + 1).tolist(),
+                    "wild_type_b": [sequence[position] for position in b],
+                    "mutant_b": [letters[index] for index in letter_b],
                     **score_columns(score=double_scores, delta=double_scores - wild_score, epistasis=epistasis),
                 }
             )
         return result
+
+
+# Sites (position pairs) per chunk of an all-pairs scan: about 90,000 mutants (one Parquet row group) at 19 x 19
+# letters; two chunks are in flight, so that the workers score one while this process writes the other.
+PAIR_CHUNK_SITES = 256
+# --max-mutants' default: every pair of a 56-residue domain (556,000 mutants) runs; a 237-residue protein's 10 million
+# ask first.
+DEFAULT_MAX_MUTANTS = 2_000_000
+SUMMARY_NAMES = ("max_abs_epistasis", "mean_epistasis", "positive_fraction")
+
+
+def write_pair_map(
+    workers: WorkerPool,
+    result: ScanResult,
+    chosen: list[int],
+    choices: dict[int, list[int]],
+    single_scores: np.ndarray,
+    wild_score: np.ndarray,
+    letter_ids: torch.Tensor,
+    letters: str,
+    batch_size: int,
+    path: Path,
+    max_mutants: int | None = None,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Score every double mutant over every pair of `chosen` positions (0-based) and stream them to a Parquet file
+    (written under a temporary name, renamed when complete): position_a, wild_type_a, mutant_a, position_b,
+    wild_type_b, mutant_b, then score, delta and epistasis per target (float32; with an ensemble each followed by its
+    standard deviation over members). Memory stays bounded: two chunks of `PAIR_CHUNK_SITES` position pairs at a time.
+    Returns the position x position summaries of `ScanResult.pair_summary`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sites = list(itertools.combinations(chosen, 2))
+    total = sum(len(choices[a]) * len(choices[b]) for a, b in sites)
+    limit = DEFAULT_MAX_MUTANTS if max_mutants is None else max_mutants
+    if total > limit:
+        # The estimate times one batch of these double mutants here (after a first, warm-up one) and counts every
+        # worker process as this fast.
+        sample_sites, sample_letters, _ = substitution_table(sites[:1], choices)
+        wild = workers.state["wild_ids"].cpu().numpy()
+        tokens = letter_ids.numpy()[np.maximum(sample_letters, 0)]
+        group = next(site_groups(sample_sites, np.where(sample_letters >= 0, tokens, wild[sample_sites][:, None, :]), batch_size))
+        score_group(workers.state, group)
+        started = time.perf_counter()
+        score_group(workers.state, group)
+        rate = group[1].shape[0] * group[1].shape[1] / (time.perf_counter() - started) * workers.processes
+        seconds = total / rate
+        estimate = f"{seconds / 60:,.0f} min" if seconds >= 600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+        raise ValueError(
+            f"--all-pairs would score {total:,} double mutants ({len(sites):,} position pairs): about {estimate} at {rate:,.0f} "
+            f"mutants/s (one batch timed, x {workers.processes} process(es)); pass --max-mutants {total} (or more) to run it, "
+            "or narrow it with --pairs."
+        )
+    length, members = len(result.sequence), result.members
+    single_row = {}
+    for row, (position, mutant) in enumerate(zip(result.singles["position"], result.singles["mutant"])):
+        single_row[position - 1, letters.index(mutant)] = row
+    summary = {name: np.full((length, length), np.nan) for name in SUMMARY_NAMES}
+    letter_type = pa.dictionary(pa.int8(), pa.string())
+    fields = [("position_a", pa.int32()), ("wild_type_a", letter_type), ("mutant_a", letter_type)]
+    fields += [("position_b", pa.int32()), ("wild_type_b", letter_type), ("mutant_b", letter_type)]
+    values = []  # (column, kind, target, statistic over members)
+    for target, name in enumerate(result.targets):
+        suffix = "" if len(result.targets) == 1 else f"_{name}"
+        for kind in ("score", "delta", "epistasis"):
+            values.append((f"{kind}{suffix}", kind, target, np.mean))
+            if members > 1:
+                values.append((f"{kind}{suffix}_std", kind, target, np.std))
+    schema = pa.schema(fields + [(column, pa.float32()) for column, *_ in values])
+    alphabet = list(dict.fromkeys(letters + result.sequence))
+    wild_letters = np.array([alphabet.index(letter) for letter in result.sequence])
+    mutant_letter_index = np.array([alphabet.index(letter) for letter in letters])
+    alphabet = pa.array(alphabet)
+
+    def letter_column(indices: np.ndarray) -> pa.DictionaryArray:
+        return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int8()), alphabet)
+
+    def write(chunk: list[tuple[int, int]], real: np.ndarray, double_letters: np.ndarray, scores: np.ndarray) -> None:
+        counts = real.sum(1)
+        a, b = (np.repeat(np.array(chunk)[:, column], counts) for column in (0, 1))
+        letter_a, letter_b = double_letters[real][:, 0], double_letters[real][:, 1]
+        single_a = single_scores[[single_row[key] for key in zip(a.tolist(), letter_a.tolist())]]
+        single_b = single_scores[[single_row[key] for key in zip(b.tolist(), letter_b.tolist())]]
+        arrays = {"score": scores, "delta": scores - wild_score, "epistasis": scores - single_a - single_b + wild_score}
+        columns = [pa.array(a + 1, pa.int32()), letter_column(wild_letters[a]), letter_column(mutant_letter_index[letter_a])]
+        columns += [pa.array(b + 1, pa.int32()), letter_column(wild_letters[b]), letter_column(mutant_letter_index[letter_b])]
+        for _, kind, target, statistic in values:
+            columns.append(pa.array(statistic(arrays[kind][:, :, target], axis=1).astype(np.float32)))
+        writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+        # Per position pair, over its letter pairs: the members' mean epistasis of the first target.
+        epistasis = arrays["epistasis"][:, :, 0].mean(1)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        site_a, site_b = np.array(chunk).T
+        for name, reduced in (
+            ("max_abs_epistasis", np.maximum.reduceat(np.abs(epistasis), starts)),
+            ("mean_epistasis", np.add.reduceat(epistasis, starts) / counts),
+            ("positive_fraction", np.add.reduceat((epistasis > 0).astype(np.float64), starts) / counts),
+        ):
+            summary[name][site_a, site_b] = summary[name][site_b, site_a] = reduced
+
+    with atomic_file(path) as temporary, tqdm(total=total, desc="all double mutants", unit=" mutants", disable=not progress) as bar:
+        writer = pq.ParquetWriter(temporary, schema, compression="zstd")
+        try:
+            pending = []
+            for start in range(0, len(sites), PAIR_CHUNK_SITES):
+                chunk = sites[start : start + PAIR_CHUNK_SITES]
+                chunk_sites, double_letters, real = substitution_table(chunk, choices)
+                pending.append((chunk, real, double_letters, submit_sites(workers, chunk_sites, double_letters, real, letter_ids, batch_size)))
+                if len(pending) == 2:
+                    chunk, real, double_letters, scores = pending.pop(0)
+                    write(chunk, real, double_letters, scores())
+                    bar.update(int(real.sum()))
+            for chunk, real, double_letters, scores in pending:
+                write(chunk, real, double_letters, scores())
+                bar.update(int(real.sum()))
+        finally:
+            writer.close()
+    return summary
+
+
+def scan_all_pairs(models, tokenizer, sequence: str, path: str | Path, **options) -> tuple[datasets.Dataset, dict[str, np.ndarray], ScanResult]:
+    """Every double mutant over every pair of positions (or of `pairs=`) streamed to the Parquet file `path`; returns
+    it as a `datasets.Dataset` (memory-mapped Arrow built from the file), the position x position summaries
+    (`ScanResult.pair_summary`) and the whole `ScanResult` (singles included). `options` as for `scan`."""
+    result = scan(models, tokenizer, sequence, all_pairs=path, **options)
+    return datasets.Dataset.from_parquet(str(path)), result.pair_summary, result
 
 
 # --- figures -----------------------------------------------------------------------------------------------------
@@ -350,6 +551,20 @@ def plot(result: ScanResult, output_dir: Path, letters: str, heatmap: str = "del
         axis.set_title("Strongest epistasis per position pair")
         figure.colorbar(image, ax=axis, label="epistasis")
         written.append(_save(figure, output_dir / "epistasis.png"))
+
+    if result.pair_summary is not None:
+        strongest = result.pair_summary["max_abs_epistasis"]
+        scanned = np.flatnonzero(~np.isnan(strongest).all(0))
+        if len(scanned):
+            matrix = strongest[np.ix_(scanned, scanned)]
+            figure, axis = plt.subplots(figsize=(6, 5.2))
+            extent = (scanned[0] + 0.5, scanned[-1] + 1.5, scanned[-1] + 1.5, scanned[0] + 0.5)  # 1-based positions
+            image = axis.imshow(matrix, cmap="magma", vmin=0, interpolation="nearest", extent=extent if len(scanned) == scanned[-1] - scanned[0] + 1 else None)
+            axis.set_xlabel("position")
+            axis.set_ylabel("position")
+            axis.set_title(f"Largest |epistasis| per position pair (all {len(scanned)}-position double mutants)")
+            figure.colorbar(image, ax=axis, label="max |epistasis| over letter pairs")
+            written.append(_save(figure, output_dir / "pair_summary.png"))
     return written
 
 
@@ -375,6 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--pairs", help="positions for the double-mutant scan, e.g. 10-20,45,47 (1-based)")
     parser.add_argument("--top-k", type=int, help="double-mutant scan over the K positions with the largest single effect")
+    parser.add_argument(
+        "--all-pairs", action="store_true", help="every double mutant over every pair of positions (or of --pairs), to pairs.parquet, with a position x position summary"
+    )
+    parser.add_argument(
+        "--max-mutants", type=int, help=f"--all-pairs refuses to score more double mutants than this, naming the count and the time it would take (default {DEFAULT_MAX_MUTANTS:,})"
+    )
     parser.add_argument("--target", help="class (name or index) whose probability a classifier scores; default: the last")
     parser.add_argument("--batch-size", type=int, help=f"default: about {CPU_BATCH_TOKENS:,} tokens a batch on a CPU, a quarter of free memory on a GPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -389,6 +610,10 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.pairs and args.top_k:
         parser.error("give --pairs or --top-k, not both")
+    if args.all_pairs and args.top_k:
+        parser.error("--all-pairs scans every pair of positions (or of --pairs); --top-k does not apply")
+    if args.max_mutants is not None and (args.max_mutants < 1 or not args.all_pairs):
+        parser.error(f"--max-mutants needs --all-pairs and at least 1, got {args.max_mutants}")
     if args.top_k is not None and args.top_k < 2:
         parser.error(f"--top-k must be at least 2, got {args.top_k}")
     if args.batch_size is not None and args.batch_size < 1:
@@ -417,16 +642,19 @@ def record_folders(ids: list[str]) -> list[str]:
     return folders
 
 
-def write_result(result: ScanResult, folder: Path, letters: str, figures: bool, heatmap: str = "delta") -> list[Path]:
-    """Write the tables (and figures) into `folder`, replacing an earlier scan's files there, including those this
-    one does not write (e.g. its pairs.csv), once all are complete."""
-    with replacing_outputs(folder, SCAN_OUTPUTS) as (temporary, written):
-        write_csv(temporary / "singles.csv", result.singles.to_dict())
-        if result.pairs is not None:
-            write_csv(temporary / "pairs.csv", result.pairs.to_dict())
-        if figures:
-            plot(result, temporary, letters, heatmap)
-    return written
+def write_tables(result: ScanResult, folder: Path, letters: str, figures: bool, heatmap: str = "delta") -> None:
+    """Write the tables (and figures) of a scan into `folder` (an all-pairs scan's Parquet file is there already)."""
+    write_csv(folder / "singles.csv", result.singles.to_dict())
+    if result.pairs is not None:
+        write_csv(folder / "pairs.csv", result.pairs.to_dict())
+    if result.pair_summary is not None:
+        rows = np.argwhere(np.triu(~np.isnan(result.pair_summary["max_abs_epistasis"]), 1))
+        columns = {"position_a": rows[:, 0] + 1, "wild_type_a": [result.sequence[a] for a in rows[:, 0]]}
+        columns.update({"position_b": rows[:, 1] + 1, "wild_type_b": [result.sequence[b] for b in rows[:, 1]]})
+        columns.update({name: result.pair_summary[name][rows[:, 0], rows[:, 1]] for name in SUMMARY_NAMES})
+        write_csv(folder / "pair_summary.csv", {name: list(values) for name, values in columns.items()})
+    if figures:
+        plot(result, folder, letters, heatmap)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -462,11 +690,19 @@ def run(args: argparse.Namespace) -> None:
             figures = False
             print("lyra-scan: matplotlib is not installed, writing CSV files only (pip install lyra-hf[plot] for figures).", file=sys.stderr)
         for folder, sequence, pairs in jobs:
-            result = scan(
-                models, tokenizer, sequence, pairs=pairs, top_k=args.top_k, target=args.target, batch_size=args.batch_size, device=args.device, processes=processes
-            )
-            written = write_result(result, output_dir / folder, mutant_letters(tokenizer), figures, args.heatmap)
+            # Everything is written into a temporary folder and moved into place once complete: an interrupted scan
+            # (an all-pairs one included) leaves no partial output, and an earlier scan's files stay until then.
+            with replacing_outputs(output_dir / folder, SCAN_OUTPUTS) as (temporary, written):
+                result = scan(
+                    models, tokenizer, sequence, pairs=pairs, top_k=args.top_k, target=args.target, batch_size=args.batch_size, device=args.device,
+                    processes=processes, all_pairs=temporary / "pairs.parquet" if args.all_pairs else None, max_mutants=args.max_mutants,
+                )  # fmt: skip
+                write_tables(result, temporary, mutant_letters(tokenizer), figures, args.heatmap)
             doubles = len(result.pairs) if result.pairs is not None else 0
+            if result.pairs_file is not None:
+                import pyarrow.parquet as pq
+
+                doubles = pq.ParquetFile(output_dir / folder / "pairs.parquet").metadata.num_rows
             print(f"lyra-scan: {folder or 'sequence'}: {len(result.singles):,} single and {doubles:,} double mutants -> {', '.join(map(str, written))}")
 
 

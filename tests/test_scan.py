@@ -1,4 +1,5 @@
 import csv
+import math
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from transformers import PretrainedConfig
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from lyra_hf import LyraConfig, LyraForSequenceClassification, LyraForSequenceRegression, LyraForTokenClassification, LyraTokenizer
-from lyra_hf.scan import main, mutant_letters, parse_positions, scan
+from lyra_hf.scan import main, mutant_letters, parse_positions, scan, scan_all_pairs
 
 
 WILD_TYPE = "MKTAYIAKQR"
@@ -183,3 +184,93 @@ def test_an_ensemble_scan_gives_the_members_mean_and_spread_of_scores_deltas_and
     assert (output / "singles_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     single = ["--model", str(tmp_path / "ensemble" / "member_0"), "--sequence", WILD_TYPE, "--output-dir", str(tmp_path / "one"), "--heatmap", "std"]
     assert main(single) == 1
+
+
+def test_the_complete_pair_map_of_an_additive_model_has_no_epistasis_and_finds_a_known_pair(tmp_path):
+    import pyarrow.parquet as pq
+
+    tokenizer = LyraTokenizer()
+    ids = tokenizer.convert_tokens_to_ids
+    additive = PolynomialModel(len(WILD_TYPE), len(tokenizer))
+    dataset, summary, result = scan_all_pairs(additive, tokenizer, WILD_TYPE, tmp_path / "additive.parquet", progress=False)
+    length = len(WILD_TYPE)
+    assert len(dataset) == pq.ParquetFile(tmp_path / "additive.parquet").metadata.num_rows == math.comb(length, 2) * 19**2
+    assert np.abs(np.array(dataset["epistasis"])).max() < 1e-5
+    assert np.abs(np.array(dataset["delta"])).max() > 0.1
+    assert summary["max_abs_epistasis"].shape == (length, length) and np.nanmax(summary["max_abs_epistasis"]) < 1e-5
+    assert np.isnan(np.diag(summary["max_abs_epistasis"])).all() and not np.isnan(summary["max_abs_epistasis"][0, length - 1])
+
+    pair = ((2, ids("W")), (6, ids("C")), 3.0)
+    epistatic = PolynomialModel(len(WILD_TYPE), len(tokenizer), pair=pair)
+    _, summary, _ = scan_all_pairs(epistatic, tokenizer, WILD_TYPE, tmp_path / "epistatic.parquet", progress=False)
+    strongest = np.unravel_index(np.nanargmax(summary["max_abs_epistasis"]), summary["max_abs_epistasis"].shape)
+    assert sorted(int(position) for position in strongest) == [2, 6]
+    assert summary["max_abs_epistasis"][2, 6] == pytest.approx(3.0, abs=1e-5)
+    assert summary["mean_epistasis"][2, 6] == pytest.approx(3.0 / 19**2, abs=1e-6)
+
+
+def test_all_pairs_cli_counts_every_double_mutant_and_refuses_beyond_max_mutants(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    model, _ = tiny_lyra()
+    tokenizer = LyraTokenizer(padding_characters="J")
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    # X (any residue) is replaced by 20 letters, the others by 19; J is padding and never mutated.
+    wild_type = "MKXAYJAKQR"
+    base = ["--model", str(tmp_path / "model"), "--sequence", wild_type, "--all-pairs"]
+    assert main([*base, "--output-dir", str(tmp_path / "scan"), "--no-figures"]) == 0
+    table = pq.read_table(tmp_path / "scan" / "pairs.parquet")
+    # 9 mutable positions: 8 with 19 letters and X with 20.
+    expected = math.comb(8, 2) * 19**2 + 8 * 19 * 20
+    assert table.num_rows == expected and table.schema.field("epistasis").type == "float"
+    assert table.column_names == ["position_a", "wild_type_a", "mutant_a", "position_b", "wild_type_b", "mutant_b", "score", "delta", "epistasis"]
+    assert 6 not in table.column("position_a").to_pylist() + table.column("position_b").to_pylist()
+    with open(tmp_path / "scan" / "pair_summary.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == math.comb(9, 2)
+    capsys.readouterr()
+    assert main([*base, "--output-dir", str(tmp_path / "refused"), "--max-mutants", "1000"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"--all-pairs would score {expected:,} double mutants (36 position pairs): about" in error and f"--max-mutants {expected}" in error
+    assert not (tmp_path / "refused" / "pairs.parquet").exists()
+
+
+def test_an_interrupted_all_pairs_scan_leaves_no_partial_output(tmp_path, monkeypatch):
+    import lyra_hf.scan as scan_module
+
+    model, tokenizer = tiny_lyra()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    output = tmp_path / "scan"
+    flags = ["--model", str(tmp_path / "model"), "--sequence", WILD_TYPE, "--output-dir", str(output), "--no-figures", "--num-processes", "1"]
+    assert main(flags) == 0  # an earlier scan, kept whole
+    earlier = (output / "singles.csv").read_text()
+    monkeypatch.setattr(scan_module, "PAIR_CHUNK_SITES", 4)
+    real_score_group, calls = scan_module.score_group, []
+
+    def interrupted(state, group):
+        calls.append(1)
+        if len(calls) > 20:  # after the singles and some double mutants have been written
+            raise KeyboardInterrupt
+        return real_score_group(state, group)
+
+    monkeypatch.setattr(scan_module, "score_group", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main([*flags, "--all-pairs", "--overwrite", "--batch-size", "50"])
+    assert sorted(path.name for path in output.iterdir()) == [".lyra-hf.lock", "singles.csv"]
+    assert (output / "singles.csv").read_text() == earlier
+
+
+def test_padding_characters_of_the_wild_type_stay_padding_as_in_lyra_predict():
+    model, _ = tiny_lyra()
+    tokenizer = LyraTokenizer(padding_characters="J")
+    result = scan(model, tokenizer, "JJMKTAYJJ", progress=False)
+    with torch.no_grad():
+        expected = model(**tokenizer("JJMKTAYJJ", return_tensors="pt")).logits[0, 0]
+    assert result.wild_type_scores[result.targets[0]] == pytest.approx(float(expected), abs=1e-6)
+    assert sorted(set(result.singles["position"])) == [3, 4, 5, 6, 7]
+    mutant = "JJMKTAWJJ"
+    with torch.no_grad():
+        expected = model(**tokenizer(mutant, return_tensors="pt")).logits[0, 0]
+    row = [index for index, (position, letter) in enumerate(zip(result.singles["position"], result.singles["mutant"])) if (position, letter) == (7, "W")][0]
+    assert result.singles[row]["score"] == pytest.approx(float(expected), abs=1e-6)
