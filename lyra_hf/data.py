@@ -438,6 +438,13 @@ def load_sequence_dataset(
     )
 
 
+def synthetic_wild_type(length: int = 30, seed: int = 0) -> str:
+    """The wild type of `synthetic_fitness_dataset(length=length, seed=seed)` (its first random draw), e.g. to scan
+    the model `lyra-train` trains on it: `synthetic_wild_type(seed=42)` for the default run."""
+    canonical = "ACDEFGHIKLMNPQRSTVWY"
+    return "".join(canonical[index] for index in np.random.default_rng(seed).integers(len(canonical), size=length))
+
+
 def synthetic_fitness_dataset(
     num_train: int = 6000,
     num_validation: int = 500,

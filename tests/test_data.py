@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,3 +193,13 @@ def test_residues_without_a_label_give_no_loss(tmp_path):
     bad = write(tmp_path / "bad.csv", "sequence,ss,mask\nMKTA,HHEE,1101\nMKT,HHE,11\n")
     with pytest.raises(ValueError, match="mask '11' in column 'mask' at row 2 must be one 0 or 1 per residue"):
         load_sequence_dataset(bad, validation_file=bad, label_columns="ss", task="token-classification", mask_column="mask")
+
+
+def test_synthetic_wild_type_is_the_landscape_s_wild_type():
+    from lyra_hf.data import synthetic_fitness_dataset, synthetic_wild_type
+
+    wild_type = synthetic_wild_type(length=30, seed=42)
+    variants = synthetic_fitness_dataset(num_train=200, num_validation=10, num_test=10, seed=42)["train"]["sequence"]
+    differences = [sum(a != b for a, b in zip(variant, wild_type)) for variant in variants]
+    assert len(wild_type) == 30 and min(differences) >= 1 and np.mean(differences) < 4  # 1 + Poisson(2) substitutions
+    assert synthetic_wild_type(length=30, seed=43) != wild_type
