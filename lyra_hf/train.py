@@ -348,7 +348,7 @@ def ensemble_logits(logits: list[torch.Tensor], task: str) -> torch.Tensor:
     return stacked.mean(0) if task == "regression" else stacked.softmax(-1).mean(0).log()
 
 
-def evaluate(models, dataloader, accelerator, compute_metrics, task: str, description: str) -> dict:
+def evaluate(models, dataloader, accelerator, compute_metrics, task: str, description: str, progress: bool = True) -> dict:
     """Metrics of a model, or of a list of models' mean prediction (`ensemble_logits`), on a (prepared) dataloader;
     predictions are gathered across processes with `gather_for_metrics`, which drops the samples the last batch
     repeats to even out the processes."""
@@ -356,7 +356,7 @@ def evaluate(models, dataloader, accelerator, compute_metrics, task: str, descri
     for model in models:
         model.eval()
     predictions, references = [], []
-    for batch in tqdm(dataloader, desc=description, leave=False, disable=not accelerator.is_local_main_process):
+    for batch in tqdm(dataloader, desc=description, leave=False, disable=not (progress and accelerator.is_local_main_process)):
         labels = batch.pop("labels")
         with torch.no_grad():
             logits = ensemble_logits([model(**batch).logits.float() for model in models], task)
@@ -606,7 +606,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
         state["train_seconds"] += time.perf_counter() - started
         state["train_samples"] += samples
 
-        metrics = evaluate(evaluated_model, eval_loaders["validation"], accelerator, compute_metrics, args.task, "validation")
+        metrics = evaluate(evaluated_model, eval_loaders["validation"], accelerator, compute_metrics, args.task, "validation", not args.quiet)
         if args.metric_for_best_model not in metrics:  # AUROC is left out when a class is missing from validation
             raise ValueError(f"--metric-for-best-model {args.metric_for_best_model!r} is not among the validation metrics {sorted(metrics)}.")
         state["history"].append({"epoch": epoch, **metrics})
@@ -630,7 +630,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
     results = {
         "validation": next(entry for entry in state["history"] if entry["epoch"] == state["best_epoch"]),
         "test": (
-            evaluate(best_model, eval_loaders["test"], accelerator, compute_metrics, args.task, "test")
+            evaluate(best_model, eval_loaders["test"], accelerator, compute_metrics, args.task, "test", not args.quiet)
             if "test" in eval_loaders
             else None
         ),
@@ -897,7 +897,7 @@ def evaluate_ensemble(args: argparse.Namespace, models: list, tokenizer, dataset
         loader = accelerator.prepare_data_loader(
             DataLoader(sort_by_length(tokenized[split]), batch_size=args.batch_size, collate_fn=task.collator(tokenizer))
         )
-        results[split] = evaluate(models, loader, accelerator, compute_metrics, args.task, f"ensemble {split}")
+        results[split] = evaluate(models, loader, accelerator, compute_metrics, args.task, f"ensemble {split}", not args.quiet)
     results["members"] = {
         member: {"seed": results["seeds"][index], "best_epoch": runs[member]["best_epoch"], "validation": runs[member]["validation"], "test": runs[member]["test"]}
         for index, member in enumerate(members)

@@ -63,3 +63,20 @@ def test_classifier_logits_and_the_fallback_rule():
     assert IncrementalScorer.unsupported(model) is None
     with pytest.raises(ValueError, match="is not a Lyra sequence regression or classification head"):
         IncrementalScorer(torch.nn.Linear(2, 2), wild)
+
+
+def test_without_the_substitution_table_every_window_is_computed_alike(monkeypatch):
+    import lyra_hf.incremental as incremental
+
+    torch.manual_seed(2)
+    tokenizer = LyraTokenizer()
+    model = LyraForSequenceRegression(LyraConfig(vocab_size=len(tokenizer), hidden_size=16, state_size=8)).eval()
+    wild = torch.randint(5, 25, (LENGTH,))
+    sites, tokens = torch.tensor(DOUBLES), torch.randint(5, 25, (len(DOUBLES), 5, 2))
+    with_table = IncrementalScorer(model, wild)
+    monkeypatch.setattr(incremental, "SUBSTITUTION_TABLE_BYTES", 0)
+    without = IncrementalScorer(model, wild)
+    assert with_table.substitutions is not None and without.substitutions is None
+    full = full_forward(model, wild, torch.ones(LENGTH, dtype=torch.long), sites, tokens)
+    for scorer in (with_table, without):
+        assert (scorer.score(sites, tokens).flatten(0, 1) - full).abs().max() < 1e-5 * full.abs().max()
