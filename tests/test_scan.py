@@ -274,3 +274,17 @@ def test_padding_characters_of_the_wild_type_stay_padding_as_in_lyra_predict():
         expected = model(**tokenizer(mutant, return_tensors="pt")).logits[0, 0]
     row = [index for index, (position, letter) in enumerate(zip(result.singles["position"], result.singles["mutant"])) if (position, letter) == (7, "W")][0]
     assert result.singles[row]["score"] == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_an_ensemble_pair_map_gives_the_members_mean_and_spread_in_worker_processes(tmp_path):
+    members = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        tokenizer = LyraTokenizer()
+        members.append(LyraForSequenceRegression(LyraConfig(hidden_size=16, state_size=8, vocab_size=len(tokenizer))).eval())
+    together, _, _ = scan_all_pairs(members, tokenizer, "MKTAYIA", tmp_path / "both.parquet", processes=2, progress=False)
+    alone = [scan_all_pairs(member, tokenizer, "MKTAYIA", tmp_path / f"{index}.parquet", progress=False)[0] for index, member in enumerate(members)]
+    assert len(together) == math.comb(7, 2) * 19**2
+    epistasis = np.array([dataset["epistasis"] for dataset in alone])
+    np.testing.assert_allclose(together["epistasis"], epistasis.mean(0), atol=1e-6)
+    np.testing.assert_allclose(together["epistasis_std"], epistasis.std(0), atol=1e-6)
