@@ -559,10 +559,11 @@ def plot(result: ScanResult, output_dir: Path, letters: str, heatmap: str = "del
             matrix = strongest[np.ix_(scanned, scanned)]
             figure, axis = plt.subplots(figsize=(6, 5.2))
             extent = (scanned[0] + 0.5, scanned[-1] + 1.5, scanned[-1] + 1.5, scanned[0] + 0.5)  # 1-based positions
-            image = axis.imshow(matrix, cmap="magma", vmin=0, interpolation="nearest", extent=extent if len(scanned) == scanned[-1] - scanned[0] + 1 else None)
+            colors = matplotlib.colormaps["magma"].with_extremes(bad="lightgrey")  # the diagonal: no pair
+            image = axis.imshow(matrix, cmap=colors, vmin=0, interpolation="nearest", extent=extent if len(scanned) == scanned[-1] - scanned[0] + 1 else None)
             axis.set_xlabel("position")
             axis.set_ylabel("position")
-            axis.set_title(f"Largest |epistasis| per position pair (all {len(scanned)}-position double mutants)")
+            axis.set_title("Largest |epistasis| per position pair")
             figure.colorbar(image, ax=axis, label="max |epistasis| over letter pairs")
             written.append(_save(figure, output_dir / "pair_summary.png"))
     return written
