@@ -5,8 +5,10 @@ r = k // 2) widens the change by r on each side, so after the n PGC blocks the i
 from the wild type's at most at p - R ... p + R (R = n r; 2 for the default model). That layer's convolution is
 linear, so its output changes by K * du: a sum of a few shifted copies of the kernel, computed as one small grouped
 convolution, instead of a new FFT convolution over the whole sequence. Everything after it is per position (GELU, the
-GLU-gated projection, the residual) up to pooling and the head; further S4D layers run in full. For the default model
-at L = 237 a mutant then costs the per-position layers of one S4D block instead of a whole forward pass.
+GLU-gated projection, the residual) up to pooling and the head. For the default model at L = 237 a mutant then costs
+the per-position layers of one S4D block instead of a whole forward pass. Further S4D layers run in full on every
+mutant, each costing what it costs in a forward pass (its FFT convolution and projection over all L positions), so a
+model with two S4D layers gains well under half as much.
 
 The scores equal full forward passes up to float rounding (the wild type's convolution comes from an FFT, the change
 from a direct sum; about 1e-6 relative in float32). Every Lyra configuration is covered (any odd PGC kernel, causal or
@@ -155,8 +157,7 @@ class IncrementalScorer:
 
         # 2. The first S4D layer's output (with the D skip) changes by the sum over those positions of K[t - s] du[s]:
         # per channel and site, the (M, C) changes of its mutants times the (C, L) kernel rows shifted to its
-        # positions, one batched matrix product that starts from the wild type's output. From here the layout is
-        # (H, batch, L), so that the position-wise projection is one matrix product without transposed copies.
+        # positions, one batched matrix product that starts from the wild type's output, in the (H, batch, L) layout.
         widest = (self.lag_bank.shape[1] - 1) // 2
         site_where = where.view(num_sites, per_site, -1)[:, 0]  # (P, C): the same positions for a site's mutants
         lags = (widest - site_where)[..., None] + torch.arange(length, device=self.device)
@@ -167,19 +168,22 @@ class IncrementalScorer:
         delta = torch.cat([delta, delta.new_ones(hidden_size, num_sites, per_site, 1)], dim=3)
         convolved = torch.bmm(delta.reshape(hidden_size * num_sites, per_site, -1), rows.view(hidden_size * num_sites, -1, length))
 
-        # 3. Per position from here: the rest of the first S4D layer (GELU, projection, GLU) and its residual.
+        # 3. Per position from here: the rest of the first S4D layer (GELU, projection, GLU) and its residual. The
+        # projection reads the (H, B L) activations as their transpose, which BLAS takes as it is, and writes the
+        # (B L, 2H) layout whose bias and GLU run along rows.
         activated = mixer.activation(convolved).view(hidden_size, batch * length)
-        mixed = nn.functional.glu(torch.addmm(mixer.output_linear.bias[:, None], mixer.output_linear.weight, activated), dim=0)
+        projected = torch.addmm(mixer.output_linear.bias, activated.T, mixer.output_linear.weight.T)
+        mixed = nn.functional.glu(projected, dim=-1).view(batch, length, hidden_size)
         changed_hidden = changed - self.wild_hidden[where.clamp(0, length - 1)]  # (B, C, H)
         if self.sum_pooled:
             # Mean over real positions of wild hidden + its changes + the layer's output.
             weights = self.pooling_weights[where.clamp(0, length - 1)] * keep
-            pooled = self.wild_pooled + (weights[..., None] * changed_hidden).sum(1) + (mixed.view(hidden_size, batch, length) @ self.pooling_weights).T
+            pooled = self.wild_pooled + (weights[..., None] * changed_hidden).sum(1) + torch.matmul(self.pooling_weights, mixed)
             return model.score(pooled).view(num_sites, per_site, -1)
-        hidden_states = (self.wild_hidden.T[:, None] + mixed.view(hidden_size, batch, length)).view(hidden_size, -1)
+        hidden_states = (self.wild_hidden + mixed).view(batch * length, hidden_size)
         rows, columns = keep.nonzero(as_tuple=True)
-        hidden_states.index_add_(1, rows * length + where[rows, columns], changed_hidden[rows, columns].T)
-        hidden_states = hidden_states.view(hidden_size, batch, length).permute(1, 2, 0)  # (B, L, H), a view
+        hidden_states.index_add_(0, rows * length + where[rows, columns], changed_hidden[rows, columns])
+        hidden_states = hidden_states.view(batch, length, hidden_size)
         attention_mask = self.attention_mask.expand(batch, length)
         for layer in backbone.layers[1:]:
             hidden_states = layer(hidden_states, attention_mask[..., None])
