@@ -3,10 +3,10 @@
     python scripts/benchmark_scan.py --output results/scan.json
 
 1. Scoring speed of double mutants (mutants/s, one process, one thread) at L = 56, 237 and 1,000 with the default
-   model: `lyra_hf.incremental` and full forward passes on the same batches (the all-pairs scan's: 19 x 19 letters of
+   model (and at 1,000 with two S4D layers): `lyra_hf.incremental` and full forward passes on the same batches (the all-pairs scan's: 19 x 19 letters of
    one position pair at a time, as many as `lyra-scan`'s default CPU batch holds), alternately, best of 3 each.
-2. `lyra-scan --all-pairs` of a random 56-letter and a random 237-letter wild type (every double mutant: 556,206 and
-   10,077,... ) on all usable CPUs: the command's wall time (about 10 s of it is importing torch and transformers) and
+2. `lyra-scan --all-pairs` of a random 56-letter and a random 237-letter wild type (every double mutant: 555,940 and
+   10,095,726) on all usable CPUs: the command's wall time (about 10 s of it is importing torch and transformers) and
    the peak memory of its process tree (PSS, sampled once a second; see benchmark_cpu.py).
 
 The model is the default Lyra with random weights (seed 0): speed does not depend on the weights. Run it with nothing
@@ -31,12 +31,12 @@ from benchmark_cpu import run
 LETTERS = "ACDEFGHIKLMNPQRSTVWY"
 
 
-def default_model():
+def default_model(**config):
     from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer
 
     torch.manual_seed(0)
     tokenizer = LyraTokenizer()
-    return LyraForSequenceRegression(LyraConfig(vocab_size=len(tokenizer))).eval(), tokenizer
+    return LyraForSequenceRegression(LyraConfig(vocab_size=len(tokenizer), **config)).eval(), tokenizer
 
 
 def random_wild_type(length: int, seed: int = 0) -> str:
@@ -44,13 +44,15 @@ def random_wild_type(length: int, seed: int = 0) -> str:
 
 
 def scoring_speed(lengths: list[int], repeats: int = 3) -> dict:
-    """Mutants/s of the two scorers on the same groups of double mutants."""
+    """Mutants/s of the two scorers on the same groups of double mutants; the last length also with two S4D layers
+    (the incremental path is exact for the first and runs the second in full)."""
     from lyra_hf.scan import auto_batch_size, score_group, scoring_state, site_groups
 
     torch.set_num_threads(1)
-    model, tokenizer = default_model()
     results = {}
-    for length in lengths:
+    for length, layers in [(length, 1) for length in lengths] + [(lengths[-1], 2)]:
+        model, tokenizer = default_model(num_s4d_layers=layers)
+        label = str(length) if layers == 1 else f"{length}, 2 S4D layers"
         wild_ids = torch.tensor(tokenizer(random_wild_type(length))["input_ids"])
         mask = torch.ones(length, dtype=torch.long)
         incremental = scoring_state([model], wild_ids, mask, torch.device("cpu"), None)
@@ -70,8 +72,8 @@ def scoring_speed(lengths: list[int], repeats: int = 3) -> dict:
                 for group in groups:
                     score_group(state, group)
                 best[name] = max(best.get(name, 0.0), mutants / (time.perf_counter() - started))
-        results[length] = {**best, "ratio": best["incremental"] / best["full forward"], "mutants": mutants}
-        print(f"L = {length}: incremental {best['incremental']:,.0f} mutants/s, full forward {best['full forward']:,.0f}: {results[length]['ratio']:.2f}x", flush=True)
+        results[label] = {**best, "ratio": best["incremental"] / best["full forward"], "mutants": mutants}
+        print(f"L = {label}: incremental {best['incremental']:,.0f} mutants/s, full forward {best['full forward']:,.0f}: {results[label]['ratio']:.2f}x", flush=True)
     return results
 
 
