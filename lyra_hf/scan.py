@@ -702,6 +702,7 @@ def run(args: argparse.Namespace) -> None:
             figures = False
             print("lyra-scan: matplotlib is not installed, writing CSV files only (pip install lyra-hf[plot] for figures).", file=sys.stderr)
         for folder, sequence, pairs in jobs:
+            started = time.perf_counter()
             # Everything is written into a temporary folder and moved into place once complete: an interrupted scan
             # (an all-pairs one included) leaves no partial output, and an earlier scan's files stay until then.
             with replacing_outputs(output_dir / folder, SCAN_OUTPUTS) as (temporary, written):
@@ -715,7 +716,12 @@ def run(args: argparse.Namespace) -> None:
                 import pyarrow.parquet as pq
 
                 doubles = pq.ParquetFile(output_dir / folder / "pairs.parquet").metadata.num_rows
-            print(f"lyra-scan: {folder or 'sequence'}: {len(result.singles):,} single and {doubles:,} double mutants -> {', '.join(map(str, written))}")
+            seconds = time.perf_counter() - started
+            mutants = len(result.singles) + doubles
+            print(
+                f"lyra-scan: {folder or 'sequence'}: {len(result.singles):,} single and {doubles:,} double mutants in {seconds:.1f} s "
+                f"({mutants / seconds:,.0f} mutants/s) -> {', '.join(map(str, written))}"
+            )
 
 
 def main(argv=None) -> int:
