@@ -648,16 +648,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
     }
     if accelerator.is_main_process:
         write_json(output_dir / RESULTS_FILE, results)
-        card = build_model_card(
-            accelerator.unwrap_model(best_model),
-            tokenizer,
-            args.push_to_hub or f"local/{output_dir.name}",
-            results,
-            dataset_name=args.hub_dataset_name or (Path(args.train_file).stem if args.train_file else "synthetic-epistatic-landscape"),
-            license=args.hub_license,
-            training_data=describe_data(args, dataset),
-            protocol=describe_protocol(args, results),
-        )
+        card = run_card(args, accelerator.unwrap_model(best_model), tokenizer, results, dataset, describe_protocol(args, results))
         write_text(output_dir / BEST_DIR / "README.md", str(card))
         if args.push_to_hub:
             url = push_run(output_dir, args.push_to_hub, card, private=args.hub_private, revision=args.hub_revision)
@@ -693,6 +684,21 @@ def describe_protocol(args, results: dict) -> str:
         + (f", weights averaged (exponential moving average, decay {args.ema_decay})" if args.ema_decay else "")
         + f". The best epoch ({results['best_epoch']}) was chosen on {validation} "
         f"by {args.metric_for_best_model}; the test split was scored once, with that model."
+    )
+
+
+def run_card(args: argparse.Namespace, model, tokenizer, results: dict, dataset, protocol: str, ensemble_members: list[str] | None = None):
+    """The model card of a run's `best/` (or an ensemble's, with `ensemble_members`), also what `--push-to-hub` pushes."""
+    return build_model_card(
+        model,
+        tokenizer,
+        args.push_to_hub or f"local/{Path(args.output_dir).name}",
+        results,
+        dataset_name=args.hub_dataset_name or (Path(args.train_file).stem if args.train_file else "synthetic-epistatic-landscape"),
+        license=args.hub_license,
+        training_data=describe_data(args, dataset),
+        protocol=protocol,
+        ensemble_members=ensemble_members,
     )
 
 
@@ -846,19 +852,11 @@ def train_ensemble(args: argparse.Namespace) -> str:
         models = [TASKS[args.task].model_class.from_pretrained(output_dir / member / BEST_DIR) for member in members]
         dataset, names = load_data(args, tokenizer, args.max_length or memory_bound_max_length(models[0].config, args.batch_size))
         results = evaluate_ensemble(args, models, tokenizer, dataset, names, runs)
-        card = build_model_card(
-            models[0],
-            tokenizer,
-            args.push_to_hub or f"local/{output_dir.name}",
-            results,
-            dataset_name=args.hub_dataset_name or (Path(args.train_file).stem if args.train_file else "synthetic-epistatic-landscape"),
-            license=args.hub_license,
-            training_data=describe_data(args, dataset),
-            protocol=describe_protocol(args, runs[members[0]])
-            + f" Ensemble: {len(members)} members with seeds {args.seed}-{args.seed + len(members) - 1}, each chosen this way; "
-            "the ensemble predicts their mean (of class probabilities for classifiers) and their standard deviation.",
-            ensemble_members=members,
+        protocol = describe_protocol(args, runs[members[0]]) + (
+            f" Ensemble: {len(members)} members with seeds {args.seed}-{args.seed + len(members) - 1}, each chosen this way; "
+            "the ensemble predicts their mean (of class probabilities for classifiers) and their standard deviation."
         )
+        card = run_card(args, models[0], tokenizer, results, dataset, protocol, ensemble_members=members)
         with atomic_directory(output_dir / BEST_DIR) as temporary:
             for member in members:
                 shutil.copytree(output_dir / member / BEST_DIR, temporary / member)
