@@ -124,7 +124,7 @@ class WorkerPool:
 
         with WorkerPool({"model": model}, processes=2) as pool:
             for chunk in chunks:
-                results = list(pool.map(score_batch, batches_of(chunk)))
+                results = list(pool.map(score_group, groups_of(chunk)))
     """
 
     def __init__(self, state: dict, processes: int):
