@@ -196,15 +196,19 @@ def substitution_table(sites: list[tuple[int, ...]], choices: dict[int, list[int
     return np.array(sites, dtype=np.int64).reshape(len(sites), count), letters, letters[..., 0] >= 0
 
 
+def site_tokens(state: dict, sites: np.ndarray, letters: np.ndarray, letter_ids: torch.Tensor) -> np.ndarray:
+    """The token ids of `substitution_table`'s letter indices; padding entries put the wild type's own token back (a
+    valid mutant whose score is dropped)."""
+    wild = state["wild_ids"].cpu().numpy()
+    return np.where(letters >= 0, letter_ids.numpy()[np.maximum(letters, 0)], wild[sites][:, None, :])
+
+
 def submit_sites(workers: WorkerPool, sites: np.ndarray, letters: np.ndarray, real: np.ndarray, letter_ids: torch.Tensor, batch_size: int, progress=None) -> Callable[[], np.ndarray]:
     """Hand every real mutant of `substitution_table`'s sites to the pool at once; returns a function that waits for
     their scores, (num_mutants, num_models, num_targets) in site then letter order (so the caller can work on the
     last results while these are scored). `progress`, a tqdm bar, advances by each batch's mutants."""
     state = workers.state
-    wild = state["wild_ids"].cpu().numpy()
-    # Padding entries put the wild type's own token back: a valid mutant whose score is dropped.
-    tokens = np.where(letters >= 0, letter_ids.numpy()[np.maximum(letters, 0)], wild[sites][:, None, :])
-    groups = list(site_groups(sites, tokens, batch_size))
+    groups = list(site_groups(sites, site_tokens(state, sites, letters, letter_ids), batch_size))
     results = workers.map(score_group, groups)
     width = (len(state["models"]), 1 if state["class_index"] is not None else state["models"][0].config.num_labels)
 
@@ -318,12 +322,15 @@ def scan(
             }
         )
         result = ScanResult(sequence, targets, dict(zip(targets, wild_score.mean(0).tolist())), singles, members=len(models))
+        # The singles' row of each (position, letter index): what a double mutant's epistasis subtracts.
+        single_row = np.full((length, len(letters)), -1, dtype=np.int64)
+        single_row[single_positions, single_letter_indices] = np.arange(len(single_positions))
 
         if all_pairs is not None:
             chosen = [position - 1 for position in pairs if position - 1 in choices] if pairs else list(choices)
             result.pairs_file = Path(all_pairs)
             result.pair_summary = write_pair_map(
-                workers, result, chosen, choices, single_scores, wild_score, letter_ids, letters, batch_size, result.pairs_file, max_mutants, progress
+                workers, result, chosen, choices, single_scores[single_row], wild_score, letter_ids, letters, batch_size, result.pairs_file, max_mutants, progress
             )
             return result
         if pairs is None and top_k:
@@ -334,13 +341,11 @@ def scan(
             if any(not 1 <= position <= length for position in pairs):
                 raise ValueError(f"Pair positions must lie in 1-{length}, got {pairs}.")
             chosen = [position - 1 for position in pairs if position - 1 in choices]
-            single_row = {(position, letter): row for row, (position, letter) in enumerate(zip(single_positions.tolist(), single_letter_indices.tolist()))}
             double_sites, double_letters, real = substitution_table(list(itertools.combinations(chosen, 2)), choices)
             double_scores = score_sites(workers, double_sites, double_letters, real, letter_ids, batch_size, "double mutants", progress)
             a, b = (np.repeat(double_sites[:, column], real.sum(1)) if len(double_sites) else np.zeros(0, dtype=np.int64) for column in (0, 1))
             letter_a, letter_b = (double_letters[real][:, column] if len(double_sites) else np.zeros(0, dtype=np.int64) for column in (0, 1))
-            single_a = single_scores[np.array([single_row[key] for key in zip(a.tolist(), letter_a.tolist())], dtype=np.int64)]
-            single_b = single_scores[np.array([single_row[key] for key in zip(b.tolist(), letter_b.tolist())], dtype=np.int64)]
+            single_a, single_b = single_scores[single_row[a, letter_a]], single_scores[single_row[b, letter_b]]
             epistasis = double_scores - single_a - single_b + wild_score
             result.pairs = datasets.Dataset.from_dict(
                 {
@@ -383,7 +388,9 @@ def write_pair_map(
     (written under a temporary name, renamed when complete): position_a, wild_type_a, mutant_a, position_b,
     wild_type_b, mutant_b, then score, delta and epistasis per target (float32; with an ensemble each followed by its
     standard deviation over members). Memory stays bounded: two chunks of `PAIR_CHUNK_SITES` position pairs at a time.
-    Returns the position x position summaries of `ScanResult.pair_summary`."""
+    `single_scores` is (L, letters, members, targets): each single mutant's scores by position and letter index (the
+    wild type's own letters hold no single mutant and are never read). Returns the position x position summaries of
+    `ScanResult.pair_summary`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -394,9 +401,7 @@ def write_pair_map(
         # The estimate times one batch of these double mutants here (after a first, warm-up one) and counts every
         # worker process as this fast.
         sample_sites, sample_letters, _ = substitution_table(sites[:1], choices)
-        wild = workers.state["wild_ids"].cpu().numpy()
-        tokens = letter_ids.numpy()[np.maximum(sample_letters, 0)]
-        group = next(site_groups(sample_sites, np.where(sample_letters >= 0, tokens, wild[sample_sites][:, None, :]), batch_size))
+        group = next(site_groups(sample_sites, site_tokens(workers.state, sample_sites, sample_letters, letter_ids), batch_size))
         score_group(workers.state, group)
         started = time.perf_counter()
         score_group(workers.state, group)
@@ -409,9 +414,6 @@ def write_pair_map(
             "or narrow it with --pairs."
         )
     length, members = len(result.sequence), result.members
-    single_row = {}
-    for row, (position, mutant) in enumerate(zip(result.singles["position"], result.singles["mutant"])):
-        single_row[position - 1, letters.index(mutant)] = row
     summary = {name: np.full((length, length), np.nan) for name in SUMMARY_NAMES}
     letter_type = pa.dictionary(pa.int8(), pa.string())
     fields = [("position_a", pa.int32()), ("wild_type_a", letter_type), ("mutant_a", letter_type)]
@@ -436,8 +438,7 @@ def write_pair_map(
         counts = real.sum(1)
         a, b = (np.repeat(np.array(chunk)[:, column], counts) for column in (0, 1))
         letter_a, letter_b = double_letters[real][:, 0], double_letters[real][:, 1]
-        single_a = single_scores[[single_row[key] for key in zip(a.tolist(), letter_a.tolist())]]
-        single_b = single_scores[[single_row[key] for key in zip(b.tolist(), letter_b.tolist())]]
+        single_a, single_b = single_scores[a, letter_a], single_scores[b, letter_b]
         arrays = {"score": scores, "delta": scores - wild_score, "epistasis": scores - single_a - single_b + wild_score}
         columns = [pa.array(a + 1, pa.int32()), letter_column(wild_letters[a]), letter_column(mutant_letter_index[letter_a])]
         columns += [pa.array(b + 1, pa.int32()), letter_column(wild_letters[b]), letter_column(mutant_letter_index[letter_b])]
