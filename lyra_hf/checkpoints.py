@@ -276,10 +276,9 @@ def ensemble_members(name: str, revision: str | None = None) -> list[str] | None
     elif HUB_ID.match(name):
         try:
             manifest = Path(hf_hub_download(name, ENSEMBLE_FILE, revision=revision))
-        except EntryNotFoundError:
+        except (EntryNotFoundError, OSError):
+            # A single model's repo, or none reachable: `load_checkpoint` loads it or reports why in its own words.
             return None
-        except OSError:
-            return None  # not reachable or no such repo: `load_checkpoint` reports it in its own words
     else:
         return None
     try:
