@@ -3,12 +3,17 @@
 A substitution at position p changes the embedding at p only. Each PGC block's depthwise convolution (kernel k, radius
 r = k // 2) widens the change by r on each side, so after the n PGC blocks the input of the first S4D layer differs
 from the wild type's at most at p - R ... p + R (R = n r; 2 for the default model). That layer's convolution is
-linear, so its output changes by K * du: a sum of a few shifted copies of the kernel, computed as one small grouped
-convolution, instead of a new FFT convolution over the whole sequence. Everything after it is per position (GELU, the
-GLU-gated projection, the residual) up to pooling and the head. For the default model at L = 237 a mutant then costs
-the per-position layers of one S4D block instead of a whole forward pass. Further S4D layers run in full on every
-mutant, each costing what it costs in a forward pass (its FFT convolution and projection over all L positions), so a
-model with two S4D layers gains almost nothing (1.03x at L = 1,000, against 6.6x with one; BENCHMARKS.md).
+linear, so its output changes by K * du: a sum of a few shifted copies of the kernel, one batched matrix product,
+instead of a new FFT convolution over the whole sequence. Everything after it is per position (GELU, the GLU-gated
+projection, the residual) up to pooling and the head. For the default model a mutant then costs the per-position layers
+of one S4D block instead of a whole forward pass.
+
+A causal S4D layer (the default) saves more: its output is the wild type's before a mutant's first change, so only
+positions from p - R on are computed; and with mean pooling a double mutant (a < b) equals its single mutant at a
+before b - R, whose pooled part is summed once per position a and letter (`single_prefixes`), so only positions from
+b - R on are computed per double mutant: about a third of the sequence on average over all pairs, against all of it
+for a bidirectional layer. Further S4D layers run in full on every mutant, each costing what it costs in a forward pass
+(its FFT convolution and projection over all L positions), so a model with two S4D layers gains little (BENCHMARKS.md).
 
 The scores equal full forward passes up to float rounding (the wild type's convolution comes from an FFT, the change
 from a direct sum; about 1e-6 relative in float32). Every Lyra configuration is covered (any odd PGC kernel, causal or
@@ -25,6 +30,9 @@ from .modeling_lyra import LyraForSequenceClassification, fft_length, pool_hidde
 # Largest table of single-substitution windows (`IncrementalScorer.substitutions`) kept, in bytes: 66 MB at L = 1,000
 # with a 26-token vocabulary; longer sequences compute every window afresh.
 SUBSTITUTION_TABLE_BYTES = 256 * 2**20
+# Positions whose `IncrementalScorer.single_prefixes` are kept: an all-pairs scan asks for one first position after
+# the other (6.7 MB each at L = 1,000).
+SINGLE_PREFIX_CACHE_SIZE = 4
 
 
 class IncrementalScorer:
@@ -65,6 +73,14 @@ class IncrementalScorer:
             self.lag_bank = self.kernel_by_lag(first.mixer, length, radius)
             self.pooling_weights = self.attention_mask.to(hidden.dtype) / self.attention_mask.sum()
             self.wild_pooled = self.pooling_weights @ self.wild_hidden  # (H,)
+            # A causal S4D layer's output changes only from the first changed input on: before it every mutant keeps
+            # the wild type's output (`score` computes positions from there), summed for mean pooling in prefixes.
+            self.causal = not config.bidirectional
+            mixer = first.mixer
+            wild_mixed = mixer.glu(mixer.output_linear(mixer.activation(self.wild_convolved)))
+            self.wild_output = self.wild_hidden + wild_mixed
+            self.wild_mixed_prefix = nn.functional.pad(torch.cumsum(self.pooling_weights[:, None] * wild_mixed, 0), (0, 0, 1, 0))
+            self.single_prefix_cache = {}
             self.substitutions = None
             vocab_size = backbone.embeddings.num_embeddings
             if 2 * length * vocab_size * (2 * radius + 1) * hidden.shape[-1] * hidden.element_size() <= SUBSTITUTION_TABLE_BYTES:
@@ -126,64 +142,113 @@ class IncrementalScorer:
         delta = (mixer_input - self.wild_mixer_input[where + margin]) * keep[..., None]
         return changed, delta, where, keep
 
+    def changes(self, positions: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The PGC stack's output and the first S4D layer's input around each substitution of mutants putting
+        `tokens` (B, k) at `positions` (B, k): looked up for substitutions more than 2R from the others, computed on
+        shared windows for those closer. Returns `windows`' four, flattened to C = k (2R + 1) positions a mutant:
+        changed (B, C, H), du (B, C, H), where (B, C), keep (B, C)."""
+        batch, count = positions.shape
+        near = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        for later in range(1, count):
+            for earlier in range(later):
+                near |= (positions[:, later] - positions[:, earlier]).abs() <= 2 * self.radius
+        if self.substitutions is None or near.all():
+            changed, delta, where, keep = self.windows(positions, tokens)
+        else:
+            changed, delta = (table[positions, tokens] for table in self.substitutions)
+            where = positions[..., None] - self.radius + torch.arange(2 * self.radius + 1, device=self.device)
+            keep = (where >= 0) & (where < self.length)
+            if near.any():
+                changed[near], delta[near], _, keep[near] = self.windows(positions[near], tokens[near])
+        return changed.flatten(1, 2), delta.flatten(1, 2), where.flatten(1), keep.flatten(1)
+
+    def mixer_output(self, where: torch.Tensor, delta: torch.Tensor, num_sites: int, start: int) -> torch.Tensor:
+        """The first S4D layer's mixer output (before the residual) at positions [start, L) of mutants whose input
+        changes by `delta` (B, C, H) at `where` (B, C), B = num_sites x M mutants sharing their positions per site:
+        (B, L - start, H)."""
+        mixer = self.model.lyra.layers[0].mixer
+        (batch, _, hidden_size), length = delta.shape, self.length
+        per_site, span = batch // num_sites, length - start
+        # The output (with the D skip) changes by the sum over the changed positions of K[t - s] du[s]: per channel
+        # and site, the (M, C) changes of its mutants times the (C, span) kernel rows shifted to its positions, and
+        # the wild type's output as one more row that every mutant takes once (a last column of ones), so that one
+        # batched matrix product, in the (H, batch, span) layout, gives the mutants' outputs themselves.
+        widest = (self.lag_bank.shape[1] - 1) // 2
+        site_where = where.view(num_sites, per_site, -1)[:, 0]  # (P, C): the same positions for a site's mutants
+        lags = (widest - site_where)[..., None] + torch.arange(start, length, device=self.device)
+        wild_row = self.wild_convolved[start:].T[:, None, None].expand(-1, num_sites, 1, -1)
+        rows = torch.cat([self.lag_bank[:, lags], wild_row], dim=2)
+        delta = delta.view(num_sites, per_site, -1, hidden_size).permute(3, 0, 1, 2)
+        delta = torch.cat([delta, delta.new_ones(hidden_size, num_sites, per_site, 1)], dim=3)
+        convolved = torch.bmm(delta.reshape(hidden_size * num_sites, per_site, -1), rows.view(hidden_size * num_sites, -1, span))
+        # Per position from here (GELU, projection, GLU). The projection reads the (H, B span) activations as their
+        # transpose, which BLAS takes as it is, and writes the (B span, 2H) layout whose bias and GLU run along rows.
+        activated = mixer.activation(convolved).view(hidden_size, batch * span)
+        projected = torch.addmm(mixer.output_linear.bias, activated.T, mixer.output_linear.weight.T)
+        return nn.functional.glu(projected, dim=-1).view(batch, span, hidden_size)
+
+    @torch.no_grad()
+    def single_prefixes(self, position: int) -> torch.Tensor:
+        """For each token x at `position`, the pooling-weighted sum of the single mutant's mixer output over the
+        positions before t, for t from 0 to L: (V, L + 1, H). Kept for the last few positions asked for."""
+        if position not in self.single_prefix_cache:
+            vocab_size = self.model.lyra.embeddings.num_embeddings
+            tokens = torch.arange(vocab_size, device=self.device)[:, None]
+            _, delta, where, _ = self.changes(torch.full_like(tokens, position), tokens)
+            start = max(0, position - self.radius)
+            weighted = self.pooling_weights[start:, None] * self.mixer_output(where, delta, 1, start)
+            after = self.wild_mixed_prefix[start] + torch.cumsum(weighted, 1)
+            table = torch.cat([self.wild_mixed_prefix[: start + 1].expand(vocab_size, -1, -1), after], dim=1)
+            if len(self.single_prefix_cache) >= SINGLE_PREFIX_CACHE_SIZE:
+                self.single_prefix_cache.pop(next(iter(self.single_prefix_cache)))
+            self.single_prefix_cache[position] = table
+        return self.single_prefix_cache[position]
+
     @torch.no_grad()
     def score(self, sites: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Logits of mutants grouped by the positions they change: mutant (i, j) puts `tokens[i, j, :]` at the
         distinct positions `sites[i, :]`. `sites` is (P, k) and `tokens` (P, M, k) (pad a short group with the wild
         type's own tokens); returns (P, M, num_labels)."""
         model, backbone = self.model, self.model.lyra
-        mixer = backbone.layers[0].mixer
         sites, tokens = sites.to(self.device).long(), tokens.to(self.device).long()
         (num_sites, count), per_site = sites.shape, tokens.shape[1]
         batch, radius, length = num_sites * per_site, self.radius, self.length
         positions, tokens = sites[:, None].expand(num_sites, per_site, count).reshape(batch, count), tokens.reshape(batch, count)
-
-        # 1. The PGC stack's output and the first S4D layer's input change only around each substitution: looked up
-        # for substitutions more than 2R from the others, computed on shared windows for those closer.
-        near = torch.zeros(batch, dtype=torch.bool, device=self.device)
-        for later in range(1, count):
-            for earlier in range(later):
-                near |= (positions[:, later] - positions[:, earlier]).abs() <= 2 * radius
-        if self.substitutions is None or near.all():
-            changed, delta, where, keep = self.windows(positions, tokens)
-        else:
-            changed, delta = (table[positions, tokens] for table in self.substitutions)
-            where = positions[..., None] - radius + torch.arange(2 * radius + 1, device=self.device)
-            keep = (where >= 0) & (where < length)
-            if near.any():
-                changed[near], delta[near], _, keep[near] = self.windows(positions[near], tokens[near])
-        hidden_size = delta.shape[-1]
-        where, keep, changed, delta = where.flatten(1), keep.flatten(1), changed.flatten(1, 2), delta.flatten(1, 2)  # C = k (2R + 1)
-
-        # 2. The first S4D layer's output (with the D skip) changes by the sum over those positions of K[t - s] du[s]:
-        # per channel and site, the (M, C) changes of its mutants times the (C, L) kernel rows shifted to its
-        # positions, one batched matrix product that starts from the wild type's output, in the (H, batch, L) layout.
-        widest = (self.lag_bank.shape[1] - 1) // 2
-        site_where = where.view(num_sites, per_site, -1)[:, 0]  # (P, C): the same positions for a site's mutants
-        lags = (widest - site_where)[..., None] + torch.arange(length, device=self.device)
-        # Per site, C rows of K[t - s] for t in [0, L), and the wild type's output as one more row that every mutant
-        # takes once (a last column of ones): the product is then the mutant's output itself.
-        rows = torch.cat([self.lag_bank[:, lags], self.wild_convolved.T[:, None, None].expand(-1, num_sites, 1, -1)], dim=2)
-        delta = delta.view(num_sites, per_site, -1, hidden_size).permute(3, 0, 1, 2)
-        delta = torch.cat([delta, delta.new_ones(hidden_size, num_sites, per_site, 1)], dim=3)
-        convolved = torch.bmm(delta.reshape(hidden_size * num_sites, per_site, -1), rows.view(hidden_size * num_sites, -1, length))
-
-        # 3. Per position from here: the rest of the first S4D layer (GELU, projection, GLU) and its residual. The
-        # projection reads the (H, B L) activations as their transpose, which BLAS takes as it is, and writes the
-        # (B L, 2H) layout whose bias and GLU run along rows.
-        activated = mixer.activation(convolved).view(hidden_size, batch * length)
-        projected = torch.addmm(mixer.output_linear.bias, activated.T, mixer.output_linear.weight.T)
-        mixed = nn.functional.glu(projected, dim=-1).view(batch, length, hidden_size)
+        changed, delta, where, keep = self.changes(positions, tokens)
         changed_hidden = changed - self.wild_hidden[where.clamp(0, length - 1)]  # (B, C, H)
+
         if self.sum_pooled:
-            # Mean over real positions of wild hidden + its changes + the layer's output.
+            # Mean pooling: the wild type's pooled hidden states, the changes of the hidden states themselves, and the
+            # mean of the layer's output. A causal layer's output is the wild type's before a mutant's first change,
+            # and a double mutant's equals its first substitution's single mutant before its second change: from the
+            # batch's earliest second change on the output is computed, before it summed in `single_prefixes`.
             weights = self.pooling_weights[where.clamp(0, length - 1)] * keep
-            pooled = self.wild_pooled + (weights[..., None] * changed_hidden).sum(1) + torch.matmul(self.pooling_weights, mixed)
+            pooled = self.wild_pooled + (weights[..., None] * changed_hidden).sum(1)
+            if not self.causal:
+                start, before = 0, self.wild_mixed_prefix[0]
+            elif count == 2:
+                first, second = positions.min(1), positions.max(1).values
+                start = max(0, int(second.min()) - radius)
+                first_tokens = tokens.gather(1, first.indices[:, None])[:, 0]
+                before = torch.empty_like(pooled)
+                for position in first.values.unique().tolist():
+                    rows = first.values == position
+                    before[rows] = self.single_prefixes(position)[first_tokens[rows], start]
+            else:
+                start = max(0, int(sites.min()) - radius)
+                before = self.wild_mixed_prefix[start]
+            mixed = self.mixer_output(where, delta, num_sites, start)
+            pooled = pooled + before + torch.matmul(self.pooling_weights[start:], mixed)
             return model.score(pooled).view(num_sites, per_site, -1)
-        hidden_states = (self.wild_hidden + mixed).view(batch * length, hidden_size)
+
+        # Otherwise every position's hidden state, the wild type's output before the batch's first change (causal).
+        start = max(0, int(sites.min()) - radius) if self.causal else 0
+        mixed = self.mixer_output(where, delta, num_sites, start)
+        prefix = self.wild_output[:start].expand(batch, start, -1)
+        hidden_states = torch.cat([prefix, self.wild_hidden[start:] + mixed], dim=1).flatten(0, 1)
         rows, columns = keep.nonzero(as_tuple=True)
         hidden_states.index_add_(0, rows * length + where[rows, columns], changed_hidden[rows, columns])
-        hidden_states = hidden_states.view(batch, length, hidden_size)
+        hidden_states = hidden_states.view(batch, length, -1)
         attention_mask = self.attention_mask.expand(batch, length)
         for layer in backbone.layers[1:]:
             hidden_states = layer(hidden_states, attention_mask[..., None])

@@ -47,6 +47,17 @@ def test_incremental_scores_equal_full_forward_passes(config):
         full = full_forward(model, wild, attention_mask, sites, tokens)
         scale = full.abs().max()
         assert (incremental - full).abs().max() < 1e-5 * scale, config
+        # One site at a time: a causal layer then computes only the positions from the site's window on.
+        one_by_one = torch.cat([scorer.score(sites[i : i + 1], tokens[i : i + 1]) for i in range(len(sites))]).flatten(0, 1)
+        assert (one_by_one - full).abs().max() < 1e-5 * scale, config
+        if sites.shape[1] == 2:
+            # Sites of different first positions in one batch, away from the start, given in either order.
+            chosen = torch.tensor([3, 5, 7])
+            expected = full.view(len(sites), -1, full.shape[-1])[chosen].flatten(0, 1)
+            for flipped in (False, True):
+                some_sites, some_tokens = (sites[chosen].flip(1), tokens[chosen].flip(2)) if flipped else (sites[chosen], tokens[chosen])
+                together = scorer.score(some_sites, some_tokens).flatten(0, 1)
+                assert (together - expected).abs().max() < 1e-5 * scale, config
         # The mutants differ from each other and from the wild type: an unchanged score would not pass for them.
         assert full.std(0).min() > 1e-4
 
