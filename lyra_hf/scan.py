@@ -117,17 +117,20 @@ def encode_wild_type(tokenizer, sequence: str) -> tuple[str, torch.Tensor, list[
 
 
 # Mutants per incremental batch on a CPU. Double mutants of one position pair at L = 237, one thread: 16, 32, 64, 128
-# and 361 a batch scored 4,700, 4,500, 4,700, 5,100 and 3,700 mutants/s (at L = 56: 14,500, 19,900, 21,300, 16,000 and
-# 11,900; noisy); at most 8 x CPU_BATCH_TOKENS positions, so long sequences stay within memory.
+# and 361 a batch scored 4,700, 4,500, 4,700, 5,100 and 3,700 mutants/s (noisy); at most 8 x CPU_BATCH_TOKENS
+# positions, so long sequences stay within memory. Short sequences take at least CPU_INCREMENTAL_POSITIONS positions a
+# batch, where each batch's fixed cost (about 1 ms of small operations) would dominate: at L = 56 batches of 361 (one
+# position pair's double mutants) scored 26,000-29,000 mutants/s against 22,000-24,000 for 128 (alternately, 4 times).
 CPU_INCREMENTAL_BATCH = 128
+CPU_INCREMENTAL_POSITIONS = 24_000
 
 
 def auto_batch_size(model, length: int, device: torch.device, incremental: bool = False) -> int:
     """Mutants per batch: activations within about a quarter of free memory on a GPU; on a CPU, `CPU_BATCH_TOKENS`
-    (`CPU_INCREMENTAL_BATCH` for incremental scoring)."""
+    (for incremental scoring `CPU_INCREMENTAL_BATCH`, or `CPU_INCREMENTAL_POSITIONS` positions for short sequences)."""
     if device.type != "cuda":
         if incremental:
-            return max(1, min(CPU_INCREMENTAL_BATCH, 8 * CPU_BATCH_TOKENS // length))
+            return max(1, min(max(CPU_INCREMENTAL_BATCH, CPU_INCREMENTAL_POSITIONS // length), 8 * CPU_BATCH_TOKENS // length))
         return max(1, CPU_BATCH_TOKENS // length)
     hidden = getattr(model.config, "hidden_size", 64)
     bytes_per_sequence = 4 * length * hidden * 16  # the widest intermediate (PGC 4d channels, FFT buffers) with margin
@@ -171,12 +174,14 @@ def score_group(state: dict, group: tuple[np.ndarray, np.ndarray]) -> np.ndarray
 
 
 def site_groups(sites: np.ndarray, tokens: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Batches of about `batch_size` mutants for `score_group`: several whole sites, or one site's mutants in parts."""
+    """Batches of at most `batch_size` mutants for `score_group`: several whole sites, or one site's mutants in equal
+    parts."""
     per_site = tokens.shape[1]
     if per_site >= batch_size:
+        part = -(-per_site // -(-per_site // batch_size))  # 361 in batches of 128: 121, 121, 119
         for site in range(len(sites)):
-            for start in range(0, per_site, batch_size):
-                yield sites[site : site + 1], tokens[site : site + 1, start : start + batch_size]
+            for start in range(0, per_site, part):
+                yield sites[site : site + 1], tokens[site : site + 1, start : start + part]
     else:
         step = max(1, batch_size // per_site)
         for start in range(0, len(sites), step):
