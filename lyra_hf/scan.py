@@ -404,8 +404,11 @@ def write_pair_map(
     limit = DEFAULT_MAX_MUTANTS if max_mutants is None else max_mutants
     if total > limit:
         # The estimate times one batch of these double mutants here (after a first, warm-up one) and counts every
-        # worker process as this fast.
-        sample_sites, sample_letters, _ = substitution_table(sites[:1], choices)
+        # worker process as this fast. A causal model computes a double mutant from its second position on, so the
+        # batch is of a pair whose second position is the mean one.
+        mean_second = np.mean([b for _, b in sites])
+        typical = min(sites, key=lambda site: abs(site[1] - mean_second))
+        sample_sites, sample_letters, _ = substitution_table([typical], choices)
         group = next(site_groups(sample_sites, site_tokens(workers.state, sample_sites, sample_letters, letter_ids), batch_size))
         score_group(workers.state, group)
         started = time.perf_counter()
