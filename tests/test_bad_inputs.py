@@ -408,6 +408,19 @@ def test_scan_proposes_only_real_residues_and_plots_without_warnings(tmp_path, r
 # --- two real processes on one output folder ------------------------------------------------------------------------
 
 
+def lock_held(path: Path) -> bool:
+    """Whether another process holds the `flock` on `path`."""
+    if not path.exists():
+        return False
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 def test_a_second_run_into_a_busy_folder_fails_at_once_and_the_first_stays_consistent(tmp_path):
     from test_train import synthetic_test_spearman
 
@@ -415,12 +428,13 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_and_the_first_stays_consi
     output = tmp_path / "shared"
     command = [sys.executable, "-m", "lyra_hf.train", "--hidden-size", "16", "--state-size", "8", "--batch-size", "32",
                "--max-train-samples", "1000", "--max-eval-samples", "101", "--output-dir", str(output)]  # fmt: skip
-    # The first run trains until its time budget (long enough for the second to start) and then finishes normally.
-    first = subprocess.Popen([*command, "--epochs", "1000", "--max-train-minutes", "0.75"], env=environment,
+    # The first run trains until its time budget (long enough for the others to start and be refused) and then
+    # finishes normally. They start as soon as it holds the folder's lock.
+    first = subprocess.Popen([*command, "--epochs", "1000", "--max-train-minutes", "0.5"], env=environment,
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 120
-    while not (output / "checkpoints").exists():
-        assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-2000:] if first.poll() is not None else "no checkpoint"
+    while not lock_held(output / LOCK_FILE):
+        assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-2000:] if first.poll() is not None else "no lock"
         time.sleep(0.05)
     # Two more runs at once: a plain one, and one that would replace the folder's run.
     started = time.monotonic()

@@ -273,6 +273,26 @@ for name, call in cases.items():
 """
 
 
+DROPPED_PUSH = """
+import sys, torch
+from huggingface_hub import HfApi, hf_hub_download
+from safetensors.torch import load_file
+from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer
+torch.manual_seed(1)
+model = LyraForSequenceRegression(LyraConfig(hidden_size=16, state_size=8))
+try:
+    model.push_to_hub(sys.argv[1])
+    print("first push succeeded")
+except Exception as error:
+    print("first push failed:", type(error).__name__)
+print("head after it:", HfApi().repo_info(sys.argv[1]).sha)
+model.push_to_hub(sys.argv[1])
+pulled = load_file(hf_hub_download(sys.argv[1], "model.safetensors"))
+same = pulled.keys() == model.state_dict().keys() and all(torch.equal(pulled[k], v) for k, v in model.state_dict().items())
+print("pulled weights equal the pushed ones" if same else "pulled weights differ")
+"""
+
+
 def test_failures_give_clear_errors_and_corrupt_nothing(hub, tmp_path):
     push = """
     import sys, torch
@@ -291,19 +311,17 @@ def test_failures_give_clear_errors_and_corrupt_nothing(hub, tmp_path):
     assert "missing revision -> OSError | no-such-branch is not a valid git identifier" in pulls
     assert "missing file -> RemoteEntryNotFoundError" in pulls
 
-    # The connection drops in the middle of the commit upload: the push fails, the repo is unchanged, a retry succeeds.
+    # The connection drops in the middle of an LFS upload, which the client retries, and then in the middle of the
+    # commit upload: the push fails and the repo is unchanged; a second push succeeds with the retried upload's
+    # content, and the weights pulled are the ones pushed (one client process for both pushes).
     before, files_before = hub.head("lab/failures"), hub.files("lab/failures")
-    changed = push.replace("manual_seed(0)", "manual_seed(1)")
-    hub.drop_next("commit")
-    dropped = client(hub, tmp_path, changed, args=["lab/failures"])
-    assert dropped.returncode != 0
-    assert hub.head("lab/failures") == before and hub.files("lab/failures") == files_before
-    ok(client(hub, tmp_path, changed, args=["lab/failures"]))
-    assert hub.head("lab/failures") != before
-    # A dropped LFS upload is retried by the client; the server keeps only content whose sha256 matches.
     hub.drop_next("lfs")
-    ok(client(hub, tmp_path, push.replace("manual_seed(0)", "manual_seed(5)"), args=["lab/failures"]))
-    assert hub.drops["lfs"] == 0
+    hub.drop_next("commit")
+    pushes = ok(client(hub, tmp_path, DROPPED_PUSH, args=["lab/failures"])).stdout.splitlines()
+    assert pushes[0].startswith("first push failed:") and pushes[1] == f"head after it: {before}", pushes
+    assert pushes[2:] == ["pulled weights equal the pushed ones"], pushes
+    assert hub.drops["lfs"] == 0 and hub.drops["commit"] == 0
+    assert hub.head("lab/failures") != before and hub.files("lab/failures") != files_before
 
     (tmp_path / "in.csv").write_text("sequence\nACDEFGHIK\n")
     predict = "import sys; from lyra_hf.predict import main; sys.exit(main(sys.argv[1:]))"
