@@ -278,7 +278,7 @@ import sys, torch
 from huggingface_hub import HfApi, hf_hub_download
 from safetensors.torch import load_file
 from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer
-torch.manual_seed(1)
+torch.manual_seed(5)  # weights no other test pushes: the server stores LFS content once, and would not ask for it again
 model = LyraForSequenceRegression(LyraConfig(hidden_size=16, state_size=8))
 try:
     model.push_to_hub(sys.argv[1])
