@@ -201,3 +201,20 @@ def test_training_processes_share_out_only_steps_with_enough_work():
     assert training_processes(8, 64 * 237, 64) == 7  # never more than the steps share out to
     assert training_processes(1, 10**9, 1024) == 1  # nor more than the CPUs
     assert training_processes(4, 0, 64) == 1
+
+
+def _double(state, item):
+    return state["factor"] * item
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes are forked on Linux only")
+def test_worker_pool_keeps_this_process_objects_out_of_collections_while_workers_share_them():
+    import gc
+
+    from lyra_hf.cpu import WorkerPool
+
+    assert gc.get_freeze_count() == 0
+    with WorkerPool({"factor": 2}, processes=2) as pool:
+        assert gc.get_freeze_count() > 0  # a full collection here would copy every page it writes
+        assert list(pool.map(_double, range(5))) == [0, 2, 4, 6, 8]
+    assert gc.get_freeze_count() == 0
