@@ -11,7 +11,7 @@ in one run (the machine is shared and noisy, so only ratios within one run mean 
    defaults, idle and beside the busy loop; then the crossover: tokens/s of one process x one thread, one process x
    two threads and two processes x one thread for tokens per step from 1,920 to 15,168 at hidden sizes 64 and 256.
 3. `lyra-predict` on random 200-letter protein rows: peak memory of the whole process tree (PSS, sampled every second)
-   and rows/s over the command's wall time (about 10 s of it is importing torch and transformers) and over the
+   and the kernel's peak RSS of the command's process and of its largest worker, and rows/s over the command's wall time (about 10 s of it is importing torch and transformers) and over the
    prediction itself (the rate its closing line gives), on all cores, and on one core for the middle size.
 4. `lyra-scan` of a 237-letter wild type: every single mutant (4,503), and every double mutant of 10 positions, on one
    core and on all cores: the command's wall time, and the scoring alone (`lyra_hf.scan.scan` in this process,
@@ -39,44 +39,78 @@ LETTERS = "ACDEFGHIKLMNPQRSTVWY"
 ONE_CORE = ["--num-processes", "1", "--threads", "1"]
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (those alive now)."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def tree_memory(pid: int) -> int:
     """Memory of a process and all its descendants, in bytes (0 once gone): the sum of their proportional set sizes
     (PSS), so pages that forked workers share with their parent count once, not once per process as RSS would."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
+    total = 0
+    for current in process_tree(pid):
         try:
             rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
             total += next(int(line.split()[1]) * 1024 for line in rollup.splitlines() if line.startswith("Pss:"))
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(child) for child in (task / "children").read_text().split()]
         except (OSError, StopIteration, ValueError):
             continue
     return total
 
 
+def peak_rss(pid: int) -> int | None:
+    """The kernel's own record of a process's peak resident set (VmHWM), in bytes: exact however rarely it is read,
+    but it counts the pages a forked worker shares with its parent in both."""
+    try:
+        return next(int(line.split()[1]) * 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 def run(command: list[str], label: str, sample_memory: bool = False) -> dict:
-    """Run a command to its end; its wall time and, with `sample_memory`, the peak memory of its process tree, read
-    once a second: reading a process's memory map holds its mmap lock, and frequent reads slowed the measured command
-    several times over (a first attempt sampled every 0.1 s)."""
+    """Run a command to its end; its wall time and, with `sample_memory`, the peak memory of its process tree (PSS),
+    read once a second (reading a process's memory map holds its mmap lock, and frequent reads slowed the measured
+    command several times over: a first attempt sampled every 0.1 s), and the peak RSS of the command's own process
+    and of its largest worker, as the kernel recorded them (read every 0.1 s, up to each process's end)."""
     environment = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"} | {"TQDM_DISABLE": "1"}
     # Output goes to files: a pipe nobody reads until the end fills up and stops the command.
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         process = subprocess.Popen(command, env=environment, stdout=out, stderr=err, text=True)
-        peak = None
+        peak, rss, last_sample = None, {}, 0.0
         while process.poll() is None:
             if sample_memory:
-                peak = max(peak or 0, tree_memory(process.pid))
-            time.sleep(1.0 if sample_memory else 0.05)
+                for member in process_tree(process.pid):
+                    rss[member] = max(rss.get(member, 0), peak_rss(member) or 0)
+                if time.perf_counter() - last_sample >= 1.0:
+                    peak, last_sample = max(peak or 0, tree_memory(process.pid)), time.perf_counter()
+            time.sleep(0.1 if sample_memory else 0.05)
         seconds = time.perf_counter() - started
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
     if process.returncode != 0:
         raise SystemExit(f"{label} failed:\n{stderr[-3000:]}")
-    memory = f", peak {peak / 2**20:,.0f} MiB" if peak else ""
+    main_rss = rss.pop(process.pid, None)
+    worker_rss = max(rss.values(), default=None)
+    memory = f", peak {peak / 2**20:,.0f} MiB (PSS), RSS {(main_rss or 0) / 2**20:,.0f} MiB" if peak else ""
+    memory += f", worker RSS {worker_rss / 2**20:,.0f} MiB" if peak and worker_rss else ""
     print(f"{label}: {seconds:.1f} s{memory}", file=sys.stderr, flush=True)
-    return {"command": " ".join(command), "seconds": seconds, "peak_memory_bytes": peak, "stdout": stdout.strip().splitlines()[-1:]}
+    return {
+        "command": " ".join(command),
+        "seconds": seconds,
+        "peak_memory_bytes": peak,
+        "peak_rss_bytes": main_rss,
+        "peak_worker_rss_bytes": worker_rss,
+        "stdout": stdout.strip().splitlines()[-1:],
+    }
 
 
 class BusyNeighbour:
