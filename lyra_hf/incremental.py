@@ -21,6 +21,8 @@ bidirectional, any pooling); other models, such as a checkpoint's own remote cod
 (`IncrementalScorer.unsupported` says why).
 """
 
+import math
+
 import torch
 from torch import nn
 
@@ -81,13 +83,15 @@ class IncrementalScorer:
             self.wild_output = self.wild_hidden + wild_mixed
             self.wild_mixed_prefix = nn.functional.pad(torch.cumsum(self.pooling_weights[:, None] * wild_mixed, 0), (0, 0, 1, 0))
             self.single_prefix_cache = {}
-            self.substitutions = None
-            vocab_size = backbone.embeddings.num_embeddings
-            if 2 * length * vocab_size * (2 * radius + 1) * hidden.shape[-1] * hidden.element_size() <= SUBSTITUTION_TABLE_BYTES:
-                positions = torch.arange(length, device=self.device).repeat_interleave(vocab_size)[:, None]
-                tokens = torch.arange(vocab_size, device=self.device).repeat(length)[:, None]
-                changed, delta, _, _ = self.windows(positions, tokens)
-                self.substitutions = (changed.view(length, vocab_size, 2 * radius + 1, -1), delta.view(length, vocab_size, 2 * radius + 1, -1))
+            # The table of single-substitution windows, for multiple mutants, is filled one position at a time when a
+            # mutant first needs it (`substitutions_at`): worker processes each fill what their own mutants use, in
+            # parallel, and a position's rows come from the same batch of V windows whichever process computes them,
+            # so the scores do not depend on how mutants were shared out.
+            self.substitutions = self.known_positions = None
+            table_shape = (length, backbone.embeddings.num_embeddings, 2 * radius + 1, hidden.shape[-1])
+            if 2 * math.prod(table_shape) * hidden.element_size() <= SUBSTITUTION_TABLE_BYTES:
+                self.substitutions = tuple(hidden.new_empty(table_shape) for _ in range(2))  # changed, du
+                self.known_positions = torch.zeros(length, dtype=torch.bool, device=self.device)
 
     @staticmethod
     def unsupported(model) -> str | None:
@@ -144,23 +148,34 @@ class IncrementalScorer:
 
     def changes(self, positions: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The PGC stack's output and the first S4D layer's input around each substitution of mutants putting
-        `tokens` (B, k) at `positions` (B, k): looked up for substitutions more than 2R from the others, computed on
-        shared windows for those closer. Returns `windows`' four, flattened to C = k (2R + 1) positions a mutant:
+        `tokens` (B, k) at `positions` (B, k): for multiple mutants, looked up for substitutions more than 2R from the
+        others and computed on shared windows for those closer; for single mutants (each window needed once)
+        computed. Returns `windows`' four, flattened to C = k (2R + 1) positions a mutant:
         changed (B, C, H), du (B, C, H), where (B, C), keep (B, C)."""
         batch, count = positions.shape
         near = torch.zeros(batch, dtype=torch.bool, device=self.device)
         for later in range(1, count):
             for earlier in range(later):
                 near |= (positions[:, later] - positions[:, earlier]).abs() <= 2 * self.radius
-        if self.substitutions is None or near.all():
+        if self.substitutions is None or count == 1 or near.all():
             changed, delta, where, keep = self.windows(positions, tokens)
         else:
+            self.substitutions_at(positions[~near].unique())
             changed, delta = (table[positions, tokens] for table in self.substitutions)
             where = positions[..., None] - self.radius + torch.arange(2 * self.radius + 1, device=self.device)
             keep = (where >= 0) & (where < self.length)
             if near.any():
                 changed[near], delta[near], _, keep[near] = self.windows(positions[near], tokens[near])
         return changed.flatten(1, 2), delta.flatten(1, 2), where.flatten(1), keep.flatten(1)
+
+    def substitutions_at(self, positions: torch.Tensor) -> None:
+        """Fill the table of single-substitution windows (`windows` of every token) at `positions` not filled yet."""
+        vocab_size = self.substitutions[0].shape[1]
+        tokens = torch.arange(vocab_size, device=self.device)[:, None]
+        for position in positions[~self.known_positions[positions]].tolist():
+            changed, delta, _, _ = self.windows(torch.full_like(tokens, position), tokens)
+            self.substitutions[0][position], self.substitutions[1][position] = changed[:, 0], delta[:, 0]
+            self.known_positions[position] = True
 
     def mixer_output(self, where: torch.Tensor, delta: torch.Tensor, num_sites: int, start: int) -> torch.Tensor:
         """The first S4D layer's mixer output (before the residual) at positions [start, L) of mutants whose input
