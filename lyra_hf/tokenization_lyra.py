@@ -249,7 +249,8 @@ class LyraTokenizer(TokenizersBackend):
 
         if width is None:
             input_ids = [codes[start : start + length].tolist() for start, length in zip(starts, lengths)]
-            attention_mask = [[int(token != self.pad_token_id) for token in ids] for ids in input_ids]
+            is_token = (codes != self.pad_token_id).astype(np.int64)  # padding characters encode as [PAD]
+            attention_mask = [is_token[start : start + length].tolist() for start, length in zip(starts, lengths)]
         else:
             columns = np.arange(width)
             shift = width - lengths if (padding_side or self.padding_side) == "left" else np.zeros_like(lengths)
