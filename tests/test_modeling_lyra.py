@@ -191,9 +191,9 @@ def test_convolution_with_autograd_matches_the_recurrence(tiny_config):
     assert all(parameter.grad is not None for parameter in layer.kernel.parameters())
 
 
-def test_kernel_blocks_equal_the_full_vandermonde_product(tiny_config):
+@pytest.mark.parametrize("length", [1, 2, 30, 1000, 4097])  # blocks of ceil(sqrt(L)): full, or a short last one
+def test_kernel_blocks_equal_the_full_vandermonde_product(tiny_config, length):
     kernel = build(LyraModel, tiny_config(bidirectional=True)).layers[0].mixer.kernel
-    length = 1000  # not a multiple of the block size
     with torch.no_grad():
         blocked_float32 = kernel(length).double()
         blocked = kernel.double()(length)
