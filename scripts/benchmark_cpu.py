@@ -10,9 +10,12 @@ in one run (the machine is shared and noisy, so only ratios within one run mean 
    of 237-residue random sequences, default model) on one core (`--num-processes 1 --threads 1`) and with the
    defaults, idle and beside the busy loop; then the crossover: tokens/s of one process x one thread, one process x
    two threads and two processes x one thread for tokens per step from 1,920 to 15,168 at hidden sizes 64 and 256.
+   Each training configuration runs `--repeats` times (3), taking turns with the others it is compared with, and its
+   median is reported: one epoch is a few seconds, and this machine's speed drifts by tens of percent over minutes.
 3. `lyra-predict` on random 200-letter protein rows: peak memory of the whole process tree (PSS, sampled every second)
-   and the kernel's peak RSS of the command's process and of its largest worker, and rows/s over the command's wall time (about 10 s of it is importing torch and transformers) and over the
-   prediction itself (the rate its closing line gives), on all cores, and on one core for the middle size.
+   and the kernel's peak RSS of the command's process and of its largest worker, and rows/s over the command's wall
+   time (about 10 s of it is importing torch and transformers) and over the prediction itself (the rate its closing
+   line gives), on all cores, and on one core for the middle size.
 4. `lyra-scan` of a 237-letter wild type: every single mutant (4,503), and every double mutant of 10 positions, on one
    core and on all cores: the command's wall time, and the scoring alone (`lyra_hf.scan.scan` in this process,
    timed without the imports and checkpoint loading that every command pays first).
@@ -22,10 +25,12 @@ Run it with nothing else running; it starts its own busy loop where it says so.
 
 import argparse
 import csv
+import functools
 import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -178,23 +183,43 @@ def train_tokens_per_second(work: Path, hidden_size: int, length: int, flags: li
     return {**result, "tokens_per_second": results["samples_per_second"] * length, "num_processes": results["num_processes"]}
 
 
-def crossover(work: Path) -> dict:
+def round_robin(runs: dict, repeats: int) -> dict:
+    """Each of `runs` (label: a function returning `train_tokens_per_second`'s dict) `repeats` times, taking turns, so
+    that a slow spell of the shared machine falls on every configuration alike; each label's result is its last run
+    with the median tokens/s and every run's tokens/s."""
+    results = {label: [] for label in runs}
+    for _ in range(repeats):
+        for label, function in runs.items():
+            results[label].append(function())
+    return {
+        label: {**measured[-1], "tokens_per_second": statistics.median(run["tokens_per_second"] for run in measured), "tokens_per_second_runs": [run["tokens_per_second"] for run in measured]}
+        for label, measured in results.items()
+    }
+
+
+def crossover(work: Path, repeats: int) -> dict:
     """Tokens/s of one training epoch for each size and layout of threads and processes, idle."""
     results = {}
     for hidden_size, length in CROSSOVER_SIZES:
+        runs = {}
         for layout, flags in CROSSOVER_LAYOUTS.items():
             label = f"hidden {hidden_size}, L {length} ({64 * length:,} tokens a step): {layout}"
-            results[label] = {"hidden_size": hidden_size, "length": length, "layout": layout}
-            results[label] |= train_tokens_per_second(work, hidden_size, length, flags, label)
+            runs[label] = functools.partial(train_tokens_per_second, work, hidden_size, length, flags, label)
+        for label, result in round_robin(runs, repeats).items():
+            results[label] = {"hidden_size": hidden_size, "length": length, "layout": label.rsplit(": ", 1)[1], **result}
     return results
 
 
-def training_throughput(work: Path) -> dict:
+def training_throughput(work: Path, repeats: int) -> dict:
     """The step the issue measured (batch 64 of 237-residue sequences, default model): one core against the default."""
-    return {
-        "one core": train_tokens_per_second(work, 64, 237, ONE_CORE, "training on one core (batch 64, L 237)"),
-        "all cores": train_tokens_per_second(work, 64, 237, [], "training with the defaults (batch 64, L 237)"),
-    } | {"all cores, busy neighbour": busy(train_tokens_per_second, work, 64, 237, [], "training with the defaults beside the busy loop")}
+    return round_robin(
+        {
+            "one core": functools.partial(train_tokens_per_second, work, 64, 237, ONE_CORE, "training on one core (batch 64, L 237)"),
+            "all cores": functools.partial(train_tokens_per_second, work, 64, 237, [], "training with the defaults (batch 64, L 237)"),
+            "all cores, busy neighbour": functools.partial(busy, train_tokens_per_second, work, 64, 237, [], "training with the defaults beside the busy loop"),
+        },
+        repeats,
+    )
 
 
 def busy(function, *args):
@@ -274,6 +299,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000", help="lyra-predict row counts")
     parser.add_argument("--one-core-size", type=int, default=100_000, help="the row count also predicted on one core")
     parser.add_argument("--parts", default="demo,train,predict,scan", help="which parts to run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each training configuration, taking turns (the median is reported)")
     args = parser.parse_args()
     from lyra_hf.cpu import usable_cpus
 
@@ -289,8 +315,8 @@ def main() -> None:
         if "demo" in parts:
             report["demo"] = demo(work)
         if "train" in parts:
-            report["training"] = training_throughput(work)
-            report["crossover"] = crossover(work)
+            report["training"] = training_throughput(work, args.repeats)
+            report["crossover"] = crossover(work, args.repeats)
         model = default_checkpoint(work)
         if "predict" in parts:
             report["predict"] = prediction(work, model, [int(size) for size in args.sizes.split(",")], args.one_core_size)
