@@ -15,7 +15,7 @@ in one run (the machine is shared and noisy, so only ratios within one run mean 
 3. `lyra-predict` on random 200-letter protein rows: peak memory of the whole process tree (PSS, sampled every second)
    and the kernel's peak RSS of the command's process and of its largest worker, and rows/s over the command's wall
    time (about 10 s of it is importing torch and transformers) and over the prediction itself (the rate its closing
-   line gives), on all cores, and on one core for the middle size.
+   line gives), on all cores, and on one core for the middle size (the two taking turns `--repeats` times).
 4. `lyra-scan` of a 237-letter wild type: every single mutant (4,503), and every double mutant of 10 positions, on one
    core and on all cores: the command's wall time, and the scoring alone (`lyra_hf.scan.scan` in this process,
    timed without the imports and checkpoint loading that every command pays first).
@@ -248,19 +248,33 @@ def default_checkpoint(work: Path) -> Path:
     return work / "model"
 
 
-def prediction(work: Path, model: Path, sizes: list[int], one_core_size: int) -> dict:
+def prediction(work: Path, model: Path, sizes: list[int], one_core_size: int, repeats: int) -> dict:
+    """lyra-predict on all cores for each size; at `one_core_size` also on one core, the two taking turns `repeats`
+    times (medians of the rates, the largest of the peaks)."""
     results = {}
     for count in sizes:
         source = write_rows(work / f"rows_{count}.csv", count)
         runs = [("all cores", [])] + ([("one core", ONE_CORE)] if count == one_core_size else [])
-        for cores, flags in runs:
-            label = f"predict {count:,} rows, {cores}"
-            output = work / f"predictions_{count}_{cores.replace(' ', '_')}.csv"
-            result = run([*lyra("predict"), "--model", str(model), "--input", str(source), "--output", str(output), *flags], label, sample_memory=True)
-            # The command's closing line times the prediction itself: reading, predicting and writing, after the
-            # imports, the checkpoint and the check of every row.
-            predicting = float(re.search(r"in ([\d.]+) s,", result["stdout"][-1]).group(1))
-            results[label] = {**result, "rows": count, "rows_per_second": count / result["seconds"], "predicting_seconds": predicting, "predicting_rows_per_second": count / predicting}
+        measured = {cores: [] for cores, _ in runs}
+        for _ in range(repeats if len(runs) > 1 else 1):
+            for cores, flags in runs:
+                label = f"predict {count:,} rows, {cores}"
+                output = work / f"predictions_{count}_{cores.replace(' ', '_')}.csv"
+                output.unlink(missing_ok=True)
+                result = run([*lyra("predict"), "--model", str(model), "--input", str(source), "--output", str(output), *flags], label, sample_memory=True)
+                # The command's closing line times the prediction itself: reading, predicting and writing, after the
+                # imports, the checkpoint and the check of every row.
+                predicting = float(re.search(r"in ([\d.]+) s,", result["stdout"][-1]).group(1))
+                measured[cores].append({**result, "rows_per_second": count / result["seconds"], "predicting_rows_per_second": count / predicting})
+        for cores, runs_of_cores in measured.items():
+            results[f"predict {count:,} rows, {cores}"] = {
+                **runs_of_cores[-1],
+                "rows": count,
+                "runs": len(runs_of_cores),
+                **{key: statistics.median(run[key] for run in runs_of_cores) for key in ("seconds", "rows_per_second", "predicting_rows_per_second")},
+                **{key: max(run[key] or 0 for run in runs_of_cores) for key in ("peak_memory_bytes", "peak_rss_bytes", "peak_worker_rss_bytes")},
+                "predicting_rows_per_second_runs": [run["predicting_rows_per_second"] for run in runs_of_cores],
+            }
         source.unlink()
     return results
 
@@ -299,7 +313,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000", help="lyra-predict row counts")
     parser.add_argument("--one-core-size", type=int, default=100_000, help="the row count also predicted on one core")
     parser.add_argument("--parts", default="demo,train,predict,scan", help="which parts to run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each training configuration, taking turns (the median is reported)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each training configuration and of lyra-predict on one core and on all, taking turns (medians reported)")
     args = parser.parse_args()
     from lyra_hf.cpu import usable_cpus
 
@@ -319,7 +333,7 @@ def main() -> None:
             report["crossover"] = crossover(work, args.repeats)
         model = default_checkpoint(work)
         if "predict" in parts:
-            report["predict"] = prediction(work, model, [int(size) for size in args.sizes.split(",")], args.one_core_size)
+            report["predict"] = prediction(work, model, [int(size) for size in args.sizes.split(",")], args.one_core_size, args.repeats)
         if "scan" in parts:
             report["scan"] = scanning(work, model)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
