@@ -14,7 +14,7 @@ in one run (the machine is shared and noisy, so only ratios within one run mean 
    median is reported: one epoch is a few seconds, and this machine's speed drifts by tens of percent over minutes.
 3. `lyra-predict` on random 200-letter protein rows: peak memory of the whole process tree (PSS, sampled every second)
    and the kernel's peak RSS of the command's process and of its largest worker, and rows/s over the command's wall
-   time (about 10 s of it is importing torch and transformers) and over the prediction itself (the rate its closing
+   time (4-10 s of it, by machine, is importing torch and transformers) and over the prediction itself (the rate its closing
    line gives), on all cores, and on one core for the middle size (the two taking turns `--repeats` times).
 4. `lyra-scan` of a 237-letter wild type: every single mutant (4,503), and every double mutant of 10 positions, on one
    core and on all cores: the command's wall time, and the scoring alone (`lyra_hf.scan.scan` in this process,
