@@ -8,8 +8,9 @@ in one run (the machine is shared and noisy, so only ratios within one run mean 
    and with a busy loop pinned to CPU 0 (`taskset -c 0 sh -c 'while :; do :; done'`).
 2. Training throughput (tokens/s over the training loop, from results.json) at the step the issue measured (batch 64
    of 237-residue random sequences, default model) on one core (`--num-processes 1 --threads 1`) and with the
-   defaults, idle and beside the busy loop; then the crossover: tokens/s of one process x one thread, one process x
-   two threads and two processes x one thread for tokens per step from 1,920 to 15,168 at hidden sizes 64 and 256.
+   defaults, idle and beside the busy loop, over 4 epochs; then the crossover, over one epoch each: tokens/s of one
+   process x one thread, one process x two threads and two processes x one thread for tokens per step from 1,920 to
+   15,168 at hidden sizes 64 and 256.
    Each training configuration runs `--repeats` times (3), taking turns with the others it is compared with, and its
    median is reported: one epoch is a few seconds, and this machine's speed drifts by tens of percent over minutes.
 3. `lyra-predict` on random 200-letter protein rows: peak memory of the whole process tree (PSS, sampled every second)
@@ -42,6 +43,7 @@ import torch
 
 LETTERS = "ACDEFGHIKLMNPQRSTVWY"
 ONE_CORE = ["--num-processes", "1", "--threads", "1"]
+THROUGHPUT_EPOCHS = 4
 
 
 def process_tree(pid: int) -> list[int]:
@@ -168,15 +170,15 @@ def write_labelled_rows(path: Path, count: int, length: int) -> Path:
     return path
 
 
-def train_tokens_per_second(work: Path, hidden_size: int, length: int, flags: list[str], label: str) -> dict:
-    """One epoch of `lyra-train` on random labelled sequences of one length (about 400,000 tokens at hidden size 64,
-    a quarter of that at 256); tokens/s over the training loop, from results.json."""
+def train_tokens_per_second(work: Path, hidden_size: int, length: int, flags: list[str], label: str, epochs: int = 1) -> dict:
+    """`epochs` epochs of `lyra-train` on random labelled sequences of one length (about 400,000 tokens an epoch at
+    hidden size 64, a quarter of that at 256); tokens/s over the training loop, from results.json."""
     tokens = 400_000 * 64 // hidden_size
     source = work / f"train_{hidden_size}_{length}.csv"
     if not source.exists():
         write_labelled_rows(source, int(tokens / length / 0.9), length)
     folder = work / f"train_{hidden_size}_{length}_{len(list(work.iterdir()))}"
-    command = [*lyra("train"), "--train-file", str(source), "--hidden-size", str(hidden_size), "--epochs", "1"]
+    command = [*lyra("train"), "--train-file", str(source), "--hidden-size", str(hidden_size), "--epochs", str(epochs)]
     command += ["--max-eval-samples", "128", "--output-dir", str(folder), *flags]
     result = run(command, label)
     results = json.loads((folder / "results.json").read_text())
@@ -211,12 +213,15 @@ def crossover(work: Path, repeats: int) -> dict:
 
 
 def training_throughput(work: Path, repeats: int) -> dict:
-    """The step the issue measured (batch 64 of 237-residue sequences, default model): one core against the default."""
+    """The step the issue measured (batch 64 of 237-residue sequences, default model): one core against the default,
+    over `THROUGHPUT_EPOCHS` epochs (~120 steps), so that what a run pays once (DDP's first iteration, each process's
+    first allocations) weighs on the rate about as little as on a real training run, not as on the crossover's one
+    epoch of ~30 steps."""
     return round_robin(
         {
-            "one core": functools.partial(train_tokens_per_second, work, 64, 237, ONE_CORE, "training on one core (batch 64, L 237)"),
-            "all cores": functools.partial(train_tokens_per_second, work, 64, 237, [], "training with the defaults (batch 64, L 237)"),
-            "all cores, busy neighbour": functools.partial(busy, train_tokens_per_second, work, 64, 237, [], "training with the defaults beside the busy loop"),
+            "one core": functools.partial(train_tokens_per_second, work, 64, 237, ONE_CORE, "training on one core (batch 64, L 237)", THROUGHPUT_EPOCHS),
+            "all cores": functools.partial(train_tokens_per_second, work, 64, 237, [], "training with the defaults (batch 64, L 237)", THROUGHPUT_EPOCHS),
+            "all cores, busy neighbour": functools.partial(busy, train_tokens_per_second, work, 64, 237, [], "training with the defaults beside the busy loop", THROUGHPUT_EPOCHS),
         },
         repeats,
     )
