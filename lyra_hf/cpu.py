@@ -84,10 +84,11 @@ def plan_processes(num_processes: int | None, threads: int | None) -> tuple[int,
 # A second training process pays only when a step holds enough work to share: each step has a fixed cost that does not
 # shrink with the batch (about 18 ms for the default model on one thread here: Python, autograd, the optimizer), and
 # gloo's gradient all-reduce with the wait for the slower process adds about 10 ms. Measured on 2 CPUs, batch 64
-# (BENCHMARKS.md, "CPU use"; two runs on two hosts), two processes against one: 1.16x at 1,920 tokens a step (the
-# demo), 1.40-1.56x at 4,096, 1.54-1.66x at 6,400, 1.71-1.78x at 15,168; at hidden size 256, 1.61-1.63x at 1,920.
-# Below the bar one single-threaded process runs: nearly as fast as two there, and unlike two processes or torch's
-# intra-op threads it keeps its pace when another program shares a CPU.
+# (BENCHMARKS.md, "CPU use"; three runs on two hosts), two processes against one: 1.16-1.32x at 1,920 tokens a step
+# (the demo), 1.40-1.56x at 4,096, 1.54-1.66x at 6,400, 1.65-1.78x at 15,168; at hidden size 256, 1.56-1.63x at 1,920.
+# Below the bar one single-threaded process runs: a little slower idle, but it keeps its pace when another program
+# shares a CPU, where two processes (the demo: 1.82x their idle time beside a busy loop) or torch's intra-op threads
+# do not.
 MIN_TRAINING_WORK_PER_PROCESS = 2048 * 64  # tokens per step x hidden size
 
 
