@@ -98,12 +98,20 @@ def training_processes(processes: int, tokens_per_step: float, hidden_size: int)
     return max(1, min(processes, int(tokens_per_step * hidden_size // MIN_TRAINING_WORK_PER_PROCESS)))
 
 
-# Inference batches on a CPU hold at most about this many padded tokens. Larger ones are no faster per row, and slower
-# on two workers (presumably their activations outgrow the caches and the workers contend for memory bandwidth). For
-# 30,000 rows of 200 residues on one thread, batches of 64, 128 and 256 rows took 36.4, 38.8 and 39.3 s and peaked at
-# 605, 663 and 761 MB (the imports alone hold about 450 MB); a 10-position double scan at L = 237 on two workers took
-# 14.3 s in batches of 69 rows against 16.4 s in batches of 563.
-CPU_BATCH_TOKENS = 16_384
+# Inference batches on a CPU hold at most about this many padded tokens x hidden size: 8,192 tokens at the default
+# width of 64, 2,048 at 256. Past it a batch's activations outgrow the caches and two workers slow each other down
+# (they contend for memory bandwidth; the same work in cache runs at full speed on both CPUs here). 30,000 rows of 200
+# residues (BENCHMARKS.md, "CPU use"), alternately twice: at 16,384, 12,288, 8,192 and 6,144 tokens a batch, one worker
+# did 3,060, 3,100, 2,950 and 2,870 rows/s and two workers 4,840, 5,400, 5,500 and 5,400; at width 256 and 16,384,
+# 8,192, 4,096 and 2,048 tokens, 390, 420, 460 and 460 on one worker, 730, 760, 830 and 860 on two. For 50 and 1,000
+# residues 8,192 tokens matched or beat 16,384 on two workers (20,170 against 19,870 rows/s; 1,054 against 993).
+# Smaller batches lose to each batch's fixed cost (1,024 tokens at width 64: 1,840 rows/s on one worker).
+CPU_BATCH_ACTIVATIONS = 8192 * 64
+
+
+def cpu_batch_tokens(hidden_size: int) -> int:
+    """Padded tokens per inference batch on a CPU for a model `hidden_size` wide (`CPU_BATCH_ACTIVATIONS` over it)."""
+    return max(1, CPU_BATCH_ACTIVATIONS // hidden_size)
 
 
 _worker_state: dict = {}
@@ -211,11 +219,12 @@ def launch_on_cpus(function: Callable, args: tuple, processes: int) -> dict[int,
 
 
 __all__ = [
-    "CPU_BATCH_TOKENS",
+    "CPU_BATCH_ACTIVATIONS",
     "WorkerError",
     "WorkerPool",
     "cgroup_cpu_quota",
     "configure_threads",
+    "cpu_batch_tokens",
     "launch_on_cpus",
     "plan_processes",
     "training_processes",

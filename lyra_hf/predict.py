@@ -6,12 +6,12 @@ The output holds the input's columns plus one column per regression target (`pre
 class and one probability column per class, or the per-residue labels of a token classifier. A seed ensemble (a folder
 or Hub repo with `ensemble.json`, see `lyra-train --ensemble`) predicts the members' mean (of class probabilities for
 classifiers, per residue for token classifiers) and adds the members' standard deviation beside each value
-(`predicted_<target>_std`, `probability_<class>_std`; NumPy's, ddof 0). The input is read,
-checked, predicted and written in chunks of 10,000 rows (memory does not grow with the file); within a chunk sequences
-are batched by length so that little compute goes to padding (on a CPU, at most 16,384 tokens a batch), and the
-batches are shared out over one pool of single-threaded worker processes, one per usable CPU, which predicts the next
-chunk while this process writes the last. The file is written under a temporary name, renamed when complete, and
-never overwritten without `--overwrite`.
+(`predicted_<target>_std`, `probability_<class>_std`; NumPy's, ddof 0). The input is read, checked, predicted and
+written in chunks of 10,000 rows (memory does not grow with the file); within a chunk sequences are batched by length
+so that little compute goes to padding (on a CPU, at most 8,192 tokens a batch at the default width, fewer for wider
+models), and the batches are shared out over one pool of single-threaded worker processes, one per usable CPU, which
+predicts the next chunk while this process writes the last. The file is written under a temporary name, renamed when
+complete, and never overwritten without `--overwrite`.
 """
 
 import argparse
@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import cli
 from .checkpoints import atomic_text, load_models
-from .cpu import CPU_BATCH_TOKENS, WorkerPool, configure_threads, plan_processes
+from .cpu import WorkerPool, configure_threads, cpu_batch_tokens, plan_processes
 from .data import SEQUENCE_COLUMN, check_columns, check_rows, stream_table
 from .tasks import task_of
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", required=True, help="CSV, TSV or FASTA file of sequences")
     parser.add_argument("--output", required=True, help="CSV file to write")
     parser.add_argument("--sequence-column", default=SEQUENCE_COLUMN)
-    parser.add_argument("--batch-size", type=int, default=256, help=f"rows per batch at most; on a CPU also at most {CPU_BATCH_TOKENS:,} tokens")
+    parser.add_argument("--batch-size", type=int, default=256, help=f"rows per batch at most; on a CPU also at most {cpu_batch_tokens(64):,} tokens (at width 64; fewer for wider models)")
     parser.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--unknown", choices=("error", "unk"), default="error", help="characters outside the alphabet: reject the file, or map them to [UNK]")
@@ -66,6 +66,12 @@ def length_buckets(lengths: list[int], batch_size: int, max_tokens: int | None =
     return batches
 
 
+def batch_tokens(models: list, device: str) -> int | None:
+    """Padded tokens per batch at most: on a CPU, what suits the widest model (`lyra_hf.cpu.cpu_batch_tokens`); on an
+    accelerator no limit beyond `--batch-size`."""
+    return cpu_batch_tokens(max(getattr(model.config, "hidden_size", 64) for model in models)) if str(device) == "cpu" else None
+
+
 @torch.no_grad()
 def predict_batch(state: dict, sequences: list[str]) -> np.ndarray:
     """Logits of one batch from every model, stacked: (num_models, batch, ...) (run in this process or a worker;
@@ -83,9 +89,8 @@ def predict(models, tokenizer, sequences: list[str], batch_size: int = 256, devi
     members = models if isinstance(models, (list, tuple)) else [models]
     for model in members:
         model.to(device)
-    max_tokens = CPU_BATCH_TOKENS if str(device) == "cpu" else None
     with WorkerPool({"models": members, "tokenizer": tokenizer, "device": device}, processes) as workers:
-        outputs = submit(workers, sequences, batch_size, max_tokens)()
+        outputs = submit(workers, sequences, batch_size, batch_tokens(members, device))()
     return outputs if members is models else [output[0] for output in outputs]
 
 
@@ -165,7 +170,7 @@ def run(args: argparse.Namespace) -> str:
     configure_threads(threads)
     for model in models:
         model.to(args.device)
-    max_tokens = CPU_BATCH_TOKENS if args.device == "cpu" else None
+    max_tokens = batch_tokens(models, args.device)
     state = {"models": models, "tokenizer": tokenizer, "device": args.device}
     started = time.perf_counter()
     try:

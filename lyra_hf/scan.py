@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from . import cli
 from .checkpoints import atomic_file, load_models, locked_output_dir, replacing_outputs, write_csv
-from .cpu import CPU_BATCH_TOKENS, WorkerPool, configure_threads, plan_processes
+from .cpu import WorkerPool, configure_threads, cpu_batch_tokens, plan_processes
 from .data import read_table
 from .incremental import IncrementalScorer
 from .tasks import task_of
@@ -117,7 +117,7 @@ def encode_wild_type(tokenizer, sequence: str) -> tuple[str, torch.Tensor, list[
 
 
 # Mutants per incremental batch on a CPU. Double mutants of one position pair at L = 237, one thread: 16, 32, 64, 128
-# and 361 a batch scored 4,700, 4,500, 4,700, 5,100 and 3,700 mutants/s (noisy); at most 8 x CPU_BATCH_TOKENS
+# and 361 a batch scored 4,700, 4,500, 4,700, 5,100 and 3,700 mutants/s (noisy); at most 8 x `cpu_batch_tokens`
 # positions, so long sequences stay within memory. Short sequences take at least CPU_INCREMENTAL_POSITIONS positions a
 # batch, where each batch's fixed cost (about 1 ms of small operations) would dominate: at L = 56 batches of 361 (one
 # position pair's double mutants) scored 26,000-29,000 mutants/s against 22,000-24,000 for 128 (alternately, 4 times).
@@ -126,13 +126,14 @@ CPU_INCREMENTAL_POSITIONS = 24_000
 
 
 def auto_batch_size(model, length: int, device: torch.device, incremental: bool = False) -> int:
-    """Mutants per batch: activations within about a quarter of free memory on a GPU; on a CPU, `CPU_BATCH_TOKENS`
-    (for incremental scoring `CPU_INCREMENTAL_BATCH`, or `CPU_INCREMENTAL_POSITIONS` positions for short sequences)."""
+    """Mutants per batch: activations within about a quarter of free memory on a GPU; on a CPU, `cpu_batch_tokens` of
+    the model's width (for incremental scoring `CPU_INCREMENTAL_BATCH`, or `CPU_INCREMENTAL_POSITIONS` positions for
+    short sequences)."""
+    hidden = getattr(model.config, "hidden_size", 64)
     if device.type != "cuda":
         if incremental:
-            return max(1, min(max(CPU_INCREMENTAL_BATCH, CPU_INCREMENTAL_POSITIONS // length), 8 * CPU_BATCH_TOKENS // length))
-        return max(1, CPU_BATCH_TOKENS // length)
-    hidden = getattr(model.config, "hidden_size", 64)
+            return max(1, min(max(CPU_INCREMENTAL_BATCH, CPU_INCREMENTAL_POSITIONS // length), 8 * cpu_batch_tokens(hidden) // length))
+        return max(1, cpu_batch_tokens(hidden) // length)
     bytes_per_sequence = 4 * length * hidden * 16  # the widest intermediate (PGC 4d channels, FFT buffers) with margin
     return int(max(1, min(4096, torch.cuda.mem_get_info(device)[0] // 4 // bytes_per_sequence)))
 
@@ -618,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-mutants", type=int, help=f"--all-pairs refuses to score more double mutants than this, naming the count and the time it would take (default {DEFAULT_MAX_MUTANTS:,})"
     )
     parser.add_argument("--target", help="class (name or index) whose probability a classifier scores; default: the last")
-    parser.add_argument("--batch-size", type=int, help=f"default: about {CPU_BATCH_TOKENS:,} tokens a batch on a CPU, a quarter of free memory on a GPU")
+    parser.add_argument("--batch-size", type=int, help=f"default: about {cpu_batch_tokens(64):,} tokens a batch on a CPU (at width 64; fewer for wider models), a quarter of free memory on a GPU")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
     parser.add_argument("--no-figures", action="store_true")

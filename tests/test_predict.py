@@ -13,7 +13,8 @@ from lyra_hf import (
     LyraModel,
     LyraTokenizer,
 )
-from lyra_hf.predict import length_buckets, main
+from lyra_hf.cpu import cpu_batch_tokens
+from lyra_hf.predict import batch_tokens, length_buckets, main
 
 
 SEQUENCES = ["ACDEFGHIK", "MNPQ", "RSTVWYACDEFGHIKLMN", "AC", "KLMNPQRSTV", "W" * 25, "ACJJ"]
@@ -63,6 +64,13 @@ def test_length_buckets_hold_at_most_max_tokens_once_padded():
         assert len(bucket) <= 4 and (padded <= 60 or len(bucket) == 1)
     # Cut at the row cap, then at the token cap (two rows padded to 30), and the 100 alone.
     assert [[lengths[i] for i in bucket] for bucket in buckets] == [[10] * 4, [10, 30], [30, 30], [100]]
+
+
+def test_cpu_batches_shrink_with_the_widest_member():
+    narrow, wide = (LyraForSequenceRegression(LyraConfig(hidden_size=width, state_size=4)) for width in (16, 128))
+    assert batch_tokens([narrow, wide], "cpu") == batch_tokens([wide], "cpu") == cpu_batch_tokens(128)
+    assert cpu_batch_tokens(128) == cpu_batch_tokens(16) // 8  # tokens x width held constant
+    assert batch_tokens([narrow], "cuda") is None
 
 
 def test_regression_round_trip_with_several_targets(tmp_path):
