@@ -102,7 +102,7 @@ def training_processes(processes: int, tokens_per_step: float, hidden_size: int)
 # width of 64, 2,048 at 256. Past it a batch's activations outgrow the caches and two workers slow each other down
 # (they contend for memory bandwidth; the same work in cache runs at full speed on both CPUs here). 30,000 rows of 200
 # residues (BENCHMARKS.md, "CPU use"), alternately twice: at 16,384, 12,288, 8,192 and 6,144 tokens a batch, one worker
-# did 3,060, 3,100, 2,950 and 2,870 rows/s and two workers 4,840, 5,400, 5,500 and 5,400; at width 256 and 16,384,
+# did 3,040, 3,100, 2,950 and 2,870 rows/s and two workers 4,870, 5,400, 5,490 and 5,410; at width 256 and 16,384,
 # 8,192, 4,096 and 2,048 tokens, 390, 420, 460 and 460 on one worker, 730, 760, 830 and 860 on two. For 50 and 1,000
 # residues 8,192 tokens matched or beat 16,384 on two workers (20,170 against 19,870 rows/s; 1,054 against 993).
 # Smaller batches lose to each batch's fixed cost (1,024 tokens at width 64: 1,840 rows/s on one worker).
