@@ -84,8 +84,8 @@ def plan_processes(num_processes: int | None, threads: int | None) -> tuple[int,
 # A second training process pays only when a step holds enough work to share: each step has a fixed cost that does not
 # shrink with the batch (about 18 ms for the default model on one thread here: Python, autograd, the optimizer), and
 # gloo's gradient all-reduce with the wait for the slower process adds about 10 ms. Measured on 2 CPUs, batch 64
-# (BENCHMARKS.md, "CPU use"; three runs on two hosts), two processes against one: 1.16-1.32x at 1,920 tokens a step
-# (the demo), 1.40-1.56x at 4,096, 1.54-1.66x at 6,400, 1.65-1.78x at 15,168; at hidden size 256, 1.56-1.63x at 1,920.
+# (BENCHMARKS.md, "CPU use"; four runs on two hosts), two processes against one: 1.16-1.32x at 1,920 tokens a step
+# (the demo), 1.40-1.57x at 4,096, 1.54-1.66x at 6,400, 1.65-1.78x at 15,168; at hidden size 256, 1.56-1.63x at 1,920.
 # Below the bar one single-threaded process runs: a little slower idle, but it keeps its pace when another program
 # shares a CPU, where two processes (the demo: 1.82x their idle time beside a busy loop) or torch's intra-op threads
 # do not.
@@ -101,10 +101,10 @@ def training_processes(processes: int, tokens_per_step: float, hidden_size: int)
 # Inference batches on a CPU hold at most about this many padded tokens x hidden size: 8,192 tokens at the default
 # width of 64, 2,048 at 256. Past it a batch's activations outgrow the caches and two workers slow each other down
 # (they contend for memory bandwidth; the same work in cache runs at full speed on both CPUs here). 30,000 rows of 200
-# residues (BENCHMARKS.md, "CPU use"), alternately twice: at 16,384, 12,288, 8,192 and 6,144 tokens a batch, one worker
-# did 3,040, 3,100, 2,950 and 2,870 rows/s and two workers 4,870, 5,400, 5,490 and 5,410; at width 256 and 16,384,
-# 8,192, 4,096 and 2,048 tokens, 390, 420, 460 and 460 on one worker, 730, 760, 830 and 860 on two. For 50 and 1,000
-# residues 8,192 tokens matched or beat 16,384 on two workers (20,170 against 19,870 rows/s; 1,054 against 993).
+# residues (BENCHMARKS.md, "CPU use"), alternately, 2-5 runs each: at 16,384, 12,288, 8,192 and 6,144 tokens a batch,
+# one worker did 3,040, 3,100, 2,950 and 2,870 rows/s and two workers 4,870, 5,400, 5,490 and 5,410; at width 256 and
+# 16,384, 8,192, 4,096 and 2,048 tokens, 390, 420, 460 and 460 on one worker, 730, 760, 830 and 860 on two. For 50 and
+# 1,000 residues 8,192 tokens matched or beat 16,384 on two workers (20,170 against 19,870 rows/s; 1,054 against 993).
 # Smaller batches lose to each batch's fixed cost (1,024 tokens at width 64: 1,840 rows/s on one worker).
 CPU_BATCH_ACTIVATIONS = 8192 * 64
 
