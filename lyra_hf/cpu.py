@@ -85,12 +85,11 @@ def plan_processes(num_processes: int | None, threads: int | None) -> tuple[int,
 # shrink with the batch (Python, autograd, the optimizer, the S4D kernel: 4-9 ms for the default model on one thread
 # here, at L = 30 and 237), and gloo's gradient all-reduce with the wait for the slower process adds 3-6 ms. At the
 # demo's size one process of 32 sequences alone already takes 0.84x the step of two threads on 64, so no split of the
-# batch over processes can beat those threads by much. Measured on 2 CPUs, batch 64
-# (BENCHMARKS.md, "CPU use"; four runs on two hosts), two processes against one: 1.16-1.32x at 1,920 tokens a step
-# (the demo), 1.40-1.57x at 4,096, 1.54-1.66x at 6,400, 1.65-1.78x at 15,168; at hidden size 256, 1.56-1.63x at 1,920.
-# Below the bar one single-threaded process runs: a little slower idle, but it keeps its pace when another program
-# shares a CPU, where two processes (the demo: 1.82x their idle time beside a busy loop) or torch's intra-op threads
-# do not.
+# batch over processes can beat those threads by much. Measured on 2 CPUs, batch 64 (BENCHMARKS.md, "CPU use"; four runs
+# on two hosts), two processes against one: 1.16-1.32x at 1,920 tokens a step (the demo), 1.40-1.57x at 4,096,
+# 1.54-1.66x at 6,400, 1.65-1.78x at 15,168; at hidden size 256, 1.56-1.63x at 1,920. Below the bar one single-threaded
+# process runs: a little slower idle, but it keeps its pace when another program shares a CPU, where two processes (the
+# demo: 1.82x their idle time beside a busy loop) or torch's intra-op threads do not.
 MIN_TRAINING_WORK_PER_PROCESS = 2048 * 64  # tokens per step x hidden size
 
 
