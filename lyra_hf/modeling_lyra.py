@@ -435,7 +435,7 @@ class LyraPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:
-            self.config.auto_map = {**self._remote_code_auto_map, **(getattr(self.config, "auto_map", None) or {})}
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self._remote_code_auto_map}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
@@ -628,12 +628,25 @@ class LyraForSequenceClassification(LyraPreTrainedModel):
 
 class LyraForSequenceRegression(LyraForSequenceClassification):
     """The regression face of [`LyraForSequenceClassification`]: the same modules and weights with
-    `problem_type="regression"` (`num_labels` real-valued targets, MSE loss), so a saved checkpoint also loads with
-    `AutoModelForSequenceClassification`."""
+    `problem_type="regression"` (`num_labels` real-valued targets, MSE loss).
+
+    It is saved as the [`LyraForSequenceClassification`] it is (`architectures` and `auto_map` name that class), so
+    that `AutoModelForSequenceClassification` and `pipeline` load every sequence checkpoint as one class whose behaviour
+    follows `config.problem_type`. With two classes behind one Auto class, the class a checkpoint loaded as depended on
+    which checkpoint the process had loaded before (transformers registers the first remote class it loads)."""
 
     def __init__(self, config: LyraConfig):
         config.problem_type = "regression"
         super().__init__(config)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers records `type(self).__name__`; this class adds no module or weight, so saving as the sequence
+        # head writes the same files under the name every Auto class maps to.
+        self.__class__ = LyraForSequenceClassification
+        try:
+            return self.save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.__class__ = LyraForSequenceRegression
 
 
 class LyraForTokenClassification(LyraPreTrainedModel):

@@ -35,13 +35,15 @@ METRICS = {
 
 @dataclass(frozen=True)
 class Task:
-    """One row of `TASKS`. `model_class` is what lyra-train builds, `auto_class` what loads the checkpoint anywhere;
+    """One row of `TASKS`. `model_class` is what lyra-train builds, `auto_class` what loads the checkpoint anywhere,
+    and `problem_type` what its config records (the sequence head's loss and the pipelines' output follow it);
     `pipeline_tag` and `title` go on the model card; `metric_names` are computed on validation and test, and
     `default_metric` picks the best epoch unless the user names another."""
 
     name: str
     model_class: type
     auto_class: type
+    problem_type: str | None
     pipeline_tag: str
     title: str
     metric_names: tuple[str, ...]
@@ -78,6 +80,7 @@ TASKS = {
             "regression",
             LyraForSequenceRegression,
             AutoModelForSequenceClassification,
+            "regression",
             "text-classification",
             "Sequence regression",
             REGRESSION_METRICS,
@@ -89,6 +92,7 @@ TASKS = {
             "classification",
             LyraForSequenceClassification,
             AutoModelForSequenceClassification,
+            "single_label_classification",
             "text-classification",
             "Sequence classification",
             CLASSIFICATION_METRICS,
@@ -100,6 +104,7 @@ TASKS = {
             "token-classification",
             LyraForTokenClassification,
             AutoModelForTokenClassification,
+            None,
             "token-classification",
             "Per-residue classification",
             CLASSIFICATION_METRICS,

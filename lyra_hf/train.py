@@ -322,16 +322,16 @@ def build_config(args, tokenizer):
 def build_model(args, tokenizer, names: list[str], config=None):
     """A fresh model from `config` (default: `build_config`), or a checkpoint to fine-tune with a head for this task's
     labels."""
-    model_class = TASKS[args.task].model_class
+    task = TASKS[args.task]
     labels = {"id2label": dict(enumerate(names)), "label2id": {name: index for index, name in enumerate(names)}}
     if checkpoint := pretrained_checkpoint(args):
-        config = AutoConfig.from_pretrained(checkpoint, num_labels=len(names), **labels)
+        config = AutoConfig.from_pretrained(checkpoint, num_labels=len(names), problem_type=task.problem_type, **labels)
         # A new task gets a new head: weights of a head with another number of outputs are not loaded.
-        return model_class.from_pretrained(checkpoint, config=config, ignore_mismatched_sizes=True)
+        return task.model_class.from_pretrained(checkpoint, config=config, ignore_mismatched_sizes=True)
     config = config or build_config(args, tokenizer)
-    config.num_labels = len(names)
+    config.num_labels, config.problem_type = len(names), task.problem_type
     config.id2label, config.label2id = labels["id2label"], labels["label2id"]
-    return model_class(config)
+    return task.model_class(config)
 
 
 def sort_by_length(dataset):

@@ -202,7 +202,7 @@ tokenizer = AutoTokenizer.from_pretrained("lab/ensemble", subfolder="member_1", 
 model = AutoModelForSequenceClassification.from_pretrained("lab/ensemble", subfolder="member_1", trust_remote_code=True)
 saved = load_file(sys.argv[1])
 assert all(torch.equal(model.state_dict()[key], value) for key, value in saved.items())
-print(type(model).__name__, len(tokenizer))
+print(type(model).__name__, model.config.problem_type, len(tokenizer))
 """
 
 
@@ -219,7 +219,7 @@ def test_an_ensemble_pushes_with_its_members_in_subfolders_and_predicts_the_same
 
     # A member loads alone from its subfolder, even without lyra-hf (remote code).
     member_weights = tmp_path / "run" / "member_1" / "best" / "model.safetensors"
-    assert ok(client(hub, tmp_path, PULL_ENSEMBLE_MEMBER, args=[member_weights])).stdout.startswith("LyraForSequenceRegression")
+    assert ok(client(hub, tmp_path, PULL_ENSEMBLE_MEMBER, args=[member_weights])).stdout.startswith("LyraForSequenceClassification regression")
 
     (tmp_path / "in.csv").write_text("sequence\nACDEFGHIK\nMNPQRS\nWWYV\n")
     predict = "import sys; from lyra_hf.predict import main; sys.exit(main(sys.argv[1:]))"

@@ -582,6 +582,88 @@ def test_saved_directory_loads_as_remote_code_without_the_package(tiny_config, t
     assert "REMOTE CODE OK" in result.stdout
 
 
+AUTO_CLASS_LOADS = textwrap.dedent(
+    """
+    import sys
+    if sys.argv[2] == "without-package":
+        sys.modules["lyra_hf"] = None  # only the checkpoints' own code
+    else:
+        import lyra_hf  # noqa: F401  registers the Lyra classes with the Auto classes
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer, pipeline
+    root, options = sys.argv[1], {"trust_remote_code": True} if sys.argv[2] == "without-package" else {}
+    AUTO = {"regression": AutoModelForSequenceClassification, "classification": AutoModelForSequenceClassification,
+            "token": AutoModelForTokenClassification}
+    PROBLEM = {"regression": "regression", "classification": "single_label_classification", "token": None}
+    sequence = "MKTAYIAKQR"
+    # Every ordered pair of runs follows each other once, so each load comes after each other kind of load.
+    for name in ["regression", "classification", "token", "regression", "token", "classification", "regression"]:
+        folder = f"{root}/{name}/best"
+        model = AUTO[name].from_pretrained(folder, **options).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder, **options)
+        assert type(model).__name__ == model.config.architectures[0], (name, type(model), model.config.architectures)
+        assert ("lyra_hf" in type(model).__module__) == (sys.argv[2] == "with-package"), type(model).__module__
+        assert model.config.problem_type == PROBLEM[name], (name, model.config.problem_type)
+        with torch.no_grad():
+            logits = model(**tokenizer(sequence, return_tensors="pt")).logits[0]
+        if name == "token":
+            tagged = pipeline("token-classification", model=model, tokenizer=tokenizer)(sequence)
+            expected = [model.config.id2label[index] for index in logits.argmax(-1).tolist()]
+            assert [entity["entity"] for entity in tagged] == expected, (tagged, expected)
+        else:
+            [top] = pipeline("text-classification", model=model, tokenizer=tokenizer)(sequence)
+            expected = logits[0] if name == "regression" else logits.softmax(-1).max()
+            assert abs(top["score"] - expected.item()) < 1e-5, (name, top, logits)
+    print("AUTO CLASSES OK")
+    """
+)
+
+
+def test_auto_classes_load_each_run_as_saved_in_any_order_with_and_without_the_package(tmp_path):
+    """Runs of each task, all in folders named `best`, load as the class and problem type they were saved with whatever
+    was loaded before in the process, and their pipelines report what the model computes: the raw value of a regression,
+    the probability of a class, a label per residue."""
+    from accelerate.state import AcceleratorState
+
+    from lyra_hf.train import main as train
+
+    letters = "ACDEFGHIKLMNPQRSTVWY"
+    rows = [("".join(letters[(7 * row + 3 * column) % 20] for column in range(8)), row) for row in range(60)]
+    files = {
+        "classification": "sequence,label\n" + "".join(f"{sequence},{'ab'[row % 2]}\n" for sequence, row in rows),
+        "token": "sequence,label\n" + "".join(f"{sequence},{('HEC' * 4)[row % 3 :][:8]}\n" for sequence, row in rows),
+    }
+    tiny = ["--hidden-size", "16", "--state-size", "8", "--epochs", "1", "--batch-size", "16", "--quiet"]
+    for name, task in [("regression", "regression"), ("classification", "classification"), ("token", "token-classification")]:
+        data = ["--max-train-samples", "64", "--max-eval-samples", "16"]
+        if name in files:
+            (tmp_path / f"{name}.csv").write_text(files[name])
+            data = ["--train-file", str(tmp_path / f"{name}.csv"), "--task", task]
+        assert train([*tiny, *data, "--output-dir", str(tmp_path / name)]) == 0
+        AcceleratorState._reset_state(reset_partial_state=True)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    for package in ("with-package", "without-package"):
+        result = subprocess.run(
+            [sys.executable, "-I", "-c", AUTO_CLASS_LOADS, str(tmp_path), package],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert result.returncode == 0 and "AUTO CLASSES OK" in result.stdout, (package, result.stderr[-3000:])
+
+
+def test_the_regression_face_saves_as_the_sequence_head(tiny_config, tmp_path):
+    regression = build(LyraForSequenceRegression, tiny_config())
+    regression.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["architectures"] == ["LyraForSequenceClassification"] and saved["problem_type"] == "regression"
+    assert saved["auto_map"]["AutoModelForSequenceClassification"] == "modeling_lyra.LyraForSequenceClassification"
+    assert type(regression) is LyraForSequenceRegression  # the instance keeps its class after saving
+    assert isinstance(LyraForSequenceRegression.from_pretrained(tmp_path), LyraForSequenceRegression)
+
+
 # --- torch.export ------------------------------------------------------------------------------------------------
 
 
