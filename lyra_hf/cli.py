@@ -2,10 +2,13 @@
 
 Exit codes: 0 done; 2 a usage error (a bad flag or flag value, reported by argparse before anything runs); 1 bad data,
 a bad checkpoint, a busy or full output folder, or a Hub error, reported as one line `lyra-X: error: ...` with the
-value at fault. Anything else is a bug in lyra-hf and keeps its traceback.
+value at fault; 130 after Ctrl-C and 143 after SIGTERM, reported as one line `lyra-X: interrupted; ...` (what was
+written is complete, temporary files are removed). Anything else is a bug in lyra-hf and keeps its traceback.
 """
 
 import argparse
+import math
+import shlex
 import signal
 import sys
 import warnings
@@ -25,27 +28,94 @@ from .allocator import retain_freed_memory
 EXPECTED_ERRORS = (ValueError, OSError, SafetensorError, EntryNotFoundError)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM (`kill`, a scheduler's time limit), raised where the process is, so that it unwinds
+    like Ctrl-C and every temporary file is removed on the way out; `cli.main` reports it in one line."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+def raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def interrupt_exit_code(interrupt: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as shells report a process a signal ended: 130 for Ctrl-C, 143 for SIGTERM."""
+    return 128 + getattr(interrupt, "signum", signal.SIGINT)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written, and every flag's default after its help (flags without a default say nothing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if not unset and "%(default)" not in help and action.option_strings:
+            help += " (default: %(default)s)"
+        return help
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with usage errors in the commands' one-line format (exit 2); `--help` still shows the full usage."""
 
     def __init__(self, **kwargs):
-        super().__init__(formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+        super().__init__(formatter_class=HelpFormatter, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def bounded(kind: type, minimum: float | None = None, above: float | None = None, below: float | None = None):
+    """An argparse `type` for a finite number of `kind` (int or float) at least `minimum`, strictly above `above` and
+    strictly below `below`; anything else (text, NaN, infinity, out of range) is a usage error naming the value."""
+    limits = [f"at least {minimum}" if minimum is not None else "", f"above {above}" if above is not None else ""]
+    limits.append(f"below {below}" if below is not None else "")
+    wanted = f"{'a whole number' if kind is int else 'a finite number'} {' and '.join(limit for limit in limits if limit)}".strip()
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if (
+            not math.isfinite(value)
+            or (minimum is not None and value < minimum)
+            or (above is not None and value <= above)
+            or (below is not None and value >= below)
+        ):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
+
+
+POSITIVE_INT = bounded(int, minimum=1)
+
+
+def device(text: str) -> str:
+    """An argparse `type` for `--device`: a torch device this machine has (`cpu`, `cuda`, `cuda:1`, `mps`, ...)."""
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if parsed.type == "cpu":
+        return text
+    backend = getattr(torch, parsed.type, None)
+    available = bool(backend and hasattr(backend, "is_available") and backend.is_available())
+    count = backend.device_count() if available and hasattr(backend, "device_count") else 1
+    if not available or (parsed.index is not None and parsed.index >= count):
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no such {parsed.type} device (use --device cpu)")
+    return text
+
+
 def add_cpu_flags(parser: argparse.ArgumentParser) -> None:
     """`--num-processes` and `--threads` (see `lyra_hf.cpu.plan_processes` for the defaults)."""
     group = parser.add_argument_group("CPU use (default: one single-threaded process per CPU this process may use)")
-    group.add_argument("--num-processes", type=int, help="processes to share the work; 1 runs it in this process alone")
-    group.add_argument("--threads", type=int, help="torch threads per process (default: 1, or OMP_NUM_THREADS when set)")
-
-
-def check_cpu_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for flag in ("num_processes", "threads"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    group.add_argument("--num-processes", type=POSITIVE_INT, help="processes to share the work; 1 runs it in this process alone")
+    group.add_argument("--threads", type=POSITIVE_INT, help="torch threads per process (default: 1, or OMP_NUM_THREADS when set)")
 
 
 def quiet_library_output() -> None:
@@ -67,12 +137,23 @@ def is_expected_error(type_name: str) -> bool:
     return type_name in {error.__name__ for error in EXPECTED_ERRORS}
 
 
-def exit_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
-
-
 def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def rerun_hint(prog: str, argv: list[str], drop: dict[str, bool] | None = None, add: tuple[str, ...] = ()) -> str:
+    """The command line `argv` again, shell-quoted, without the flags in `drop` (flag -> whether it takes a value,
+    written `--flag value` or `--flag=value`) and with `add` at the end."""
+    drop, kept, index = drop or {}, [], 0
+    while index < len(argv):
+        flag = argv[index]
+        name = flag.split("=", 1)[0]
+        if name in drop:
+            index += 2 if drop[name] and "=" not in flag else 1
+            continue
+        kept.append(flag)
+        index += 1
+    return shlex.join([prog, *kept, *add])
 
 
 def main(
@@ -80,27 +161,47 @@ def main(
     check_args: Callable[[argparse.ArgumentParser, argparse.Namespace], None],
     run: Callable[[argparse.Namespace], str | None],
     argv: list[str] | None = None,
+    after_interrupt: Callable[[list[str]], str] = lambda argv: "nothing partial was written",
 ) -> int:
     """Parse `argv`, let `check_args` reject bad flag values through `parser.error` (exit 2), then `run`; its return
-    value, when not None, is printed as the command's closing line."""
+    value, when not None, is printed as the command's closing line. After Ctrl-C or SIGTERM the command prints
+    `after_interrupt(argv)` (e.g. how to resume) in its one line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     check_args(parser, args)
     quiet_library_output()
     retain_freed_memory()
-    # SIGTERM (`kill`, a scheduler's time limit) unwinds like Ctrl-C, so temporary files are removed on the way out.
-    previous_handler = signal.signal(signal.SIGTERM, exit_on_sigterm)
+    previous_handlers = {signum: signal.signal(signum, raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
     threads = torch.get_num_threads()  # a command sets its own; a caller in the same process gets its own back
     try:
         summary = run(args)
     except EXPECTED_ERRORS as error:
         print(f"{parser.prog}: error: {one_line(error)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as interrupt:
+        name = signal.Signals(interrupt_exit_code(interrupt) - 128).name
+        print(f"{parser.prog}: interrupted ({name}); {after_interrupt(argv)}", file=sys.stderr)
+        return interrupt_exit_code(interrupt)
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
         torch.set_num_threads(threads)
     if summary:
         print(summary)
     return 0
 
 
-__all__ = ["EXPECTED_ERRORS", "ArgumentParser", "add_cpu_flags", "check_cpu_flags", "is_expected_error", "main", "one_line", "quiet_library_output"]
+__all__ = [
+    "EXPECTED_ERRORS",
+    "POSITIVE_INT",
+    "ArgumentParser",
+    "Interrupted",
+    "add_cpu_flags",
+    "bounded",
+    "device",
+    "is_expected_error",
+    "main",
+    "one_line",
+    "quiet_library_output",
+    "rerun_hint",
+]

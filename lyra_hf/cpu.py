@@ -11,6 +11,7 @@ import gc
 import math
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -18,6 +19,8 @@ from itertools import repeat
 from pathlib import Path
 
 import torch
+
+from .cli import Interrupted
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -116,15 +119,31 @@ def cpu_batch_tokens(hidden_size: int) -> int:
 
 
 _worker_state: dict = {}
+_worker_busy = False
+
+
+def _interrupt_if_busy(signum, frame) -> None:
+    """A worker's Ctrl-C and SIGTERM handler. A terminal's Ctrl-C reaches every process of its group: a worker stops
+    the item it is running (unwinding it, so its temporary files are removed, and handing the interrupt back as the
+    item's result); an idle worker waits for the pool to close. The parent reports the interrupt, once."""
+    if _worker_busy:
+        raise Interrupted(signum)
 
 
 def _start_worker(state: dict) -> None:
     torch.set_num_threads(1)
     _worker_state.update(state)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt_if_busy)
 
 
 def _call_in_worker(function: Callable, item):
-    return function(_worker_state, item)
+    global _worker_busy
+    _worker_busy = True
+    try:
+        return function(_worker_state, item)
+    finally:
+        _worker_busy = False
 
 
 class WorkerPool:
@@ -185,9 +204,11 @@ def launch_on_cpus(function: Callable, args: tuple, processes: int) -> dict[int,
     """Run `function(*args)` in `processes` forked processes that form one torch.distributed job on this machine
     (torch's elastic launcher, the engine of torchrun and `accelerate launch`; each process sees RANK, WORLD_SIZE and
     MASTER_ADDR/PORT, and Accelerate forms the gloo group from them). Returns each rank's return value. If a process
-    fails, the others are stopped and the first failure is raised as `WorkerError`."""
+    fails, the others are stopped and the first failure is raised as `WorkerError`; after Ctrl-C or SIGTERM the
+    processes are stopped and `Interrupted` is raised."""
     import logging
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -202,17 +223,24 @@ def launch_on_cpus(function: Callable, args: tuple, processes: int) -> dict[int,
         monitor_interval=0.1,
         start_method="fork",
     )
-    # The launcher logs each failure as a multi-line traceback; the caller reports it in its own words.
-    loggers = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.multiprocessing", "torchelastic-events-null")]
+    # The launcher logs each failure as a multi-line traceback, and signals as warnings, from module loggers with levels
+    # of their own; the caller reports both in its own words.
+    prefixes = ("torch.distributed.elastic", "torch.multiprocessing", "torchelastic-events-null")
+    names = [name for name in logging.root.manager.loggerDict if name.startswith(prefixes)]
+    loggers = [logging.getLogger(name) for name in {*prefixes, *names}]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL + 1)
     try:
         return elastic_launch(config, function)(*args)
+    except SignalException as error:
+        raise Interrupted(error.sigval) from None
     except ChildFailedError as error:
         _, failure = error.get_first_failure()
         reported = failure.message if isinstance(failure.message, dict) else {"message": str(failure.message)}
         type_name, _, message = str(reported.get("message", "")).partition(": ")
+        if type_name in ("KeyboardInterrupt", Interrupted.__name__):  # a process saw Ctrl-C before the launcher did
+            raise Interrupted(signal.SIGINT) from None
         raise WorkerError(type_name, message, reported.get("extraInfo", {}).get("py_callstack", "")) from None
     finally:
         for logger, level in zip(loggers, levels):

@@ -40,10 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="checkpoint or seed-ensemble directory, or Hub id (e.g. runs/fitness/best)")
     parser.add_argument("--input", required=True, help="CSV, TSV or FASTA file of sequences")
     parser.add_argument("--output", required=True, help="CSV file to write")
-    parser.add_argument("--sequence-column", default=SEQUENCE_COLUMN)
-    parser.add_argument("--batch-size", type=int, default=256, help=f"rows per batch at most; on a CPU also at most {cpu_batch_tokens(64):,} tokens (at width 64; fewer for wider models)")
+    parser.add_argument("--sequence-column", default=SEQUENCE_COLUMN, help="column of the sequences (CSV, TSV)")
+    parser.add_argument("--batch-size", type=cli.POSITIVE_INT, default=256, help=f"rows per batch at most; on a CPU also at most {cpu_batch_tokens(64):,} tokens (at width 64; fewer for wider models)")
     parser.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="where the model runs")
     parser.add_argument("--unknown", choices=("error", "unk"), default="error", help="characters outside the alphabet: reject the file, or map them to [UNK]")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--trust-remote-code", action="store_true", help="run a checkpoint's own modeling code (not needed with lyra-hf installed)")
@@ -142,9 +142,7 @@ def prediction_columns(config, outputs: list) -> dict[str, list]:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
-    cli.check_cpu_flags(parser, args)
+    """Every flag value is checked by its type (see `build_parser`)."""
 
 
 def run(args: argparse.Namespace) -> str:

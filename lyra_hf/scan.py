@@ -609,20 +609,20 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--sequence", help="the wild-type sequence")
     source.add_argument("--fasta", help="a FASTA file of wild types (one output folder per record)")
-    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--output-dir", required=True, help="folder for the tables and figures (one subfolder per FASTA record)")
     parser.add_argument("--pairs", help="positions for the double-mutant scan, e.g. 10-20,45,47 (1-based)")
-    parser.add_argument("--top-k", type=int, help="double-mutant scan over the K positions with the largest single effect")
+    parser.add_argument("--top-k", type=cli.bounded(int, minimum=2), help="double-mutant scan over the K positions with the largest single effect")
     parser.add_argument(
         "--all-pairs", action="store_true", help="every double mutant over every pair of positions (or of --pairs), to pairs.parquet, with a position x position summary"
     )
     parser.add_argument(
-        "--max-mutants", type=int, help=f"--all-pairs refuses to score more double mutants than this, naming the count and the time it would take (default {DEFAULT_MAX_MUTANTS:,})"
+        "--max-mutants", type=cli.POSITIVE_INT, help=f"--all-pairs refuses to score more double mutants than this, naming the count and the time it would take (default {DEFAULT_MAX_MUTANTS:,})"
     )
     parser.add_argument("--target", help="class (name or index) whose probability a classifier scores; default: the last")
-    parser.add_argument("--batch-size", type=int, help=f"default: about {cpu_batch_tokens(64):,} tokens a batch on a CPU (at width 64; fewer for wider models), a quarter of free memory on a GPU")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=cli.POSITIVE_INT, help=f"default: about {cpu_batch_tokens(64):,} tokens a batch on a CPU (at width 64; fewer for wider models), a quarter of free memory on a GPU")
+    parser.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="where the model runs")
     parser.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
-    parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--no-figures", action="store_true", help="write the tables only (no matplotlib needed)")
     parser.add_argument("--heatmap", choices=("delta", "std"), default="delta", help="what the single-mutant heatmap shows: the delta, or (ensembles) its standard deviation over members")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier scan in the output folders")
     cli.add_cpu_flags(parser)
@@ -634,13 +634,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("give --pairs or --top-k, not both")
     if args.all_pairs and args.top_k:
         parser.error("--all-pairs scans every pair of positions (or of --pairs); --top-k does not apply")
-    if args.max_mutants is not None and (args.max_mutants < 1 or not args.all_pairs):
-        parser.error(f"--max-mutants needs --all-pairs and at least 1, got {args.max_mutants}")
-    if args.top_k is not None and args.top_k < 2:
-        parser.error(f"--top-k must be at least 2, got {args.top_k}")
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
-    cli.check_cpu_flags(parser, args)
+    if args.max_mutants is not None and not args.all_pairs:
+        parser.error(f"--max-mutants {args.max_mutants} limits --all-pairs; give --all-pairs or drop it")
 
 
 def record_folders(ids: list[str]) -> list[str]:

@@ -77,13 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--train-file", help="CSV, TSV or FASTA file of training sequences")
     data.add_argument("--validation-file", help="default: a seeded 10%% split carved from --train-file")
     data.add_argument("--test-file", help="scored once, with the best epoch's model")
-    data.add_argument("--sequence-column", default="sequence")
+    data.add_argument("--sequence-column", default="sequence", help="column of the sequences (CSV, TSV)")
     data.add_argument("--label-columns", default="label", help="comma-separated; several regression targets allowed")
-    data.add_argument("--task", choices=list(TASKS), default="regression")
-    data.add_argument("--alphabet", default="protein", help="protein, dna, rna or the letters of a custom alphabet")
+    data.add_argument("--task", choices=list(TASKS), default="regression", help="what the labels are")
+    data.add_argument("--alphabet", default="protein", help="protein, dna, rna (any case) or the letters of a custom alphabet")
     data.add_argument("--padding-characters", default="", help="characters that mean padding in the data, e.g. J")
     data.add_argument(
-        "--max-length", type=int, help="refuse longer sequences (default: the longest a batch fits in half the available memory)"
+        "--max-length", type=cli.POSITIVE_INT, help="refuse longer sequences (default: the longest a batch fits in half the available memory)"
     )
     data.add_argument("--unknown", choices=("error", "unk"), default="error", help="characters outside the alphabet (e.g. U, O): reject the file, or map them to [UNK]")
     data.add_argument("--split-column", help="one file for every split: the column saying train or test (FLIP's `set`)")
@@ -93,44 +93,44 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--folds", help="with --fold-column: only these folds, e.g. 0,2")
     data.add_argument("--ignore-label-characters", default="", help="per-residue tasks: label characters meaning 'no label here' (e.g. X), neither trained on nor scored")
     data.add_argument("--label-mask-column", help="per-residue tasks: a column of one 0/1 per residue; 0 = neither trained on nor scored")
-    data.add_argument("--max-train-samples", type=int, help="use only the first N training sequences (quick runs)")
-    data.add_argument("--max-eval-samples", type=int, help="use only the first N validation and test sequences")
+    data.add_argument("--max-train-samples", type=cli.POSITIVE_INT, help="use only the first N training sequences (quick runs)")
+    data.add_argument("--max-eval-samples", type=cli.POSITIVE_INT, help="use only the first N validation and test sequences")
 
     model = parser.add_argument_group("model")
     model.add_argument("--config", help="a LyraConfig JSON file, or a local or Hub checkpoint to start from")
-    model.add_argument("--hidden-size", type=int)
-    model.add_argument("--state-size", type=int)
-    model.add_argument("--num-s4d-layers", type=int)
-    model.add_argument("--bidirectional", action="store_true", default=None)
-    model.add_argument("--dropout", type=float)
+    model.add_argument("--hidden-size", type=cli.POSITIVE_INT, help="width d of the residual stream (default: the config's, 64)")
+    model.add_argument("--state-size", type=cli.bounded(int, minimum=2), help="S4D state size N, even (default: the config's, 64)")
+    model.add_argument("--num-s4d-layers", type=cli.POSITIVE_INT, help="S4D layers (default: the config's, 1)")
+    model.add_argument("--bidirectional", action="store_true", default=None, help="S4D layers also look right of each position")
+    model.add_argument("--dropout", type=cli.bounded(float, minimum=0, below=1), help="dropout probability (default: the config's, 0.2)")
 
     training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=int, default=25)
+    training.add_argument("--epochs", type=cli.POSITIVE_INT, default=25, help="passes over the training data")
     training.add_argument(
-        "--batch-size", type=int, default=64, help="per optimizer step (split over lyra-train's own CPU processes); per device under accelerate launch"
+        "--batch-size", type=cli.POSITIVE_INT, default=64, help="per optimizer step (split over lyra-train's own CPU processes); per device under accelerate launch"
     )
-    training.add_argument("--learning-rate", type=float, default=3e-3)
-    training.add_argument("--weight-decay", type=float, default=0.01)
-    training.add_argument("--lr-scheduler", choices=("cosine", "linear", "constant"), default="cosine")
-    training.add_argument("--warmup-ratio", type=float, default=0.05)
-    training.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    training.add_argument("--learning-rate", type=cli.bounded(float, above=0), default=3e-3, help="AdamW's peak learning rate")
+    training.add_argument("--weight-decay", type=cli.bounded(float, minimum=0), default=0.01, help="AdamW's weight decay (not on biases, norms or S4D parameters)")
+    training.add_argument("--lr-scheduler", choices=("cosine", "linear", "constant"), default="cosine", help="decay after the warm-up")
+    training.add_argument("--warmup-ratio", type=cli.bounded(float, minimum=0, below=1), default=0.05, help="share of the steps that warm the learning rate up")
+    training.add_argument("--gradient-accumulation-steps", type=cli.POSITIVE_INT, default=1, help="batches per optimizer step")
     training.add_argument(
-        "--ema-decay", type=float, help="evaluate, keep and save an exponential moving average of the weights, e.g. 0.999"
+        "--ema-decay", type=cli.bounded(float, above=0, below=1), help="evaluate, keep and save an exponential moving average of the weights, e.g. 0.999"
     )
-    training.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
+    training.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no", help="autocast precision (the S4D kernel and FFTs stay float32)")
     training.add_argument("--metric-for-best-model", help="validation metric that picks the best epoch (default: spearmanr; f1 for classification; accuracy, e.g. Q3, per residue)")
-    training.add_argument("--seed", type=int, default=42)
-    training.add_argument("--data-seed", type=int, help="seed of the validation split carved from train and of the synthetic data (default: --seed)")
+    training.add_argument("--seed", type=cli.bounded(int, minimum=0), default=42, help="model initialisation, dropout and batch order")
+    training.add_argument("--data-seed", type=cli.bounded(int, minimum=0), help="seed of the validation split carved from train and of the synthetic data (default: --seed)")
     training.add_argument(
-        "--ensemble", type=int, metavar="N", help="train a seed ensemble of N members (seeds SEED..SEED+N-1, one data split) in OUTPUT_DIR/member_<i>/, saved together in OUTPUT_DIR/best"
+        "--ensemble", type=cli.bounded(int, minimum=2), metavar="N", help="train a seed ensemble of N members (seeds SEED..SEED+N-1, one data split) in OUTPUT_DIR/member_<i>/, saved together in OUTPUT_DIR/best"
     )
-    training.add_argument("--output-dir", default="lyra-output")
+    training.add_argument("--output-dir", default="lyra-output", help="folder of the run: best/, checkpoints/, results.json")
     training.add_argument("--overwrite-output-dir", action="store_true", help="start afresh in a directory that holds a run")
     training.add_argument("--resume-from-checkpoint", help="a checkpoint directory, or 'latest' in --output-dir")
     training.add_argument(
-        "--max-train-minutes", type=float, help="size the schedule (warm-up, decay) to this budget from the speed of the first steps; the run ends with its schedule"
+        "--max-train-minutes", type=cli.bounded(float, above=0), help="size the schedule (warm-up, decay) to this budget from the speed of the first steps; the run ends with its schedule"
     )
-    training.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    training.add_argument("--num-workers", type=cli.bounded(int, minimum=0), default=0, help="DataLoader worker processes")
     training.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines, only the closing line")
 
     cli.add_cpu_flags(parser)
@@ -146,18 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject bad flag values through `parser.error` (exit 2), and fill in the defaults that depend on other flags."""
-    for flag in ("epochs", "batch_size", "gradient_accumulation_steps"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    if args.learning_rate <= 0:
-        parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
-    if args.ema_decay is not None and not 0 < args.ema_decay < 1:
-        parser.error(f"--ema-decay must be in (0, 1), got {args.ema_decay}")
-    if not 0 <= args.warmup_ratio < 1:
-        parser.error(f"--warmup-ratio must be in [0, 1), got {args.warmup_ratio}")
-    for flag in ("max_length", "max_train_samples", "max_eval_samples"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.train_file is None and (args.validation_file or args.test_file):
         parser.error("--validation-file and --test-file need --train-file")
     for flag in ("split_column", "fold_column"):
@@ -175,8 +163,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if args.folds is not None and not args.fold_column:
         parser.error("--folds needs --fold-column")
     if args.ensemble is not None:
-        if args.ensemble < 2:
-            parser.error(f"--ensemble must be at least 2 members, got {args.ensemble}")
         if args.fold_column:
             parser.error("give --ensemble or --fold-column, not both")
         if args.resume_from_checkpoint not in (None, "latest"):
@@ -185,7 +171,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     args.split_values = [value.strip() for value in args.split_values.split(",")]
     if len(args.split_values) != 2 or not all(args.split_values) or args.split_values[0] == args.split_values[1]:
         parser.error(f"--split-values must be two different values, train's and test's, e.g. train,test; got {','.join(args.split_values)!r}")
-    cli.check_cpu_flags(parser, args)
     if args.train_file is None and args.task != "regression":
         parser.error(f"the built-in synthetic data set is a regression task; --task {args.task} needs --train-file")
     if isinstance(args.label_columns, str):
@@ -939,8 +924,14 @@ def train_here_or_on_cpus(args: argparse.Namespace) -> str | None:
     return summary_line(args, train(args))
 
 
+def resume_hint(argv: list[str]) -> str:
+    """What to run after an interrupt: the same command, continuing from the last complete epoch."""
+    drop = {"--resume-from-checkpoint": True, "--overwrite-output-dir": False}
+    return "resume with: " + cli.rerun_hint("lyra-train", argv, drop, add=("--resume-from-checkpoint", "latest"))
+
+
 def main(argv=None) -> int:
-    return cli.main(build_parser(), check_args, run, argv)
+    return cli.main(build_parser(), check_args, run, argv, after_interrupt=resume_hint)
 
 
 if __name__ == "__main__":
