@@ -10,6 +10,7 @@ import csv
 import fcntl
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer
+from transformers.utils import cached_file
 from transformers.utils import logging as transformers_logging
 
 from .tasks import task_of
@@ -105,8 +107,21 @@ def write_text(path: str | Path, text: str, overwrite: bool = True) -> None:
         stream.write(text)
 
 
+def strict_json_values(content):
+    """`content` with every non-finite float (NaN, infinity) as None: JSON has no NaN, and strict readers (jq,
+    JavaScript, json.loads with parse_constant) refuse the bare `NaN` Python would write. The writer says why a value is
+    null in a note of its own (see lyra_hf.train.evaluate)."""
+    if isinstance(content, float):
+        return content if math.isfinite(content) else None
+    if isinstance(content, dict):
+        return {key: strict_json_values(value) for key, value in content.items()}
+    if isinstance(content, (list, tuple)):
+        return [strict_json_values(value) for value in content]
+    return content
+
+
 def write_json(path: str | Path, content: dict, overwrite: bool = True) -> None:
-    write_text(path, json.dumps(content, indent=2), overwrite)
+    write_text(path, json.dumps(strict_json_values(content), indent=2, allow_nan=False), overwrite)
 
 
 def write_csv(path: str | Path, columns: dict[str, list], overwrite: bool = True) -> None:
@@ -229,6 +244,36 @@ def resolve_checkpoint(name: str) -> str:
     return str(path)
 
 
+TOKENIZER_FILE = "tokenizer_config.json"
+
+
+def load_tokenizer(name: str, source: str, options: dict):
+    """The tokenizer saved with checkpoint `name` (resolved to `source`); one saved without a tokenizer is refused, not
+    given a default one that may not be the alphabet it was trained on."""
+    where = {"revision": options.get("revision"), "subfolder": options.get("subfolder", "")}
+    if cached_file(source, TOKENIZER_FILE, _raise_exceptions_for_missing_entries=False, **where) is None:
+        raise ValueError(
+            f"{name} holds no tokenizer ({TOKENIZER_FILE}): save the one the model was trained with beside it "
+            "(tokenizer.save_pretrained), as lyra-train does."
+        )
+    return AutoTokenizer.from_pretrained(source, **options)
+
+
+def check_model_and_tokenizer(config, tokenizer, where: str) -> None:
+    """Refuse a tokenizer that does not fit a model's embedding: another vocabulary size, padding id or alphabet (the
+    letters `config.alphabet` records), in one line naming both."""
+    differences = []
+    if len(tokenizer) != config.vocab_size:
+        differences.append(f"the tokenizer has {len(tokenizer)} tokens, the model's embedding {config.vocab_size}")
+    if config.pad_token_id is not None and tokenizer.pad_token_id != config.pad_token_id:
+        differences.append(f"the tokenizer pads with id {tokenizer.pad_token_id}, the model with {config.pad_token_id}")
+    letters, trained_on = getattr(tokenizer, "letters", None), getattr(config, "alphabet", None)
+    if trained_on and letters != trained_on:
+        differences.append(f"the tokenizer's alphabet is {letters!r}, the model was trained on {trained_on!r}")
+    if differences:
+        raise ValueError(f"{where}: the model and its tokenizer do not match ({'; '.join(differences)}).")
+
+
 def load_checkpoint(name: str, revision: str | None = None, trust_remote_code: bool = False, subfolder: str = ""):
     """The tokenizer and the prediction head (in eval mode) a checkpoint was saved with: a local folder or a Hub id,
     or a `subfolder` of either (an ensemble's member)."""
@@ -243,6 +288,8 @@ def load_checkpoint(name: str, revision: str | None = None, trust_remote_code: b
             raise
         first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
         raise OSError(f"{name}: no such local directory, and no Hub model could be loaded ({first_line.strip()})") from error
+    tokenizer = load_tokenizer(name, source, options)
+    check_model_and_tokenizer(config, tokenizer, str(Path(name, subfolder)) if subfolder else name)
     model_class = task_of(config).auto_class
     # transformers logs a multi-line load report for weights that do not fit; the error below names them instead.
     verbosity = transformers_logging.get_verbosity()
@@ -263,7 +310,7 @@ def load_checkpoint(name: str, revision: str | None = None, trust_remote_code: b
         # A head or layer left at its random initialization would predict noise.
         missing = ", ".join(sorted(info["missing_keys"])[:3])
         raise ValueError(f"{name}: model.safetensors lacks weights the model needs ({missing}).")
-    return AutoTokenizer.from_pretrained(source, **options), model.eval()
+    return tokenizer, model.eval()
 
 
 def ensemble_members(name: str, revision: str | None = None) -> list[str] | None:
@@ -321,6 +368,8 @@ __all__ = [
     "locked_output_dir",
     "resolve_checkpoint",
     "load_checkpoint",
+    "load_tokenizer",
+    "check_model_and_tokenizer",
     "ensemble_members",
     "load_models",
 ]

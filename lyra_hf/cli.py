@@ -168,6 +168,7 @@ def main(
     `after_interrupt(argv)` (e.g. how to resume) in its one line."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.command = [parser.prog, *argv]  # what lyra-train records in results.json, to rerun the run
     check_args(parser, args)
     quiet_library_output()
     retain_freed_memory()

@@ -13,6 +13,10 @@
 # limitations under the License.
 """Lyra configuration"""
 
+import math
+import types
+import typing
+
 from transformers.configuration_utils import PreTrainedConfig
 
 
@@ -58,6 +62,10 @@ class LyraConfig(PreTrainedConfig):
             Epsilon of the RMS normalisations.
         pad_token_id (`int`, *optional*, defaults to 0):
             Id of the padding token.
+        alphabet (`str`, *optional*):
+            The letters of the tokenizer the model was trained with (`LyraTokenizer.letters`), whose embedding rows
+            follow the special tokens'. Recorded by `lyra-train`, so that a tokenizer of another alphabet is refused
+            where a model and its tokenizer are loaded together. `None`: not recorded.
 
     Example:
 
@@ -92,11 +100,13 @@ class LyraConfig(PreTrainedConfig):
     pooling: str = "mean"
     rms_norm_eps: float = 1e-8
     pad_token_id: int | None = 0
+    alphabet: str | None = None
 
     def __post_init__(self, **kwargs):
         # Lyra is a regression model first (fitness, expression, enrichment): one target unless told otherwise.
         if self.id2label is None and kwargs.get("num_labels") is None:
             kwargs["num_labels"] = 1
+        self.validate_types()
         self.pgc_expansion_factors = [float(factor) for factor in self.pgc_expansion_factors]
         super().__post_init__(**kwargs)
         # Fail at construction, naming the field, rather than deep inside the model's `__init__`.
@@ -110,9 +120,19 @@ class LyraConfig(PreTrainedConfig):
         output.update({key: full[key] for key in ("id2label", "label2id") if full.get(key) is not None})
         return output
 
+    def validate_types(self):
+        """Every Lyra field must hold a value of its annotated type (a config file's `"64"` is not the integer 64, and
+        `true` is not a number); raises `ValueError` naming the field and value."""
+        for name, annotation in LyraConfig.__annotations__.items():
+            value = getattr(self, name)
+            if not _is_of_type(value, annotation):
+                expected = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+                raise ValueError(f"`{name}` must be {expected}, got {value!r} ({type(value).__name__}).")
+
     def validate_architecture(self):
         """Every size and rate must make a working model; raises `ValueError` naming the field and value."""
         super().validate_architecture()
+        self.validate_types()
         for name in ("vocab_size", "hidden_size", "state_size", "num_s4d_layers", "pgc_kernel_size"):
             value = getattr(self, name)
             if value <= 0:
@@ -139,6 +159,23 @@ class LyraConfig(PreTrainedConfig):
             raise ValueError(f"`pooling` must be one of {POOLING_MODES}, got {self.pooling!r}.")
         if self.rms_norm_eps <= 0:
             raise ValueError(f"`rms_norm_eps` must be positive, got {self.rms_norm_eps}.")
+
+
+def _is_of_type(value, annotation) -> bool:
+    """Whether `value` fits a field annotation made of int, float, bool, str, None, unions and lists or tuples of them:
+    a bool is not a number, an int is a float, and a float must be finite."""
+    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_of_type(value, argument) for argument in arguments)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and all(_is_of_type(item, arguments[0]) for item in value)
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
 
 
 __all__ = ["LyraConfig"]

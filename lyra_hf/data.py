@@ -9,6 +9,7 @@ number (1-based, header excluded; the record number in a FASTA file) and the off
 import codecs
 import csv
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,13 @@ from .tasks import get_task
 
 
 FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fna", ".fas")
+# Formats people hand over that are none of CSV, TSV or FASTA: refused by name rather than parsed as CSV.
+OTHER_FORMATS = {".json": "JSON", ".jsonl": "JSON Lines", ".ndjson": "JSON Lines", ".parquet": "Parquet", ".xlsx": "Excel", ".xls": "Excel"}
+# A genome segment or a long protein in one CSV field outgrows the csv module's default limit of 131,072 characters;
+# lyra-train's reader (pandas, through datasets) has none, and lyra-predict must read every file lyra-train reads.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+# Metrics need at least two rows (a correlation of one value is undefined).
+MIN_EVALUATION_ROWS = 2
 SEQUENCE_COLUMN = "sequence"
 LABELS_COLUMN = "labels"
 
@@ -135,6 +143,9 @@ def check_text_file(path: Path) -> None:
     lines = [line for line in head.splitlines() if line.strip()]
     if not lines:
         raise ValueError(f"{path} holds only whitespace.")
+    if path.suffix.lower() in OTHER_FORMATS or lines[0].lstrip().startswith(("{", "[")):
+        kind = OTHER_FORMATS.get(path.suffix.lower(), "JSON")
+        raise ValueError(f"{path} is {kind}, not CSV, TSV or FASTA; write it as a CSV file with a header row (e.g. pandas' to_csv).")
     if len(lines) == 1 and path.suffix.lower() not in FASTA_SUFFIXES:
         raise ValueError(f"{path} has a header ({lines[0].strip()[:80]!r}) but no rows.")
 
@@ -394,8 +405,14 @@ def load_sequence_dataset(
         splits = split_by_fold(splits["train"], fold_column, test_fold, f"file {train_file}")
 
     if "validation" not in splits:
-        carved = splits["train"].train_test_split(test_size=validation_fraction, seed=seed)
+        # At least two rows (a small file's 10% can be one), taken as datasets takes the fraction: ceil(fraction x rows).
+        carved_rows = max(MIN_EVALUATION_ROWS, math.ceil(validation_fraction * len(splits["train"])))
+        if len(splits["train"]) < 2 * carved_rows:
+            raise ValueError(f"file {train_file}: {len(splits['train'])} training rows are too few to carve a validation split from; give more rows or a validation file.")
+        test_size = validation_fraction if carved_rows > MIN_EVALUATION_ROWS else carved_rows
+        carved = splits["train"].train_test_split(test_size=test_size, seed=seed)
         splits["train"], splits["validation"] = carved["train"], carved["test"]
+    check_split_sizes(splits)
 
     label_names = None
     if task != "regression":
@@ -404,6 +421,8 @@ def load_sequence_dataset(
             label_names = sorted({str(value) for value in splits["train"][column]})
         else:
             label_names = sorted({c for value in splits["train"][column] for c in "".join(str(value).split())} - ignored)
+        if len(label_names) < 2:
+            raise ValueError(f"train split: column {column!r} holds one class ({label_names[0]!r}); a classifier needs two or more.")
         for split, dataset in splits.items():
             seen = {str(v) for v in dataset[column]} if task == "classification" else {c for v in dataset[column] for c in "".join(str(v).split())} - ignored
             if unseen := seen - set(label_names):
@@ -436,6 +455,16 @@ def load_sequence_dataset(
             for split, dataset in splits.items()
         }
     )
+
+
+def check_split_sizes(splits: dict) -> None:
+    """The validation and test splits, which are scored, hold at least `MIN_EVALUATION_ROWS` rows each."""
+    for split in ("validation", "test"):
+        if split in splits and len(splits[split]) < MIN_EVALUATION_ROWS:
+            raise ValueError(
+                f"{split} split: {len(splits[split])} row{'' if len(splits[split]) == 1 else 's'}; its metrics need at least {MIN_EVALUATION_ROWS} (a correlation of one "
+                "value is undefined)."
+            )
 
 
 def synthetic_wild_type(length: int = 30, seed: int = 0) -> str:

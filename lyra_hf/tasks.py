@@ -19,13 +19,14 @@ from .modeling_lyra import LyraForSequenceClassification, LyraForSequenceRegress
 class Metric:
     title: str  # as model cards show it
     higher_is_better: bool = True
+    undefined_for_constant_labels: bool = False  # a correlation with a constant (or R², which divides by its variance)
 
 
 METRICS = {
-    "spearmanr": Metric("Spearman correlation"),
-    "pearsonr": Metric("Pearson correlation"),
+    "spearmanr": Metric("Spearman correlation", undefined_for_constant_labels=True),
+    "pearsonr": Metric("Pearson correlation", undefined_for_constant_labels=True),
     "mse": Metric("Mean squared error", higher_is_better=False),
-    "r_squared": Metric("R²"),
+    "r_squared": Metric("R²", undefined_for_constant_labels=True),
     "accuracy": Metric("Accuracy"),
     "f1": Metric("Macro F1"),
     "matthews_correlation": Metric("Matthews correlation"),
@@ -122,12 +123,20 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-def metric_is_better(metric: str, value: float, best: float | None) -> bool:
-    """Whether `value` of a validation metric (or a per-target key such as `mse_binding`) beats `best`."""
+def metric_of(key: str) -> Metric:
+    """The metric behind a metric key, also a per-target key such as `mse_binding`."""
+    base = next((name for name in METRICS if key == name or key.startswith(f"{name}_")), key)
+    return METRICS.get(base, Metric(""))
+
+
+def metric_is_better(metric: str, value: float | None, best: float | None) -> bool:
+    """Whether `value` of a validation metric (or a per-target key such as `mse_binding`) beats `best`; an undefined
+    value (None: a correlation with constant predictions) beats only another undefined one."""
     if best is None:
         return True
-    base = next((name for name in METRICS if metric == name or metric.startswith(f"{name}_")), metric)
-    return value > best if METRICS.get(base, Metric("")).higher_is_better else value < best
+    if value is None:
+        return False
+    return value > best if metric_of(metric).higher_is_better else value < best
 
 
 def task_of(config, architecture: str | None = None) -> Task:
@@ -141,4 +150,4 @@ def task_of(config, architecture: str | None = None) -> Task:
     return TASKS["regression" if config.problem_type == "regression" else "classification"]
 
 
-__all__ = ["METRICS", "TASKS", "Metric", "Task", "get_task", "metric_is_better", "task_of"]
+__all__ = ["METRICS", "TASKS", "Metric", "Task", "get_task", "metric_is_better", "metric_of", "task_of"]

@@ -13,6 +13,7 @@
 # limitations under the License.
 """Character tokenizer for protein, DNA and RNA sequences, on the `tokenizers` (Rust) backend."""
 
+import difflib
 import re
 
 import numpy as np
@@ -29,6 +30,21 @@ ALPHABETS = {
     "rna": "ACGUN",
 }
 UNKNOWN_MODES = ("unk", "error")
+
+
+def alphabet_letters(alphabet: str) -> str:
+    """The letters of `alphabet`: a name of `ALPHABETS` in any case, or the letters of a custom alphabet (upper-cased).
+    A custom alphabet that reads like a misspelt name (`"protien"`, `"DNAs"`) is refused with the name it resembles."""
+    name = alphabet.strip().lower()
+    if name in ALPHABETS:
+        return ALPHABETS[name]
+    resembles = difflib.get_close_matches(name, ALPHABETS, n=1, cutoff=0.75) if name.isalpha() and len(name) > 3 else []
+    if resembles:
+        raise ValueError(
+            f"`alphabet` {alphabet!r} is not one of the names {list(ALPHABETS)} (any case) but looks like {resembles[0]!r}; "
+            "pass the name, or a custom alphabet's letters in another order."
+        )
+    return alphabet.upper()
 WHITESPACE = re.compile(r"\s")
 NOT_IN_TABLE = -1
 
@@ -72,7 +88,7 @@ class LyraTokenizer(TokenizersBackend):
 
     Args:
         alphabet (`str`, *optional*, defaults to the 20 canonical amino acids and `X`):
-            The letters of the vocabulary, or one of `"protein"`, `"dna"` (`ACGTN`), `"rna"` (`ACGUN`).
+            The letters of the vocabulary, or one of `"protein"`, `"dna"` (`ACGTN`), `"rna"` (`ACGUN`) in any case.
         padding_characters (`str`, *optional*, defaults to `""`):
             Characters that stand for padding inside the data (the Gifford antibody data pads with `J`): they become
             `[PAD]` tokens with `attention_mask` 0, so the model ignores them.
@@ -96,7 +112,8 @@ class LyraTokenizer(TokenizersBackend):
         mask_token: str = "[MASK]",
         **kwargs,
     ):
-        letters = ALPHABETS.get(alphabet, alphabet).upper()
+        letters = alphabet_letters(alphabet)
+        alphabet = alphabet.strip().lower() if alphabet.strip().lower() in ALPHABETS else alphabet
         if not letters or len(set(letters)) != len(letters) or WHITESPACE.search(letters):
             raise ValueError(f"`alphabet` must be distinct non-whitespace characters or {list(ALPHABETS)}, got {alphabet!r}.")
         padding_characters = padding_characters.upper()

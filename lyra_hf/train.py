@@ -14,9 +14,12 @@ trains a seed ensemble (one run per member, then the ensemble in `OUTPUT_DIR/bes
 """
 
 import argparse
+import difflib
+import hashlib
 import json
 import math
 import os
+import platform
 import shutil
 import sys
 import time
@@ -27,8 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, patch_environment, set_seed
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, LoggerType, patch_environment, set_seed
 from safetensors.torch import load_file, save_file
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -40,6 +45,8 @@ from . import LyraConfig, LyraTokenizer, cli
 from .checkpoints import (
     ENSEMBLE_FILE,
     atomic_directory,
+    check_model_and_tokenizer,
+    load_tokenizer,
     locked_output_dir,
     raise_write_error,
     remove_outputs,
@@ -49,16 +56,26 @@ from .checkpoints import (
     write_text,
 )
 from .cpu import WorkerError, WorkerPool, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes, usable_cpus
-from .data import SEQUENCE_COLUMN, check_columns, fold_values, label_names, load_sequence_dataset, read_table, synthetic_fitness_dataset, tokenize_dataset
+from .data import LABELS_COLUMN, SEQUENCE_COLUMN, check_columns, fold_values, label_names, load_sequence_dataset, read_table, synthetic_fitness_dataset, tokenize_dataset
 from .hub import build_model_card, push_run
-from .tasks import TASKS, metric_is_better
+from .tasks import TASKS, metric_is_better, metric_of
 
 
 SSM_PARAMETER_NAMES = ("log_dt", "log_A_real", "A_imag")
 CHECKPOINTS_DIR = "checkpoints"
 RESULTS_FILE = "results.json"
 BEST_DIR = "best"
-RUN_OUTPUTS = (RESULTS_FILE, BEST_DIR, CHECKPOINTS_DIR)  # what a run writes, and --overwrite-output-dir replaces
+LOGS_DIR = "logs"  # --report-to's trackers write here
+RUN_OUTPUTS = (RESULTS_FILE, BEST_DIR, CHECKPOINTS_DIR, LOGS_DIR)  # what a run writes, and --overwrite-output-dir replaces
+# The experiment trackers Accelerate supports; each is the name of the package it needs too.
+TRACKERS = sorted(tracker.value for tracker in LoggerType if tracker.value != "all")
+# Flags that change where a run executes, what it prints or what happens after it, but not what it computes: a resumed
+# run may change them. Every other flag, and the content of every data file, must be the checkpoint's.
+RUN_ONLY_FLAGS = (
+    "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "quiet", "num_workers", "num_processes", "threads",
+    "report_to", "push_to_hub", "hub_private", "hub_revision", "hub_license", "hub_dataset_name", "command",
+)
+INPUT_FILES = ("train_file", "validation_file", "test_file", "config")
 TRAINING_STATE_FILE = "training_state.json"
 # The moving average of the weights (with --ema-decay), saved with each checkpoint as safetensors, never pickled.
 EMA_FILE = "ema.safetensors"
@@ -94,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--ignore-label-characters", default="", help="per-residue tasks: label characters meaning 'no label here' (e.g. X), neither trained on nor scored")
     data.add_argument("--label-mask-column", help="per-residue tasks: a column of one 0/1 per residue; 0 = neither trained on nor scored")
     data.add_argument("--max-train-samples", type=cli.POSITIVE_INT, help="use only the first N training sequences (quick runs)")
-    data.add_argument("--max-eval-samples", type=cli.POSITIVE_INT, help="use only the first N validation and test sequences")
+    data.add_argument("--max-eval-samples", type=cli.bounded(int, minimum=2), help="use only the first N validation and test sequences")
 
     model = parser.add_argument_group("model")
     model.add_argument("--config", help="a LyraConfig JSON file, or a local or Hub checkpoint to start from")
@@ -141,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     hub.add_argument("--hub-revision", metavar="BRANCH", help="push to this branch (created from main if needed)")
     hub.add_argument("--hub-license", help="license of the weights for the card, e.g. apache-2.0 or cc-by-nc-4.0")
     hub.add_argument("--hub-dataset-name", help="name of the training data for the card, e.g. a Hub dataset id")
+    parser.add_argument(
+        "--report-to", choices=TRACKERS, help="log the training loss and validation metrics per epoch to this experiment tracker, in OUTPUT_DIR/logs (Accelerate's trackers)"
+    )
     return parser
 
 
@@ -182,6 +202,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     base_metric = args.metric_for_best_model
     if base_metric not in task.metric_names and not any(base_metric.startswith(f"{name}_") for name in task.metric_names):
         parser.error(f"--metric-for-best-model {base_metric!r} is not a {args.task} metric: {', '.join(task.metric_names)}")
+    if args.report_to and args.report_to not in [tracker.value for tracker in get_available_trackers()]:
+        parser.error(f"--report-to {args.report_to} needs its package: pip install {args.report_to}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -237,7 +259,27 @@ def load_data(args, tokenizer, max_length: int):
     for split, limit in limits.items():
         if split in dataset and limit is not None:
             dataset[split] = dataset[split].select(range(min(limit, len(dataset[split]))))
+    if args.task == "regression":
+        check_labels_vary(dataset, names, args.metric_for_best_model)
     return dataset, names
+
+
+def check_labels_vary(dataset, names: list[str], metric: str) -> None:
+    """Refuse regression targets that are constant in train (nothing to learn), or in validation when the metric that
+    picks the best epoch is undefined for constant labels (a correlation with a constant has no value)."""
+    for split in ("train", "validation"):
+        labels = np.asarray(dataset[split][LABELS_COLUMN], dtype=np.float64).reshape(len(dataset[split]), -1)
+        for column, name in enumerate(names):
+            if np.ptp(labels[:, column]) > 0:
+                continue
+            value = f"every {split} label of {name!r} is {labels[0, column]:g}"
+            if split == "train":
+                raise ValueError(f"{value}: there is nothing to learn; check --label-columns.")
+            if metric_of(metric).undefined_for_constant_labels:
+                raise ValueError(
+                    f"{value}, so --metric-for-best-model {metric} is undefined there (a correlation with a constant has "
+                    "no value); give a validation split whose labels vary, or --metric-for-best-model mse."
+                )
 
 
 def load_files(args, tokenizer, max_length: int):
@@ -275,12 +317,41 @@ def is_checkpoint(path: str) -> bool:
 
 
 def build_tokenizer(args):
+    """The checkpoint's own tokenizer when `--config` names one to fine-tune (checked against its model), else a new
+    one for `--alphabet`."""
     if args.config and is_checkpoint(args.config):
-        tokenizer = AutoTokenizer.from_pretrained(resolve_checkpoint(args.config))
+        source = resolve_checkpoint(args.config)
+        tokenizer = load_tokenizer(args.config, source, {})
         if not isinstance(tokenizer, LyraTokenizer):
             raise ValueError(f"--config {args.config} holds a {type(tokenizer).__name__}, not a LyraTokenizer.")
+        check_model_and_tokenizer(AutoConfig.from_pretrained(source), tokenizer, f"--config {args.config}")
         return tokenizer
     return LyraTokenizer.for_alphabet(args.alphabet, padding_characters=args.padding_characters)
+
+
+# Keys a saved config.json carries besides the configuration's own fields.
+SAVED_CONFIG_KEYS = ("auto_map", "torch_dtype", "use_cache")
+
+
+def read_config_file(path: str) -> LyraConfig:
+    """A LyraConfig from a JSON file the user wrote. A file that is not a JSON object, or a key LyraConfig does not
+    know (a typo such as `hiden_size` would otherwise train at the default width), fails naming the file and the key;
+    the values' types and ranges are LyraConfig's own checks."""
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"--config {path} is not a JSON file ({error}).") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path} must hold a JSON object of LyraConfig fields, got a {type(values).__name__}.")
+    known = {*LyraConfig().to_dict(), *LyraConfig.attribute_map, *SAVED_CONFIG_KEYS}
+    if unknown := [key for key in values if key not in known]:
+        hints = [difflib.get_close_matches(key, known, n=1) for key in unknown]
+        named = ", ".join(f"{key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") for key, hint in zip(unknown, hints))
+        raise ValueError(f"--config {path}: unknown key {named}; LyraConfig's fields are listed in its docstring.")
+    try:
+        return LyraConfig(**values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--config {path}: {error}") from None
 
 
 def pretrained_checkpoint(args) -> str | None:
@@ -297,8 +368,9 @@ def build_config(args, tokenizer):
     if checkpoint := pretrained_checkpoint(args):
         return AutoConfig.from_pretrained(checkpoint)
     sizes = {field: getattr(args, field) for field in SIZE_FLAGS if getattr(args, field) is not None}
-    config = LyraConfig.from_json_file(args.config) if args.config else LyraConfig()
-    for field, value in {**sizes, "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}.items():
+    config = read_config_file(args.config) if args.config else LyraConfig()
+    tokens = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, "alphabet": tokenizer.letters}
+    for field, value in {**sizes, **tokens}.items():
         setattr(config, field, value)
     config.validate_architecture()
     return config
@@ -358,7 +430,21 @@ def evaluate(models, dataloader, accelerator, compute_metrics, task: str, descri
     predictions, references = np.concatenate(predictions), np.concatenate(references)
     results = compute_metrics(EvalPrediction(predictions=predictions, label_ids=references))
     results["num_residues" if task == "token-classification" else "num_samples"] = int(len(references))
-    return {key: float(value) if isinstance(value, (float, np.floating)) else value for key, value in results.items()}
+    return defined_metrics({key: float(value) if isinstance(value, (float, np.floating)) else value for key, value in results.items()})
+
+
+def defined_metrics(metrics: dict) -> dict:
+    """`metrics` with the undefined ones (NaN) as None and a `note` saying why, so that results.json stays strict JSON
+    and a reader learns the cause: a correlation with constant labels or constant predictions has no value."""
+    undefined = [key for key, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)]
+    if not undefined:
+        return metrics
+    note = f"{', '.join(undefined)} undefined (null): the labels or the predictions are constant, and a correlation with a constant has no value"
+    return {**{key: None if key in undefined else value for key, value in metrics.items()}, "note": note}
+
+
+def format_metric(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"
 
 
 class LearningRateSchedule:
@@ -458,6 +544,78 @@ def check_output_dir(args, output_dir: Path) -> None:
         )
 
 
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_settings(args: argparse.Namespace) -> dict:
+    """What a run computes from, as JSON values: every flag but `RUN_ONLY_FLAGS`, with each input file (data, config
+    JSON) by the SHA-256 of its content rather than its path (a moved file is the same data, an edited one is not)."""
+    settings = {key: value for key, value in vars(args).items() if key not in RUN_ONLY_FLAGS + INPUT_FILES}
+    settings["input_sha256"] = {
+        key: file_sha256(path) for key in INPUT_FILES if (path := getattr(args, key, None)) and os.path.isfile(path)
+    }
+    return json.loads(json.dumps(settings))
+
+
+def flag_name(key: str) -> str:
+    return f"--{key.replace('_', '-')}"
+
+
+def check_resume_settings(args: argparse.Namespace, checkpoint: Path) -> None:
+    """Refuse to resume `checkpoint` with settings other than those it was trained with, naming each difference
+    (a resumed run continues that run: its data, architecture, optimizer and schedule)."""
+    saved = json.loads((checkpoint / TRAINING_STATE_FILE).read_text()).get("settings")
+    if saved is None:  # written before runs recorded their settings
+        return
+    now = run_settings(args)
+    differences = [
+        f"{flag_name(key)} {now.get(key)!r} (checkpoint: {saved.get(key)!r})"
+        for key in sorted((set(now) | set(saved)) - {"input_sha256"})
+        if now.get(key) != saved.get(key)
+    ]
+    files = sorted(set(now["input_sha256"]) | set(saved.get("input_sha256", {})))
+    differences += [f"{flag_name(key)} is not the file it was" for key in files if now["input_sha256"].get(key) != saved.get("input_sha256", {}).get(key)]
+    if differences:
+        raise ValueError(
+            f"--resume-from-checkpoint {checkpoint}: this run differs from the one checkpointed: {'; '.join(differences)}. "
+            f"Resume with its settings (results.json and {TRAINING_STATE_FILE} list them) or start afresh with --overwrite-output-dir."
+        )
+
+
+def checkpoint_to_resume(args: argparse.Namespace, output_dir: Path) -> Path | None:
+    """The checkpoint `--resume-from-checkpoint` names (`latest`: the newest in the output folder; None when there is
+    none yet), checked to be complete and to match this run's settings."""
+    if not args.resume_from_checkpoint:
+        return None
+    checkpoint = latest_checkpoint(output_dir) if args.resume_from_checkpoint == "latest" else Path(args.resume_from_checkpoint)
+    if checkpoint is None:
+        return None
+    if not (checkpoint / TRAINING_STATE_FILE).is_file():
+        raise ValueError(f"--resume-from-checkpoint {checkpoint} is not a complete lyra-train checkpoint (no {TRAINING_STATE_FILE}).")
+    check_resume_settings(args, checkpoint)
+    return checkpoint
+
+
+def tracker_config(args: argparse.Namespace) -> dict:
+    """The run's flags as the trackers' hyperparameters, which take numbers, strings and booleans only."""
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in vars(args).items() if key != "command"}
+
+
+def run_record(args: argparse.Namespace) -> dict:
+    """How a run was made, for its results.json: the command line, every flag's value, the input files' digests and
+    the versions of what ran it. The command line, run again, makes the run again."""
+    from . import __version__
+
+    versions = {"lyra_hf": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+    flags = {key: value for key, value in vars(args).items() if key != "command"}
+    return {"command": getattr(args, "command", None), "settings": json.loads(json.dumps(flags)), "input_sha256": run_settings(args)["input_sha256"], "versions": versions}
+
+
 @dataclass
 class TrainingRun:
     """What `train` leaves behind: the results written to results.json, the trained model (unwrapped, best epoch's
@@ -485,6 +643,8 @@ def train(args: argparse.Namespace, lock: bool = True) -> TrainingRun:
         # values, one copy fewer. Two CPU processes at batch 64, L = 237 ran 3% faster (194,800 against 189,100
         # tokens/s, alternately 3 times; BENCHMARKS.md, "CPU use"). Ignored in a single process.
         kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)],
+        log_with=args.report_to,
+        project_dir=str(output_dir),
     )
     # The main process writes every output, so it alone holds the folder's lock, for the whole run.
     with locked_output_dir(output_dir) if accelerator.is_main_process and lock else nullcontext():
@@ -495,6 +655,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
     if accelerator.is_main_process:
         check_output_dir(args, output_dir)
     accelerator.wait_for_everyone()
+    checkpoint = checkpoint_to_resume(args, output_dir)
     set_seed(args.seed)
 
     task = TASKS[args.task]
@@ -546,22 +707,20 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
     compute_metrics = task.compute_metrics(names)
 
     state = {"epoch": 0, "best_epoch": None, "best_metric": None, "history": [], "train_seconds": 0.0, "train_samples": 0, "steps": 0}
-    if args.resume_from_checkpoint:
-        checkpoint = latest_checkpoint(output_dir) if args.resume_from_checkpoint == "latest" else Path(args.resume_from_checkpoint)
-        if checkpoint is None:
-            if accelerator.is_main_process:
-                print(f"lyra-train: no checkpoint in {output_dir / CHECKPOINTS_DIR} yet; starting from scratch.", file=sys.stderr)
-        elif not (checkpoint / TRAINING_STATE_FILE).is_file():
-            raise ValueError(f"--resume-from-checkpoint {checkpoint} is not a complete lyra-train checkpoint (no {TRAINING_STATE_FILE}).")
-        else:
-            accelerator.load_state(str(checkpoint))
-            state = json.loads((checkpoint / TRAINING_STATE_FILE).read_text())
-            if ema is not None:
-                if not (checkpoint / EMA_FILE).is_file():
-                    raise ValueError(f"--ema-decay is set but checkpoint {checkpoint} was written without it (no {EMA_FILE}).")
-                ema.load_state_dict(load_file(checkpoint / EMA_FILE))  # copied onto the parameters' device
-            if accelerator.is_main_process:
-                print(f"lyra-train: resumed from {checkpoint} after epoch {state['epoch']}.", file=sys.stderr)
+    if args.resume_from_checkpoint and checkpoint is None and accelerator.is_main_process:
+        print(f"lyra-train: no checkpoint in {output_dir / CHECKPOINTS_DIR} yet; starting from scratch.", file=sys.stderr)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / TRAINING_STATE_FILE).read_text())
+        if ema is not None:
+            if not (checkpoint / EMA_FILE).is_file():
+                raise ValueError(f"--ema-decay is set but checkpoint {checkpoint} was written without it (no {EMA_FILE}).")
+            ema.load_state_dict(load_file(checkpoint / EMA_FILE))  # copied onto the parameters' device
+        if accelerator.is_main_process:
+            print(f"lyra-train: resumed from {checkpoint} after epoch {state['epoch']}.", file=sys.stderr)
+    state["settings"] = run_settings(args)  # compared when the run is resumed
+    if args.report_to:
+        accelerator.init_trackers(LOGS_DIR, config=tracker_config(args))
     # A resumed run keeps the schedule it sized; checkpoints from before schedules were sized ran --epochs in full.
     schedule.steps = state.setdefault("schedule_steps", schedule.steps)
     state.setdefault("steps", state["epoch"] * steps_per_epoch)
@@ -574,7 +733,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
         model.train()
         train_loader.set_epoch(epoch)
         started = time.perf_counter()
-        samples = 0
+        samples, loss_sum, batches = 0, 0.0, 0
         progress = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_local_main_process or args.quiet)
         for batch in progress:
             with accelerator.accumulate(model):
@@ -586,7 +745,8 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
             if ema is not None and accelerator.sync_gradients:
                 ema.update_parameters(accelerator.unwrap_model(model))
             samples += len(batch["input_ids"]) * accelerator.num_processes
-            progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            loss_sum, batches = loss_sum + loss.item(), batches + 1
+            progress.set_postfix(loss=f"{loss_sum / batches:.4f}", refresh=False)
             state["steps"] += accelerator.sync_gradients
             if not sized and state["steps"] == min(BUDGET_MEASURED_STEPS, steps_per_epoch):
                 schedule.steps = state["schedule_steps"] = budgeted_steps(
@@ -601,9 +761,13 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
         metrics = evaluate(evaluated_model, eval_loaders["validation"], accelerator, compute_metrics, args.task, "validation", not args.quiet)
         if args.metric_for_best_model not in metrics:  # AUROC is left out when a class is missing from validation
             raise ValueError(f"--metric-for-best-model {args.metric_for_best_model!r} is not among the validation metrics {sorted(metrics)}.")
-        state["history"].append({"epoch": epoch, **metrics})
+        train_loss = accelerator.reduce(torch.tensor([loss_sum, batches], device=accelerator.device, dtype=torch.float64), "sum")
+        state["history"].append({"epoch": epoch, "train_loss": float(train_loss[0] / train_loss[1]), **metrics})
+        if args.report_to:
+            logged = {f"validation/{key}": value for key, value in metrics.items() if isinstance(value, float)}
+            accelerator.log({"train/loss": state["history"][-1]["train_loss"], **logged}, step=epoch)
         if accelerator.is_main_process and not args.quiet:
-            shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if isinstance(value, float))
+            shown = ", ".join(f"{key} {format_metric(value)}" for key, value in metrics.items() if isinstance(value, float | None))
             tqdm.write(f"epoch {epoch}: validation {shown}")
         if metric_is_better(args.metric_for_best_model, metrics[args.metric_for_best_model], state["best_metric"]):
             state["best_epoch"], state["best_metric"] = epoch, metrics[args.metric_for_best_model]
@@ -637,7 +801,10 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
         "stopped_early": stopped_early,
         "steps": state["steps"],
         "schedule_steps": schedule.steps,
+        **run_record(args),
     }
+    if args.report_to:
+        accelerator.end_training()
     if accelerator.is_main_process:
         write_json(output_dir / RESULTS_FILE, results)
         card = run_card(args, accelerator.unwrap_model(best_model), tokenizer, results, dataset, describe_protocol(args, results))
@@ -701,8 +868,9 @@ def summary_line(args: argparse.Namespace, training: TrainingRun) -> str | None:
     results, metric = training.results, training.results["metric_for_best_model"]
     split = "test" if results["test"] else "validation"
     return (
-        f"best epoch {results['best_epoch']}: {split} {metric} {results[split][metric]:.4f}; model and tokenizer in "
-        f"{Path(args.output_dir, BEST_DIR)}"
+        f"best epoch {results['best_epoch']}: {split} {metric} {format_metric(results[split][metric])}; model and "
+        f"tokenizer in {Path(args.output_dir, BEST_DIR)}"
+        + (f" ({results[split]['note']})" if "note" in results[split] else "")
     )
 
 
@@ -724,6 +892,7 @@ def train_on_cpus(args: argparse.Namespace, processes: int) -> str | None:
     with locked_output_dir(output_dir):
         # What could fail in one process and leave the others waiting for it is checked here, once.
         check_output_dir(args, output_dir)
+        checkpoint_to_resume(args, output_dir)
         tokenizer = build_tokenizer(args)
         config = build_config(args, tokenizer)
         max_length = args.max_length or memory_bound_max_length(config, args.batch_size)
@@ -787,7 +956,8 @@ def cross_validate(args: argparse.Namespace) -> str | None:
             per_fold[fold] = json.loads((folder / RESULTS_FILE).read_text())
         if not main_process:
             return None
-        metrics = [key for key, value in per_fold[folds[0]]["test"].items() if isinstance(value, float)]
+        # A metric undefined (null) in some fold has no mean: it is left out, and each fold's value stays in "folds".
+        metrics = [key for key in per_fold[folds[0]]["test"] if all(isinstance(per_fold[fold]["test"].get(key), float) for fold in folds)]
         values = {metric: np.array([per_fold[fold]["test"][metric] for fold in folds]) for metric in metrics}
         results = {
             "fold_column": args.fold_column,
@@ -799,8 +969,8 @@ def cross_validate(args: argparse.Namespace) -> str | None:
         write_json(output_dir / RESULTS_FILE, results)
     metric = args.metric_for_best_model
     return (
-        f"{len(folds)} folds of {args.fold_column}: test {metric} {results['test_mean'][metric]:.4f} ± "
-        f"{results['test_std'][metric]:.4f}; per-fold runs and {RESULTS_FILE} in {output_dir}"
+        f"{len(folds)} folds of {args.fold_column}: test {metric} {format_metric(results['test_mean'].get(metric))} ± "
+        f"{format_metric(results['test_std'].get(metric))}; per-fold runs and {RESULTS_FILE} in {output_dir}"
     )
 
 
@@ -864,8 +1034,9 @@ def train_ensemble(args: argparse.Namespace) -> str:
     metric = args.metric_for_best_model
     split = "test" if results["test"] else "validation"
     return (
-        f"ensemble of {len(members)}: {split} {metric} {results[split][metric]:.4f} (members {results['members_mean'][split][metric]:.4f} ± "
-        f"{results['members_std'][split][metric]:.4f}); ensemble in {output_dir / BEST_DIR}"
+        f"ensemble of {len(members)}: {split} {metric} {format_metric(results[split][metric])} (members "
+        f"{format_metric(results['members_mean'][split].get(metric))} ± {format_metric(results['members_std'][split].get(metric))}); "
+        f"ensemble in {output_dir / BEST_DIR}"
     )
 
 
@@ -897,7 +1068,7 @@ def evaluate_ensemble(args: argparse.Namespace, models: list, tokenizer, dataset
             split: {
                 metric: float(function([runs[member][split][metric] for member in members]))
                 for metric, value in results[split].items()
-                if isinstance(value, float) and all(metric in runs[member][split] for member in members)
+                if isinstance(value, float) and all(isinstance(runs[member][split].get(metric), float) for member in members)
             }
             for split in ("validation", "test")
             if results[split]

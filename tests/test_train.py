@@ -26,6 +26,13 @@ TINY = ["--hidden-size", "16", "--state-size", "8", "--max-train-samples", "600"
 TIMING_KEYS = ("train_seconds", "samples_per_second")
 
 
+def what_a_run_computed(results: dict) -> dict:
+    """results.json without the timings and how the run was invoked (command line, output folder, resume flag)."""
+    results = {key: value for key, value in results.items() if key not in (*TIMING_KEYS, "command")}
+    settings = {key: value for key, value in results["settings"].items() if key not in ("output_dir", "resume_from_checkpoint")}
+    return {**results, "settings": settings}
+
+
 def run_cli(*flags, timeout=300, **popen):
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     return subprocess.run(
@@ -142,9 +149,7 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tmp_path):
     completed = run_cli(*flags, "--output-dir", str(interrupted), "--resume-from-checkpoint", "latest")
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "resumed from" in completed.stderr
-    expected, actual = (json.loads((path / "results.json").read_text()) for path in (uninterrupted, interrupted))
-    for key in TIMING_KEYS:
-        expected.pop(key), actual.pop(key)
+    expected, actual = (what_a_run_computed(json.loads((path / "results.json").read_text())) for path in (uninterrupted, interrupted))
     assert actual == expected
     for name, tensor in load_file(uninterrupted / "best" / "model.safetensors").items():
         assert torch.equal(tensor, load_file(interrupted / "best" / "model.safetensors")[name]), name
@@ -168,18 +173,23 @@ def test_weight_average_is_what_is_evaluated_saved_and_resumed(tmp_path):
     shutil.copytree(full / "checkpoints" / "epoch_0001", resumed / "checkpoints" / "epoch_0001")
     shutil.copytree(full / "best", resumed / "best")
     assert main([*flags, "--output-dir", str(resumed), "--resume-from-checkpoint", "latest"]) == 0
-    expected, actual = (json.loads((path / "results.json").read_text()) for path in (full, resumed))
-    for key in TIMING_KEYS:
-        expected.pop(key), actual.pop(key)
+    expected, actual = (what_a_run_computed(json.loads((path / "results.json").read_text())) for path in (full, resumed))
     assert actual == expected
     assert all(torch.equal(tensor, load_file(resumed / "best" / "model.safetensors")[name]) for name, tensor in best.items())
 
 
-def test_resuming_without_the_weight_average_fails_clearly(tmp_path, capsys):
-    assert main([*TINY, "--epochs", "1", "--output-dir", str(tmp_path)]) == 0
-    flags = [*TINY, "--epochs", "2", "--ema-decay", "0.9", "--output-dir", str(tmp_path), "--resume-from-checkpoint", "latest"]
-    assert main(flags) == 1
-    assert "written without it (no ema.safetensors)" in capsys.readouterr().err
+def test_resuming_with_other_settings_is_refused_naming_each_difference(tmp_path, capsys):
+    data = tmp_path / "train.csv"
+    data.write_text("sequence,label\n" + "".join(f"{'ACDEFGHIKL'[i % 10]}KTAYIAK{'QRS'[i % 3]},{i / 10}\n" for i in range(60)))
+    flags = [*TINY, "--epochs", "1", "--train-file", str(data), "--output-dir", str(tmp_path / "run")]
+    assert main(flags) == 0
+    before = sorted(path.stat().st_mtime_ns for path in (tmp_path / "run").rglob("*"))
+    data.write_text(data.read_text() + "MKTAYIAKQR,9.9\n")
+    assert main([*flags, "--ema-decay", "0.9", "--learning-rate", "0.001", "--resume-from-checkpoint", "latest"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    for difference in ("--ema-decay 0.9 (checkpoint: None)", "--learning-rate 0.001 (checkpoint: 0.003)", "--train-file is not the file it was"):
+        assert difference in error, error
+    assert sorted(path.stat().st_mtime_ns for path in (tmp_path / "run").rglob("*")) == before
 
 
 @pytest.mark.parametrize(

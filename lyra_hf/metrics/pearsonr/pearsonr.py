@@ -6,6 +6,7 @@ An `evaluate` metric module shipped inside lyra-hf, so that it loads offline: `e
 
 import datasets
 import evaluate
+import numpy as np
 from scipy.stats import pearsonr
 
 
@@ -19,4 +20,7 @@ class Pearsonr(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
+        # A correlation with a constant is undefined: NaN, said once by the caller rather than by a scipy warning.
+        if np.ptp(predictions) == 0 or np.ptp(references) == 0:
+            return {"pearsonr": float("nan")}
         return {"pearsonr": float(pearsonr(references, predictions)[0])}

@@ -6,6 +6,7 @@ An `evaluate` metric module shipped inside lyra-hf, so that it loads offline: `e
 
 import datasets
 import evaluate
+import numpy as np
 from sklearn.metrics import r2_score
 
 
@@ -19,4 +20,7 @@ class RSquared(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
+        # R² divides by the references' variance: undefined (NaN) for constant references, where scikit-learn warns.
+        if np.ptp(references) == 0:
+            return {"r_squared": float("nan")}
         return {"r_squared": float(r2_score(references, predictions))}

@@ -6,6 +6,7 @@ An `evaluate` metric module shipped inside lyra-hf, so that it loads offline: `e
 
 import datasets
 import evaluate
+import numpy as np
 from scipy.stats import spearmanr
 
 
@@ -19,4 +20,7 @@ class Spearmanr(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
+        # A correlation with a constant is undefined: NaN, said once by the caller rather than by a scipy warning.
+        if np.ptp(predictions) == 0 or np.ptp(references) == 0:
+            return {"spearmanr": float("nan")}
         return {"spearmanr": float(spearmanr(references, predictions)[0])}
