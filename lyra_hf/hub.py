@@ -72,7 +72,10 @@ def build_model_card(
     else:
         prediction, head = f"a label per residue ({', '.join(names)})", f"a linear classifier at every position over {config.num_labels} labels"
     if test:
-        rows = "\n".join(f"| {METRICS[metric].title} | {test[metric]:.4f} |" for metric in task.metric_names if metric in test)
+        rows = "\n".join(
+            f"| {METRICS[metric].title} | {'undefined' if test[metric] is None else f'{test[metric]:.4f}'} |" for metric in task.metric_names if metric in test
+        )
+        rows += f"\n\n{test['note']}." if "note" in test else ""
         chosen = f"the mean prediction of {len(ensemble_members)} members" if ensemble_members else f"best epoch {results.get('best_epoch')}"
         results_table = f"On the test split ({test.get('num_samples', test.get('num_residues', '?'))} samples), {chosen}:\n\n| metric | value |\n| --- | ---: |\n{rows}"
     else:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -76,8 +77,12 @@ def finished_run(tmp_path_factory) -> Path:
 # --- cases: each `setup(work, run)` makes its files in `work` and returns the command's flags -----------------------
 
 
-def train_case(data: str | bytes | None = None, extra=(), name="train.csv"):
+def train_case(data: str | bytes | None = None, extra=(), name="train.csv", files: dict[str, str] | None = None):
+    """lyra-train on `data` written to `name` (none: the synthetic landscape), with `files` written beside it."""
+
     def setup(work: Path, run: Path) -> list[str]:
+        for file_name, content in (files or {}).items():
+            write(work / file_name, content)
         flags = [*TINY, "--output-dir", str(work / "out"), *extra]
         if data is not None:
             flags += ["--train-file", str(write(work / name, data))]
@@ -193,6 +198,48 @@ def earlier_scan(work: Path, run: Path) -> list[str]:
     return scan_case(sequence="MKTAYIAK")(work, run)
 
 
+def with_dna_tokenizer(work: Path) -> Path:
+    """A protein model beside a DNA tokenizer's files."""
+    folder = save_tiny_checkpoint(work / "protein-model")
+    LyraTokenizer.for_alphabet("dna").save_pretrained(folder)
+    return folder
+
+
+def with_rna_tokenizer(work: Path) -> Path:
+    """A DNA model (recorded alphabet ACGTN) beside an RNA tokenizer: the same vocabulary size, other letters."""
+    torch.manual_seed(0)
+    dna = LyraTokenizer.for_alphabet("dna")
+    config = LyraConfig(hidden_size=16, state_size=8, vocab_size=len(dna), alphabet=dna.letters)
+    LyraForSequenceRegression(config).save_pretrained(work / "dna-model")
+    LyraTokenizer.for_alphabet("rna").save_pretrained(work / "dna-model")
+    return work / "dna-model"
+
+
+def without_tokenizer(work: Path) -> Path:
+    folder = save_tiny_checkpoint(work / "no-tokenizer")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    return folder
+
+
+def resume_case(*extra):
+    """The finished run resumed with other settings (its checkpoints and results must stay as they were)."""
+
+    def setup(work: Path, run: Path) -> list[str]:
+        write(work / "train.csv", "sequence,label\n" + GOOD_ROWS)
+        flags = [*TINY, "--max-train-samples", "200", "--max-eval-samples", "50", "--output-dir", str(run)]
+        return [flag.format(work=work) for flag in (*flags, "--resume-from-checkpoint", "latest", *extra)]
+
+    return setup
+
+
+def config_case(content: str):
+    def setup(work: Path, run: Path) -> list[str]:
+        return [*TINY, "--config", str(write(work / "config.json", content)), "--output-dir", str(work / "out")]
+
+    return setup
+
+
 @dataclass
 class Case:
     name: str
@@ -231,16 +278,33 @@ CASES = [
     Case("train-token-labels-wrong-length", "train", train_case("sequence,ss\nACDE,HHE\n", ("--task", "token-classification", "--label-columns", "ss")), ("row 1", "3 per-residue labels", "4 residues")),
     Case("train-missing-config", "train", train_case(extra=("--config", "{work}/no/config.json")), ("No such config file", "no/config.json")),
     Case("train-config-is-a-run-folder", "train", train_case(extra=("--config", "{run}")), ("did you mean", "best")),
+    Case("train-config-key-typo", "train", config_case('{"hiden_size": 32}'), ("config.json", "unknown key 'hiden_size'", "did you mean 'hidden_size'")),
+    Case("train-config-string-number", "train", config_case('{"hidden_size": "64"}'), ("config.json", "`hidden_size` must be int", "'64' (str)")),
+    Case("train-config-not-json", "train", config_case("hidden_size: 64\n"), ("config.json", "is not a JSON file")),
+    Case("train-json-lines-input", "train", train_case('{"sequence": "MKTA", "label": 1.0}\n', name="train.jsonl"), ("train.jsonl", "is JSON Lines", "CSV")),
+    Case("train-one-class", "train", train_case("sequence,label\n" + "".join(f"MKTA{'ACD'[i % 3]},a\n" for i in range(30)), ("--task", "classification")), ("one class ('a')", "two or more")),
+    Case("train-one-row-validation", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--validation-file", "{work}/validation.csv"), files={"validation.csv": "sequence,label\nMKTAYIAK,0.3\n"}), ("validation split: 1 row", "at least 2")),
+    Case("train-constant-label", "train", train_case("sequence,label\n" + "".join(f"{line.split(',')[0]},0.5\n" for line in GOOD_LINES)), ("every train label of 'label' is 0.5", "nothing to learn")),
+    Case("train-constant-validation-label", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--validation-file", "{work}/constant.csv"), files={"constant.csv": "sequence,label\nMKTAYIAK,1\nMKTAYIAV,1\n"}), ("every validation label of 'label' is 1", "spearmanr", "--metric-for-best-model mse")),
+    Case("train-custom-alphabet-like-a-name", "train", train_case(extra=("--alphabet", "protien")), ("'protien'", "looks like 'protein'")),
     # lyra-train: output folders
     Case("train-over-previous-run", "train", train_case(extra=("--output-dir", "{run}")), ("already holds a run", "--overwrite-output-dir")),
     Case("train-overwrite-with-nan-label", "train", over_previous_run("sequence,label\n" + GOOD_ROWS + "ACDE,nan\n", ("--overwrite-output-dir",)), ("NaN label", "row 41")),
     Case("train-over-users-best-folder", "train", users_best_folder, ("already holds a run (best)",)),
     Case("train-folder-in-use", "train", locked_folder, ("is in use by another run",)),
     Case("train-resume-from-non-checkpoint", "train", train_case(extra=("--resume-from-checkpoint", "{work}")), ("is not a complete lyra-train checkpoint",)),
+    Case("train-resume-other-architecture", "train", resume_case("--hidden-size", "32"), ("--hidden-size 32 (checkpoint: 16)", "--overwrite-output-dir")),
+    Case("train-resume-more-epochs", "train", resume_case("--epochs", "4"), ("--epochs 4 (checkpoint: 1)",)),
+    Case("train-resume-other-learning-rate", "train", resume_case("--learning-rate", "0.01"), ("--learning-rate 0.01 (checkpoint: 0.003)",)),
+    Case("train-resume-other-train-file", "train", resume_case("--train-file", "{work}/train.csv"), ("--train-file is not the file it was",)),
     # lyra-train: flags
     Case("train-zero-epochs", "train", train_case(extra=("--epochs", "0")), ("--epochs", "at least 1", "got '0'"), 2),
     Case("train-unknown-metric", "train", train_case(extra=("--metric-for-best-model", "auroc")), ("'auroc' is not a regression metric",), 2),
     Case("train-unknown-flag", "train", train_case(extra=("--no-such-flag",)), ("unrecognized arguments: --no-such-flag",), 2),
+    Case("train-nan-learning-rate", "train", train_case(extra=("--learning-rate", "nan")), ("--learning-rate", "finite number above 0", "'nan'"), 2),
+    Case("train-negative-time-budget", "train", train_case(extra=("--max-train-minutes", "-1")), ("--max-train-minutes", "above 0", "'-1'"), 2),
+    Case("train-one-row-eval-limit", "train", train_case(extra=("--max-eval-samples", "1")), ("--max-eval-samples", "at least 2", "'1'"), 2),
+    Case("train-tracker-not-installed", "train", train_case(extra=("--report-to", "wandb")), ("--report-to wandb needs its package", "pip install wandb"), 2),
     # lyra-predict: checkpoints
     Case("predict-missing-absolute-model", "predict", predict_case(model="{work}/no/such/model"), ("No such directory", "no/such/model")),
     Case("predict-missing-relative-model", "predict", predict_case(model="runs/no-such-run/best"), ("No such directory: runs/no-such-run/best",)),
@@ -248,6 +312,9 @@ CASES = [
     Case("predict-pickle-only-checkpoint", "predict", with_model(pickle_only_checkpoint), ("pytorch_model.bin", "no model.safetensors")),
     Case("predict-corrupt-weights", "predict", with_model(corrupt_checkpoint), ("corrupt", "model.safetensors")),
     Case("predict-mismatched-config", "predict", with_model(mismatched_checkpoint), ("do not match", "config.json")),
+    Case("predict-protein-model-dna-tokenizer", "predict", with_model(with_dna_tokenizer), ("protein-model", "do not match", "10 tokens", "embedding 26")),
+    Case("predict-dna-model-rna-tokenizer", "predict", with_model(with_rna_tokenizer), ("dna-model", "alphabet is 'ACGUN'", "trained on 'ACGTN'")),
+    Case("predict-checkpoint-without-tokenizer", "predict", with_model(without_tokenizer), ("no-tokenizer", "holds no tokenizer")),
     Case("predict-model-is-a-file", "predict", predict_case(model="{work}/in.csv"), ("is a file",)),
     # lyra-predict: input and output files
     Case("predict-empty-input", "predict", predict_case(b""), ("in.csv", "is empty")),
@@ -259,6 +326,8 @@ CASES = [
     Case("predict-existing-output", "predict", existing_output, ("out.csv exists", "--overwrite")),
     Case("predict-output-is-a-folder", "predict", output_is_a_folder, ("out.csv is a directory",)),
     Case("predict-zero-batch-size", "predict", predict_case(extra=("--batch-size", "0")), ("--batch-size", "at least 1", "got '0'"), 2),
+    Case("predict-device-not-here", "predict", predict_case(extra=("--device", "cuda:7")), ("--device", "'cuda:7'", "no such cuda device"), 2),
+    Case("predict-json-input", "predict", predict_case('[{"sequence": "MKTA"}]\n', name="in.json"), ("in.json", "is JSON", "CSV")),
     # lyra-scan
     Case("scan-duplicate-fasta-ids", "scan", scan_case(">wt\nMKTAYIAK\n>wt\nMKTAYIAV\n"), ("records 1 ('wt') and 2 ('wt')", "share")),
     Case("scan-ids-one-folder-after-escaping", "scan", scan_case(">a/b\nMKTA\n>a_b\nMKTV\n"), ("'a/b'", "'a_b'", "'a_b'")),
@@ -512,3 +581,44 @@ def test_full_disk_during_training_leaves_no_temporary_folder(tmp_path, small_di
     assert code == 1 and len(error) == 1 and "No space left on device" in error[0], error
     after = snapshot(small_disk)
     assert {name: after[name] for name in before} == before and not temporary_files(small_disk)
+
+
+INTERRUPTS = {
+    # lyra-train in two processes (the elastic launcher's path), interrupted with Ctrl-C after its first checkpoint
+    "train-ctrl-c": (["lyra_hf.train", *TINY, "--epochs", "50", "--max-train-samples", "3000", "--num-processes", "2", "--quiet"], signal.SIGINT),
+    "train-sigterm": (["lyra_hf.train", *TINY, "--epochs", "50", "--max-train-samples", "3000", "--num-processes", "1", "--quiet"], signal.SIGTERM),
+    "predict-ctrl-c": (["lyra_hf.predict", "--input", "{work}/many.csv", "--output", "{work}/out.csv", "--overwrite"], signal.SIGINT),
+}
+
+
+@pytest.mark.parametrize("name", list(INTERRUPTS))
+def test_an_interrupt_ends_in_one_line_and_leaves_nothing_partial(name, tmp_path, finished_run):
+    """Ctrl-C (to the whole process group, as a terminal sends it) or SIGTERM while the command works: one line naming
+    the signal, exit code 130 or 143, the earlier output unchanged, no temporary file; lyra-train says how to resume."""
+    flags, signum = INTERRUPTS[name]
+    work = tmp_path / "work"
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    write(work / "out.csv", "precious,results\n")
+    letters = "ACDEFGHIKLMNPQRSTVWY"
+    write(work / "many.csv", "sequence\n" + "".join(letters[i % 20] * 2 + letters * 10 + "\n" for i in range(200_000)))
+    output = ["--output-dir", str(work / "train")] if "train" in name else ["--model", str(run / "best")]
+    command = [sys.executable, "-m", *[flag.format(work=work) for flag in flags], *output]
+    environment = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    before = snapshot(tmp_path)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment, start_new_session=True)
+    # At work: a training checkpoint written, or the prediction's temporary output file opened.
+    started = (lambda: (work / "train" / "checkpoints" / "epoch_0001").is_dir()) if "train" in name else (lambda: list(work.glob(".out.csv.*.tmp")))
+    deadline = time.monotonic() + 120
+    while not started():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    os.killpg(process.pid, signum)
+    _, stderr = process.communicate(timeout=120)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert process.returncode == 128 + signum, lines
+    assert len(lines) == 1 and lines[0].startswith(f"lyra-{name.split('-')[0]}: interrupted ({signal.Signals(signum).name})"), lines
+    if "train" in name:
+        assert lines[0].endswith(f"--output-dir {work / 'train'} --resume-from-checkpoint latest"), lines
+    after = snapshot(tmp_path)
+    assert {path: after.get(path) for path in before} == before
+    assert not temporary_files(tmp_path)

@@ -88,6 +88,17 @@ def test_regression_round_trip_with_several_targets(tmp_path):
         torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_fields_longer_than_the_csv_modules_default_limit_are_read(tmp_path):
+    """lyra-train reads CSV fields of any length; so does lyra-predict (the csv module stops at 131,072 by default)."""
+    model, tokenizer = save_checkpoint(tmp_path / "model", LyraForSequenceRegression)
+    long = "ACDEFGHIKLMNPQRSTVWY" * 7_000  # 140,000 residues
+    (tmp_path / "in.csv").write_text(f"sequence\n{long}\nMKTA\n")
+    assert main(["--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")]) == 0
+    rows = read_output(tmp_path / "out.csv")
+    assert len(rows[0]["sequence"]) == len(long)
+    torch.testing.assert_close(torch.tensor([float(rows[1]["predicted_LABEL_0"])]), one_at_a_time(model, tokenizer, "MKTA"), atol=1e-5, rtol=1e-5)
+
+
 def test_classification_writes_labels_and_probabilities(tmp_path):
     model, tokenizer = save_checkpoint(tmp_path / "model", LyraForSequenceClassification, num_labels=3, id2label={0: "low", 1: "mid", 2: "high"})
     output = tmp_path / "out.csv"

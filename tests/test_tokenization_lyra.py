@@ -25,6 +25,17 @@ def test_alphabets_round_trip(alphabet, letters):
     assert tokenizer.decode(ids) == text
 
 
+@pytest.mark.parametrize("spelling", ["DNA", "Dna", " dna ", "dNa"])
+def test_alphabet_names_are_read_in_any_case_and_near_misses_are_refused(spelling):
+    tokenizer = LyraTokenizer.for_alphabet(spelling)
+    assert (tokenizer.letters, tokenizer.alphabet) == ("ACGTN", "dna")
+    assert LyraTokenizer.for_alphabet("Protein").get_vocab() == LyraTokenizer().get_vocab()
+    for misspelt, name in (("protien", "protein"), ("DNAs", "dna")):
+        with pytest.raises(ValueError, match=f"looks like '{name}'"):
+            LyraTokenizer.for_alphabet(misspelt)
+    assert LyraTokenizer.for_alphabet("acgu").letters == "ACGU"  # letters, not a name
+
+
 def test_case_and_whitespace_are_ignored_and_split_words_encode_like_the_joined_string():
     tokenizer = LyraTokenizer()
     reference = tokenizer("MKTAYIAKQR")["input_ids"]

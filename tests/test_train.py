@@ -1,4 +1,5 @@
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -489,3 +490,35 @@ def test_a_seed_ensemble_trains_its_members_and_scores_their_mean(tmp_path, caps
     assert resumed["test"]["spearmanr"] == pytest.approx(results["test"]["spearmanr"], abs=1e-6)
     assert main(flags) == 1
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_a_run_records_how_it_was_made_and_its_command_makes_it_again(tmp_path, capsys):
+    """results.json holds the command line, every setting, the inputs' digests, the versions and the training loss
+    per epoch, as strict JSON; the recorded command, run again elsewhere, gives the same metrics. Along the way:
+    `--alphabet DNA` is the DNA alphabet, `--report-to tensorboard` logs the losses, and a test split of constant labels
+    gives null correlations with a note instead of NaN."""
+    rng = np.random.default_rng(0)
+    sequences = ["".join(rng.choice(list("ACGT"), 12)) for _ in range(140)]
+    rows = [f"{sequence},{sequence.count('G') + 0.5 * sequence.count('CA')}\n" for sequence in sequences]
+    (tmp_path / "train.csv").write_text("sequence,label\n" + "".join(rows[:120]))
+    (tmp_path / "test.csv").write_text("sequence,label\n" + "".join(f"{sequence},1.5\n" for sequence in sequences[120:]))
+    flags = ["--hidden-size", "16", "--state-size", "8", "--epochs", "2", "--batch-size", "16", "--alphabet", "DNA", "--quiet"]
+    flags += ["--train-file", str(tmp_path / "train.csv"), "--test-file", str(tmp_path / "test.csv"), "--report-to", "tensorboard"]
+    assert main([*flags, "--output-dir", str(tmp_path / "run")]) == 0
+    assert "spearmanr undefined" in capsys.readouterr().out
+    text = (tmp_path / "run" / "results.json").read_text()
+    results = json.loads(text, parse_constant=lambda constant: pytest.fail(f"{constant} in results.json"))
+    assert results["test"]["spearmanr"] is None and "constant" in results["test"]["note"] and results["test"]["mse"] > 0
+    assert results["command"] == ["lyra-train", *flags, "--output-dir", str(tmp_path / "run")]
+    assert results["settings"]["learning_rate"] == 3e-3 and results["settings"]["alphabet"] == "DNA"
+    assert results["input_sha256"]["train_file"] == hashlib.sha256((tmp_path / "train.csv").read_bytes()).hexdigest()
+    assert results["versions"]["torch"] == torch.__version__
+    assert [entry["epoch"] for entry in results["history"]] == [1, 2] and all(entry["train_loss"] > 0 for entry in results["history"])
+    assert AutoTokenizer.from_pretrained(tmp_path / "run" / "best").letters == "ACGTN"
+    events = b"".join(path.read_bytes() for path in (tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
+    assert b"train/loss" in events and b"validation/spearmanr" in events
+
+    again = results["command"][1:] + ["--output-dir", str(tmp_path / "again")]  # the last --output-dir counts
+    assert main(again) == 0
+    rerun = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert (rerun["validation"], rerun["test"], rerun["history"]) == (results["validation"], results["test"], results["history"])

@@ -1,0 +1,43 @@
+import argparse
+
+import pytest
+
+from lyra_hf import cli
+from lyra_hf import predict, scan, train
+
+
+PARSERS = {"lyra-train": train.build_parser, "lyra-predict": predict.build_parser, "lyra-scan": scan.build_parser}
+
+
+@pytest.mark.parametrize("command", list(PARSERS))
+def test_help_describes_every_flag_and_shows_every_default(command):
+    parser = PARSERS[command]()
+    text = " ".join(parser.format_help().split())
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        assert action.help, f"{command} {action.option_strings[0]} has no help text"
+        if action.default is not None and action.default is not False:
+            assert f"(default: {action.default})" in text, f"{command} --help does not show {action.option_strings[0]}'s default"
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "0", "-2", "1e400", "ten"])
+def test_bounded_numbers_refuse_text_non_finite_and_out_of_range_values(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=repr(text)):
+        cli.bounded(float, above=0)(text)
+
+
+def test_bounded_numbers_keep_the_ends_they_allow():
+    assert cli.bounded(float, minimum=0, below=1)("0") == 0.0
+    assert cli.bounded(int, minimum=2)("2") == 2
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.bounded(float, minimum=0, below=1)("1")
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.bounded(int, minimum=1)("1.5")
+
+
+def test_the_rerun_hint_drops_and_adds_flags_in_either_spelling():
+    argv = ["--epochs", "3", "--overwrite-output-dir", "--resume-from-checkpoint=old", "--output-dir", "my run"]
+    drop = {"--resume-from-checkpoint": True, "--overwrite-output-dir": False}
+    hint = cli.rerun_hint("lyra-train", argv, drop, add=("--resume-from-checkpoint", "latest"))
+    assert hint == "lyra-train --epochs 3 --output-dir 'my run' --resume-from-checkpoint latest"
