@@ -50,10 +50,10 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def synthetic_test_spearman(checkpoint: Path, num_test: int) -> float:
-    """Score a saved model on the synthetic test split in one process, sequence by sequence (no batching, no
-    gathering), as the reference for what lyra-train reports."""
-    test = synthetic_fitness_dataset(seed=42)["test"].select(range(num_test))
+def synthetic_test_spearman(checkpoint: Path, num_test: int, split: str = "test") -> float:
+    """Score a saved model on the synthetic test (or another) split in one process, sequence by sequence (no batching,
+    no gathering), as the reference for what lyra-train reports."""
+    test = synthetic_fitness_dataset(seed=42)[split].select(range(num_test))
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
     with torch.no_grad():
