@@ -594,7 +594,7 @@ def test_full_disk_during_training_leaves_no_temporary_folder(tmp_path, small_di
 
 INTERRUPTS = {
     # lyra-train in two processes (the elastic launcher's path), interrupted with Ctrl-C after its first checkpoint;
-    # lyra-predict with two workers, stopped by SIGTERM (one process, Ctrl-C: the busy-folder test below)
+    # lyra-predict with two workers (50,000 rows), stopped by SIGTERM (one process, Ctrl-C: the busy-folder test below)
     "train-ctrl-c": (["lyra_hf.train", *TINY, "--epochs", "50", "--max-train-samples", "3000", "--num-processes", "2", "--quiet"], signal.SIGINT),
     "predict-sigterm": (["lyra_hf.predict", "--input", "{work}/many.csv", "--output", "{work}/out.csv", "--overwrite"], signal.SIGTERM),
 }
@@ -609,7 +609,7 @@ def test_an_interrupt_ends_in_one_line_and_leaves_nothing_partial(name, tmp_path
     run = shutil.copytree(finished_run, tmp_path / "run")
     write(work / "out.csv", "precious,results\n")
     letters = "ACDEFGHIKLMNPQRSTVWY"
-    write(work / "many.csv", "sequence\n" + "".join(letters[i % 20] * 2 + letters * 10 + "\n" for i in range(200_000)))
+    write(work / "many.csv", "sequence\n" + "".join(letters[i % 20] * 2 + letters * 10 + "\n" for i in range(50_000)))
     output = ["--output-dir", str(work / "train")] if "train" in name else ["--model", str(run / "best")]
     command = [sys.executable, "-m", *[flag.format(work=work) for flag in flags], *output]
     environment = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
