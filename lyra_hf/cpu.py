@@ -13,8 +13,10 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
 
@@ -130,10 +132,13 @@ def _interrupt_if_busy(signum, frame) -> None:
         raise Interrupted(signum)
 
 
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _start_worker(state: dict) -> None:
     torch.set_num_threads(1)
     _worker_state.update(state)
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in INTERRUPTS:
         signal.signal(signum, _interrupt_if_busy)
 
 
@@ -144,6 +149,30 @@ def _call_in_worker(function: Callable, item):
         return function(_worker_state, item)
     finally:
         _worker_busy = False
+
+
+def _started(state: dict, item) -> None:
+    return None
+
+
+@contextmanager
+def interrupts_deferred():
+    """Hold Ctrl-C and SIGTERM back for the block and deliver one that came meanwhile as it ends, to the handler there
+    was before. Around the start of worker processes: a handler that raises while a worker is forked runs inside
+    fork's callbacks, which ignore what it raises (the interrupt is lost), and one that raises inside the executor's
+    start leaves workers that nothing stops."""
+    if threading.current_thread() is not threading.main_thread():  # handlers belong to the main thread
+        yield
+        return
+    received = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in INTERRUPTS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            signal.raise_signal(received[0])
 
 
 class WorkerPool:
@@ -171,7 +200,13 @@ class WorkerPool:
             self.processes = processes
             gc.freeze()
             context = multiprocessing.get_context("fork")
-            self.executor = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker, initargs=(state,))
+            try:
+                with interrupts_deferred():  # the workers are forked at the first call, all at once
+                    self.executor = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker, initargs=(state,))
+                    list(self.map(_started, range(processes)))
+            except BaseException:
+                self.close()
+                raise
 
     def map(self, function: Callable, items: Iterable) -> Iterator:
         """`function(state, item)` for each item, results in the order of `items`. `function` must be a module-level

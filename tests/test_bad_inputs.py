@@ -624,7 +624,7 @@ def test_an_interrupt_ends_in_one_line_and_leaves_nothing_partial(name, tmp_path
     os.killpg(process.pid, signum)
     _, stderr = process.communicate(timeout=120)
     lines = [line for line in stderr.splitlines() if line.strip()]
-    assert process.returncode == 128 + signum, lines
+    assert process.returncode == 128 + signum, stderr
     assert len(lines) == 1 and lines[0].startswith(f"lyra-{name.split('-')[0]}: interrupted ({signal.Signals(signum).name})"), lines
     if "train" in name:
         assert lines[0].endswith(f"--output-dir {work / 'train'} --resume-from-checkpoint latest"), lines
