@@ -9,7 +9,8 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 
-from .tasks import METRICS, task_of
+from .metrics import METRICS
+from .tasks import task_of
 from .tokenization_lyra import ALPHABETS
 
 

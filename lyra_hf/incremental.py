@@ -79,7 +79,7 @@ class IncrementalScorer:
             # the wild type's output (`score` computes positions from there), summed for mean pooling in prefixes.
             self.causal = not config.bidirectional
             mixer = first.mixer
-            wild_mixed = mixer.glu(mixer.output_linear(mixer.activation(self.wild_convolved)))
+            wild_mixed = mixer.position_wise(self.wild_convolved, hidden.dtype)
             self.wild_output = self.wild_hidden + wild_mixed
             self.wild_mixed_prefix = nn.functional.pad(torch.cumsum(self.pooling_weights[:, None] * wild_mixed, 0), (0, 0, 1, 0))
             self.single_prefix_cache = {}
@@ -103,11 +103,7 @@ class IncrementalScorer:
     def pgc_stack(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Embedding and PGC blocks, as `LyraModel.forward` runs them: (batch, length, H)."""
         backbone = self.model.lyra
-        hidden = backbone.embeddings(input_ids)
-        for pgc in backbone.pgc_layers:
-            output = pgc(hidden, mask[..., None])
-            hidden = hidden + output if self.model.config.pgc_residual else output
-        return hidden
+        return backbone.pgc_stack(backbone.embeddings(input_ids), mask[..., None])
 
     @staticmethod
     def kernel_by_lag(mixer, length: int, radius: int) -> torch.Tensor:
@@ -196,11 +192,10 @@ class IncrementalScorer:
         delta = delta.view(num_sites, per_site, -1, hidden_size).permute(3, 0, 1, 2)
         delta = torch.cat([delta, delta.new_ones(hidden_size, num_sites, per_site, 1)], dim=3)
         convolved = torch.bmm(delta.reshape(hidden_size * num_sites, per_site, -1), rows.view(hidden_size * num_sites, -1, span))
-        # Per position from here (GELU, projection, GLU). The projection reads the (H, B span) activations as their
-        # transpose, which BLAS takes as it is, and writes the (B span, 2H) layout whose bias and GLU run along rows.
-        activated = mixer.activation(convolved).view(hidden_size, batch * span)
-        projected = torch.addmm(mixer.output_linear.bias, activated.T, mixer.output_linear.weight.T)
-        return nn.functional.glu(projected, dim=-1).view(batch, span, hidden_size)
+        # Per position from here. The projection reads the (H, B span) activations as their transpose, which BLAS takes
+        # as it is, and writes the (B span, 2H) layout whose bias and GLU run along rows.
+        mixed = mixer.position_wise(convolved.view(hidden_size, batch * span).T, delta.dtype)
+        return mixed.view(batch, span, hidden_size)
 
     @torch.no_grad()
     def single_prefixes(self, position: int) -> torch.Tensor:

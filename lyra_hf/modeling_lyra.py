@@ -177,6 +177,11 @@ class LyraS4DKernel(nn.Module):
         self.C = nn.Parameter(torch.empty(num_directions, config.hidden_size, half_state, 2))
         self.log_A_real = nn.Parameter(torch.empty(config.hidden_size, half_state))
         self.A_imag = nn.Parameter(torch.empty(config.hidden_size, half_state))
+        # The S4D recipe's optimizer settings for the SSM parameters (the `_optim` tags of state-spaces' s4d.py): no
+        # weight decay, and `config.ssm_learning_rate` when set. Kept by parameter name on the module, because loading
+        # a checkpoint replaces the parameter tensors (and any tag on them).
+        settings = {"weight_decay": 0.0} | ({"lr": config.ssm_learning_rate} if config.ssm_learning_rate is not None else {})
+        self._optim = {name: settings for name in ("log_dt", "log_A_real", "A_imag")}
 
     def forward(self, sequence_length: int) -> torch.Tensor:
         """
@@ -352,6 +357,21 @@ class LyraS4D(nn.Module):
             # one on CPU (3 ms against 0.3 ms at batch 64, L = 32), and the output projection would copy it anyway.
             return torch.addcmul(y.transpose(1, 2), u, self.D.to(dtype)).contiguous()
 
+    def position_wise(self, convolved: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """What follows the convolution at each position: GELU, dropout (tied over positions) and the GLU-gated
+        projection, in `dtype`.
+
+        Args:
+            convolved (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)` or `(positions,
+                hidden_size)`, any strides): the output of `convolve`.
+
+        Returns:
+            `torch.Tensor` of the shape of `convolved`
+        """
+        y = self.activation(convolved)
+        y = self.dropout(y.transpose(-1, -2)).transpose(-1, -2)
+        return self.glu(self.output_linear(y.to(dtype)))
+
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """
         Args:
@@ -361,9 +381,7 @@ class LyraS4D(nn.Module):
         Returns:
             `torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`
         """
-        y = self.activation(self.convolve(hidden_states, mask))
-        y = self.dropout(y.transpose(1, 2)).transpose(1, 2)
-        return self.glu(self.output_linear(y.to(hidden_states.dtype)))
+        return self.position_wise(self.convolve(hidden_states, mask), hidden_states.dtype)
 
 
 class LyraS4DBlock(GradientCheckpointingLayer):
@@ -486,6 +504,21 @@ class LyraModel(LyraPreTrainedModel):
     def set_input_embeddings(self, new_embeddings):
         self.embeddings = new_embeddings
 
+    def pgc_stack(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The PGC blocks, each with its residual when `config.pgc_residual`: the input of the first S4D layer.
+
+        Args:
+            hidden_states (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`): embedded tokens.
+            mask (`torch.Tensor` of shape `(batch_size, sequence_length, 1)`, *optional*)
+
+        Returns:
+            `torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`
+        """
+        for pgc in self.pgc_layers:
+            pgc_output = pgc(hidden_states, mask)
+            hidden_states = hidden_states + pgc_output if self.config.pgc_residual else pgc_output
+        return hidden_states
+
     def _validate_inputs(self, input_ids, attention_mask, inputs_embeds):
         if (input_ids is None) == (inputs_embeds is None):
             given = "both" if input_ids is not None else "neither"
@@ -554,9 +587,7 @@ class LyraModel(LyraPreTrainedModel):
 
         hidden_states = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
         mask = attention_mask[..., None] if attention_mask is not None else None
-        for pgc in self.pgc_layers:
-            pgc_output = pgc(hidden_states, mask)
-            hidden_states = hidden_states + pgc_output if self.config.pgc_residual else pgc_output
+        hidden_states = self.pgc_stack(hidden_states, mask)
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for layer in self.layers:

@@ -3,6 +3,7 @@ metrics score it and which one picks the best epoch, and how its batches are col
 tasks and metric names from here.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from transformers import (
@@ -12,26 +13,8 @@ from transformers import (
     DataCollatorWithPadding,
 )
 
+from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, classification_metrics, regression_metrics, token_classification_metrics
 from .modeling_lyra import LyraForSequenceClassification, LyraForSequenceRegression, LyraForTokenClassification
-
-
-@dataclass(frozen=True)
-class Metric:
-    title: str  # as model cards show it
-    higher_is_better: bool = True
-    undefined_for_constant_labels: bool = False  # a correlation with a constant (or R², which divides by its variance)
-
-
-METRICS = {
-    "spearmanr": Metric("Spearman correlation", undefined_for_constant_labels=True),
-    "pearsonr": Metric("Pearson correlation", undefined_for_constant_labels=True),
-    "mse": Metric("Mean squared error", higher_is_better=False),
-    "r_squared": Metric("R²", undefined_for_constant_labels=True),
-    "accuracy": Metric("Accuracy"),
-    "f1": Metric("Macro F1"),
-    "matthews_correlation": Metric("Matthews correlation"),
-    "roc_auc": Metric("AUROC"),
-}
 
 
 @dataclass(frozen=True)
@@ -49,6 +32,7 @@ class Task:
     title: str
     metric_names: tuple[str, ...]
     default_metric: str
+    metrics_builder: Callable  # (target_names) -> compute_metrics; lyra_hf.metrics' builder for this task
     collator_class: type
     scores_whole_sequences: bool
 
@@ -58,10 +42,7 @@ class Task:
 
     def compute_metrics(self, target_names: list[str] | None = None):
         """`compute_metrics` for `transformers.Trainer` and lyra-train (`target_names`: the regression targets)."""
-        # Imported here: lyra_hf.metrics reads its metric names from this table.
-        from .metrics import build_compute_metrics
-
-        return build_compute_metrics(self.name, target_names)
+        return self.metrics_builder(target_names)
 
     def metric_keys(self, target_names: list[str] | None = None) -> list[str]:
         """Every key its `compute_metrics` may return: with several regression targets, also one per target."""
@@ -70,9 +51,6 @@ class Task:
             keys += [f"{metric}_{target}" for metric in self.metric_names for target in target_names]
         return keys
 
-
-REGRESSION_METRICS = ("spearmanr", "pearsonr", "mse", "r_squared")
-CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews_correlation", "roc_auc")
 
 TASKS = {
     task.name: task
@@ -86,6 +64,7 @@ TASKS = {
             "Sequence regression",
             REGRESSION_METRICS,
             "spearmanr",
+            regression_metrics,
             DataCollatorWithPadding,
             scores_whole_sequences=True,
         ),
@@ -98,6 +77,7 @@ TASKS = {
             "Sequence classification",
             CLASSIFICATION_METRICS,
             "f1",
+            lambda target_names: classification_metrics(),
             DataCollatorWithPadding,
             scores_whole_sequences=True,
         ),
@@ -110,6 +90,7 @@ TASKS = {
             "Per-residue classification",
             CLASSIFICATION_METRICS,
             "accuracy",  # per-residue accuracy over scored residues: Q3 or Q8 for secondary structure, the field's headline
+            lambda target_names: token_classification_metrics(),
             DataCollatorForTokenClassification,
             scores_whole_sequences=False,
         ),
@@ -123,22 +104,6 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-def metric_of(key: str) -> Metric:
-    """The metric behind a metric key, also a per-target key such as `mse_binding`."""
-    base = next((name for name in METRICS if key == name or key.startswith(f"{name}_")), key)
-    return METRICS.get(base, Metric(""))
-
-
-def metric_is_better(metric: str, value: float | None, best: float | None) -> bool:
-    """Whether `value` of a validation metric (or a per-target key such as `mse_binding`) beats `best`; an undefined
-    value (None: a correlation with constant predictions) beats only another undefined one."""
-    if best is None:
-        return True
-    if value is None:
-        return False
-    return value > best if metric_of(metric).higher_is_better else value < best
-
-
 def task_of(config, architecture: str | None = None) -> Task:
     """The task a model was saved for: from `config.architectures` (or `architecture`, the class name of a model not
     saved yet) and `config.problem_type`. A bare encoder (`LyraModel`) has no task and is refused."""
@@ -150,4 +115,4 @@ def task_of(config, architecture: str | None = None) -> Task:
     return TASKS["regression" if config.problem_type == "regression" else "classification"]
 
 
-__all__ = ["METRICS", "TASKS", "Metric", "Task", "get_task", "metric_is_better", "metric_of", "task_of"]
+__all__ = ["TASKS", "Task", "get_task", "task_of"]

@@ -58,10 +58,10 @@ from .checkpoints import (
 from .cpu import WorkerError, WorkerPool, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes, usable_cpus
 from .data import LABELS_COLUMN, SEQUENCE_COLUMN, check_columns, fold_values, label_names, load_sequence_dataset, read_table, synthetic_fitness_dataset, tokenize_dataset
 from .hub import build_model_card, push_run
-from .tasks import TASKS, metric_is_better, metric_of
+from .metrics import metric_is_better, metric_of
+from .tasks import TASKS
 
 
-SSM_PARAMETER_NAMES = ("log_dt", "log_A_real", "A_imag")
 CHECKPOINTS_DIR = "checkpoints"
 RESULTS_FILE = "results.json"
 BEST_DIR = "best"
@@ -214,26 +214,24 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def parameter_groups(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> list[dict]:
-    """AdamW parameter groups in the S4D recipe: the SSM parameters (`log_dt`, `log_A_real`, `A_imag`) without weight
-    decay and at `config.ssm_learning_rate` when set; biases, norm weights and other vectors without weight decay; the
-    remaining matrices with `weight_decay`. Works for `Trainer` too (`optimizers=(AdamW(groups), None)`)."""
-    ssm_learning_rate = getattr(model.config, "ssm_learning_rate", None) or learning_rate
-    ssm, no_decay, decay = [], [], []
-    for name, parameter in model.named_parameters():
+    """AdamW parameter groups: the parameters a module tags with optimizer settings of their own (its `_optim`, by
+    parameter name: the S4D recipe's SSM parameters, without weight decay and at `config.ssm_learning_rate` when set),
+    one group per setting; biases, norm weights and other vectors without weight decay; the remaining matrices with
+    `weight_decay`. Works for `Trainer` too (`optimizers=(AdamW(groups), None)`)."""
+    tagged = {}
+    for module in model.modules():
+        for name, settings in getattr(module, "_optim", {}).items():
+            tagged[id(getattr(module, name))] = settings
+    groups = {"decay": {"params": [], "weight_decay": weight_decay, "lr": learning_rate}, "no_decay": {"params": [], "weight_decay": 0.0, "lr": learning_rate}}
+    for parameter in model.parameters():
         if not parameter.requires_grad:
             continue
-        if name.rsplit(".", 1)[-1] in SSM_PARAMETER_NAMES:
-            ssm.append(parameter)
-        elif parameter.ndim < 2:
-            no_decay.append(parameter)
+        if id(parameter) in tagged:
+            settings = {"weight_decay": weight_decay, "lr": learning_rate, **tagged[id(parameter)]}
+            groups.setdefault(json.dumps(settings, sort_keys=True), {"params": [], **settings})["params"].append(parameter)
         else:
-            decay.append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay, "lr": learning_rate},
-        {"params": no_decay, "weight_decay": 0.0, "lr": learning_rate},
-        {"params": ssm, "weight_decay": 0.0, "lr": ssm_learning_rate},
-    ]
-    return [group for group in groups if group["params"]]
+            groups["decay" if parameter.ndim >= 2 else "no_decay"]["params"].append(parameter)
+    return [group for group in groups.values() if group["params"]]
 
 
 def memory_bound_max_length(config, batch_size: int) -> int:

@@ -41,3 +41,35 @@ def test_the_rerun_hint_drops_and_adds_flags_in_either_spelling():
     drop = {"--resume-from-checkpoint": True, "--overwrite-output-dir": False}
     hint = cli.rerun_hint("lyra-train", argv, drop, add=("--resume-from-checkpoint", "latest"))
     assert hint == "lyra-train --epochs 3 --output-dir 'my run' --resume-from-checkpoint latest"
+
+
+# Every flag the three commands accepted on 2026-12-05, before the application layer was reorganised (issue 29): a
+# command may gain flags, never lose one.
+FLAGS_BEFORE_THE_MOVE = {
+    "lyra-train": [
+        "--alphabet", "--batch-size", "--bidirectional", "--config", "--data-seed", "--dropout", "--ema-decay", "--ensemble",
+        "--epochs", "--fold-column", "--folds", "--gradient-accumulation-steps", "--hidden-size", "--hub-dataset-name",
+        "--hub-license", "--hub-private", "--hub-revision", "--ignore-label-characters", "--label-columns",
+        "--label-mask-column", "--learning-rate", "--lr-scheduler", "--max-eval-samples", "--max-length",
+        "--max-train-minutes", "--max-train-samples", "--metric-for-best-model", "--mixed-precision", "--num-processes",
+        "--num-s4d-layers", "--num-workers", "--output-dir", "--overwrite-output-dir", "--padding-characters",
+        "--push-to-hub", "--quiet", "--report-to", "--resume-from-checkpoint", "--seed", "--sequence-column",
+        "--split-column", "--split-values", "--state-size", "--task", "--test-file", "--threads", "--train-file",
+        "--unknown", "--validation-column", "--validation-file", "--warmup-ratio", "--weight-decay",
+    ],
+    "lyra-predict": [
+        "--batch-size", "--device", "--input", "--model", "--num-processes", "--output", "--overwrite", "--revision",
+        "--sequence-column", "--threads", "--trust-remote-code", "--unknown",
+    ],
+    "lyra-scan": [
+        "--all-pairs", "--batch-size", "--device", "--fasta", "--heatmap", "--max-mutants", "--model", "--no-figures",
+        "--num-processes", "--output-dir", "--overwrite", "--pairs", "--revision", "--sequence", "--target", "--threads",
+        "--top-k",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", list(PARSERS))
+def test_every_flag_of_before_the_move_is_still_accepted(command):
+    accepted = {flag for action in PARSERS[command]()._actions for flag in action.option_strings}
+    assert [flag for flag in FLAGS_BEFORE_THE_MOVE[command] if flag not in accepted] == []

@@ -86,18 +86,22 @@ def test_refuses_to_train_over_an_existing_run(tmp_path, capsys):
     assert "already holds a run" in error and "--resume-from-checkpoint latest" in error
 
 
-def test_ssm_parameters_get_their_own_group(tiny_config):
+def test_ssm_parameters_get_their_own_group_also_after_loading(tiny_config, tmp_path):
+    """The S4D kernel tags its SSM parameters with their optimizer settings; the tags hold for a freshly built model
+    and for one loaded from a checkpoint (loading replaces the parameter tensors)."""
     from lyra_hf import LyraForSequenceRegression
 
-    model = LyraForSequenceRegression(tiny_config(ssm_learning_rate=1e-4))
-    groups = parameter_groups(model, learning_rate=1e-3, weight_decay=0.05)
-    by_name = {id(p): name for name, p in model.named_parameters()}
-    ssm = next(group for group in groups if group["lr"] == 1e-4)
-    assert ssm["weight_decay"] == 0.0
-    assert {by_name[id(p)].rsplit(".", 1)[-1] for p in ssm["params"]} == {"log_dt", "log_A_real", "A_imag"}
-    decayed = next(group for group in groups if group["weight_decay"] == 0.05)
-    assert all(p.ndim >= 2 for p in decayed["params"])
-    assert sum(len(group["params"]) for group in groups) == len(list(model.parameters()))
+    built = LyraForSequenceRegression(tiny_config(ssm_learning_rate=1e-4))
+    built.save_pretrained(tmp_path)
+    for model in (built, LyraForSequenceRegression.from_pretrained(tmp_path)):
+        groups = parameter_groups(model, learning_rate=1e-3, weight_decay=0.05)
+        by_name = {id(p): name for name, p in model.named_parameters()}
+        ssm = next(group for group in groups if group["lr"] == 1e-4)
+        assert ssm["weight_decay"] == 0.0
+        assert sorted(by_name[id(p)].rsplit(".", 1)[-1] for p in ssm["params"]) == sorted(["log_dt", "log_A_real", "A_imag"] * 2)
+        decayed = next(group for group in groups if group["weight_decay"] == 0.05)
+        assert all(p.ndim >= 2 for p in decayed["params"]) and not any("kernel.log" in by_name[id(p)] for p in decayed["params"])
+        assert sum(len(group["params"]) for group in groups) == len(list(model.parameters()))
 
 
 def test_two_processes_agree_and_evaluate_every_sample_once(tmp_path):

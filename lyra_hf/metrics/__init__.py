@@ -1,16 +1,51 @@
-"""Metrics that biologists report, as `evaluate` modules shipped in the package (they load offline), and
-`compute_metrics` builders for `transformers.Trainer`."""
+"""Metrics that biologists report, as `evaluate` modules shipped in the package (they load offline), what each one
+is (`METRICS`), and `compute_metrics` builders for `transformers.Trainer`. Imports nothing else of lyra_hf: the task
+table (`lyra_hf.tasks`) names the metrics and builders each task uses."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import evaluate
 import numpy as np
 
-from ..tasks import METRICS, TASKS
+
+@dataclass(frozen=True)
+class Metric:
+    title: str  # as model cards show it
+    higher_is_better: bool = True
+    undefined_for_constant_labels: bool = False  # a correlation with a constant (or R², which divides by its variance)
 
 
-METRICS_DIR = Path(__file__).parent
+METRICS = {
+    "spearmanr": Metric("Spearman correlation", undefined_for_constant_labels=True),
+    "pearsonr": Metric("Pearson correlation", undefined_for_constant_labels=True),
+    "mse": Metric("Mean squared error", higher_is_better=False),
+    "r_squared": Metric("R²", undefined_for_constant_labels=True),
+    "accuracy": Metric("Accuracy"),
+    "f1": Metric("Macro F1"),
+    "matthews_correlation": Metric("Matthews correlation"),
+    "roc_auc": Metric("AUROC"),
+}
 METRIC_NAMES = tuple(METRICS)
+REGRESSION_METRICS = ("spearmanr", "pearsonr", "mse", "r_squared")
+CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews_correlation", "roc_auc")
+METRICS_DIR = Path(__file__).parent
+
+
+def metric_of(key: str) -> Metric:
+    """The metric behind a metric key, also a per-target key such as `mse_binding`."""
+    base = next((name for name in METRICS if key == name or key.startswith(f"{name}_")), key)
+    return METRICS.get(base, Metric(""))
+
+
+def metric_is_better(metric: str, value: float | None, best: float | None) -> bool:
+    """Whether `value` of a validation metric (or a per-target key such as `mse_binding`) beats `best`; an undefined
+    value (None: a correlation with constant predictions) beats only another undefined one."""
+    if best is None:
+        return True
+    if value is None:
+        return False
+    return value > best if metric_of(metric).higher_is_better else value < best
 
 
 def load_metric(name: str) -> evaluate.EvaluationModule:
@@ -29,7 +64,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def regression_metrics(target_names: list[str] | None = None):
     """`compute_metrics` for regression: Spearman, Pearson, MSE and R² per target; with several targets, each key is
     suffixed with the target's name and the unsuffixed keys are the means over targets."""
-    metrics = {name: load_metric(name) for name in TASKS["regression"].metric_names}
+    metrics = {name: load_metric(name) for name in REGRESSION_METRICS}
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
         predictions = np.asarray(eval_prediction.predictions, dtype=np.float64).reshape(len(eval_prediction.label_ids), -1)
@@ -65,7 +100,7 @@ def _classification_scores(probabilities: np.ndarray, references: np.ndarray, me
 
 def classification_metrics():
     """`compute_metrics` for single-label sequence classification: accuracy, macro-F1, MCC and AUROC."""
-    metrics = {name: load_metric(name) for name in TASKS["classification"].metric_names}
+    metrics = {name: load_metric(name) for name in CLASSIFICATION_METRICS}
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
         probabilities = _softmax(np.asarray(eval_prediction.predictions, dtype=np.float64))
@@ -77,7 +112,7 @@ def classification_metrics():
 def token_classification_metrics():
     """`compute_metrics` for per-residue labels: the classification metrics over every position whose label is not
     -100 (padding and ignored positions)."""
-    metrics = {name: load_metric(name) for name in TASKS["token-classification"].metric_names}
+    metrics = {name: load_metric(name) for name in CLASSIFICATION_METRICS}
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
         logits = np.asarray(eval_prediction.predictions, dtype=np.float64)
@@ -88,16 +123,14 @@ def token_classification_metrics():
     return compute_metrics
 
 
-def build_compute_metrics(task: str, target_names: list[str] | None = None):
-    """`compute_metrics` for a task of `lyra_hf.tasks.TASKS` (`target_names`: the regression targets)."""
-    if task == "regression":
-        return regression_metrics(target_names)
-    return classification_metrics() if task == "classification" else token_classification_metrics()
-
-
 __all__ = [
+    "CLASSIFICATION_METRICS",
+    "METRICS",
     "METRIC_NAMES",
-    "build_compute_metrics",
+    "REGRESSION_METRICS",
+    "Metric",
+    "metric_is_better",
+    "metric_of",
     "load_metric",
     "regression_metrics",
     "classification_metrics",

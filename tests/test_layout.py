@@ -1,0 +1,66 @@
+"""The code's layout rules (issue 29), read from the source with `ast`: no import cycle among lyra_hf's modules, and
+the metric modules import nothing else of lyra_hf."""
+
+import ast
+from pathlib import Path
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lyra_hf"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The lyra_hf modules that `path` imports, at any depth of its code (function-level imports count too)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {module for module in found if module in modules and module != name}
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = [path for path in PACKAGE.rglob("*.py") if "metrics/" not in str(path.relative_to(PACKAGE)) or path.name == "__init__.py"]
+    modules = {module_name(path): path for path in paths}
+    return {name: imported_modules(path, set(modules)) for name, path in modules.items()}
+
+
+def test_no_import_cycle_among_lyra_hf_modules():
+    graph = import_graph()
+    # A package imports its own submodules to re-export them; a cycle through a package's __init__ and its own
+    # submodules is that, not a cycle between ideas.
+    graph = {name: {target for target in targets if not target.startswith(f"{name}.")} for name, targets in graph.items()}
+    visiting, done, cycles = [], set(), []
+
+    def visit(name):
+        if name in done:
+            return
+        if name in visiting:
+            cycles.append(visiting[visiting.index(name) :] + [name])
+            return
+        visiting.append(name)
+        for target in sorted(graph[name]):
+            visit(target)
+        visiting.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
+    assert cycles == []
+
+
+def test_metrics_import_nothing_else_of_lyra_hf():
+    graph = import_graph()
+    assert {target for target in graph["lyra_hf.metrics"] if not target.startswith("lyra_hf.metrics")} == set()
