@@ -198,7 +198,7 @@ def check_rows(
     dataset: datasets.Dataset,
     sequence_column: str,
     label_columns: list[str],
-    task: str,
+    task: str | None,
     where: str,
     alphabet: str | None,
     padding_characters: str,
@@ -207,7 +207,9 @@ def check_rows(
 ) -> None:
     """Raise a `ValueError` with the row number (1-based, from `first_row` for a later chunk of a file) for an empty sequence or one of only padding characters, a
     character outside `alphabet` (when given), a sequence longer than `max_length`, a missing, NaN or (for regression)
-    non-numeric or infinite label, or per-residue labels of the wrong length."""
+    non-numeric or infinite label, or per-residue labels of the wrong length (`task`: the labels' task; None without
+    labels)."""
+    task = get_task(task) if label_columns else None
     padding = set(padding_characters.upper() + padding_characters.lower())
     allowed = None
     if alphabet is not None:
@@ -236,13 +238,13 @@ def check_rows(
             value = values[row - first_row]
             if _is_missing(value):
                 raise ValueError(f"{where}: missing or NaN label in column {column!r} at row {row}.")
-            if task == "regression":
+            if task.numeric_labels:
                 number = _as_number(value)
                 if number is None:
                     raise ValueError(f"{where}: label {value!r} in column {column!r} at row {row} is not a number.")
                 if not math.isfinite(number):
                     raise ValueError(f"{where}: label {value!r} in column {column!r} at row {row} is not finite.")
-            if task == "token-classification" and len("".join(str(value).split())) != len(compact):
+            if task.labels_per_residue and len("".join(str(value).split())) != len(compact):
                 raise ValueError(
                     f"{where}: row {row} has {len(''.join(str(value).split()))} per-residue labels in column "
                     f"{column!r} for a sequence of {len(compact)} residues."
@@ -362,14 +364,14 @@ def load_sequence_dataset(
     `padding_characters` are allowed and become masked padding in the tokenizer. `max_length` rejects longer
     sequences.
     """
-    get_task(task)
+    task = get_task(task)
     if unknown not in ("error", "unk"):
         raise ValueError(f"`unknown` must be 'error' or 'unk', got {unknown!r}.")
     label_columns = [label_columns] if isinstance(label_columns, str) else list(label_columns)
     if not label_columns:
         raise ValueError("At least one label column is needed.")
-    if task != "regression" and len(label_columns) != 1:
-        raise ValueError(f"Task {task!r} takes exactly one label column, got {label_columns}.")
+    if not task.numeric_labels and len(label_columns) != 1:
+        raise ValueError(f"Task {task.name!r} takes exactly one label column, got {label_columns}.")
     if not 0.0 < validation_fraction < 1.0 and validation_file is None:
         raise ValueError(f"`validation_fraction` must be in (0, 1), got {validation_fraction}.")
 
@@ -380,8 +382,8 @@ def load_sequence_dataset(
         raise ValueError("Give `split_column` or `fold_column`, not both.")
     if validation_column and not split_column:
         raise ValueError("`validation_column` marks validation rows among a `split_column`'s train rows; give both.")
-    if (ignore_label_characters or mask_column) and task != "token-classification":
-        raise ValueError(f"Ignored label characters and mask columns mark residues without a label; task {task!r} has no per-residue labels.")
+    if (ignore_label_characters or mask_column) and not task.labels_per_residue:
+        raise ValueError(f"Ignored label characters and mask columns mark residues without a label; task {task.name!r} has no per-residue labels.")
     ignored = set(ignore_label_characters)
 
     files = {"train": train_file, "validation": validation_file, "test": test_file}
@@ -394,7 +396,7 @@ def load_sequence_dataset(
         routing = [column for column in (split_column, validation_column, fold_column, mask_column) if column]
         check_columns(dataset, [sequence_column] + label_columns + routing, where)
         check_rows(
-            dataset, sequence_column, label_columns, task, where, alphabet if unknown == "error" else None, padding_characters, max_length
+            dataset, sequence_column, label_columns, task.name, where, alphabet if unknown == "error" else None, padding_characters, max_length
         )
         if mask_column:
             check_mask_column(dataset, sequence_column, mask_column, where)
@@ -414,25 +416,20 @@ def load_sequence_dataset(
         splits["train"], splits["validation"] = carved["train"], carved["test"]
     check_split_sizes(splits)
 
-    label_names = None
-    if task != "regression":
+    label_names = task.label_names(splits["train"][label_columns[0]], ignored)
+    if label_names is not None:
         column = label_columns[0]
-        if task == "classification":
-            label_names = sorted({str(value) for value in splits["train"][column]})
-        else:
-            label_names = sorted({c for value in splits["train"][column] for c in "".join(str(value).split())} - ignored)
         if len(label_names) < 2:
             raise ValueError(f"train split: column {column!r} holds one class ({label_names[0]!r}); a classifier needs two or more.")
         for split, dataset in splits.items():
-            seen = {str(v) for v in dataset[column]} if task == "classification" else {c for v in dataset[column] for c in "".join(str(v).split())} - ignored
-            if unseen := seen - set(label_names):
+            if unseen := set(task.label_names(dataset[column], ignored)) - set(label_names):
                 raise ValueError(f"{split} split: labels {sorted(unseen)} in column {column!r} never occur in train.")
 
     def to_model_columns(batch):
         sequences = ["".join(sequence.split()) for sequence in batch[sequence_column]]
-        if task == "regression":
+        if task.numeric_labels:
             labels = [[float(batch[column][row]) for column in label_columns] for row in range(len(sequences))]
-        elif task == "classification":
+        elif not task.labels_per_residue:
             labels = [label_names.index(str(value)) for value in batch[label_columns[0]]]
         else:
             strings = ["".join(str(value).split()) for value in batch[label_columns[0]]]
@@ -442,13 +439,7 @@ def load_sequence_dataset(
             ]
         return {SEQUENCE_COLUMN: sequences, LABELS_COLUMN: labels}
 
-    if task == "regression":
-        label_feature = datasets.Sequence(datasets.Value("float32"))
-    elif task == "classification":
-        label_feature = datasets.ClassLabel(names=label_names)
-    else:
-        label_feature = datasets.Sequence(datasets.ClassLabel(names=label_names))
-    features = datasets.Features({SEQUENCE_COLUMN: datasets.Value("string"), LABELS_COLUMN: label_feature})
+    features = datasets.Features({SEQUENCE_COLUMN: datasets.Value("string"), LABELS_COLUMN: task.label_feature(label_names)})
     return datasets.DatasetDict(
         {
             split: dataset.map(to_model_columns, batched=True, remove_columns=dataset.column_names, features=features)

@@ -66,12 +66,7 @@ def build_model_card(
         model_name=repo_id.split("/")[-1],
         eval_results=eval_results or None,
     )
-    if task.name == "regression":
-        prediction, head = f"{', '.join(names)} (regression)", f"masked {config.pooling} pooling and a linear head with {config.num_labels} output(s)"
-    elif task.name == "classification":
-        prediction, head = f"the class ({', '.join(names)})", f"masked {config.pooling} pooling and a linear classifier over {config.num_labels} classes"
-    else:
-        prediction, head = f"a label per residue ({', '.join(names)})", f"a linear classifier at every position over {config.num_labels} labels"
+    prediction, head = task.describe_head(names, config)
     if test:
         rows = "\n".join(
             f"| {METRICS[metric].title} | {'undefined' if test[metric] is None else f'{test[metric]:.4f}'} |" for metric in task.metric_names if metric in test

@@ -117,7 +117,7 @@ def prediction_columns(config, outputs: list) -> dict[str, list]:
     """Output columns named after the checkpoint's targets or classes (`config.id2label`), from `predict`'s outputs
     with the member axis first. Over several members: the mean, and its standard deviation in a `_std` column."""
     names = [config.id2label[index] for index in range(config.num_labels)]
-    task = task_of(config).name
+    task = task_of(config)
     members = outputs[0].shape[0] if outputs else 1
 
     def mean_and_std(prefix: str, values: np.ndarray) -> dict[str, list]:
@@ -129,9 +129,9 @@ def prediction_columns(config, outputs: list) -> dict[str, list]:
                 columns[f"{prefix}{name}_std"] = values[:, :, column].std(1).tolist()
         return columns
 
-    if task == "regression":
+    if task.numeric_labels:
         return mean_and_std("predicted_", np.stack(outputs).reshape(len(outputs), members, len(names)))
-    if task == "token-classification":
+    if task.labels_per_residue:
         separator = "" if all(len(name) == 1 for name in names) else " "
         labels = [torch.softmax(torch.from_numpy(logits), dim=-1).mean(0).argmax(-1) for logits in outputs]
         return {"predicted_labels": [separator.join(names[label] for label in residues) for residues in labels]}
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> str:
     # Every row is checked before any is predicted: a bad row near the end of a large file fails in seconds.
     first_row = 1
     for chunk in chunks:
-        check_rows(chunk, args.sequence_column, [], "prediction", where, letters, padding, first_row=first_row)
+        check_rows(chunk, args.sequence_column, [], None, where, letters, padding, first_row=first_row)
         first_row += len(chunk[args.sequence_column])
     processes, threads = plan_processes(args.num_processes, args.threads) if args.device == "cpu" else (1, args.threads)
     configure_threads(threads)

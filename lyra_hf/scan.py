@@ -71,7 +71,7 @@ def target_columns(model, target: str | int | None) -> tuple[list[str], int | No
     the last class, the positive one of a binary classifier)."""
     config = model.config
     names = [str(config.id2label[index]) for index in range(config.num_labels)]
-    if config.problem_type == "regression":
+    if task_of(config).numeric_labels:
         return names, None
     if target is None:
         index = len(names) - 1
@@ -85,7 +85,7 @@ def target_columns(model, target: str | int | None) -> tuple[list[str], int | No
 
 
 def check_model(model) -> None:
-    if not task_of(model.config).scores_whole_sequences:
+    if task_of(model.config).labels_per_residue:
         raise ValueError("Token-classification checkpoints are not supported: a scan scores whole sequences, use a sequence regression or classification checkpoint.")
 
 

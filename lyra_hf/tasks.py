@@ -6,6 +6,8 @@ tasks and metric names from here.
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import datasets
+import torch
 from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -34,7 +36,8 @@ class Task:
     default_metric: str
     metrics_builder: Callable  # (target_names) -> compute_metrics; lyra_hf.metrics' builder for this task
     collator_class: type
-    scores_whole_sequences: bool
+    numeric_labels: bool  # real-valued targets (several allowed), rather than class names
+    labels_per_residue: bool  # one label per residue (a head at every position), rather than one per sequence
 
     def collator(self, tokenizer, pad_to_multiple_of: int | None = None):
         """Pads a batch per batch; per-residue labels are padded with -100 (no loss, not scored)."""
@@ -47,9 +50,47 @@ class Task:
     def metric_keys(self, target_names: list[str] | None = None) -> list[str]:
         """Every key its `compute_metrics` may return: with several regression targets, also one per target."""
         keys = list(self.metric_names)
-        if self.name == "regression" and target_names and len(target_names) > 1:
+        if self.numeric_labels and target_names and len(target_names) > 1:
             keys += [f"{metric}_{target}" for metric in self.metric_names for target in target_names]
         return keys
+
+
+    @property
+    def count_key(self) -> str:
+        """The key under which evaluation results count what was scored."""
+        return "num_residues" if self.labels_per_residue else "num_samples"
+
+    def combine_logits(self, logits: list[torch.Tensor]) -> torch.Tensor:
+        """One output from several models' logits (an ensemble's members): the mean of values; for classifiers the log of
+        the mean class probabilities (its softmax is that mean). One model's logits are returned unchanged."""
+        if len(logits) == 1:
+            return logits[0]
+        stacked = torch.stack(logits)
+        return stacked.mean(0) if self.numeric_labels else stacked.softmax(-1).mean(0).log()
+
+    def label_names(self, values, ignored: set[str] = frozenset()) -> list[str] | None:
+        """The class names that a label column's `values` hold, sorted (None for real-valued targets): each value is a
+        class, or for per-residue labels each character of a value that is not in `ignored`."""
+        if self.numeric_labels:
+            return None
+        if self.labels_per_residue:
+            return sorted({character for value in values for character in "".join(str(value).split())} - set(ignored))
+        return sorted({str(value) for value in values})
+
+    def label_feature(self, names: list[str] | None):
+        """The `datasets` feature of the `labels` column: floats, a class, or a class per residue."""
+        if self.numeric_labels:
+            return datasets.Sequence(datasets.Value("float32"))
+        classes = datasets.ClassLabel(names=names)
+        return datasets.Sequence(classes) if self.labels_per_residue else classes
+
+    def describe_head(self, names: list[str], config) -> tuple[str, str]:
+        """What the model predicts and with which head, as the model card says it."""
+        if self.numeric_labels:
+            return f"{', '.join(names)} (regression)", f"masked {config.pooling} pooling and a linear head with {config.num_labels} output(s)"
+        if self.labels_per_residue:
+            return f"a label per residue ({', '.join(names)})", f"a linear classifier at every position over {config.num_labels} labels"
+        return f"the class ({', '.join(names)})", f"masked {config.pooling} pooling and a linear classifier over {config.num_labels} classes"
 
 
 TASKS = {
@@ -66,7 +107,8 @@ TASKS = {
             "spearmanr",
             regression_metrics,
             DataCollatorWithPadding,
-            scores_whole_sequences=True,
+            numeric_labels=True,
+            labels_per_residue=False,
         ),
         Task(
             "classification",
@@ -79,7 +121,8 @@ TASKS = {
             "f1",
             lambda target_names: classification_metrics(),
             DataCollatorWithPadding,
-            scores_whole_sequences=True,
+            numeric_labels=False,
+            labels_per_residue=False,
         ),
         Task(
             "token-classification",
@@ -92,7 +135,8 @@ TASKS = {
             "accuracy",  # per-residue accuracy over scored residues: Q3 or Q8 for secondary structure, the field's headline
             lambda target_names: token_classification_metrics(),
             DataCollatorForTokenClassification,
-            scores_whole_sequences=False,
+            numeric_labels=False,
+            labels_per_residue=True,
         ),
     )
 }

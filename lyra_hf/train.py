@@ -59,7 +59,7 @@ from .cpu import WorkerError, WorkerPool, configure_threads, launch_on_cpus, pla
 from .data import LABELS_COLUMN, SEQUENCE_COLUMN, check_columns, fold_values, label_names, load_sequence_dataset, read_table, synthetic_fitness_dataset, tokenize_dataset
 from .hub import build_model_card, push_run
 from .metrics import metric_is_better, metric_of
-from .tasks import TASKS
+from .tasks import TASKS, Task
 
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -175,7 +175,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("give --split-column or --fold-column, not both")
     if args.validation_column and not args.split_column:
         parser.error("--validation-column needs --split-column")
-    if (args.ignore_label_characters or args.label_mask_column) and args.task != "token-classification":
+    if (args.ignore_label_characters or args.label_mask_column) and not TASKS[args.task].labels_per_residue:
         flag = "--ignore-label-characters" if args.ignore_label_characters else "--label-mask-column"
         parser.error(f"{flag} marks residues without a label: it needs --task token-classification")
     if args.fold_column and args.push_to_hub:
@@ -191,7 +191,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     args.split_values = [value.strip() for value in args.split_values.split(",")]
     if len(args.split_values) != 2 or not all(args.split_values) or args.split_values[0] == args.split_values[1]:
         parser.error(f"--split-values must be two different values, train's and test's, e.g. train,test; got {','.join(args.split_values)!r}")
-    if args.train_file is None and args.task != "regression":
+    if args.train_file is None and not TASKS[args.task].numeric_labels:
         parser.error(f"the built-in synthetic data set is a regression task; --task {args.task} needs --train-file")
     if isinstance(args.label_columns, str):
         args.label_columns = [column.strip() for column in args.label_columns.split(",") if column.strip()]
@@ -257,7 +257,7 @@ def load_data(args, tokenizer, max_length: int):
     for split, limit in limits.items():
         if split in dataset and limit is not None:
             dataset[split] = dataset[split].select(range(min(limit, len(dataset[split]))))
-    if args.task == "regression":
+    if TASKS[args.task].numeric_labels:
         check_labels_vary(dataset, names, args.metric_for_best_model)
     return dataset, names
 
@@ -301,7 +301,7 @@ def load_files(args, tokenizer, max_length: int):
         ignore_label_characters=args.ignore_label_characters,
         mask_column=args.label_mask_column,
     )
-    return dataset, (args.label_columns if args.task == "regression" else label_names(dataset))
+    return dataset, (args.label_columns if TASKS[args.task].numeric_labels else label_names(dataset))
 
 
 def is_checkpoint(path: str) -> bool:
@@ -394,17 +394,8 @@ def sort_by_length(dataset):
     return lengths.sort("length").remove_columns("length")
 
 
-def ensemble_logits(logits: list[torch.Tensor], task: str) -> torch.Tensor:
-    """One output from several models' logits: the mean for regression; for classifiers the log of the mean class
-    probabilities (its softmax is that mean). One model's logits are returned unchanged."""
-    if len(logits) == 1:
-        return logits[0]
-    stacked = torch.stack(logits)
-    return stacked.mean(0) if task == "regression" else stacked.softmax(-1).mean(0).log()
-
-
-def evaluate(models, dataloader, accelerator, compute_metrics, task: str, description: str, progress: bool = True) -> dict:
-    """Metrics of a model, or of a list of models' mean prediction (`ensemble_logits`), on a (prepared) dataloader;
+def evaluate(models, dataloader, accelerator, compute_metrics, task: Task, description: str, progress: bool = True) -> dict:
+    """Metrics of a model, or of a list of models' mean prediction (`Task.combine_logits`), on a (prepared) dataloader;
     predictions are gathered across processes with `gather_for_metrics`, which drops the samples the last batch
     repeats to even out the processes."""
     models = models if isinstance(models, list) else [models]
@@ -414,20 +405,20 @@ def evaluate(models, dataloader, accelerator, compute_metrics, task: str, descri
     for batch in tqdm(dataloader, desc=description, leave=False, disable=not (progress and accelerator.is_local_main_process)):
         labels = batch.pop("labels")
         with torch.no_grad():
-            logits = ensemble_logits([model(**batch).logits.float() for model in models], task)
-        if task == "token-classification":
+            logits = task.combine_logits([model(**batch).logits.float() for model in models])
+        if task.labels_per_residue:
             # Batches differ in length across processes: pad before gathering, then keep the labelled positions.
             logits = accelerator.pad_across_processes(logits, dim=1)
             labels = accelerator.pad_across_processes(labels, dim=1, pad_index=-100)
         logits, labels = accelerator.gather_for_metrics((logits, labels))
-        if task == "token-classification":
+        if task.labels_per_residue:
             keep = labels != -100
             logits, labels = logits[keep][:, None, :], labels[keep][:, None]
         predictions.append(logits.cpu().numpy())
         references.append(labels.cpu().numpy())
     predictions, references = np.concatenate(predictions), np.concatenate(references)
     results = compute_metrics(EvalPrediction(predictions=predictions, label_ids=references))
-    results["num_residues" if task == "token-classification" else "num_samples"] = int(len(references))
+    results[task.count_key] = int(len(references))
     return defined_metrics({key: float(value) if isinstance(value, (float, np.floating)) else value for key, value in results.items()})
 
 
@@ -756,7 +747,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
         state["train_seconds"] += time.perf_counter() - started
         state["train_samples"] += samples
 
-        metrics = evaluate(evaluated_model, eval_loaders["validation"], accelerator, compute_metrics, args.task, "validation", not args.quiet)
+        metrics = evaluate(evaluated_model, eval_loaders["validation"], accelerator, compute_metrics, task, "validation", not args.quiet)
         if args.metric_for_best_model not in metrics:  # AUROC is left out when a class is missing from validation
             raise ValueError(f"--metric-for-best-model {args.metric_for_best_model!r} is not among the validation metrics {sorted(metrics)}.")
         train_loss = accelerator.reduce(torch.tensor([loss_sum, batches], device=accelerator.device, dtype=torch.float64), "sum")
@@ -784,7 +775,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
     results = {
         "validation": next(entry for entry in state["history"] if entry["epoch"] == state["best_epoch"]),
         "test": (
-            evaluate(best_model, eval_loaders["test"], accelerator, compute_metrics, args.task, "test", not args.quiet)
+            evaluate(best_model, eval_loaders["test"], accelerator, compute_metrics, task, "test", not args.quiet)
             if "test" in eval_loaders
             else None
         ),
@@ -981,7 +972,7 @@ def train_ensemble(args: argparse.Namespace) -> str:
     """`--ensemble N`: N complete runs in `OUTPUT_DIR/member_<i>/` with seeds `seed + i` (model initialization,
     dropout, batch order) on one data split (`--data-seed`), then in `OUTPUT_DIR/best/` each member's best model as
     a `save_pretrained` subfolder, `ensemble.json` and a model card, and in `OUTPUT_DIR/results.json` the ensemble's
-    validation and test metrics (its mean prediction, `ensemble_logits`) next to each member's. On CPUs, without
+    validation and test metrics (its mean prediction, `Task.combine_logits`) next to each member's. On CPUs, without
     `--num-processes`, members train side by side, one single-threaded process each and as many at once as there are
     usable CPUs; otherwise one after another, each as a single run would. With `--resume-from-checkpoint latest`,
     finished members are kept and an interrupted one continues from its last checkpoint."""
@@ -1056,7 +1047,7 @@ def evaluate_ensemble(args: argparse.Namespace, models: list, tokenizer, dataset
         loader = accelerator.prepare_data_loader(
             DataLoader(sort_by_length(tokenized[split]), batch_size=args.batch_size, collate_fn=task.collator(tokenizer))
         )
-        results[split] = evaluate(models, loader, accelerator, compute_metrics, args.task, f"ensemble {split}", not args.quiet)
+        results[split] = evaluate(models, loader, accelerator, compute_metrics, task, f"ensemble {split}", not args.quiet)
     results["members"] = {
         member: {"seed": results["seeds"][index], "best_epoch": runs[member]["best_epoch"], "validation": runs[member]["validation"], "test": runs[member]["test"]}
         for index, member in enumerate(members)

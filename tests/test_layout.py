@@ -64,3 +64,22 @@ def test_no_import_cycle_among_lyra_hf_modules():
 def test_metrics_import_nothing_else_of_lyra_hf():
     graph = import_graph()
     assert {target for target in graph["lyra_hf.metrics"] if not target.startswith("lyra_hf.metrics")} == set()
+
+
+def test_no_code_outside_the_task_table_compares_a_task_name():
+    """Per-task behaviour lives on the rows of lyra_hf.tasks.TASKS: elsewhere no comparison (==, !=, in) involves a
+    task's name."""
+    from lyra_hf.tasks import TASKS
+
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "tasks.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Compare):
+                continue
+            operands = [node.left, *node.comparators]
+            constants = [item for operand in operands for item in ([*operand.elts] if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand])]
+            if any(isinstance(item, ast.Constant) and item.value in TASKS for item in constants):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert found == []
