@@ -1,8 +1,8 @@
 """How many CPUs a process may use, and how lyra-hf spreads work over them.
 
-Lyra's operators are small: a second intra-op thread speeds a training step of the default model up only 1.55x on an
-idle 2-core machine, and threads that wait on each other at every operator collapse as soon as another process shares
-a core (3.7-8x slower than one thread). One single-threaded process per usable CPU avoids both. `usable_cpus` counts
+Lyra's operators are small: a second intra-op thread speeds a training step of the default model up little, and
+threads that wait on each other at every operator collapse as soon as another process shares a core (BENCHMARKS.md,
+"CPU use"). One single-threaded process per usable CPU avoids both. `usable_cpus` counts
 what the process may really use: its CPU affinity and its cgroup's CPU quota (containers, batch schedulers), never the
 host's core count.
 """
@@ -87,14 +87,10 @@ def plan_processes(num_processes: int | None, threads: int | None) -> tuple[int,
 
 
 # A second training process pays only when a step holds enough work to share: each step has a fixed cost that does not
-# shrink with the batch (Python, autograd, the optimizer, the S4D kernel: 4-9 ms for the default model on one thread
-# here, at L = 30 and 237), and gloo's gradient all-reduce with the wait for the slower process adds 3-6 ms. At the
-# demo's size one process of 32 sequences alone already takes 0.84x the step of two threads on 64, so no split of the
-# batch over processes can beat those threads by much. Measured on 2 CPUs, batch 64 (BENCHMARKS.md, "CPU use"; four runs
-# on two hosts), two processes against one: 1.16-1.32x at 1,920 tokens a step (the demo), 1.40-1.57x at 4,096,
-# 1.54-1.66x at 6,400, 1.65-1.78x at 15,168; at hidden size 256, 1.56-1.63x at 1,920. Below the bar one single-threaded
-# process runs: a little slower idle, but it keeps its pace when another program shares a CPU, where two processes (the
-# demo: 1.82x their idle time beside a busy loop) or torch's intra-op threads do not.
+# shrink with the batch (Python, autograd, the optimizer, the S4D kernel), and the gradient all-reduce with the wait
+# for the slower process adds to it. Below the bar one single-threaded process runs: a little slower idle, but it keeps
+# its pace when another program shares a CPU, where two processes or torch's intra-op threads do not. The crossover
+# and the busy-neighbour runs behind the bar: BENCHMARKS.md, "CPU use".
 MIN_TRAINING_WORK_PER_PROCESS = 2048 * 64  # tokens per step x hidden size
 
 
@@ -104,14 +100,10 @@ def training_processes(processes: int, tokens_per_step: float, hidden_size: int)
     return max(1, min(processes, int(tokens_per_step * hidden_size // MIN_TRAINING_WORK_PER_PROCESS)))
 
 
-# Inference batches on a CPU hold at most about this many padded tokens x hidden size: 8,192 tokens at the default
-# width of 64, 2,048 at 256. Past it a batch's activations outgrow the caches and two workers slow each other down
-# (they contend for memory bandwidth; the same work in cache runs at full speed on both CPUs here). 30,000 rows of 200
-# residues (BENCHMARKS.md, "CPU use"), alternately, 2-5 runs each: at 16,384, 12,288, 8,192 and 6,144 tokens a batch,
-# one worker did 3,040, 3,100, 2,950 and 2,870 rows/s and two workers 4,870, 5,400, 5,490 and 5,410; at width 256 and
-# 16,384, 8,192, 4,096 and 2,048 tokens, 390, 420, 460 and 460 on one worker, 730, 760, 830 and 860 on two. For 50 and
-# 1,000 residues 8,192 tokens matched or beat 16,384 on two workers (20,170 against 19,870 rows/s; 1,054 against 993).
-# Smaller batches lose to each batch's fixed cost (1,024 tokens at width 64: 1,840 rows/s on one worker).
+# Inference batches on a CPU hold at most about this many padded tokens x hidden size. Past it a batch's activations
+# outgrow the caches and two workers slow each other down (they contend for memory bandwidth); below it each batch's
+# fixed cost takes over. The batch-size sweep at widths 64 and 256: BENCHMARKS.md, "lyra-predict on random 200-letter
+# protein rows".
 CPU_BATCH_ACTIVATIONS = 8192 * 64
 
 

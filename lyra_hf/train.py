@@ -629,8 +629,7 @@ def train(args: argparse.Namespace, lock: bool = True) -> TrainingRun:
         mixed_precision=args.mixed_precision,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
         # Gradients live in DDP's all-reduce buckets rather than being copied in and out of them each step: the same
-        # values, one copy fewer. Two CPU processes at batch 64, L = 237 ran 3% faster (194,800 against 189,100
-        # tokens/s, alternately 3 times; BENCHMARKS.md, "CPU use"). Ignored in a single process.
+        # values, one copy fewer (BENCHMARKS.md, "CPU use"). Ignored in a single process.
         kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)],
         log_with=args.report_to,
         project_dir=str(output_dir),
@@ -676,8 +675,8 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
         )
         for split in tokenized
     }
-    # The fused kernel updates every parameter in one pass (0.3 ms a step for the default model on one CPU thread,
-    # against 1.2 ms for the per-tensor loop torch picks on a CPU); Trainer's default optimizer is the same.
+    # The fused kernel updates every parameter in one pass, where torch's default on a CPU loops over the tensors
+    # (BENCHMARKS.md, "CPU use"); Trainer's default optimizer is the same.
     fused = True if accelerator.device.type in ("cpu", "cuda") else None  # None: torch's own choice on other devices
     optimizer = torch.optim.AdamW(parameter_groups(model, args.learning_rate, args.weight_decay), fused=fused)
     steps_per_epoch = math.ceil(len(loaders["train"]) / accelerator.num_processes / args.gradient_accumulation_steps)
