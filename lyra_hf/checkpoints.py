@@ -18,7 +18,9 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
@@ -37,6 +39,66 @@ ENSEMBLE_FILE = "ensemble.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 # `owner/name` or `name`: anything else (two slashes, a leading dot, a drive or absolute path) is a local path.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The folder of a lyra-train run, the one layout that training, the Hub, loading, prediction and scanning read:
+
+        results.json               the run's results and how it was made
+        best/                      the chosen model and tokenizer (`save_pretrained`), or an ensemble's members
+        checkpoints/epoch_NNNN/    the last complete epochs (`accelerator.save_state`)
+        logs/                      what `--report-to`'s trackers log
+        member_<i>/, fold_<k>/     an ensemble's members and a cross-validation's folds, each a run folder
+    """
+
+    root: Path
+    RESULTS: ClassVar[str] = "results.json"
+    BEST: ClassVar[str] = "best"
+    CHECKPOINTS: ClassVar[str] = "checkpoints"
+    LOGS: ClassVar[str] = "logs"
+    OUTPUTS: ClassVar[tuple[str, ...]] = (RESULTS, BEST, CHECKPOINTS, LOGS)  # what --overwrite-output-dir replaces
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def results(self) -> Path:
+        return self.root / self.RESULTS
+
+    @property
+    def best(self) -> Path:
+        return self.root / self.BEST
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / self.CHECKPOINTS
+
+    @property
+    def logs(self) -> Path:
+        return self.root / self.LOGS
+
+    def checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints / f"epoch_{epoch:04d}"
+
+    def saved_checkpoints(self) -> list[Path]:
+        """The checkpoint folders, oldest first (a temporary one being written does not match)."""
+        return sorted(self.checkpoints.glob("epoch_[0-9][0-9][0-9][0-9]"))
+
+    @staticmethod
+    def member_name(index: int) -> str:
+        """The subfolder of an ensemble's member, in the run folder and in its `best/` (a Hub repo's too)."""
+        return f"member_{index}"
+
+    def fold(self, fold: str) -> "RunLayout":
+        return RunLayout(self.root / f"fold_{fold}")
+
+    def existing_outputs(self) -> list[str]:
+        return [name for name in self.OUTPUTS if (self.root / name).exists()]
+
+    def holds_a_model(self) -> bool:
+        """Whether `best/` holds a saved model or an ensemble (the folder is a run's, not a checkpoint)."""
+        return (self.best / "config.json").is_file() or (self.best / ENSEMBLE_FILE).is_file()
 
 
 # --- atomic writes -----------------------------------------------------------------------------------------------
@@ -231,8 +293,8 @@ def resolve_checkpoint(name: str) -> str:
     if not path.is_dir():
         raise ValueError(f"{name} is a file; a checkpoint is a folder with config.json and model.safetensors.")
     if not (path / "config.json").is_file():
-        if (path / "best" / "config.json").is_file() or (path / "best" / ENSEMBLE_FILE).is_file():
-            raise ValueError(f"{name} is a lyra-train run folder, not a checkpoint; did you mean {path / 'best'}?")
+        if RunLayout(path).holds_a_model():
+            raise ValueError(f"{name} is a lyra-train run folder, not a checkpoint; did you mean {RunLayout(path).best}?")
         raise ValueError(f"{name} holds no config.json: not a saved model.")
     if not any((path / weights).is_file() for weights in WEIGHT_FILES):
         if pickled := [weights for weights in PICKLE_FILES if (path / weights).is_file()]:
@@ -356,6 +418,7 @@ def load_models(name: str, revision: str | None = None, trust_remote_code: bool 
 
 
 __all__ = [
+    "RunLayout",
     "atomic_file",
     "atomic_text",
     "atomic_directory",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 
+from .checkpoints import RunLayout
 from .metrics import METRICS
 from .tasks import task_of
 from .tokenization_lyra import ALPHABETS
@@ -115,18 +116,18 @@ def push_run(
     """Push a `lyra-train` output directory's best model, tokenizer, `results.json` and the card in one commit (the
     server applies it whole or not at all); creates the repo and the branch when needed. A seed ensemble's `best/`
     goes with its member subfolders and `ensemble.json`. Returns the commit URL."""
-    run_dir = Path(run_dir)
+    run = RunLayout(run_dir)
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-    best = run_dir / "best"
+    best = run.best
     operations = [
         CommitOperationAdd(path_in_repo=path.relative_to(best).as_posix(), path_or_fileobj=str(path))
         for path in sorted(best.rglob("*"))
         if path.is_file() and path.relative_to(best).as_posix() != "README.md"
     ]
-    operations.append(CommitOperationAdd(path_in_repo="results.json", path_or_fileobj=str(run_dir / "results.json")))
+    operations.append(CommitOperationAdd(path_in_repo=RunLayout.RESULTS, path_or_fileobj=str(run.results)))
     operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode()))
     commit = api.create_commit(
         repo_id, operations=operations, commit_message="Upload Lyra model trained with lyra-train", revision=revision

@@ -44,6 +44,7 @@ from transformers import AutoConfig, AutoTokenizer, EvalPrediction
 from . import LyraConfig, LyraTokenizer, cli
 from .checkpoints import (
     ENSEMBLE_FILE,
+    RunLayout,
     atomic_directory,
     check_model_and_tokenizer,
     load_tokenizer,
@@ -62,11 +63,6 @@ from .metrics import metric_is_better, metric_of
 from .tasks import TASKS, Task
 
 
-CHECKPOINTS_DIR = "checkpoints"
-RESULTS_FILE = "results.json"
-BEST_DIR = "best"
-LOGS_DIR = "logs"  # --report-to's trackers write here
-RUN_OUTPUTS = (RESULTS_FILE, BEST_DIR, CHECKPOINTS_DIR, LOGS_DIR)  # what a run writes, and --overwrite-output-dir replaces
 # The experiment trackers Accelerate supports; each is the name of the package it needs too.
 TRACKERS = sorted(tracker.value for tracker in LoggerType if tracker.value != "all")
 # Flags that change where a run executes, what it prints or what happens after it, but not what it computes: a resumed
@@ -482,15 +478,14 @@ def check_metric_name(args, names: list[str]) -> None:
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete checkpoint (incomplete ones are written under a temporary name and never match)."""
-    checkpoints = sorted(Path(output_dir, CHECKPOINTS_DIR).glob("epoch_[0-9][0-9][0-9][0-9]"))
-    checkpoints = [path for path in checkpoints if (path / TRAINING_STATE_FILE).is_file()]
+    checkpoints = [path for path in RunLayout(output_dir).saved_checkpoints() if (path / TRAINING_STATE_FILE).is_file()]
     return checkpoints[-1] if checkpoints else None
 
 
 def save_checkpoint(accelerator, output_dir: Path, epoch: int, state: dict, ema=None, keep: int = 2) -> None:
     """`accelerator.save_state` into a temporary directory, renamed once every process has written its part, so that
     a run killed while saving leaves the previous checkpoint as the latest."""
-    final = output_dir / CHECKPOINTS_DIR / f"epoch_{epoch:04d}"
+    final = RunLayout(output_dir).checkpoint(epoch)
     temporary = final.with_name(f".{final.name}.tmp")
     if accelerator.is_main_process:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -509,14 +504,14 @@ def save_checkpoint(accelerator, output_dir: Path, epoch: int, state: dict, ema=
         shutil.rmtree(temporary, ignore_errors=True)
         raise_write_error(error, final)
     if accelerator.is_main_process:
-        for old in sorted(final.parent.glob("epoch_[0-9][0-9][0-9][0-9]"))[:-keep]:
+        for old in RunLayout(output_dir).saved_checkpoints()[:-keep]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
 
 
 def save_best(accelerator, model, tokenizer, output_dir: Path) -> None:
     if accelerator.is_main_process:
-        with atomic_directory(output_dir / BEST_DIR) as temporary:
+        with atomic_directory(RunLayout(output_dir).best) as temporary:
             accelerator.unwrap_model(model).save_pretrained(temporary)
             tokenizer.save_pretrained(temporary)
     accelerator.wait_for_everyone()
@@ -525,7 +520,7 @@ def save_best(accelerator, model, tokenizer, output_dir: Path) -> None:
 def check_output_dir(args, output_dir: Path) -> None:
     """Refuse to write over an earlier run (or a `best/` folder of the user's) unless told to continue or replace it;
     the replacing itself waits until every input has been checked."""
-    found = [name for name in RUN_OUTPUTS if (output_dir / name).exists()]
+    found = RunLayout(output_dir).existing_outputs()
     if found and not args.resume_from_checkpoint and not args.overwrite_output_dir:
         raise ValueError(
             f"--output-dir {output_dir} already holds a run ({', '.join(found)}); pass --resume-from-checkpoint latest "
@@ -662,7 +657,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
     model = build_model(args, tokenizer, names, config)
     # Every input is checked: only now may an earlier run be replaced.
     if accelerator.is_main_process and args.overwrite_output_dir and not args.resume_from_checkpoint:
-        remove_outputs(output_dir, RUN_OUTPUTS)
+        remove_outputs(output_dir, RunLayout.OUTPUTS)
     accelerator.wait_for_everyone()
     collator = task.collator(tokenizer)
     loaders = {
@@ -696,7 +691,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
 
     state = {"epoch": 0, "best_epoch": None, "best_metric": None, "history": [], "train_seconds": 0.0, "train_samples": 0, "steps": 0}
     if args.resume_from_checkpoint and checkpoint is None and accelerator.is_main_process:
-        print(f"lyra-train: no checkpoint in {output_dir / CHECKPOINTS_DIR} yet; starting from scratch.", file=sys.stderr)
+        print(f"lyra-train: no checkpoint in {RunLayout(output_dir).checkpoints} yet; starting from scratch.", file=sys.stderr)
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         state = json.loads((checkpoint / TRAINING_STATE_FILE).read_text())
@@ -708,7 +703,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
             print(f"lyra-train: resumed from {checkpoint} after epoch {state['epoch']}.", file=sys.stderr)
     state["settings"] = run_settings(args)  # compared when the run is resumed
     if args.report_to:
-        accelerator.init_trackers(LOGS_DIR, config=tracker_config(args))
+        accelerator.init_trackers(RunLayout.LOGS, config=tracker_config(args))
     # A resumed run keeps the schedule it sized; checkpoints from before schedules were sized ran --epochs in full.
     schedule.steps = state.setdefault("schedule_steps", schedule.steps)
     state.setdefault("steps", state["epoch"] * steps_per_epoch)
@@ -770,7 +765,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
             file=sys.stderr,
         )
 
-    best_model = accelerator.prepare_model(task.model_class.from_pretrained(output_dir / BEST_DIR), evaluation_mode=True)
+    best_model = accelerator.prepare_model(task.model_class.from_pretrained(RunLayout(output_dir).best), evaluation_mode=True)
     results = {
         "validation": next(entry for entry in state["history"] if entry["epoch"] == state["best_epoch"]),
         "test": (
@@ -794,9 +789,9 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
     if args.report_to:
         accelerator.end_training()
     if accelerator.is_main_process:
-        write_json(output_dir / RESULTS_FILE, results)
+        write_json(RunLayout(output_dir).results, results)
         card = run_card(args, accelerator.unwrap_model(best_model), tokenizer, results, dataset, describe_protocol(args, results))
-        write_text(output_dir / BEST_DIR / "README.md", str(card))
+        write_text(RunLayout(output_dir).best / "README.md", str(card))
         if args.push_to_hub:
             url = push_run(output_dir, args.push_to_hub, card, private=args.hub_private, revision=args.hub_revision)
             print(f"lyra-train: pushed to {url}", file=sys.stderr)
@@ -857,7 +852,7 @@ def summary_line(args: argparse.Namespace, training: TrainingRun) -> str | None:
     split = "test" if results["test"] else "validation"
     return (
         f"best epoch {results['best_epoch']}: {split} {metric} {format_metric(results[split][metric])}; model and "
-        f"tokenizer in {Path(args.output_dir, BEST_DIR)}"
+        f"tokenizer in {RunLayout(args.output_dir).best}"
         + (f" ({results[split]['note']})" if "note" in results[split] else "")
     )
 
@@ -926,22 +921,22 @@ def cross_validate(args: argparse.Namespace) -> str | None:
     if args.resume_from_checkpoint not in (None, "latest"):
         raise ValueError("--fold-column resumes with --resume-from-checkpoint latest (each fold from its own last checkpoint).")
     with locked_output_dir(output_dir) if main_process else nullcontext():
-        if main_process and (output_dir / RESULTS_FILE).exists() and not args.resume_from_checkpoint and not args.overwrite_output_dir:
+        if main_process and RunLayout(output_dir).results.exists() and not args.resume_from_checkpoint and not args.overwrite_output_dir:
             raise ValueError(
-                f"--output-dir {output_dir} already holds a cross-validation ({RESULTS_FILE}); pass --resume-from-checkpoint "
+                f"--output-dir {output_dir} already holds a cross-validation ({RunLayout.RESULTS}); pass --resume-from-checkpoint "
                 "latest to continue it or --overwrite-output-dir to replace it."
             )
         per_fold = {}
         for fold in folds:
-            folder = output_dir / f"fold_{fold}"
-            if args.resume_from_checkpoint and (folder / RESULTS_FILE).is_file():
-                per_fold[fold] = json.loads((folder / RESULTS_FILE).read_text())
+            folder = RunLayout(output_dir).fold(fold)
+            if args.resume_from_checkpoint and folder.results.is_file():
+                per_fold[fold] = json.loads(folder.results.read_text())
                 continue
-            fold_args = argparse.Namespace(**{**vars(args), "output_dir": str(folder), "test_fold": fold})
+            fold_args = argparse.Namespace(**{**vars(args), "output_dir": str(folder.root), "test_fold": fold})
             line = train_here_or_on_cpus(fold_args)
             if line and main_process:
                 tqdm.write(f"fold {fold}: {line}")
-            per_fold[fold] = json.loads((folder / RESULTS_FILE).read_text())
+            per_fold[fold] = json.loads(folder.results.read_text())
         if not main_process:
             return None
         # A metric undefined (null) in some fold has no mean: it is left out, and each fold's value stays in "folds".
@@ -954,11 +949,11 @@ def cross_validate(args: argparse.Namespace) -> str | None:
             "test_std": {metric: float(values[metric].std()) for metric in metrics},
             "metric_for_best_model": args.metric_for_best_model,
         }
-        write_json(output_dir / RESULTS_FILE, results)
+        write_json(RunLayout(output_dir).results, results)
     metric = args.metric_for_best_model
     return (
         f"{len(folds)} folds of {args.fold_column}: test {metric} {format_metric(results['test_mean'].get(metric))} ± "
-        f"{format_metric(results['test_std'].get(metric))}; per-fold runs and {RESULTS_FILE} in {output_dir}"
+        f"{format_metric(results['test_std'].get(metric))}; per-fold runs and {RunLayout.RESULTS} in {output_dir}"
     )
 
 
@@ -978,7 +973,8 @@ def train_ensemble(args: argparse.Namespace) -> str:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--ensemble trains its members in processes of its own; run it without accelerate launch or torchrun.")
     output_dir = Path(args.output_dir)
-    members = [f"member_{index}" for index in range(args.ensemble)]
+    layout = RunLayout(output_dir)
+    members = [RunLayout.member_name(index) for index in range(args.ensemble)]
     member_args = {
         member: argparse.Namespace(
             **{**vars(args), "output_dir": str(output_dir / member), "seed": args.seed + index, "ensemble": None, "push_to_hub": None}
@@ -987,7 +983,7 @@ def train_ensemble(args: argparse.Namespace) -> str:
     }
     with locked_output_dir(output_dir):
         check_output_dir(args, output_dir)
-        pending = [member for member in members if not (args.resume_from_checkpoint and (output_dir / member / RESULTS_FILE).is_file())]
+        pending = [member for member in members if not (args.resume_from_checkpoint and RunLayout(output_dir / member).results.is_file())]
         side_by_side = min(len(pending), usable_cpus()) if args.num_processes is None and not torch.accelerator.is_available() else 1
         if side_by_side > 1:
             with WorkerPool({}, side_by_side) as workers:
@@ -997,9 +993,9 @@ def train_ensemble(args: argparse.Namespace) -> str:
         else:
             for member in pending:
                 tqdm.write(f"{member}: {train_here_or_on_cpus(member_args[member])}")
-        runs = {member: json.loads((output_dir / member / RESULTS_FILE).read_text()) for member in members}
-        tokenizer = AutoTokenizer.from_pretrained(output_dir / members[0] / BEST_DIR)
-        models = [TASKS[args.task].model_class.from_pretrained(output_dir / member / BEST_DIR) for member in members]
+        runs = {member: json.loads(RunLayout(output_dir / member).results.read_text()) for member in members}
+        tokenizer = AutoTokenizer.from_pretrained(RunLayout(output_dir / members[0]).best)
+        models = [TASKS[args.task].model_class.from_pretrained(RunLayout(output_dir / member).best) for member in members]
         dataset, names = load_data(args, tokenizer, args.max_length or memory_bound_max_length(models[0].config, args.batch_size))
         results = evaluate_ensemble(args, models, tokenizer, dataset, names, runs)
         protocol = describe_protocol(args, runs[members[0]]) + (
@@ -1007,15 +1003,15 @@ def train_ensemble(args: argparse.Namespace) -> str:
             "the ensemble predicts their mean (of class probabilities for classifiers) and their standard deviation."
         )
         card = run_card(args, models[0], tokenizer, results, dataset, protocol, ensemble_members=members)
-        with atomic_directory(output_dir / BEST_DIR) as temporary:
+        with atomic_directory(layout.best) as temporary:
             for member in members:
-                shutil.copytree(output_dir / member / BEST_DIR, temporary / member)
+                shutil.copytree(RunLayout(output_dir / member).best, temporary / member)
             # transformers looks for a tokenizer's remote code at the repo's root even when loading a subfolder.
             for code in (temporary / members[0]).glob("*.py"):
                 shutil.copy(code, temporary / code.name)
             write_json(temporary / ENSEMBLE_FILE, {"members": members, "seeds": [member_args[member].seed for member in members]})
             write_text(temporary / "README.md", str(card))
-        write_json(output_dir / RESULTS_FILE, results)
+        write_json(layout.results, results)
         if args.push_to_hub:
             url = push_run(output_dir, args.push_to_hub, card, private=args.hub_private, revision=args.hub_revision)
             print(f"lyra-train: pushed to {url}", file=sys.stderr)
@@ -1024,7 +1020,7 @@ def train_ensemble(args: argparse.Namespace) -> str:
     return (
         f"ensemble of {len(members)}: {split} {metric} {format_metric(results[split][metric])} (members "
         f"{format_metric(results['members_mean'][split].get(metric))} ± {format_metric(results['members_std'][split].get(metric))}); "
-        f"ensemble in {output_dir / BEST_DIR}"
+        f"ensemble in {layout.best}"
     )
 
 
