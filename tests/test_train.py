@@ -417,10 +417,12 @@ def test_a_time_budget_sizes_the_schedule_and_a_resume_keeps_it(tmp_path):
 
 
 def test_readme_benchmark_file_commands_run_as_written(tmp_path, monkeypatch, capsys):
-    """The README's ProteinGym, FLIP, per-residue and ensemble commands, run as written on small files of those formats."""
+    """The training guide's ProteinGym, FLIP, per-residue and ensemble commands (docs/training.md), run as written on
+    small files of those formats."""
     from test_try_it import REPO as ROOT, bash_blocks
 
-    (block,) = [block for block in bash_blocks((ROOT / "README.md").read_text(), "Train") if any("--fold-column" in line for line in block)]
+    guide = (ROOT / "docs" / "training.md").read_text()
+    (block,) = [block for block in bash_blocks(guide, "Benchmark files as they ship") if any("--fold-column" in line for line in block)]
     commands = " ".join(block).replace("\\ ", "").split("lyra-train ")[1:]
     generator = np.random.default_rng(2)
     letters = list("ACDEFGHIKLMNPQRSTVWY")
@@ -445,7 +447,7 @@ def test_readme_benchmark_file_commands_run_as_written(tmp_path, monkeypatch, ca
     assert sorted(json.loads((tmp_path / "runs" / "dms_cv" / "results.json").read_text())["folds"]) == ["0", "1", "2", "3", "4"]
     assert json.loads((tmp_path / "runs" / "ss" / "results.json").read_text())["metric_for_best_model"] == "accuracy"
     # The ensemble section's lyra-predict command, on the ensemble the fourth command trained.
-    (predict_block,) = [block for block in bash_blocks((ROOT / "README.md").read_text(), "Train") if any("lyra-predict" in line for line in block)]
+    (predict_block,) = [block for block in bash_blocks(guide, "Seed ensembles: predictions with an uncertainty") if any("lyra-predict" in line for line in block)]
     assert predict_main(" ".join(predict_block).split()[1:]) == 0
     with open(tmp_path / "flip_predictions.csv") as handle:
         rows = list(csv.DictReader(handle))
