@@ -1,0 +1,102 @@
+"""Row and column checks: every bad row is refused with its split, row number (1-based, header excluded; the record
+number in a FASTA file) and the offending value, before anything runs."""
+
+import math
+
+import datasets
+
+from ..tasks import get_task
+from .files import _as_number
+
+
+# Metrics need at least two rows (a correlation of one value is undefined).
+MIN_EVALUATION_ROWS = 2
+
+
+def check_columns(dataset: datasets.Dataset | list[str], columns: list[str], where: str) -> None:
+    """Raise a `ValueError` naming the missing columns and listing the available ones (of a dataset, or given)."""
+    available = list(getattr(dataset, "column_names", dataset))
+    missing = [column for column in columns if column not in available]
+    if missing:
+        raise ValueError(f"{where}: no column {', '.join(map(repr, missing))}; available columns: {available}.")
+
+
+def _is_missing(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("", "nan", "na", "none", "null")
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def check_rows(
+    dataset: datasets.Dataset,
+    sequence_column: str,
+    label_columns: list[str],
+    task: str | None,
+    where: str,
+    alphabet: str | None,
+    padding_characters: str,
+    max_length: int | None = None,
+    first_row: int = 1,
+) -> None:
+    """Raise a `ValueError` with the row number (1-based, from `first_row` for a later chunk of a file) for an empty sequence or one of only padding characters, a
+    character outside `alphabet` (when given), a sequence longer than `max_length`, a missing, NaN or (for regression)
+    non-numeric or infinite label, or per-residue labels of the wrong length (`task`: the labels' task; None without
+    labels)."""
+    task = get_task(task) if label_columns else None
+    padding = set(padding_characters.upper() + padding_characters.lower())
+    allowed = None
+    if alphabet is not None:
+        allowed = set(alphabet.upper()) | set(alphabet.lower()) | padding
+    sequences = dataset[sequence_column]
+    labels = {column: dataset[column] for column in label_columns}
+    for row, sequence in enumerate(sequences, first_row):
+        compact = "".join(sequence.split()) if isinstance(sequence, str) else ""
+        if not compact:
+            raise ValueError(f"{where}: empty sequence in column {sequence_column!r} at row {row}.")
+        if padding and set(compact) <= padding:
+            raise ValueError(f"{where}: row {row} holds only padding characters ({compact[:20]!r}): no residue to read.")
+        if allowed is not None and not set(compact) <= allowed:
+            for position, character in enumerate(compact, 1):
+                if character not in allowed:
+                    raise ValueError(
+                        f"{where}: row {row} has character {character!r} at position {position}, outside the alphabet "
+                        f"{alphabet!r}; to map such characters to [UNK], pass --unknown unk (unknown='unk' in Python)."
+                    )
+        if max_length is not None and len(compact) > max_length:
+            raise ValueError(
+                f"{where}: row {row} is {len(compact):,} residues long, over the length limit of {max_length:,}; raise "
+                "it with --max-length (memory grows with batch size times length)."
+            )
+        for column, values in labels.items():
+            value = values[row - first_row]
+            if _is_missing(value):
+                raise ValueError(f"{where}: missing or NaN label in column {column!r} at row {row}.")
+            if task.numeric_labels:
+                number = _as_number(value)
+                if number is None:
+                    raise ValueError(f"{where}: label {value!r} in column {column!r} at row {row} is not a number.")
+                if not math.isfinite(number):
+                    raise ValueError(f"{where}: label {value!r} in column {column!r} at row {row} is not finite.")
+            if task.labels_per_residue and len("".join(str(value).split())) != len(compact):
+                raise ValueError(
+                    f"{where}: row {row} has {len(''.join(str(value).split()))} per-residue labels in column "
+                    f"{column!r} for a sequence of {len(compact)} residues."
+                )
+
+
+def check_mask_column(dataset: datasets.Dataset, sequence_column: str, mask_column: str, where: str) -> None:
+    """Each mask is one 0 or 1 per residue."""
+    for row, (sequence, mask) in enumerate(zip(dataset[sequence_column], dataset[mask_column]), 1):
+        residues, mask = len("".join(sequence.split())), "".join(str(mask).split())
+        if len(mask) != residues or not set(mask) <= {"0", "1"}:
+            raise ValueError(f"{where}: mask {mask[:40]!r} in column {mask_column!r} at row {row} must be one 0 or 1 per residue ({residues}).")
+
+
+def check_split_sizes(splits: dict) -> None:
+    """The validation and test splits, which are scored, hold at least `MIN_EVALUATION_ROWS` rows each."""
+    for split in ("validation", "test"):
+        if split in splits and len(splits[split]) < MIN_EVALUATION_ROWS:
+            raise ValueError(
+                f"{split} split: {len(splits[split])} row{'' if len(splits[split]) == 1 else 's'}; its metrics need at least {MIN_EVALUATION_ROWS} (a correlation of one "
+                "value is undefined)."
+            )
