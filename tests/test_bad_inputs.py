@@ -500,8 +500,9 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_and_the_first_stays_consi
     output = tmp_path / "shared"
     command = [sys.executable, "-m", "lyra_hf.train", "--hidden-size", "16", "--state-size", "8", "--batch-size", "32",
                "--max-train-samples", "1000", "--max-eval-samples", "101", "--output-dir", str(output), "--quiet"]  # fmt: skip
-    first = subprocess.Popen([*command, "--epochs", "1000"], env=environment, cwd=REPO, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    # A budget so that the first run ends by itself should this test stop before interrupting it.
+    first = subprocess.Popen([*command, "--epochs", "1000", "--max-train-minutes", "3"], env=environment, cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 120
     while not lock_held(output / LOCK_FILE):
         assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-2000:] if first.poll() is not None else "no lock"
