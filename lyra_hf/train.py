@@ -590,14 +590,14 @@ def tracker_config(args: argparse.Namespace) -> dict:
     return {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in vars(args).items() if key != "command"}
 
 
-def run_record(args: argparse.Namespace) -> dict:
-    """How a run was made, for its results.json: the command line, every flag's value, the input files' digests and
-    the versions of what ran it. The command line, run again, makes the run again."""
+def run_record(args: argparse.Namespace, input_sha256: dict[str, str]) -> dict:
+    """How a run was made, for its results.json: the command line, every flag's value, the input files' digests (as
+    `run_settings` took them) and the versions of what ran it. The command line, run again, makes the run again."""
     from . import __version__
 
     versions = {"lyra_hf": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
     flags = {key: value for key, value in vars(args).items() if key != "command"}
-    return {"command": getattr(args, "command", None), "settings": json.loads(json.dumps(flags)), "input_sha256": run_settings(args)["input_sha256"], "versions": versions}
+    return {"command": getattr(args, "command", None), "settings": json.loads(json.dumps(flags)), "input_sha256": input_sha256, "versions": versions}
 
 
 @dataclass
@@ -784,7 +784,7 @@ def train_in(output_dir: Path, args: argparse.Namespace, accelerator: Accelerato
         "stopped_early": stopped_early,
         "steps": state["steps"],
         "schedule_steps": schedule.steps,
-        **run_record(args),
+        **run_record(args, state["settings"]["input_sha256"]),
     }
     if args.report_to:
         accelerator.end_training()
