@@ -74,10 +74,6 @@ class RunLayout:
     def checkpoints(self) -> Path:
         return self.root / self.CHECKPOINTS
 
-    @property
-    def logs(self) -> Path:
-        return self.root / self.LOGS
-
     def checkpoint(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch_{epoch:04d}"
 
