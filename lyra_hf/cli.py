@@ -7,12 +7,16 @@ written is complete, temporary files are removed). Anything else is a bug in lyr
 """
 
 import argparse
+import dataclasses
+import difflib
+import json
 import math
 import shlex
 import signal
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import datasets
 import torch
@@ -111,11 +115,103 @@ def device(text: str) -> str:
     return text
 
 
+def option(default=None, help: str = "", **flag):
+    """A dataclass field that is also a command-line flag: `help` and argparse's `type`, `choices` or `metavar` in
+    `flag` travel in the field's metadata (the `run_glue.py` habit), and `add_options` makes the flag. A list default
+    is written as its comma-separated text, which the flag's `type` (`comma_separated`) reads back."""
+    metadata = {"help": help, **flag}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def comma_separated(text: str) -> list[str]:
+    """An argparse `type`: `a, b` -> ["a", "b"] (empty items are kept for the options' own checks)."""
+    return [item.strip() for item in text.split(",")]
+
+
+def add_options(parser: argparse.ArgumentParser, options: type, title: str | None = None) -> None:
+    """One flag per field of the dataclass `options` (`--field-name`), in a help group headed `title`: a boolean field
+    is a switch; any other takes a value, read by the `type` in its metadata."""
+    group = parser.add_argument_group(title) if title else parser
+    own = {field.name for field in dataclasses.fields(options)} - {
+        field.name for base in options.__mro__[1:] if dataclasses.is_dataclass(base) for field in dataclasses.fields(base)
+    }
+    for field in dataclasses.fields(options):
+        if field.name not in own or "help" not in field.metadata:
+            continue
+        flag = f"--{field.name.replace('_', '-')}"
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        if field.type in (bool, bool | None):
+            group.add_argument(flag, action="store_true", default=default, help=field.metadata["help"])
+        else:
+            default = ",".join(default) if isinstance(default, list) else default
+            group.add_argument(flag, default=default, **field.metadata)
+
+
+@dataclasses.dataclass
+class CpuOptions:
+    """How a command shares its work over this machine's CPUs (see `lyra_hf.cpu.plan_processes` for the defaults)."""
+
+    num_processes: int | None = option(help="processes to share the work; 1 runs it in this process alone", type=POSITIVE_INT)
+    threads: int | None = option(help="torch threads per process (default: 1, or OMP_NUM_THREADS when set)", type=POSITIVE_INT)
+
+
+CPU_TITLE = "CPU use (default: one single-threaded process per CPU this process may use)"
+
+
 def add_cpu_flags(parser: argparse.ArgumentParser) -> None:
-    """`--num-processes` and `--threads` (see `lyra_hf.cpu.plan_processes` for the defaults)."""
-    group = parser.add_argument_group("CPU use (default: one single-threaded process per CPU this process may use)")
-    group.add_argument("--num-processes", type=POSITIVE_INT, help="processes to share the work; 1 runs it in this process alone")
-    group.add_argument("--threads", type=POSITIVE_INT, help="torch threads per process (default: 1, or OMP_NUM_THREADS when set)")
+    """`--num-processes` and `--threads`."""
+    add_options(parser, CpuOptions, CPU_TITLE)
+
+
+def flag_values_from_json(parser: argparse.ArgumentParser, path: str) -> dict:
+    """The flag values a JSON object of option names holds (an `options.json`), each checked exactly as the flag's
+    value would be on the command line: a name no flag has, a value of the wrong kind or out of range is a usage
+    error naming the file, the option and the value."""
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        parser.error(f"options file {path}: cannot be read as JSON ({one_line(error)})")
+    if not isinstance(values, dict):
+        parser.error(f"options file {path} must hold a JSON object of option names and values, got a {type(values).__name__}")
+    actions = {action.dest: action for action in parser._actions if action.option_strings and action.dest != "help"}
+    checked = {}
+    for key, value in values.items():
+        if key not in actions:
+            hint = difflib.get_close_matches(key, actions, n=1)
+            parser.error(f"options file {path}: unknown option {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        checked[key] = value if value is None else flag_value(parser, actions[key], value, f"options file {path}: {key}")
+    return checked
+
+
+def flag_value(parser: argparse.ArgumentParser, action: argparse.Action, value, where: str):
+    """`value` (from JSON) checked and converted as `action` converts its text on the command line."""
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            parser.error(f"{where} must be true or false, got {json.dumps(value)}")
+        return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        value = ",".join(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        parser.error(f"{where} must be a string or a number, got {json.dumps(value)}")
+    try:
+        converted = action.type(str(value)) if action.type else str(value)
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"{where} {error}")
+    if action.choices is not None and converted not in action.choices:
+        parser.error(f"{where} must be one of {', '.join(map(str, action.choices))}, got {json.dumps(value)}")
+    return converted
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """`argv` parsed; when the command takes an options file (a positional `options_file`), its values are the
+    defaults that the flags given beside it override."""
+    args = parser.parse_args(argv)
+    if getattr(args, "options_file", None):
+        parser.set_defaults(**flag_values_from_json(parser, args.options_file))
+        args = parser.parse_args(argv)
+    return args
 
 
 def quiet_library_output() -> None:
@@ -158,24 +254,25 @@ def rerun_hint(prog: str, argv: list[str], drop: dict[str, bool] | None = None, 
 
 def main(
     parser: argparse.ArgumentParser,
-    check_args: Callable[[argparse.ArgumentParser, argparse.Namespace], None],
-    run: Callable[[argparse.Namespace], str | None],
+    check_args: Callable[[argparse.ArgumentParser, argparse.Namespace], object],
+    run: Callable[[object], str | None],
     argv: list[str] | None = None,
     after_interrupt: Callable[[list[str]], str] = lambda argv: "nothing partial was written",
 ) -> int:
-    """Parse `argv`, let `check_args` reject bad flag values through `parser.error` (exit 2), then `run`; its return
-    value, when not None, is printed as the command's closing line. After Ctrl-C or SIGTERM the command prints
-    `after_interrupt(argv)` (e.g. how to resume) in its one line."""
+    """Parse `argv` (`parse_command_line`), let `check_args` reject bad flag values through `parser.error` (exit 2)
+    and return what `run` takes (the options), then `run` it; its return value, when not None, is printed as the
+    command's closing line. After Ctrl-C or SIGTERM the command prints `after_interrupt(argv)` (e.g. how to resume) in
+    its one line."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     args.command = [parser.prog, *argv]  # what lyra-train records in results.json, to rerun the run
-    check_args(parser, args)
+    options = check_args(parser, args)
     quiet_library_output()
     retain_freed_memory()
     previous_handlers = {signum: signal.signal(signum, raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
     threads = torch.get_num_threads()  # a command sets its own; a caller in the same process gets its own back
     try:
-        summary = run(args)
+        summary = run(options)
     except EXPECTED_ERRORS as error:
         print(f"{parser.prog}: error: {one_line(error)}", file=sys.stderr)
         return 1
@@ -196,13 +293,18 @@ __all__ = [
     "EXPECTED_ERRORS",
     "POSITIVE_INT",
     "ArgumentParser",
+    "CpuOptions",
     "Interrupted",
     "add_cpu_flags",
+    "add_options",
     "bounded",
+    "comma_separated",
     "device",
     "is_expected_error",
     "main",
     "one_line",
+    "option",
+    "parse_command_line",
     "quiet_library_output",
     "rerun_hint",
 ]

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from lyra_hf.train import parse_args, train
+from lyra_hf.train import parse_options
+from lyra_hf.training import train
 
 
 if __name__ == "__main__":
-    args = parse_args(sys.argv[1:])
-    run = train(args)
+    options = parse_options(sys.argv[1:])
+    run = train(options)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in run.model.state_dict().items()}
-    save_file(state, str(Path(args.output_dir, f"rank_{run.accelerator.process_index}.safetensors")))
+    save_file(state, str(Path(options.output_dir, f"rank_{run.accelerator.process_index}.safetensors")))

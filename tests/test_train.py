@@ -18,7 +18,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lyra_hf.data import synthetic_fitness_dataset
 from lyra_hf.predict import main as predict_main
-from lyra_hf.train import main, parameter_groups
+from lyra_hf.train import main, parse_options
+from lyra_hf.training import parameter_groups
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -284,13 +285,13 @@ def test_time_budget_and_bf16_mixed_precision(tmp_path):
 
 def test_fine_tuning_a_checkpoint_keeps_the_encoder_and_gives_the_new_task_a_new_head(tmp_path, tiny_config):
     from lyra_hf import LyraForSequenceRegression, LyraTokenizer
-    from lyra_hf.train import build_model, build_tokenizer, parse_args
+    from lyra_hf.training import build_model, build_tokenizer
 
     torch.manual_seed(0)
     pretrained = LyraForSequenceRegression(tiny_config(vocab_size=26))
     pretrained.save_pretrained(tmp_path / "pretrained")
     LyraTokenizer().save_pretrained(tmp_path / "pretrained")
-    args = parse_args(["--config", str(tmp_path / "pretrained"), "--task", "classification", "--train-file", "unused.csv"])
+    args = parse_options(["--config", str(tmp_path / "pretrained"), "--task", "classification", "--train-file", "unused.csv"])
     tokenizer = build_tokenizer(args)
     model = build_model(args, tokenizer, ["a", "b", "c"])
     assert type(model).__name__ == "LyraForSequenceClassification" and model.config.id2label == {0: "a", 1: "b", 2: "c"}
@@ -298,7 +299,7 @@ def test_fine_tuning_a_checkpoint_keeps_the_encoder_and_gives_the_new_task_a_new
     for name, parameter in pretrained.lyra.named_parameters():
         assert torch.equal(parameter, model.lyra.get_parameter(name)), name
     with pytest.raises(ValueError, match="--hidden-size cannot resize the pretrained checkpoint"):
-        build_model(parse_args(["--config", str(tmp_path / "pretrained"), "--hidden-size", "32"]), tokenizer, ["fitness"])
+        build_model(parse_options(["--config", str(tmp_path / "pretrained"), "--hidden-size", "32"]), tokenizer, ["fitness"])
 
 
 def write_proteingym_file(path: Path, rows: int = 240, folds: int = 3) -> Path:
@@ -330,6 +331,9 @@ def test_cross_validation_over_a_fold_column(tmp_path, capsys):
         assert fold_results["test"]["num_samples"] == 80  # exactly that fold's rows
         assert results["folds"][fold]["test"] == fold_results["test"]
         assert (output / f"fold_{fold}" / "best" / "model.safetensors").is_file()
+        # Each fold is a run of its own: its options.json names its test fold, and reruns it alone.
+        assert json.loads((output / f"fold_{fold}" / "options.json").read_text())["test_fold"] == fold
+    assert json.loads((output / "options.json").read_text())["fold_column"] == "fold_random_5"
     spearmans = [results["folds"][fold]["test"]["spearmanr"] for fold in "012"]
     assert results["test_mean"]["spearmanr"] == pytest.approx(np.mean(spearmans), abs=1e-12)
     assert results["test_std"]["spearmanr"] == pytest.approx(np.std(spearmans), abs=1e-12)
@@ -384,7 +388,7 @@ def test_per_residue_runs_score_only_labelled_residues(tmp_path):
 
 
 def test_learning_rate_schedule_warms_up_and_ends_at_zero_whatever_its_length():
-    from lyra_hf.train import LearningRateSchedule
+    from lyra_hf.training import LearningRateSchedule
 
     schedule = LearningRateSchedule("cosine", 0.1, steps=100, processes=2)
     factors = [schedule(2 * step) for step in range(101)]
@@ -477,6 +481,9 @@ def test_a_seed_ensemble_trains_its_members_and_scores_their_mean(tmp_path, caps
     for model, saved in zip(loaded, weights):
         assert all(torch.equal(model.state_dict()[key], value) for key, value in saved.items())
     assert not torch.equal(weights[0]["score.weight"], weights[1]["score.weight"])  # different seeds
+    member_options = [json.loads((output / f"member_{index}" / "options.json").read_text()) for index in range(2)]
+    assert [(entry["seed"], entry["data_seed"], entry["ensemble"]) for entry in member_options] == [(42, 42, None), (43, 42, None)]
+    assert json.loads((output / "options.json").read_text())["ensemble"] == 2
     assert "subfolder=member" in (best / "README.md").read_text()
 
     # The ensemble's test metric is that of the members' mean prediction, one sequence at a time.
@@ -528,3 +535,11 @@ def test_a_run_records_how_it_was_made_and_its_command_makes_it_again(tmp_path, 
     assert main(again) == 0
     rerun = json.loads((tmp_path / "again" / "results.json").read_text())
     assert (rerun["validation"], rerun["test"], rerun["history"]) == (results["validation"], results["test"], results["history"])
+
+    options = json.loads((tmp_path / "run" / "options.json").read_text())
+    assert options["alphabet"] == "DNA" and options["epochs"] == 2 and options["test_file"] == str(tmp_path / "test.csv")
+    assert not {"command", "resume_from_checkpoint", "overwrite_output_dir"} & set(options)
+    assert main([str(tmp_path / "run" / "options.json"), "--output-dir", str(tmp_path / "from-options")]) == 0
+    from_options = json.loads((tmp_path / "from-options" / "results.json").read_text())
+    assert (from_options["validation"], from_options["test"], from_options["history"]) == (results["validation"], results["test"], results["history"])
+    assert what_a_run_computed(from_options)["settings"] == what_a_run_computed(results)["settings"]

@@ -1,6 +1,7 @@
 """Where each row goes: a split column (FLIP's `set` and `validation`) or a fold column (ProteinGym's folds)."""
 
 import math
+from collections.abc import Callable
 
 import datasets
 
@@ -9,6 +10,33 @@ from .files import _as_number
 
 TRUE_VALUES = ("true", "1", "yes", "y", "t")
 FALSE_VALUES = ("false", "0", "no", "n", "f", "", "nan", "none")
+
+
+def routing_problems(
+    spell: Callable[[str], str],
+    *,
+    split_files: bool,
+    split_column: str | None,
+    fold_column: str | None,
+    validation_column: str | None,
+    residue_marks: str | None,
+    labels_per_residue: bool,
+) -> list[str]:
+    """The rules of where rows go and which residues are scored, for lyra-train's options and `load_sequence_dataset`'s
+    arguments alike: `spell` writes a name as the caller's user knows it (`--split-column`, or `split_column`),
+    `split_files` says whether a validation or test file is given, and `residue_marks` is the (spelled) name of the
+    option that marks residues without a label, when one is set."""
+    problems = []
+    for name, column in (("split_column", split_column), ("fold_column", fold_column)):
+        if column and split_files:
+            problems.append(f"{spell(name)} reads every split from the train file alone; give no validation or test file with it")
+    if split_column and fold_column:
+        problems.append(f"give {spell('split_column')} or {spell('fold_column')}, not both")
+    if validation_column and not split_column:
+        problems.append(f"{spell('validation_column')} needs {spell('split_column')}: it marks validation rows among the train rows")
+    if residue_marks and not labels_per_residue:
+        problems.append(f"{residue_marks} marks residues without a label: it needs a per-residue task (token-classification)")
+    return problems
 
 
 def _is_true(value, column: str, row: int, where: str) -> bool:

@@ -1,0 +1,152 @@
+"""Seed ensembles (`--ensemble N`): N complete runs that differ only in their seed, saved together as one model whose
+prediction is the members' mean, with their standard deviation."""
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from ..checkpoints import ENSEMBLE_FILE, RunLayout
+
+from ..cpu import WorkerPool, usable_cpus
+from ..data import tokenize_dataset
+from ..outputs import atomic_directory, locked_output_dir, write_json, write_text
+from ..tasks import TASKS
+from .inputs import load_data, memory_bound_max_length, sort_by_length
+from .loop import evaluate, format_metric
+from .options import TrainOptions
+from .results import describe_protocol, run_card, share, summary_line
+from .runs import train, train_here_or_on_cpus
+from .state import check_output_dir
+
+
+def member_options(options: TrainOptions) -> dict[str, TrainOptions]:
+    """Each member's run: its own folder and seed `seed + i`, on the ensemble's data split (`data_seed`)."""
+    return {
+        RunLayout.member_name(index): dataclasses.replace(
+            options, output_dir=str(Path(options.output_dir) / RunLayout.member_name(index)), seed=options.seed + index, ensemble=None, push_to_hub=None
+        )
+        for index in range(options.ensemble)
+    }
+
+
+def train_member(state: dict, options: TrainOptions) -> str:
+    """One ensemble member, trained in a worker process of `train_ensemble` (single-threaded)."""
+    return summary_line(options, train(options).results)
+
+
+def train_members(options: TrainOptions, members: dict[str, TrainOptions]) -> None:
+    """Train the members not yet finished: on CPUs, without `--num-processes`, side by side (one single-threaded
+    process each, as many at once as there are usable CPUs); otherwise one after another, each as a single run would."""
+    pending = [name for name in members if not (options.resume_from_checkpoint and RunLayout(members[name].output_dir).results.is_file())]
+    side_by_side = min(len(pending), usable_cpus()) if options.num_processes is None and not torch.accelerator.is_available() else 1
+    if side_by_side > 1:
+        with WorkerPool({}, side_by_side) as workers:
+            quiet = [dataclasses.replace(members[name], quiet=True) for name in pending]
+            for name, line in zip(pending, workers.map(train_member, quiet)):
+                tqdm.write(f"{name}: {line}")
+    else:
+        for name in pending:
+            tqdm.write(f"{name}: {train_here_or_on_cpus(members[name])}")
+
+
+def train_ensemble(options: TrainOptions) -> str:
+    """`--ensemble N`: N complete runs in `OUTPUT_DIR/member_<i>/` (`member_options`), then in `OUTPUT_DIR/best/` each
+    member's best model as a `save_pretrained` subfolder, `ensemble.json` and a model card, and in
+    `OUTPUT_DIR/results.json` the ensemble's validation and test metrics (its mean prediction, `Task.combine_logits`)
+    next to each member's. With `--resume-from-checkpoint latest`, finished members are kept and an interrupted one
+    continues from its last checkpoint."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--ensemble trains its members in processes of its own; run it without accelerate launch or torchrun.")
+    output_dir, layout = Path(options.output_dir), RunLayout(options.output_dir)
+    members = member_options(options)
+    with locked_output_dir(output_dir):
+        check_output_dir(options, output_dir)
+        train_members(options, members)
+        runs = {name: json.loads(RunLayout(member.output_dir).results.read_text()) for name, member in members.items()}
+        tokenizer = AutoTokenizer.from_pretrained(RunLayout(members[next(iter(members))].output_dir).best)
+        models = [TASKS[options.task].model_class.from_pretrained(RunLayout(member.output_dir).best) for member in members.values()]
+        dataset, names = load_data(options, tokenizer, options.max_length or memory_bound_max_length(models[0].config, options.batch_size))
+        results = evaluate_ensemble(options, models, tokenizer, dataset, names, runs)
+        card = save_ensemble(options, members, models[0], tokenizer, dataset, results, runs)
+        write_json(layout.results, results)
+        write_json(layout.options, options.options_file_values())
+        share(options, output_dir, card)
+    metric, split = options.metric_for_best_model, "test" if results["test"] else "validation"
+    return (
+        f"ensemble of {len(members)}: {split} {metric} {format_metric(results[split][metric])} (members "
+        f"{format_metric(results['members_mean'][split].get(metric))} ± {format_metric(results['members_std'][split].get(metric))}); "
+        f"ensemble in {layout.best}"
+    )
+
+
+def save_ensemble(options: TrainOptions, members: dict[str, TrainOptions], model, tokenizer, dataset, results: dict, runs: dict):
+    """`OUTPUT_DIR/best/`: each member's best model in a subfolder, `ensemble.json` and the card, written atomically;
+    returns the card."""
+    first = next(iter(members))
+    protocol = describe_protocol(options, runs[first]) + (
+        f" Ensemble: {len(members)} members with seeds {options.seed}-{options.seed + len(members) - 1}, each chosen this way; "
+        "the ensemble predicts their mean (of class probabilities for classifiers) and their standard deviation."
+    )
+    card = run_card(options, model, tokenizer, results, dataset, protocol, ensemble_members=list(members))
+    with atomic_directory(RunLayout(options.output_dir).best) as temporary:
+        for name, member in members.items():
+            shutil.copytree(RunLayout(member.output_dir).best, temporary / name)
+        # transformers looks for a tokenizer's remote code at the repo's root even when loading a subfolder.
+        for code in (temporary / first).glob("*.py"):
+            shutil.copy(code, temporary / code.name)
+        write_json(temporary / ENSEMBLE_FILE, {"members": list(members), "seeds": [member.seed for member in members.values()]})
+        write_text(temporary / "README.md", str(card))
+    return card
+
+
+def evaluate_ensemble(options: TrainOptions, models: list, tokenizer, dataset, names: list[str], runs: dict[str, dict]) -> dict:
+    """The ensemble's results.json: its own validation and test metrics (the members' best `models` together, on the
+    splits of `dataset`, which every member used), each member's (`runs`: their results.json), and the members' mean and
+    standard deviation (`member_statistics`)."""
+    task = TASKS[options.task]
+    tokenized = tokenize_dataset(dataset, tokenizer)
+    accelerator = Accelerator(mixed_precision=options.mixed_precision)
+    models = [accelerator.prepare_model(model, evaluation_mode=True) for model in models]
+    compute_metrics = task.compute_metrics(names)
+    results = {"ensemble_size": len(runs), "seeds": [options.seed + index for index in range(len(runs))]}
+    for split in ("validation", "test"):
+        if split not in tokenized:
+            results[split] = None
+            continue
+        loader = accelerator.prepare_data_loader(
+            DataLoader(sort_by_length(tokenized[split]), batch_size=options.batch_size, collate_fn=task.collator(tokenizer))
+        )
+        results[split] = evaluate(models, loader, accelerator, compute_metrics, task, f"ensemble {split}", not options.quiet)
+    results["members"] = {
+        member: {"seed": results["seeds"][index], "best_epoch": run["best_epoch"], "validation": run["validation"], "test": run["test"]}
+        for index, (member, run) in enumerate(runs.items())
+    }
+    results.update(member_statistics(results, runs))
+    results["metric_for_best_model"] = options.metric_for_best_model
+    results["num_parameters"] = sum(parameter.numel() for parameter in models[0].parameters())
+    return results
+
+
+def member_statistics(results: dict, runs: dict[str, dict]) -> dict:
+    """The members' mean and standard deviation (NumPy's, over members) of each metric every member has."""
+    return {
+        statistic: {
+            split: {
+                metric: float(function([run[split][metric] for run in runs.values()]))
+                for metric, value in results[split].items()
+                if isinstance(value, float) and all(isinstance(run[split].get(metric), float) for run in runs.values())
+            }
+            for split in ("validation", "test")
+            if results[split]
+        }
+        for statistic, function in (("members_mean", np.mean), ("members_std", np.std))
+    }

@@ -1,0 +1,167 @@
+"""The training loop: `fit` runs `train_one_epoch` and `evaluate` epoch after epoch, keeps the best epoch's model and
+checkpoints each epoch; `evaluate` also scores the test split and ensembles."""
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import EvalPrediction
+
+from ..metrics import metric_is_better
+from ..tasks import Task
+from .options import TrainOptions
+from .schedule import BUDGET_MEASURED_STEPS, LearningRateSchedule, budgeted_steps
+from .state import save_best, save_checkpoint
+
+
+@dataclass
+class RunParts:
+    """What one run trains and evaluates with, prepared by Accelerate; `ema` is the moving average of the weights
+    (with --ema-decay), which is then what is evaluated, chosen and saved while the optimizer trains the raw weights."""
+
+    task: Task
+    tokenizer: object
+    names: list[str]
+    dataset: object  # the splits as read, before tokenizing (the model card describes them)
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    schedule: LearningRateSchedule
+    train_loader: object
+    eval_loaders: dict
+    steps_per_epoch: int
+    batch_size: int  # per process
+    ema: object = None
+    compute_metrics: object = field(init=False)
+
+    def __post_init__(self):
+        self.compute_metrics = self.task.compute_metrics(self.names)
+
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        return self.model if self.ema is None else self.ema.module
+
+
+def evaluate(models, dataloader, accelerator, compute_metrics, task: Task, description: str, progress: bool = True) -> dict:
+    """Metrics of a model, or of a list of models' mean prediction (`Task.combine_logits`), on a (prepared) dataloader;
+    predictions are gathered across processes with `gather_for_metrics`, which drops the samples the last batch
+    repeats to even out the processes."""
+    models = models if isinstance(models, list) else [models]
+    for model in models:
+        model.eval()
+    predictions, references = [], []
+    for batch in tqdm(dataloader, desc=description, leave=False, disable=not (progress and accelerator.is_local_main_process)):
+        labels = batch.pop("labels")
+        with torch.no_grad():
+            logits = task.combine_logits([model(**batch).logits.float() for model in models])
+        if task.labels_per_residue:
+            # Batches differ in length across processes: pad before gathering, then keep the labelled positions.
+            logits = accelerator.pad_across_processes(logits, dim=1)
+            labels = accelerator.pad_across_processes(labels, dim=1, pad_index=-100)
+        logits, labels = accelerator.gather_for_metrics((logits, labels))
+        if task.labels_per_residue:
+            keep = labels != -100
+            logits, labels = logits[keep][:, None, :], labels[keep][:, None]
+        predictions.append(logits.cpu().numpy())
+        references.append(labels.cpu().numpy())
+    predictions, references = np.concatenate(predictions), np.concatenate(references)
+    results = compute_metrics(EvalPrediction(predictions=predictions, label_ids=references))
+    results[task.count_key] = int(len(references))
+    return defined_metrics({key: float(value) if isinstance(value, (float, np.floating)) else value for key, value in results.items()})
+
+
+def defined_metrics(metrics: dict) -> dict:
+    """`metrics` with the undefined ones (NaN) as None and a `note` saying why, so that results.json stays strict JSON
+    and a reader learns the cause: a correlation with constant labels or constant predictions has no value."""
+    undefined = [key for key, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)]
+    if not undefined:
+        return metrics
+    note = f"{', '.join(undefined)} undefined (null): the labels or the predictions are constant, and a correlation with a constant has no value"
+    return {**{key: None if key in undefined else value for key, value in metrics.items()}, "note": note}
+
+
+def format_metric(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"
+
+
+class EpochTrainer:
+    """Trains epoch after epoch, counting optimizer steps in `state["steps"]`. With `--max-train-minutes` (and a run
+    that has not yet sized its schedule), the first steps are timed and the schedule is sized to the budget."""
+
+    def __init__(self, options: TrainOptions, accelerator, parts: RunParts, state: dict):
+        self.options, self.accelerator, self.parts, self.state = options, accelerator, parts, state
+        self.sized = not options.max_train_minutes or state["epoch"] > 0
+        self.started = time.monotonic()
+
+    def train_one_epoch(self, epoch: int) -> tuple[float, int]:
+        """One pass over the training data (or up to the schedule's end); the summed loss and the batches it took."""
+        parts, accelerator, state = self.parts, self.accelerator, self.state
+        parts.model.train()
+        parts.train_loader.set_epoch(epoch)
+        started, samples, loss_sum, batches = time.perf_counter(), 0, 0.0, 0
+        description = f"epoch {epoch}/{self.options.epochs}"
+        progress = tqdm(parts.train_loader, desc=description, disable=not accelerator.is_local_main_process or self.options.quiet)
+        for batch in progress:
+            with accelerator.accumulate(parts.model):
+                loss = parts.model(**batch).loss
+                accelerator.backward(loss)
+                parts.optimizer.step()
+                parts.scheduler.step()
+                parts.optimizer.zero_grad()
+            if parts.ema is not None and accelerator.sync_gradients:
+                parts.ema.update_parameters(accelerator.unwrap_model(parts.model))
+            samples += len(batch["input_ids"]) * accelerator.num_processes
+            loss_sum, batches = loss_sum + loss.item(), batches + 1
+            progress.set_postfix(loss=f"{loss_sum / batches:.4f}", refresh=False)
+            state["steps"] += accelerator.sync_gradients
+            self.size_schedule_to_budget()
+            if state["steps"] >= parts.schedule.steps:
+                break
+        state["train_seconds"] += time.perf_counter() - started
+        state["train_samples"] += samples
+        return loss_sum, batches
+
+    def size_schedule_to_budget(self) -> None:
+        parts, state = self.parts, self.state
+        if self.sized or state["steps"] != min(BUDGET_MEASURED_STEPS, parts.steps_per_epoch):
+            return
+        elapsed, validation_batches = time.monotonic() - self.started, len(parts.eval_loaders["validation"])
+        state["schedule_steps"] = budgeted_steps(
+            self.options.max_train_minutes, self.accelerator, state["steps"], parts.schedule.steps, elapsed, parts.steps_per_epoch, validation_batches
+        )
+        parts.schedule.steps, self.sized = state["schedule_steps"], True
+
+
+def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path) -> None:
+    """Train from `state` (a fresh run's or a checkpoint's) to the end of the schedule: per epoch, validation
+    metrics, the best epoch's model in `best/` and a checkpoint."""
+    trainer = EpochTrainer(options, accelerator, parts, state)
+    for epoch in range(state["epoch"] + 1, options.epochs + 1):
+        if state["steps"] >= parts.schedule.steps:
+            break
+        loss_sum, batches = trainer.train_one_epoch(epoch)
+        metrics = evaluate(parts.evaluated_model, parts.eval_loaders["validation"], accelerator, parts.compute_metrics, parts.task, "validation", not options.quiet)
+        if options.metric_for_best_model not in metrics:  # AUROC is left out when a class is missing from validation
+            raise ValueError(f"--metric-for-best-model {options.metric_for_best_model!r} is not among the validation metrics {sorted(metrics)}.")
+        train_loss = accelerator.reduce(torch.tensor([loss_sum, batches], device=accelerator.device, dtype=torch.float64), "sum")
+        state["history"].append({"epoch": epoch, "train_loss": float(train_loss[0] / train_loss[1]), **metrics})
+        report_epoch(options, accelerator, state["history"][-1], metrics)
+        if metric_is_better(options.metric_for_best_model, metrics[options.metric_for_best_model], state["best_metric"]):
+            state["best_epoch"], state["best_metric"] = epoch, metrics[options.metric_for_best_model]
+            save_best(accelerator, parts.evaluated_model, parts.tokenizer, output_dir)
+        state["epoch"] = epoch
+        save_checkpoint(accelerator, output_dir, epoch, state, parts.ema)
+
+
+def report_epoch(options: TrainOptions, accelerator, entry: dict, metrics: dict) -> None:
+    """The epoch's line (unless --quiet) and, with --report-to, its values in the tracker."""
+    if options.report_to:
+        logged = {f"validation/{key}": value for key, value in metrics.items() if isinstance(value, float)}
+        accelerator.log({"train/loss": entry["train_loss"], **logged}, step=entry["epoch"])
+    if accelerator.is_main_process and not options.quiet:
+        shown = ", ".join(f"{key} {format_metric(value)}" for key, value in metrics.items() if isinstance(value, float | None))
+        tqdm.write(f"epoch {entry['epoch']}: validation {shown}")

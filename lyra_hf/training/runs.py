@@ -1,0 +1,191 @@
+"""One run of lyra-train: in this process, as one process of a torch.distributed job (`accelerate launch`, torchrun),
+or spread by lyra-train itself over this machine's CPUs, one single-threaded process each (see `lyra_hf.cpu`)."""
+
+import math
+import os
+import sys
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, patch_environment, set_seed
+from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .. import cli
+from ..checkpoints import RunLayout
+from ..cpu import WorkerError, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes
+from ..data import SEQUENCE_COLUMN
+from ..outputs import locked_output_dir, remove_outputs, write_json
+from ..tasks import TASKS
+from .inputs import build_loaders, check_metric_name, load_data, memory_bound_max_length, tokenized_splits
+from .loop import RunParts, fit
+from .options import TrainOptions
+from .results import finish_run, summary_line
+from .schedule import LearningRateSchedule
+from .setup import build_config, build_model, build_optimizer, build_tokenizer
+from .state import check_output_dir, checkpoint_to_resume, new_state, restore_state
+
+
+@dataclass(frozen=True)
+class ProcessShare:
+    """One process's part of a run that lyra-train spreads over CPU processes itself: its slice of the global batch,
+    and the length limit the launching process measured, so that every process reads the same rows."""
+
+    batch_size: int
+    max_length: int
+
+
+@dataclass
+class TrainingRun:
+    """What `train` leaves behind: the results written to results.json, the trained model (unwrapped, best epoch's
+    weights not loaded) and the accelerator."""
+
+    results: dict
+    model: torch.nn.Module
+    accelerator: Accelerator
+
+
+def train(options: TrainOptions, lock: bool = True, share: ProcessShare | None = None) -> TrainingRun:
+    """Train in this process, or as one process of a torch.distributed job (RANK/WORLD_SIZE set); `lock=False` when the
+    process that launched the job holds the output folder's lock."""
+    output_dir = Path(options.output_dir)
+    # Several processes on a machine without an accelerator (e.g. `accelerate launch --multi_gpu --num_processes 2` or
+    # torchrun on CPUs): accelerate forms the gloo process group only when told to use the CPU, and would otherwise
+    # run independent copies of the training.
+    several_processes_on_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
+    accelerator = Accelerator(
+        cpu=several_processes_on_cpu,
+        gradient_accumulation_steps=options.gradient_accumulation_steps,
+        mixed_precision=options.mixed_precision,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=options.seed),
+        # Gradients live in DDP's all-reduce buckets rather than being copied in and out of them each step: the same
+        # values, one copy fewer (BENCHMARKS.md, "CPU use"). Ignored in a single process.
+        kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)],
+        log_with=options.report_to,
+        project_dir=str(output_dir),
+    )
+    # The main process writes every output, so it alone holds the folder's lock, for the whole run.
+    with locked_output_dir(output_dir) if accelerator.is_main_process and lock else nullcontext():
+        return run_training(options, accelerator, output_dir, share)
+
+
+def run_training(options: TrainOptions, accelerator: Accelerator, output_dir: Path, share: ProcessShare | None) -> TrainingRun:
+    """Check, prepare, fit and finish one run; every input is checked before an earlier run's outputs are replaced."""
+    if accelerator.is_main_process:
+        check_output_dir(options, output_dir)
+    accelerator.wait_for_everyone()
+    checkpoint = checkpoint_to_resume(options, output_dir)
+    set_seed(options.seed)
+    parts = prepare_run(options, accelerator, share)
+    if accelerator.is_main_process:
+        start_run_folder(options, output_dir)
+    accelerator.wait_for_everyone()
+    state = new_state(options)
+    if options.resume_from_checkpoint and checkpoint is None and accelerator.is_main_process:
+        print(f"lyra-train: no checkpoint in {RunLayout(output_dir).checkpoints} yet; starting from scratch.", file=sys.stderr)
+    if checkpoint is not None:
+        state = restore_state(accelerator, checkpoint, parts.ema, state)
+    if options.report_to:
+        accelerator.init_trackers(RunLayout.LOGS, config=options.tracker_config())
+    # A resumed run keeps the schedule it sized; checkpoints from before schedules were sized ran --epochs in full.
+    parts.schedule.steps = state.setdefault("schedule_steps", parts.schedule.steps)
+    state.setdefault("steps", state["epoch"] * parts.steps_per_epoch)
+    fit(options, accelerator, parts, state, output_dir)
+    results = finish_run(options, accelerator, parts, state, output_dir)
+    return TrainingRun(results=results, model=accelerator.unwrap_model(parts.model), accelerator=accelerator)
+
+
+def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessShare | None) -> RunParts:
+    """The tokenizer, data, model, optimizer and schedule of a run, checked and prepared by Accelerate."""
+    tokenizer = build_tokenizer(options)
+    config = build_config(options, tokenizer)
+    batch_size = share.batch_size if share else options.batch_size
+    max_length = share.max_length if share else options.max_length or memory_bound_max_length(config, batch_size)
+    with accelerator.main_process_first():
+        dataset, names = load_data(options, tokenizer, max_length)
+        tokenized = tokenized_splits(dataset, tokenizer)
+    if "test" not in tokenized and accelerator.is_main_process:
+        print("lyra-train: no --test-file; results.json will have no test metrics.", file=sys.stderr)
+    check_metric_name(options, names)
+    model = build_model(options, tokenizer, names, config)
+    loaders = build_loaders(tokenized, batch_size, options, tokenizer)
+    optimizer = build_optimizer(model, options, accelerator.device)
+    steps_per_epoch = math.ceil(len(loaders["train"]) / accelerator.num_processes / options.gradient_accumulation_steps)
+    schedule = LearningRateSchedule(options.lr_scheduler, options.warmup_ratio, options.epochs * steps_per_epoch, accelerator.num_processes)
+    evaluation = [split for split in loaders if split != "train"]
+    model, optimizer, scheduler, train_loader, *eval_loaders = accelerator.prepare(
+        model, optimizer, LambdaLR(optimizer, schedule), loaders["train"], *[loaders[split] for split in evaluation]
+    )
+    ema = None
+    if options.ema_decay:
+        ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay))
+    return RunParts(
+        TASKS[options.task], tokenizer, names, dataset, model, optimizer, scheduler, schedule, train_loader, dict(zip(evaluation, eval_loaders)), steps_per_epoch, batch_size, ema
+    )
+
+
+def start_run_folder(options: TrainOptions, output_dir: Path) -> None:
+    """Replace an earlier run's outputs (with --overwrite-output-dir) and record this run's options.json."""
+    if options.overwrite_output_dir and not options.resume_from_checkpoint:
+        remove_outputs(output_dir, RunLayout.OUTPUTS)
+    write_json(RunLayout(output_dir).options, options.options_file_values())
+
+
+def train_worker(options: TrainOptions, share: ProcessShare) -> str | None:
+    """One process of `train_on_cpus`."""
+    configure_threads(1)
+    # DDP compares each gradient's strides with its bucket's, also along a dimension of size 1 (the depthwise
+    # convolution's (E, 1, 3) weight), where any stride describes the same memory: nothing to warn about.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    training = train(options, lock=False, share=share)
+    return summary_line(options, training.results) if training.accelerator.is_main_process else None
+
+
+def train_on_cpus(options: TrainOptions, processes: int) -> str | None:
+    """Train as one torch.distributed job of up to `processes` single-threaded CPU processes. Without
+    `--num-processes`, a run whose steps are too small to share out (`training_processes`) keeps one process. The global
+    batch stays `--batch-size`, split evenly over the processes, so the run is the one a single process would make (with
+    dropout masks drawn per process)."""
+    output_dir = Path(options.output_dir)
+    with locked_output_dir(output_dir):
+        # What could fail in one process and leave the others waiting for it is checked here, once.
+        check_output_dir(options, output_dir)
+        checkpoint_to_resume(options, output_dir)
+        tokenizer = build_tokenizer(options)
+        config = build_config(options, tokenizer)
+        max_length = options.max_length or memory_bound_max_length(config, options.batch_size)
+        dataset, names = load_data(options, tokenizer, max_length)
+        check_metric_name(options, names)
+        if options.num_processes is None:
+            tokens_per_step = options.batch_size * np.mean([len(sequence) for sequence in dataset["train"][SEQUENCE_COLUMN]])
+            processes = training_processes(processes, tokens_per_step, config.hidden_size)
+        while options.batch_size % processes:
+            processes -= 1
+        if processes == 1:
+            configure_threads(options.threads or threads_from_environment() or 1)
+            return summary_line(options, train(options, lock=False, share=ProcessShare(options.batch_size, max_length)).results)
+        try:
+            # One thread per process, said in the environment too (accelerate warns when OMP_NUM_THREADS is unset).
+            with patch_environment(OMP_NUM_THREADS="1"):
+                summaries = launch_on_cpus(train_worker, (options, ProcessShare(options.batch_size // processes, max_length)), processes)
+        except WorkerError as error:
+            if cli.is_expected_error(error.type_name):
+                raise ValueError(error.message) from None
+            raise RuntimeError(f"a training process failed:\n{error.traceback}") from None
+    return summaries[0]
+
+
+def train_here_or_on_cpus(options: TrainOptions) -> str | None:
+    """Train here, or over this machine's CPUs as one process each (see `lyra_hf.cpu`), and the closing line."""
+    processes, threads = plan_processes(options.num_processes, options.threads)
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # by `accelerate launch` or torchrun: one process of a job
+    if processes > 1 and not launched and not torch.accelerator.is_available():
+        return train_on_cpus(options, processes)
+    configure_threads(threads)
+    training = train(options)
+    return summary_line(options, training.results) if training.accelerator.is_main_process else None

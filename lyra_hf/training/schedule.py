@@ -1,0 +1,45 @@
+"""The learning-rate schedule, and the time budget (`--max-train-minutes`) that sizes it."""
+
+import math
+
+import torch
+
+
+# Steps timed before `--max-train-minutes` sizes the schedule (fewer when an epoch is shorter).
+BUDGET_MEASURED_STEPS = 10
+# A validation batch costs about a third of a training step (a forward pass without the backward and the optimizer).
+EVALUATION_STEP_FRACTION = 1 / 3
+
+
+class LearningRateSchedule:
+    """The learning-rate factor at each step: linear warm-up over `warmup_ratio` of `steps` optimizer steps, then
+    cosine or linear decay to 0 at the last step ("constant": 1 throughout, without warm-up, as in transformers). Its
+    length `steps` may change while it runs: `--max-train-minutes` sizes it from the speed of the first steps.
+    Accelerate steps a scheduler once per process for each optimizer step, so `scheduler_step` counts `processes` per
+    optimizer step."""
+
+    def __init__(self, kind: str, warmup_ratio: float, steps: int, processes: int = 1):
+        self.kind, self.warmup_ratio, self.steps, self.processes = kind, warmup_ratio, steps, processes
+
+    def __call__(self, scheduler_step: int) -> float:
+        if self.kind == "constant":
+            return 1.0
+        step, warmup = scheduler_step // self.processes, int(self.warmup_ratio * self.steps)
+        if step < warmup:
+            return step / warmup
+        progress = min(1.0, (step - warmup) / max(1, self.steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress)) if self.kind == "cosine" else 1.0 - progress
+
+
+def budgeted_steps(
+    max_train_minutes: float, accelerator, steps_done: int, planned: int, elapsed: float, steps_per_epoch: int, validation_batches: int
+) -> int:
+    """The optimizer steps that fit in `max_train_minutes`, from the time the first `steps_done` took and the
+    validation pass that ends each epoch, capped by `planned` (what --epochs gives); every process takes the smallest
+    estimate, so that all stop at the same step."""
+    seconds_per_step = elapsed / steps_done
+    epoch_overhead = 1 + validation_batches * EVALUATION_STEP_FRACTION / steps_per_epoch
+    remaining = 60 * max_train_minutes - elapsed
+    fit = steps_done + int(remaining / (seconds_per_step * epoch_overhead))
+    estimate = torch.tensor([max(steps_done, min(planned, fit))], device=accelerator.device)
+    return int(accelerator.gather(estimate).min())

@@ -1,0 +1,132 @@
+"""What a run trains: the tokenizer, the configuration, the model (new or a checkpoint to fine-tune) and the
+optimizer's parameter groups."""
+
+import difflib
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig
+
+from .. import LyraConfig, LyraTokenizer
+from ..checkpoints import check_model_and_tokenizer, load_tokenizer, resolve_checkpoint
+from ..tasks import TASKS
+from .options import ModelOptions, TrainOptions
+
+
+# Keys a saved config.json carries besides the configuration's own fields.
+SAVED_CONFIG_KEYS = ("auto_map", "torch_dtype", "use_cache")
+
+
+def parameter_groups(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: the parameters a module tags with optimizer settings of their own (its `_optim`, by
+    parameter name: the S4D recipe's SSM parameters, without weight decay and at `config.ssm_learning_rate` when set),
+    one group per setting; biases, norm weights and other vectors without weight decay; the remaining matrices with
+    `weight_decay`. Works for `Trainer` too (`optimizers=(AdamW(groups), None)`)."""
+    tagged = {}
+    for module in model.modules():
+        for name, settings in getattr(module, "_optim", {}).items():
+            tagged[id(getattr(module, name))] = settings
+    groups = {"decay": {"params": [], "weight_decay": weight_decay, "lr": learning_rate}, "no_decay": {"params": [], "weight_decay": 0.0, "lr": learning_rate}}
+    for parameter in model.parameters():
+        if not parameter.requires_grad:
+            continue
+        if id(parameter) in tagged:
+            settings = {"weight_decay": weight_decay, "lr": learning_rate, **tagged[id(parameter)]}
+            groups.setdefault(json.dumps(settings, sort_keys=True), {"params": [], **settings})["params"].append(parameter)
+        else:
+            groups["decay" if parameter.ndim >= 2 else "no_decay"]["params"].append(parameter)
+    return [group for group in groups.values() if group["params"]]
+
+
+def build_optimizer(model: torch.nn.Module, options: TrainOptions, device: torch.device) -> torch.optim.AdamW:
+    # The fused kernel updates every parameter in one pass, where torch's default on a CPU loops over the tensors
+    # (BENCHMARKS.md, "CPU use"); Trainer's default optimizer is the same.
+    fused = True if device.type in ("cpu", "cuda") else None  # None: torch's own choice on other devices
+    return torch.optim.AdamW(parameter_groups(model, options.learning_rate, options.weight_decay), fused=fused)
+
+
+def is_checkpoint(path: str) -> bool:
+    """A directory or Hub id holding model weights (rather than a config JSON to start from); checked."""
+    if path.endswith(".json"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No such config file: {path}")
+        return False
+    resolve_checkpoint(path)
+    return True
+
+
+def build_tokenizer(options: TrainOptions) -> LyraTokenizer:
+    """The checkpoint's own tokenizer when `--config` names one to fine-tune (checked against its model), else a new
+    one for `--alphabet`."""
+    if options.config and is_checkpoint(options.config):
+        source = resolve_checkpoint(options.config)
+        tokenizer = load_tokenizer(options.config, source, {})
+        if not isinstance(tokenizer, LyraTokenizer):
+            raise ValueError(f"--config {options.config} holds a {type(tokenizer).__name__}, not a LyraTokenizer.")
+        check_model_and_tokenizer(AutoConfig.from_pretrained(source), tokenizer, f"--config {options.config}")
+        return tokenizer
+    return LyraTokenizer.for_alphabet(options.alphabet, padding_characters=options.padding_characters)
+
+
+def read_config_file(path: str) -> LyraConfig:
+    """A LyraConfig from a JSON file the user wrote. A file that is not a JSON object, or a key LyraConfig does not
+    know (a typo such as `hiden_size` would otherwise train at the default width), fails naming the file and the key;
+    the values' types and ranges are LyraConfig's own checks."""
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"--config {path} is not a JSON file ({error}).") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path} must hold a JSON object of LyraConfig fields, got a {type(values).__name__}.")
+    known = {*LyraConfig().to_dict(), *LyraConfig.attribute_map, *SAVED_CONFIG_KEYS}
+    if unknown := [key for key in values if key not in known]:
+        hints = [difflib.get_close_matches(key, known, n=1) for key in unknown]
+        named = ", ".join(f"{key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") for key, hint in zip(unknown, hints))
+        raise ValueError(f"--config {path}: unknown key {named}; LyraConfig's fields are listed in its docstring.")
+    try:
+        return LyraConfig(**values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--config {path}: {error}") from None
+
+
+def size_overrides(options: TrainOptions) -> dict:
+    return {field: getattr(options, field) for field in ModelOptions.SIZE_FIELDS if getattr(options, field) is not None}
+
+
+def pretrained_checkpoint(options: TrainOptions) -> str | None:
+    """The checkpoint `--config` names to fine-tune (None for a config JSON or none), refused with size flags."""
+    if not (options.config and is_checkpoint(options.config)):
+        return None
+    if sizes := size_overrides(options):
+        flags = ", ".join(f"--{field.replace('_', '-')}" for field in sizes)
+        raise ValueError(f"{flags} cannot resize the pretrained checkpoint {options.config}; drop them or start from a config JSON.")
+    return resolve_checkpoint(options.config)
+
+
+def build_config(options: TrainOptions, tokenizer):
+    """The architecture to train: a checkpoint's, a config JSON's, or the default, with the size flags applied."""
+    if checkpoint := pretrained_checkpoint(options):
+        return AutoConfig.from_pretrained(checkpoint)
+    config = read_config_file(options.config) if options.config else LyraConfig()
+    tokens = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, "alphabet": tokenizer.letters}
+    for field, value in {**size_overrides(options), **tokens}.items():
+        setattr(config, field, value)
+    config.validate_architecture()
+    return config
+
+
+def build_model(options: TrainOptions, tokenizer, names: list[str], config=None):
+    """A fresh model from `config` (default: `build_config`), or a checkpoint to fine-tune with a head for this task's
+    labels."""
+    task = TASKS[options.task]
+    labels = {"id2label": dict(enumerate(names)), "label2id": {name: index for index, name in enumerate(names)}}
+    if checkpoint := pretrained_checkpoint(options):
+        config = AutoConfig.from_pretrained(checkpoint, num_labels=len(names), problem_type=task.problem_type, **labels)
+        # A new task gets a new head: weights of a head with another number of outputs are not loaded.
+        return task.model_class.from_pretrained(checkpoint, config=config, ignore_mismatched_sizes=True)
+    config = config or build_config(options, tokenizer)
+    config.num_labels, config.problem_type = len(names), task.problem_type
+    config.id2label, config.label2id = labels["id2label"], labels["label2id"]
+    return task.model_class(config)
