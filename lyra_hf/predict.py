@@ -26,9 +26,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cli
-from .checkpoints import atomic_text, load_models
+from .checkpoints import load_models, member_columns
 from .cpu import WorkerPool, configure_threads, cpu_batch_tokens, plan_processes
 from .data import SEQUENCE_COLUMN, check_columns, check_rows, stream_table
+from .outputs import atomic_text, refuse_earlier_outputs
 from .tasks import task_of
 
 
@@ -121,13 +122,7 @@ def prediction_columns(config, outputs: list) -> dict[str, list]:
     members = outputs[0].shape[0] if outputs else 1
 
     def mean_and_std(prefix: str, values: np.ndarray) -> dict[str, list]:
-        """values: (rows, members, columns)."""
-        columns = {}
-        for column, name in enumerate(names):
-            columns[f"{prefix}{name}"] = values[:, :, column].mean(1).tolist()
-            if members > 1:
-                columns[f"{prefix}{name}_std"] = values[:, :, column].std(1).tolist()
-        return columns
+        return {key: value.tolist() for key, value in member_columns(values, [f"{prefix}{name}" for name in names]).items()}
 
     if task.numeric_labels:
         return mean_and_std("predicted_", np.stack(outputs).reshape(len(outputs), members, len(names)))
@@ -141,16 +136,17 @@ def prediction_columns(config, outputs: list) -> dict[str, list]:
     return columns
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """Every flag value is checked by its type (see `build_parser`)."""
+    return args
 
 
 def run(args: argparse.Namespace) -> str:
     output = Path(args.output)
     if output.is_dir():
         raise ValueError(f"--output {output} is a directory; name the CSV file to write.")
-    if output.exists() and not args.overwrite:
-        raise ValueError(f"--output {output} exists; pass --overwrite to replace it.")
+    if not args.overwrite:
+        refuse_earlier_outputs(f"--output {output}", [output.name] if output.exists() else [], None, "--overwrite to replace it")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"No directory {output.parent} for --output {output}.")
     where = f"input file {args.input}"
