@@ -1,4 +1,4 @@
-"""Entry point of `lyra-scan` (see `lyra_hf/scan.py`), for `python scripts/scan.py`."""
+"""Entry point of `lyra-scan` (see `lyra_hf/scan/`), for `python scripts/scan.py`."""
 
 import sys
 

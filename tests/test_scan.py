@@ -236,7 +236,8 @@ def test_all_pairs_cli_counts_every_double_mutant_and_refuses_beyond_max_mutants
 
 
 def test_an_interrupted_all_pairs_scan_leaves_no_partial_output(tmp_path, monkeypatch, capsys):
-    import lyra_hf.scan as scan_module
+    import lyra_hf.scan.pairs as pairs_module
+    import lyra_hf.scan.scoring as scoring_module
 
     model, tokenizer = tiny_lyra()
     model.save_pretrained(tmp_path / "model")
@@ -245,8 +246,8 @@ def test_an_interrupted_all_pairs_scan_leaves_no_partial_output(tmp_path, monkey
     flags = ["--model", str(tmp_path / "model"), "--sequence", WILD_TYPE, "--output-dir", str(output), "--no-figures", "--num-processes", "1"]
     assert main(flags) == 0  # an earlier scan, kept whole
     earlier = (output / "singles.csv").read_text()
-    monkeypatch.setattr(scan_module, "PAIR_CHUNK_SITES", 4)
-    real_score_group, calls = scan_module.score_group, []
+    monkeypatch.setattr(pairs_module, "PAIR_CHUNK_SITES", 4)
+    real_score_group, calls = scoring_module.score_group, []
 
     def interrupted(state, group):
         calls.append(1)
@@ -254,7 +255,7 @@ def test_an_interrupted_all_pairs_scan_leaves_no_partial_output(tmp_path, monkey
             raise KeyboardInterrupt
         return real_score_group(state, group)
 
-    monkeypatch.setattr(scan_module, "score_group", interrupted)
+    monkeypatch.setattr(scoring_module, "score_group", interrupted)
     capsys.readouterr()
     assert main([*flags, "--all-pairs", "--overwrite", "--batch-size", "50"]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "lyra-scan: interrupted (SIGINT); nothing partial was written"
