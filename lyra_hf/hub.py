@@ -23,6 +23,36 @@ def alphabet_name(tokenizer) -> str:
     return next((name for name, letters in ALPHABETS.items() if letters == tokenizer.letters), "custom")
 
 
+def test_results(task, dataset_name: str, test: dict) -> list[EvalResult]:
+    """The test metrics as the card's `model-index` entries (the undefined ones left out)."""
+    return [
+        EvalResult(
+            task_type=task.pipeline_tag,
+            task_name=task.title,
+            dataset_type=dataset_name,
+            dataset_name=dataset_name,
+            dataset_split="test",
+            metric_type=metric,
+            metric_name=METRICS[metric].title,
+            metric_value=round(float(test[metric]), 4),
+        )
+        for metric in task.metric_names
+        if isinstance(test.get(metric), (int, float))
+    ]
+
+
+def results_table(task, test: dict, results: dict | None, ensemble_members: list[str] | None) -> str:
+    """The card's results section: the test metrics as a table, saying which model scored them."""
+    if not test:
+        return "No test results were recorded for this checkpoint."
+    rows = "\n".join(
+        f"| {METRICS[metric].title} | {'undefined' if test[metric] is None else f'{test[metric]:.4f}'} |" for metric in task.metric_names if metric in test
+    )
+    rows += f"\n\n{test['note']}." if "note" in test else ""
+    chosen = f"the mean prediction of {len(ensemble_members)} members" if ensemble_members else f"best epoch {results.get('best_epoch')}"
+    return f"On the test split ({test.get('num_samples', test.get('num_residues', '?'))} samples), {chosen}:\n\n| metric | value |\n| --- | ---: |\n{rows}"
+
+
 def build_model_card(
     model,
     tokenizer,
@@ -44,20 +74,6 @@ def build_model_card(
     names = [config.id2label[index] for index in range(config.num_labels)]
     dataset_name = dataset_name or "custom"
     test = (results or {}).get("test") or {}
-    eval_results = [
-        EvalResult(
-            task_type=task.pipeline_tag,
-            task_name=task.title,
-            dataset_type=dataset_name,
-            dataset_name=dataset_name,
-            dataset_split="test",
-            metric_type=metric,
-            metric_name=METRICS[metric].title,
-            metric_value=round(float(test[metric]), 4),
-        )
-        for metric in task.metric_names
-        if isinstance(test.get(metric), (int, float))
-    ]
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag=task.pipeline_tag,
@@ -65,18 +81,9 @@ def build_model_card(
         license=license,
         datasets=[dataset_name] if dataset_name != "custom" else None,
         model_name=repo_id.split("/")[-1],
-        eval_results=eval_results or None,
+        eval_results=test_results(task, dataset_name, test) or None,
     )
     prediction, head = task.describe_head(names, config)
-    if test:
-        rows = "\n".join(
-            f"| {METRICS[metric].title} | {'undefined' if test[metric] is None else f'{test[metric]:.4f}'} |" for metric in task.metric_names if metric in test
-        )
-        rows += f"\n\n{test['note']}." if "note" in test else ""
-        chosen = f"the mean prediction of {len(ensemble_members)} members" if ensemble_members else f"best epoch {results.get('best_epoch')}"
-        results_table = f"On the test split ({test.get('num_samples', test.get('num_residues', '?'))} samples), {chosen}:\n\n| metric | value |\n| --- | ---: |\n{rows}"
-    else:
-        results_table = "No test results were recorded for this checkpoint."
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
@@ -94,7 +101,7 @@ def build_model_card(
         auto_class=task.auto_class.__name__,
         training_data=training_data or f"Dataset: {dataset_name}.",
         protocol=protocol or "The epoch was chosen on a validation split; the test split was scored once with that model.",
-        results_table=results_table,
+        results_table=results_table(task, test, results, ensemble_members),
         pgc_expansions=" and ".join(str(factor) for factor in config.pgc_expansion_factors),
         num_s4d_layers=config.num_s4d_layers,
         hidden_size=config.hidden_size,

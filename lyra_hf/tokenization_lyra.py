@@ -49,6 +49,34 @@ WHITESPACE = re.compile(r"\s")
 NOT_IN_TABLE = -1
 
 
+def character_tokenizer(vocab: dict[str, int], letters: str, padding_characters: str, specials: list[str]) -> Tokenizer:
+    """The `tokenizers` backend: one token per character, letters upper-cased, whitespace dropped, padding characters
+    turned into the pad token (`specials[0]`)."""
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token=specials[1]))
+    rules = [normalizers.Replace(Regex(r"\s+"), "")]
+    rules += [normalizers.Replace(letter.lower(), letter) for letter in letters if letter.lower() != letter]
+    for character in padding_characters:
+        rules += [normalizers.Replace(character, specials[0])]
+        if character.lower() != character:
+            rules += [normalizers.Replace(character.lower(), specials[0])]
+    tokenizer.normalizer = normalizers.Sequence(rules)
+    # Every character is a token, except special tokens written out in full (such as the padding replacement).
+    special_pattern = "|".join(re.escape(token) for token in specials)
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(f"{special_pattern}|."), behavior="isolated")
+    tokenizer.decoder = decoders.Fuse()
+    return tokenizer
+
+
+def lookup_table(characters: list[tuple[str, int]]) -> np.ndarray:
+    """The token id of each ASCII byte (either case of each character), `NOT_IN_TABLE` for the others."""
+    table = np.full(128, NOT_IN_TABLE, dtype=np.int64)
+    for character, token_id in characters:
+        for variant in {character, character.lower()}:
+            if variant.isascii() and len(variant) == 1:
+                table[ord(variant)] = token_id
+    return table
+
+
 class LyraBatchEncoding(BatchEncoding):
     """
     A `BatchEncoding` made by the lookup-table path. Its `tokenizers.Encoding` objects (behind `tokens()`, `word_ids()`,
@@ -129,19 +157,7 @@ class LyraTokenizer(TokenizersBackend):
 
         specials = [str(token) for token in (pad_token, unk_token, cls_token, sep_token, mask_token)]
         vocab = {token: index for index, token in enumerate(specials + list(letters))}
-        self._tokenizer = Tokenizer(WordLevel(vocab, unk_token=str(unk_token)))
-        # Upper-case the letters that have a case, drop whitespace, and turn padding characters into the pad token.
-        rules = [normalizers.Replace(Regex(r"\s+"), "")]
-        rules += [normalizers.Replace(letter.lower(), letter) for letter in letters if letter.lower() != letter]
-        for character in padding_characters:
-            rules += [normalizers.Replace(character, str(pad_token))]
-            if character.lower() != character:
-                rules += [normalizers.Replace(character.lower(), str(pad_token))]
-        self._tokenizer.normalizer = normalizers.Sequence(rules)
-        # Every character is a token, except special tokens written out in full (such as the padding replacement).
-        special_pattern = "|".join(re.escape(token) for token in specials)
-        self._tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(f"{special_pattern}|."), behavior="isolated")
-        self._tokenizer.decoder = decoders.Fuse()
+        self._tokenizer = character_tokenizer(vocab, letters, padding_characters, specials)
         super().__init__(
             alphabet=alphabet,
             padding_characters=padding_characters,
@@ -157,13 +173,7 @@ class LyraTokenizer(TokenizersBackend):
             single="$A", pair=f"$A {self.sep_token} $B:1", special_tokens=[(str(self.sep_token), self.sep_token_id)]
         )
         # Plain batches of letters skip the backend: one table lookup per byte (see `_encode_with_lookup_table`).
-        self._lookup_table = np.full(128, NOT_IN_TABLE, dtype=np.int64)
-        for character, token_id in [(letter, vocab[letter]) for letter in letters] + [
-            (character, self.pad_token_id) for character in padding_characters
-        ]:
-            for variant in {character, character.lower()}:
-                if variant.isascii() and len(variant) == 1:
-                    self._lookup_table[ord(variant)] = token_id
+        self._lookup_table = lookup_table([(letter, vocab[letter]) for letter in letters] + [(character, self.pad_token_id) for character in padding_characters])
         self._vocab_size_without_added_tokens = len(vocab)
 
     @classmethod
@@ -219,32 +229,11 @@ class LyraTokenizer(TokenizersBackend):
         added tokens, a template that adds special tokens, and options this path does not produce (offsets,
         overflow, lengths, special-tokens or token-type masks, strides). The outputs are the backend's, value for value.
         """
-        unsupported = (
-            kwargs.get("stride", 0)
-            or kwargs.get("return_overflowing_tokens")
-            or kwargs.get("return_special_tokens_mask")
-            or kwargs.get("return_offsets_mapping")
-            or kwargs.get("return_length")
-            or kwargs.get("return_token_type_ids")
-            or truncation_strategy == TruncationStrategy.ONLY_SECOND
-        )
         is_batched = isinstance(text, (list, tuple))
         texts = list(text) if is_batched else [text]
-        if (
-            unsupported
-            or not texts
-            or not all(isinstance(item, str) for item in texts)
-            or self._tokenizer.get_vocab_size(with_added_tokens=True) != self._vocab_size_without_added_tokens
-            or self._tokenizer.post_processor.num_special_tokens_to_add(False)
-        ):
+        codes = self._lookup_codes(texts, truncation_strategy, kwargs)
+        if codes is None:
             return None
-        joined = "".join(texts)
-        if not joined.isascii():
-            return None
-        codes = self._lookup_table[np.frombuffer(joined.encode("ascii"), dtype=np.uint8)]
-        if (codes == NOT_IN_TABLE).any():
-            return None
-
         lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
         starts = np.cumsum(lengths) - lengths
         if truncation_strategy != TruncationStrategy.DO_NOT_TRUNCATE and max_length is not None:
@@ -252,31 +241,13 @@ class LyraTokenizer(TokenizersBackend):
                 starts += np.maximum(lengths - max_length, 0)
             lengths = np.minimum(lengths, max_length)
         longest = int(lengths.max())
-        if padding_strategy == PaddingStrategy.LONGEST:
-            width = longest
-        elif padding_strategy == PaddingStrategy.MAX_LENGTH:
-            if max_length is None or longest > max_length:  # the backend leaves longer rows unpadded: let it
-                return None
-            width = max_length
-        else:
-            width = None
+        width = longest if padding_strategy == PaddingStrategy.LONGEST else max_length if padding_strategy == PaddingStrategy.MAX_LENGTH else None
+        if padding_strategy == PaddingStrategy.MAX_LENGTH and (max_length is None or longest > max_length):
+            return None  # the backend leaves longer rows unpadded: let it
         if width is not None and pad_to_multiple_of:
             width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
         self._eventual_warn_about_too_long_sequence(range(width or longest), max_length, verbose)
-
-        if width is None:
-            input_ids = [codes[start : start + length].tolist() for start, length in zip(starts, lengths)]
-            is_token = (codes != self.pad_token_id).astype(np.int64)  # padding characters encode as [PAD]
-            attention_mask = [is_token[start : start + length].tolist() for start, length in zip(starts, lengths)]
-        else:
-            columns = np.arange(width)
-            shift = width - lengths if (padding_side or self.padding_side) == "left" else np.zeros_like(lengths)
-            inside = (columns >= shift[:, None]) & (columns < (shift + lengths)[:, None])
-            positions = np.clip(starts[:, None] + columns - shift[:, None], 0, max(len(codes) - 1, 0))
-            input_ids = np.where(inside, codes[positions] if len(codes) else self.pad_token_id, self.pad_token_id)
-            attention_mask = (input_ids != self.pad_token_id).astype(np.int64)
-            if return_tensors is None:
-                input_ids, attention_mask = input_ids.tolist(), attention_mask.tolist()
+        input_ids, attention_mask = self._lay_out(codes, starts, lengths, width, padding_side or self.padding_side, return_tensors)
         data = {"input_ids": input_ids}
         if return_attention_mask or (return_attention_mask is None and "attention_mask" in self.model_input_names):
             data["attention_mask"] = attention_mask
@@ -295,6 +266,47 @@ class LyraTokenizer(TokenizersBackend):
             ).encodings
 
         return LyraBatchEncoding(data, encode_with_backend, tensor_type=return_tensors)
+
+    def _lookup_codes(self, texts: list, truncation_strategy: TruncationStrategy, kwargs: dict) -> np.ndarray | None:
+        """The token ids of the texts joined, by the byte lookup table; None when this path does not apply."""
+        unsupported = (
+            kwargs.get("stride", 0)
+            or kwargs.get("return_overflowing_tokens")
+            or kwargs.get("return_special_tokens_mask")
+            or kwargs.get("return_offsets_mapping")
+            or kwargs.get("return_length")
+            or kwargs.get("return_token_type_ids")
+            or truncation_strategy == TruncationStrategy.ONLY_SECOND
+        )
+        if (
+            unsupported
+            or not texts
+            or not all(isinstance(item, str) for item in texts)
+            or self._tokenizer.get_vocab_size(with_added_tokens=True) != self._vocab_size_without_added_tokens
+            or self._tokenizer.post_processor.num_special_tokens_to_add(False)
+        ):
+            return None
+        joined = "".join(texts)
+        if not joined.isascii():
+            return None
+        codes = self._lookup_table[np.frombuffer(joined.encode("ascii"), dtype=np.uint8)]
+        return None if (codes == NOT_IN_TABLE).any() else codes
+
+    def _lay_out(self, codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int | None, padding_side: str, return_tensors):
+        """The rows' input ids and attention masks: lists of each row's length (`width` None), or padded to `width`."""
+        if width is None:
+            input_ids = [codes[start : start + length].tolist() for start, length in zip(starts, lengths)]
+            is_token = (codes != self.pad_token_id).astype(np.int64)  # padding characters encode as [PAD]
+            return input_ids, [is_token[start : start + length].tolist() for start, length in zip(starts, lengths)]
+        columns = np.arange(width)
+        shift = width - lengths if padding_side == "left" else np.zeros_like(lengths)
+        inside = (columns >= shift[:, None]) & (columns < (shift + lengths)[:, None])
+        positions = np.clip(starts[:, None] + columns - shift[:, None], 0, max(len(codes) - 1, 0))
+        input_ids = np.where(inside, codes[positions] if len(codes) else self.pad_token_id, self.pad_token_id)
+        attention_mask = (input_ids != self.pad_token_id).astype(np.int64)
+        if return_tensors is None:
+            return input_ids.tolist(), attention_mask.tolist()
+        return input_ids, attention_mask
 
     def _convert_encoding(self, encoding, *args, **kwargs):
         encoding_dict, encodings = super()._convert_encoding(encoding, *args, **kwargs)

@@ -28,8 +28,9 @@ from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer
 from lyra_hf import predict as predict_command
 from lyra_hf import scan as scan_command
 from lyra_hf import train as train_command
-from lyra_hf.checkpoints import LOCK_FILE, load_checkpoint
+from lyra_hf.checkpoints import load_checkpoint
 from lyra_hf.data import load_sequence_dataset, read_table
+from lyra_hf.outputs import LOCK_FILE
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +120,7 @@ HELD_LOCKS: list[int] = []
 
 
 def longer_than_memory_allows(work: Path, run: Path) -> list[str]:
-    from lyra_hf.train import memory_bound_max_length
+    from lyra_hf.training import memory_bound_max_length
 
     limit = memory_bound_max_length(LyraConfig(hidden_size=16, state_size=8), 32)
     data = "sequence,label\n" + GOOD_ROWS + "M" * (limit + 1000) + ",1.0\n"
@@ -240,6 +241,15 @@ def config_case(content: str):
     return setup
 
 
+def options_case(content: str):
+    """lyra-train reading its options from a JSON file (an options.json), with a flag beside it."""
+
+    def setup(work: Path, run: Path) -> list[str]:
+        return [str(write(work / "options.json", content)), "--output-dir", str(work / "out")]
+
+    return setup
+
+
 @dataclass
 class Case:
     name: str
@@ -304,6 +314,14 @@ CASES = [
     Case("train-nan-learning-rate", "train", train_case(extra=("--learning-rate", "nan")), ("--learning-rate", "finite number above 0", "'nan'"), 2),
     Case("train-negative-time-budget", "train", train_case(extra=("--max-train-minutes", "-1")), ("--max-train-minutes", "above 0", "'-1'"), 2),
     Case("train-one-row-eval-limit", "train", train_case(extra=("--max-eval-samples", "1")), ("--max-eval-samples", "at least 2", "'1'"), 2),
+    Case("train-options-key-typo", "train", options_case('{"epoch": 3}'), ("options.json", "unknown option 'epoch'", "did you mean 'epochs'"), 2),
+    Case("train-options-out-of-range", "train", options_case('{"epochs": 0}'), ("options.json", "epochs", "at least 1", "got '0'"), 2),
+    Case("train-options-text-for-number", "train", options_case('{"learning_rate": "fast"}'), ("options.json", "learning_rate", "'fast'"), 2),
+    Case("train-options-switch-not-boolean", "train", options_case('{"quiet": "yes"}'), ("options.json", "quiet", "true or false", '"yes"'), 2),
+    Case("train-options-not-a-choice", "train", options_case('{"task": "ranking"}'), ("options.json", "task", "regression", '"ranking"'), 2),
+    Case("train-options-not-json", "train", options_case("epochs: 3\n"), ("options.json", "cannot be read as JSON"), 2),
+    Case("train-options-not-an-object", "train", options_case("[3]"), ("options.json", "JSON object", "list"), 2),
+    Case("train-options-contradict", "train", options_case('{"validation_column": "v"}'), ("--validation-column needs --split-column",), 2),
     Case("train-tracker-not-installed", "train", train_case(extra=("--report-to", "wandb")), ("--report-to wandb needs its package", "pip install wandb"), 2),
     # lyra-predict: checkpoints
     Case("predict-missing-absolute-model", "predict", predict_case(model="{work}/no/such/model"), ("No such directory", "no/such/model")),

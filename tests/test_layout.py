@@ -1,5 +1,6 @@
-"""The code's layout rules (issue 29), read from the source with `ast`: no import cycle among lyra_hf's modules, and
-the metric modules import nothing else of lyra_hf."""
+"""The code's layout rules (issue 29), read from the source with `ast`: no import cycle among lyra_hf's modules, the
+metric modules import nothing else of lyra_hf, no function over 60 lines or module over 450 (the model file aside),
+argparse's Namespace only in the command-line modules, and no task-name comparison outside the task table."""
 
 import ast
 from pathlib import Path
@@ -83,3 +84,62 @@ def test_no_code_outside_the_task_table_compares_a_task_name():
             if any(isinstance(item, ast.Constant) and item.value in TASKS for item in constants):
                 found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert found == []
+
+
+LONGEST_FUNCTION, LONGEST_MODULE = 60, 450
+# The model travels alone as remote code (`trust_remote_code`), so it stays one file.
+SELF_CONTAINED = ("modeling_lyra.py",)
+# Where a command's flags are parsed: the only modules that may hold argparse's Namespace.
+COMMAND_LINE_MODULES = ("cli.py", "train.py", "predict.py", "scan/command.py")
+
+
+def test_no_function_over_60_lines_and_no_module_over_450():
+    long_functions, long_modules = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text, name = path.read_text(), str(path.relative_to(PACKAGE))
+        if len(text.splitlines()) > LONGEST_MODULE and name not in SELF_CONTAINED:
+            long_modules.append((name, len(text.splitlines())))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > LONGEST_FUNCTION:
+                long_functions.append((f"{name}:{node.name}", node.end_lineno - node.lineno + 1))
+    assert (long_functions, long_modules) == ([], [])
+
+
+def test_argparse_namespaces_stay_in_the_command_line_modules():
+    """Library functions take options dataclasses or plain parameters; only the modules that parse flags see a
+    Namespace."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if str(path.relative_to(PACKAGE)) in COMMAND_LINE_MODULES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr == "Namespace") or (isinstance(node, ast.Name) and node.id == "Namespace"):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert found == []
+
+
+def code_map_paths() -> list[str]:
+    """The paths README's code map names: in a row "`lyra_hf/a/b.py`, `c.py`" the later names share the first's
+    folder; a name ending in "/" is a folder, covering what it holds."""
+    import re
+
+    text = (PACKAGE.parent / "README.md").read_text().split("## Code map", 1)[1].split("\n## ", 1)[0]
+    paths = []
+    for row in text.splitlines():
+        if not row.startswith("| `"):
+            continue
+        names = re.findall(r"`([^`]+)`", row.split("|")[1])
+        folder = names[0].rsplit("/", 1)[0] + "/" if "/" in names[0] else ""
+        paths += [names[0], *(name if "/" in name else folder + name for name in names[1:])]
+    return paths
+
+
+def test_the_readme_code_map_names_every_file_of_the_package():
+    named = code_map_paths()
+    missing = [
+        str(path.relative_to(PACKAGE.parent))
+        for path in sorted(PACKAGE.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts and path.name not in ("__init__.py", "__main__.py")
+        and not any(str(path.relative_to(PACKAGE.parent)) == name or (name.endswith("/") and str(path.relative_to(PACKAGE.parent)).startswith(name)) for name in named)
+    ]
+    assert missing == []

@@ -1,5 +1,6 @@
 """From files to batches: CSV/TSV/FASTA -> `datasets.DatasetDict` -> tokenized splits -> the right collator."""
 
+import functools
 import math
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import datasets
 from ..tasks import get_task
 from .checks import MIN_EVALUATION_ROWS, check_columns, check_mask_column, check_rows, check_split_sizes
 from .files import LABELS_COLUMN, SEQUENCE_COLUMN, read_table
-from .splits import split_by_column, split_by_fold
+from .splits import routing_problems, split_by_column, split_by_fold
 
 
 def load_sequence_dataset(
@@ -41,102 +42,126 @@ def load_sequence_dataset(
     - `fold_column` (ProteinGym-style `fold_random_5`) with `test_fold`: the rows of that fold are test, the others
       train, with validation carved from them.
 
-    Labels:
-
-    - regression: `labels` is a list of floats, one per label column (one or more targets);
-    - classification: one label column of class names; `labels` is a `ClassLabel` whose names (sorted) become the
-      model's `id2label`;
-    - token-classification: one label column of per-residue label strings (e.g. `HHEECC`); `labels` is a list of
-      class ids, one per residue, with `ClassLabel` names. Residues without a label (a character of
-      `ignore_label_characters`, e.g. `X` for unresolved residues, or a 0 in `mask_column`, a string of one 0/1 per
-      residue) get -1, datasets' "no label"; `tokenize_dataset` turns it into -100, which the loss and the metrics skip.
+    Labels: for regression, a list of floats, one per label column (one or more targets); for classification, one
+    label column of class names, a `ClassLabel` whose names (sorted) become the model's `id2label`;
+    for token-classification, one label column of per-residue label strings (e.g. `HHEECC`), a list of class ids, one
+    per residue, with `ClassLabel` names. Residues without a label (a character of `ignore_label_characters`, e.g. `X`
+    for unresolved residues, or a 0 in `mask_column`, a string of one 0/1 per residue) get -1, datasets' "no label";
+    `tokenize_dataset` turns it into -100, which the loss and the metrics skip.
 
     `alphabet` (the letters, e.g. `LyraTokenizer.letters`) with `unknown="error"` rejects characters outside it;
     `padding_characters` are allowed and become masked padding in the tokenizer. `max_length` rejects longer
     sequences.
     """
     task = get_task(task)
-    if unknown not in ("error", "unk"):
-        raise ValueError(f"`unknown` must be 'error' or 'unk', got {unknown!r}.")
     label_columns = [label_columns] if isinstance(label_columns, str) else list(label_columns)
-    if not label_columns:
-        raise ValueError("At least one label column is needed.")
-    if not task.numeric_labels and len(label_columns) != 1:
-        raise ValueError(f"Task {task.name!r} takes exactly one label column, got {label_columns}.")
-    if not 0.0 < validation_fraction < 1.0 and validation_file is None:
-        raise ValueError(f"`validation_fraction` must be in (0, 1), got {validation_fraction}.")
-
-    if (split_column or fold_column) and (validation_file or test_file):
-        column = "split_column" if split_column else "fold_column"
-        raise ValueError(f"`{column}` reads every split from one file; give no validation or test file with it.")
-    if split_column and fold_column:
-        raise ValueError("Give `split_column` or `fold_column`, not both.")
-    if validation_column and not split_column:
-        raise ValueError("`validation_column` marks validation rows among a `split_column`'s train rows; give both.")
-    if (ignore_label_characters or mask_column) and not task.labels_per_residue:
-        raise ValueError(f"Ignored label characters and mask columns mark residues without a label; task {task.name!r} has no per-residue labels.")
-    ignored = set(ignore_label_characters)
-
+    check_arguments(task, label_columns, unknown, validation_fraction, validation_file, test_file, split_column, fold_column, validation_column, ignore_label_characters, mask_column)
+    read = functools.partial(
+        read_checked, sequence_column=sequence_column, label_columns=label_columns, mask_column=mask_column, task=task,
+        letters=alphabet if unknown == "error" else None, padding_characters=padding_characters, max_length=max_length,
+    )  # fmt: skip
     files = {"train": train_file, "validation": validation_file, "test": test_file}
-    splits = {}
-    for split, path in files.items():
-        if path is None:
-            continue
-        dataset = read_table(path, text_columns=(mask_column,) if mask_column else ())
-        where = f"{split} file {path}" if not (split_column or fold_column) else f"file {path}"
-        routing = [column for column in (split_column, validation_column, fold_column, mask_column) if column]
-        check_columns(dataset, [sequence_column] + label_columns + routing, where)
-        check_rows(
-            dataset, sequence_column, label_columns, task.name, where, alphabet if unknown == "error" else None, padding_characters, max_length
-        )
-        if mask_column:
-            check_mask_column(dataset, sequence_column, mask_column, where)
-        splits[split] = dataset
-    if split_column:
-        splits = split_by_column(splits["train"], split_column, split_names, validation_column, f"file {train_file}")
-    elif fold_column:
-        splits = split_by_fold(splits["train"], fold_column, test_fold, f"file {train_file}")
-
+    splits = read_splits(read, files, split_column, split_names, validation_column, fold_column, test_fold, mask_column)
     if "validation" not in splits:
-        # At least two rows (a small file's 10% can be one), taken as datasets takes the fraction: ceil(fraction x rows).
-        carved_rows = max(MIN_EVALUATION_ROWS, math.ceil(validation_fraction * len(splits["train"])))
-        if len(splits["train"]) < 2 * carved_rows:
-            raise ValueError(f"file {train_file}: {len(splits['train'])} training rows are too few to carve a validation split from; give more rows or a validation file.")
-        test_size = validation_fraction if carved_rows > MIN_EVALUATION_ROWS else carved_rows
-        carved = splits["train"].train_test_split(test_size=test_size, seed=seed)
-        splits["train"], splits["validation"] = carved["train"], carved["test"]
+        splits["train"], splits["validation"] = carve_validation(splits["train"], validation_fraction, seed, train_file)
     check_split_sizes(splits)
+    names = class_names(task, splits, label_columns[0], set(ignore_label_characters))
+    convert = ModelColumns(task, sequence_column, label_columns, mask_column, names, set(ignore_label_characters))
+    features = datasets.Features({SEQUENCE_COLUMN: datasets.Value("string"), LABELS_COLUMN: task.label_feature(names)})
+    return datasets.DatasetDict(
+        {split: dataset.map(convert, batched=True, remove_columns=dataset.column_names, features=features) for split, dataset in splits.items()}
+    )
 
-    label_names = task.label_names(splits["train"][label_columns[0]], ignored)
-    if label_names is not None:
-        column = label_columns[0]
-        if len(label_names) < 2:
-            raise ValueError(f"train split: column {column!r} holds one class ({label_names[0]!r}); a classifier needs two or more.")
-        for split, dataset in splits.items():
-            if unseen := set(task.label_names(dataset[column], ignored)) - set(label_names):
-                raise ValueError(f"{split} split: labels {sorted(unseen)} in column {column!r} never occur in train.")
 
-    def to_model_columns(batch):
-        sequences = ["".join(sequence.split()) for sequence in batch[sequence_column]]
-        if task.numeric_labels:
-            labels = [[float(batch[column][row]) for column in label_columns] for row in range(len(sequences))]
-        elif not task.labels_per_residue:
-            labels = [label_names.index(str(value)) for value in batch[label_columns[0]]]
+def read_splits(read, files: dict, split_column, split_names, validation_column, fold_column, test_fold, mask_column) -> dict[str, datasets.Dataset]:
+    """The splits of the given files, or of the train file's rows by its split or fold column; `read` is `read_checked`
+    with the run's checks."""
+    if not (split_column or fold_column):
+        return {split: read(path, f"{split} file {path}", routing=[mask_column] if mask_column else []) for split, path in files.items() if path is not None}
+    where = f"file {files['train']}"
+    rows = read(files["train"], where, routing=[column for column in (split_column, validation_column, fold_column, mask_column) if column])
+    if split_column:
+        return split_by_column(rows, split_column, split_names, validation_column, where)
+    return split_by_fold(rows, fold_column, test_fold, where)
+
+
+def check_arguments(task, label_columns, unknown, validation_fraction, validation_file, test_file, split_column, fold_column, validation_column, ignore_label_characters, mask_column) -> None:
+    """`load_sequence_dataset`'s arguments, checked before any file is read."""
+    marks = "`ignore_label_characters`" if ignore_label_characters else "`mask_column`" if mask_column else None
+    routes = {"split_column": split_column, "fold_column": fold_column, "validation_column": validation_column}
+    problems = routing_problems(lambda name: f"`{name}`", split_files=bool(validation_file or test_file), residue_marks=marks, labels_per_residue=task.labels_per_residue, **routes)
+    problems += argument_problems(task, label_columns, unknown, validation_fraction if validation_file is None else None)
+    if problems:
+        raise ValueError(f"{problems[0][0].upper()}{problems[0][1:]}.")
+
+
+def argument_problems(task, label_columns: list[str], unknown: str, validation_fraction: float | None) -> list[str]:
+    problems = []
+    if unknown not in ("error", "unk"):
+        problems.append(f"`unknown` must be 'error' or 'unk', got {unknown!r}")
+    if not label_columns:
+        problems.append("at least one label column is needed")
+    if not task.numeric_labels and len(label_columns) != 1:
+        problems.append(f"task {task.name!r} takes exactly one label column, got {label_columns}")
+    if validation_fraction is not None and not 0.0 < validation_fraction < 1.0:
+        problems.append(f"`validation_fraction` must be in (0, 1), got {validation_fraction}")
+    return problems
+
+
+def read_checked(path, where: str, *, routing: list[str], sequence_column: str, label_columns: list[str], mask_column, task, letters, padding_characters: str, max_length):
+    """One file's rows, its columns and every row checked (`check_rows`), naming `where` in any error."""
+    dataset = read_table(path, text_columns=(mask_column,) if mask_column else ())
+    check_columns(dataset, [sequence_column] + label_columns + routing, where)
+    check_rows(dataset, sequence_column, label_columns, task.name, where, letters, padding_characters, max_length)
+    if mask_column:
+        check_mask_column(dataset, sequence_column, mask_column, where)
+    return dataset
+
+
+def carve_validation(train: datasets.Dataset, fraction: float, seed: int, train_file) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """A seeded validation split carved from train: at least two rows (a small file's 10% can be one), taken as
+    datasets takes the fraction, ceil(fraction x rows)."""
+    carved_rows = max(MIN_EVALUATION_ROWS, math.ceil(fraction * len(train)))
+    if len(train) < 2 * carved_rows:
+        raise ValueError(f"file {train_file}: {len(train)} training rows are too few to carve a validation split from; give more rows or a validation file.")
+    carved = train.train_test_split(test_size=fraction if carved_rows > MIN_EVALUATION_ROWS else carved_rows, seed=seed)
+    return carved["train"], carved["test"]
+
+
+def class_names(task, splits: dict[str, datasets.Dataset], column: str, ignored: set[str]) -> list[str] | None:
+    """The classes of train (None for numeric labels), checked: two or more, and every other split's among them."""
+    names = task.label_names(splits["train"][column], ignored)
+    if names is None:
+        return None
+    if len(names) < 2:
+        raise ValueError(f"train split: column {column!r} holds one class ({names[0]!r}); a classifier needs two or more.")
+    for split, dataset in splits.items():
+        if unseen := set(task.label_names(dataset[column], ignored)) - set(names):
+            raise ValueError(f"{split} split: labels {sorted(unseen)} in column {column!r} never occur in train.")
+    return names
+
+
+class ModelColumns:
+    """A batched `datasets.map` function from a file's columns to `sequence` (whitespace removed) and `labels`: floats
+    per target, a class id, or one class id per residue (-1 where the residue has no label)."""
+
+    def __init__(self, task, sequence_column: str, label_columns: list[str], mask_column: str | None, names: list[str] | None, ignored: set[str]):
+        self.task, self.sequence_column, self.label_columns, self.mask_column = task, sequence_column, label_columns, mask_column
+        self.names, self.ignored = names, ignored
+
+    def __call__(self, batch):
+        sequences = ["".join(sequence.split()) for sequence in batch[self.sequence_column]]
+        if self.task.numeric_labels:
+            labels = [[float(batch[column][row]) for column in self.label_columns] for row in range(len(sequences))]
+        elif not self.task.labels_per_residue:
+            labels = [self.names.index(str(value)) for value in batch[self.label_columns[0]]]
         else:
-            strings = ["".join(str(value).split()) for value in batch[label_columns[0]]]
-            masks = ["".join(str(value).split()) for value in batch[mask_column]] if mask_column else ["1" * len(text) for text in strings]
+            strings = ["".join(str(value).split()) for value in batch[self.label_columns[0]]]
+            masks = ["".join(str(value).split()) for value in batch[self.mask_column]] if self.mask_column else ["1" * len(text) for text in strings]
             labels = [
-                [-1 if c in ignored or scored == "0" else label_names.index(c) for c, scored in zip(text, mask)] for text, mask in zip(strings, masks)
+                [-1 if c in self.ignored or scored == "0" else self.names.index(c) for c, scored in zip(text, mask)] for text, mask in zip(strings, masks)
             ]
         return {SEQUENCE_COLUMN: sequences, LABELS_COLUMN: labels}
-
-    features = datasets.Features({SEQUENCE_COLUMN: datasets.Value("string"), LABELS_COLUMN: task.label_feature(label_names)})
-    return datasets.DatasetDict(
-        {
-            split: dataset.map(to_model_columns, batched=True, remove_columns=dataset.column_names, features=features)
-            for split, dataset in splits.items()
-        }
-    )
 
 
 def label_names(dataset: datasets.DatasetDict) -> list[str] | None:
