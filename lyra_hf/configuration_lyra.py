@@ -62,6 +62,14 @@ class LyraConfig(PreTrainedConfig):
             Epsilon of the RMS normalisations.
         pad_token_id (`int`, *optional*, defaults to 0):
             Id of the padding token.
+        site_effects_length (`int`, *optional*, defaults to 0):
+            With `L > 0`, sequence heads add to their output a learnt weight for each position (of the first `L`) and
+            token, summed over the sequence: the one-hot linear model of fitness-landscape work, inside the model, for
+            fixed-length variant libraries (an "augmented" model; `lyra-train` starts it from the one-hot ridge fit).
+            0 (the authors' model) adds nothing.
+        site_effects_learning_rate (`float`, *optional*):
+            Learning rate of the site effects; 0 keeps them where they start (the one-hot fit), so that the rest of the
+            model learns what that fit misses. `None` uses the optimizer's learning rate.
         alphabet (`str`, *optional*):
             The letters of the tokenizer the model was trained with (`LyraTokenizer.letters`), whose embedding rows
             follow the special tokens'. Recorded by `lyra-train`, so that a tokenizer of another alphabet is refused
@@ -100,6 +108,8 @@ class LyraConfig(PreTrainedConfig):
     pooling: str = "mean"
     rms_norm_eps: float = 1e-8
     pad_token_id: int | None = 0
+    site_effects_length: int = 0
+    site_effects_learning_rate: float | None = None
     alphabet: str | None = None
 
     def __post_init__(self, **kwargs):
@@ -151,6 +161,10 @@ class LyraConfig(PreTrainedConfig):
                 )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1), got {self.dropout}.")
+        if self.site_effects_learning_rate is not None and self.site_effects_learning_rate < 0:
+            raise ValueError(f"`site_effects_learning_rate` must be non-negative or None, got {self.site_effects_learning_rate}.")
+        if self.site_effects_length < 0:
+            raise ValueError(f"`site_effects_length` must be 0 (none) or a number of positions, got {self.site_effects_length}.")
         if not 0.0 < self.dt_min <= self.dt_max:
             raise ValueError(f"`dt_min` and `dt_max` must satisfy 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}.")
         if self.ssm_learning_rate is not None and self.ssm_learning_rate < 0:

@@ -42,15 +42,27 @@ def test_results(task, dataset_name: str, test: dict) -> list[EvalResult]:
 
 
 def results_table(task, test: dict, results: dict | None, ensemble_members: list[str] | None) -> str:
-    """The card's results section: the test metrics as a table, saying which model scored them."""
+    """The card's results section: the test metrics as a table, saying which model scored them, with the one-hot
+    baseline's beside them when the run fitted one."""
     if not test:
         return "No test results were recorded for this checkpoint."
+    baseline = (results or {}).get("baseline") or {}
+    beside = baseline.get("test") or {}
+
+    def shown(values: dict, metric: str) -> str:
+        return "undefined" if values.get(metric) is None else f"{values[metric]:.4f}"
+
+    header = f"| metric | value | {baseline['name']} |\n| --- | ---: | ---: |" if beside else "| metric | value |\n| --- | ---: |"
     rows = "\n".join(
-        f"| {METRICS[metric].title} | {'undefined' if test[metric] is None else f'{test[metric]:.4f}'} |" for metric in task.metric_names if metric in test
+        f"| {METRICS[metric].title} | {shown(test, metric)} |" + (f" {shown(beside, metric)} |" if beside else "")
+        for metric in task.metric_names
+        if metric in test
     )
     rows += f"\n\n{test['note']}." if "note" in test else ""
+    if beside:
+        rows += f"\n\nThe {baseline['name']} baseline (each position's letter one-hot) was fitted on the same train split, its regularisation chosen on validation."
     chosen = f"the mean prediction of {len(ensemble_members)} members" if ensemble_members else f"best epoch {results.get('best_epoch')}"
-    return f"On the test split ({test.get('num_samples', test.get('num_residues', '?'))} samples), {chosen}:\n\n| metric | value |\n| --- | ---: |\n{rows}"
+    return f"On the test split ({test.get('num_samples', test.get('num_residues', '?'))} samples), {chosen}:\n\n{header}\n{rows}"
 
 
 def build_model_card(

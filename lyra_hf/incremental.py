@@ -83,6 +83,9 @@ class IncrementalScorer:
             self.wild_output = self.wild_hidden + wild_mixed
             self.wild_mixed_prefix = nn.functional.pad(torch.cumsum(self.pooling_weights[:, None] * wild_mixed, 0), (0, 0, 1, 0))
             self.single_prefix_cache = {}
+            # Site effects are a sum over positions: the wild type's, and each substitution's change of it.
+            self.wild_ids = wild_ids.to(self.device)
+            self.wild_site_effects = model.site_effects(self.wild_ids[None], self.attention_mask[None])[0] if model.site_effects is not None else None
             # The table of single-substitution windows, for multiple mutants, is filled one position at a time when a
             # mutant first needs it (`substitutions_at`): worker processes each fill what their own mutants use, in
             # parallel, and a position's rows come from the same batch of V windows whichever process computes them,
@@ -215,6 +218,16 @@ class IncrementalScorer:
         return self.single_prefix_cache[position]
 
     @torch.no_grad()
+    def with_site_effects(self, logits: torch.Tensor, positions: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """`logits` (B, labels) of the mutants putting `tokens` at `positions` (B, k), plus the site-effects term of
+        each (the wild type's, changed at its substituted positions), when the model has one."""
+        site_effects = self.model.site_effects
+        if site_effects is None:
+            return logits
+        change = site_effects.rows(positions, tokens) - site_effects.rows(positions, self.wild_ids[positions])
+        masked = self.attention_mask[positions][..., None].to(change.dtype)  # padding positions add nothing
+        return logits + self.wild_site_effects + (change * masked).sum(1)
+
     def score(self, sites: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Logits of mutants grouped by the positions they change: mutant (i, j) puts `tokens[i, j, :]` at the
         distinct positions `sites[i, :]`. `sites` is (P, k) and `tokens` (P, M, k) (pad a short group with the wild
@@ -249,7 +262,7 @@ class IncrementalScorer:
                 before = self.wild_mixed_prefix[start]
             mixed = self.mixer_output(where, delta, num_sites, start)
             pooled = pooled + before + torch.matmul(self.pooling_weights[start:], mixed)
-            return model.score(pooled).view(num_sites, per_site, -1)
+            return self.with_site_effects(model.score(pooled), positions, tokens).view(num_sites, per_site, -1)
 
         # Otherwise every position's hidden state, the wild type's output before the batch's first change (causal).
         start = max(0, int(sites.min()) - radius) if self.causal else 0
@@ -263,7 +276,7 @@ class IncrementalScorer:
         for layer in backbone.layers[1:]:
             hidden_states = layer(hidden_states, attention_mask[..., None])
         logits = model.score(pool_hidden_states(hidden_states, attention_mask, model.config.pooling))
-        return logits.view(num_sites, per_site, -1)
+        return self.with_site_effects(logits, positions, tokens).view(num_sites, per_site, -1)
 
 
 __all__ = ["IncrementalScorer"]

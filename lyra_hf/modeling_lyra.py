@@ -450,6 +450,8 @@ class LyraPreTrainedModel(PreTrainedModel):
             init.copy_(module.A_imag, math.pi * torch.arange(half_state, dtype=torch.float32).expand_as(module.A_imag))
         elif isinstance(module, LyraS4D):
             init.normal_(module.D, mean=0.0, std=1.0)
+        elif isinstance(module, LyraSiteEffects):
+            init.zeros_(module.weight)  # no effect until trained (or set from a one-hot fit)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:
@@ -603,6 +605,43 @@ class LyraModel(LyraPreTrainedModel):
         )
 
 
+class LyraSiteEffects(nn.Module):
+    """A weight per position and token for each output, summed over a sequence's first `config.site_effects_length`
+    positions (padding excluded): the one-hot linear model of fitness-landscape work, which learns one effect per
+    position and letter, as a term of Lyra's sequence head. Lyra's embedding carries no position; this term gives
+    fixed-length variant libraries that bias, and lets the convolutions and the S4D layer learn what it cannot."""
+
+    def __init__(self, config: LyraConfig):
+        super().__init__()
+        self.length, self.vocab_size = config.site_effects_length, config.vocab_size
+        self.weight = nn.Parameter(torch.zeros(self.length * self.vocab_size, config.num_labels))
+        # Optimizer settings of their own (the `_optim` tag habit, see LyraS4DKernel).
+        if config.site_effects_learning_rate is not None:
+            self._optim = {"weight": {"lr": config.site_effects_learning_rate}}
+
+    def rows(self, positions: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """The weights of tokens `input_ids` at `positions` (same shape), zero beyond the first `length` positions:
+        (..., num_labels)."""
+        inside = positions < self.length
+        index = torch.where(inside, positions * self.vocab_size + input_ids, 0)
+        return self.weight[index] * inside[..., None]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): the tokens, right-padded.
+            attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): 0 at padding.
+
+        Returns:
+            `torch.Tensor` of shape `(batch_size, num_labels)`.
+        """
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        terms = self.rows(positions, input_ids)
+        if attention_mask is not None:
+            terms = terms * attention_mask[..., None].to(terms.dtype)
+        return terms.sum(1)
+
+
 class LyraForSequenceClassification(LyraPreTrainedModel):
     """Lyra with a linear head on the pooled sequence: regression (`num_labels` targets, MSE), single-label
     (cross-entropy) or multi-label (BCE) classification, chosen by `config.problem_type` as in every transformers
@@ -613,6 +652,7 @@ class LyraForSequenceClassification(LyraPreTrainedModel):
         self.num_labels = config.num_labels
         self.lyra = LyraModel(config)
         self.score = nn.Linear(config.hidden_size, config.num_labels)
+        self.site_effects = LyraSiteEffects(config) if config.site_effects_length else None
         # The loss is the sequence-classification loss for every face of this head (see LyraForSequenceRegression).
         self.loss_type = "ForSequenceClassification"
         self.post_init()
@@ -647,6 +687,10 @@ class LyraForSequenceClassification(LyraPreTrainedModel):
             return_dict=True,
         )
         logits = self.score(outputs.pooler_output)
+        if self.site_effects is not None:
+            if input_ids is None:
+                raise ValueError("A model with site effects (`config.site_effects_length`) needs `input_ids`, not `inputs_embeds`.")
+            logits = logits + self.site_effects(input_ids, attention_mask)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)

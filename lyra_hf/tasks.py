@@ -38,6 +38,7 @@ class Task:
     collator_class: type
     numeric_labels: bool  # real-valued targets (several allowed), rather than class names
     labels_per_residue: bool  # one label per residue (a head at every position), rather than one per sequence
+    baseline_name: str  # the one-hot baseline fitted beside each run (lyra_hf.baseline), as results and cards name it
 
     def collator(self, tokenizer, pad_to_multiple_of: int | None = None):
         """Pads a batch per batch; per-residue labels are padded with -100 (no loss, not scored)."""
@@ -86,11 +87,13 @@ class Task:
 
     def describe_head(self, names: list[str], config) -> tuple[str, str]:
         """What the model predicts and with which head, as the model card says it."""
+        sites = getattr(config, "site_effects_length", 0)
+        site_effects = f", plus a weight per position and letter of the first {sites} positions (site effects)" if sites else ""
         if self.numeric_labels:
-            return f"{', '.join(names)} (regression)", f"masked {config.pooling} pooling and a linear head with {config.num_labels} output(s)"
+            return f"{', '.join(names)} (regression)", f"masked {config.pooling} pooling and a linear head with {config.num_labels} output(s){site_effects}"
         if self.labels_per_residue:
             return f"a label per residue ({', '.join(names)})", f"a linear classifier at every position over {config.num_labels} labels"
-        return f"the class ({', '.join(names)})", f"masked {config.pooling} pooling and a linear classifier over {config.num_labels} classes"
+        return f"the class ({', '.join(names)})", f"masked {config.pooling} pooling and a linear classifier over {config.num_labels} classes{site_effects}"
 
 
 TASKS = {
@@ -109,6 +112,7 @@ TASKS = {
             DataCollatorWithPadding,
             numeric_labels=True,
             labels_per_residue=False,
+            baseline_name="one-hot ridge",
         ),
         Task(
             "classification",
@@ -123,6 +127,7 @@ TASKS = {
             DataCollatorWithPadding,
             numeric_labels=False,
             labels_per_residue=False,
+            baseline_name="one-hot logistic regression",
         ),
         Task(
             "token-classification",
@@ -137,6 +142,7 @@ TASKS = {
             DataCollatorForTokenClassification,
             numeric_labels=False,
             labels_per_residue=True,
+            baseline_name="one-hot window logistic regression",
         ),
     )
 }

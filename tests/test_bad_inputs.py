@@ -34,7 +34,7 @@ from lyra_hf.outputs import LOCK_FILE
 
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--hidden-size", "16", "--state-size", "8", "--epochs", "1", "--batch-size", "32"]
+TINY = ["--hidden-size", "16", "--state-size", "8", "--epochs", "1", "--batch-size", "32", "--site-effects", "off"]
 COMMANDS = {"train": train_command.main, "predict": predict_command.main, "scan": scan_command.main}
 GOOD_LINES = [f"{'ACDEFGHIKLMNPQRSTVWY'[i % 20]}KTAYIAK{'QRS'[i % 3]},{i / 10}\n" for i in range(40)]
 GOOD_ROWS = "".join(GOOD_LINES)

@@ -31,12 +31,16 @@ def full_forward(model, wild, attention_mask, sites, tokens):
         {"pgc_kernel_size": 5},
         {"pgc_residual": True, "pooling": "max"},
         {"pooling": "last", "bidirectional": True, "num_s4d_layers": 2},
+        {"site_effects_length": 30},  # positions 30 and beyond have no site effect
+        {"site_effects_length": LENGTH, "bidirectional": True, "pooling": "max"},
     ],
 )
 def test_incremental_scores_equal_full_forward_passes(config):
     torch.manual_seed(0)
     tokenizer = LyraTokenizer()
     model = LyraForSequenceRegression(LyraConfig(vocab_size=len(tokenizer), num_labels=2, **config)).eval()
+    if model.site_effects is not None:  # they start at 0; a test of them needs effects
+        torch.nn.init.normal_(model.site_effects.weight)
     wild = torch.randint(5, 25, (LENGTH,))
     attention_mask = torch.ones(LENGTH, dtype=torch.long)
     attention_mask[[3, 20]] = 0  # padding characters inside the sequence

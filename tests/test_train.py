@@ -24,13 +24,17 @@ from lyra_hf.training import parameter_groups
 
 REPO = Path(__file__).resolve().parents[1]
 # A small model and data so that every run takes seconds.
-TINY = ["--hidden-size", "16", "--state-size", "8", "--max-train-samples", "600", "--max-eval-samples", "101", "--batch-size", "32"]
-TIMING_KEYS = ("train_seconds", "samples_per_second")
+# The synthetic landscape's sequences share one length, which turns site effects on: tests of other mechanisms train
+# the authors' model (site effects are tested in test_baseline.py, and by the end-to-end test here).
+TINY = ["--hidden-size", "16", "--state-size", "8", "--max-train-samples", "600", "--max-eval-samples", "101", "--batch-size", "32", "--site-effects", "off"]
+TIMING_KEYS = ("train_seconds", "samples_per_second", "fit_seconds")
 
 
 def what_a_run_computed(results: dict) -> dict:
     """results.json without the timings and how the run was invoked (command line, output folder, resume flag)."""
     results = {key: value for key, value in results.items() if key not in (*TIMING_KEYS, "command")}
+    if "baseline" in results:
+        results["baseline"] = {key: value for key, value in results["baseline"].items() if key != "seconds"}
     settings = {key: value for key, value in results["settings"].items() if key not in ("output_dir", "resume_from_checkpoint")}
     return {**results, "settings": settings}
 
@@ -63,10 +67,12 @@ def synthetic_test_spearman(checkpoint: Path, num_test: int, split: str = "test"
 
 
 def test_end_to_end_on_the_embedded_default(tmp_path):
-    assert main([*TINY, "--epochs", "2", "--output-dir", str(tmp_path)]) == 0
+    """The defaults on the synthetic landscape, a variant library: site effects on, started from the one-hot fit
+    (validation's epoch 0), then two epochs."""
+    assert main([*TINY[:-2], "--epochs", "2", "--output-dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert {"validation", "test", "best_epoch", "num_parameters", "train_seconds", "samples_per_second"} <= set(results)
-    assert results["best_epoch"] in (1, 2) and len(results["history"]) == 2
+    assert {"validation", "test", "best_epoch", "num_parameters", "train_seconds", "samples_per_second", "baseline"} <= set(results)
+    assert results["best_epoch"] in (0, 1, 2) and [entry["epoch"] for entry in results["history"]] == [0, 1, 2]
     assert results["validation"]["num_samples"] == results["test"]["num_samples"] == 101
     assert results["samples_per_second"] > 0
     # The synthetic landscape's steps (30 residues a sequence) are too small to share out over processes.
@@ -443,6 +449,9 @@ def test_readme_benchmark_file_commands_run_as_written(tmp_path, monkeypatch, ca
         ss.append(sequence + "," + "".join("X" if generator.random() < 0.1 else "H" if c in "AELMQK" else "C" for c in sequence))
     (tmp_path / "ss.csv").write_text("\n".join(ss) + "\n")
     monkeypatch.chdir(tmp_path)
+    # The commands as written, on files of a few dozen rows: without the small-data floor of optimizer steps, which
+    # would make each of these runs hundreds of tiny epochs (the floor has its own test).
+    monkeypatch.setattr("lyra_hf.training.schedule.DEFAULT_MIN_STEPS", 0)
     assert len(commands) == 4
     for command in commands:
         assert main(command.split()) == 0, command
@@ -526,7 +535,8 @@ def test_a_run_records_how_it_was_made_and_its_command_makes_it_again(tmp_path, 
     assert results["settings"]["learning_rate"] == 3e-3 and results["settings"]["alphabet"] == "DNA"
     assert results["input_sha256"]["train_file"] == hashlib.sha256((tmp_path / "train.csv").read_bytes()).hexdigest()
     assert results["versions"]["torch"] == torch.__version__
-    assert [entry["epoch"] for entry in results["history"]] == [1, 2] and all(entry["train_loss"] > 0 for entry in results["history"])
+    # Sequences of one length: the run starts from the one-hot fit, scored as epoch 0 before any training loss.
+    assert [entry["epoch"] for entry in results["history"]] == [0, 1, 2] and all(entry["train_loss"] > 0 for entry in results["history"][1:])
     assert AutoTokenizer.from_pretrained(tmp_path / "run" / "best").letters == "ACGTN"
     events = b"".join(path.read_bytes() for path in (tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
     assert b"train/loss" in events and b"validation/spearmanr" in events
@@ -543,3 +553,31 @@ def test_a_run_records_how_it_was_made_and_its_command_makes_it_again(tmp_path, 
     from_options = json.loads((tmp_path / "from-options" / "results.json").read_text())
     assert (from_options["validation"], from_options["test"], from_options["history"]) == (results["validation"], results["test"], results["history"])
     assert what_a_run_computed(from_options)["settings"] == what_a_run_computed(results)["settings"]
+
+
+def test_the_default_schedule_gives_small_data_a_floor_of_optimizer_steps():
+    from lyra_hf.training.schedule import DEFAULT_EPOCHS, DEFAULT_MIN_STEPS, planned_steps
+
+    assert planned_steps(3, 6) == 18  # --epochs is taken as given
+    assert planned_steps(None, 6) == DEFAULT_MIN_STEPS  # 384 variants in batches of 64: 6 steps an epoch
+    assert planned_steps(None, 10_000) == DEFAULT_EPOCHS * 10_000
+
+
+def test_early_stopping_ends_the_run_once_validation_stops_improving(tmp_path):
+    """A learning rate too small to change the model: no epoch beats the first, so the run stops after `patience`
+    more, and says so."""
+    flags = [*TINY, "--epochs", "20", "--learning-rate", "1e-12", "--metric-for-best-model", "mse", "--early-stopping-patience", "2"]
+    assert main([*flags, "--num-processes", "1", "--output-dir", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["best_epoch"] == 1 and len(results["history"]) == 3 and results["stopped_early"]
+
+
+def test_a_budget_without_epochs_fills_the_budget(tmp_path):
+    """Without --epochs the schedule is sized to the budget alone (not capped by 25 epochs), and the run's training
+    and validation end after more than 80% of it and within it."""
+    budget_minutes = 0.25
+    flags = [*TINY, "--max-train-minutes", str(budget_minutes), "--num-processes", "1", "--threads", "1", "--no-baseline", "--quiet"]
+    assert main([*flags, "--output-dir", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["steps"] == results["schedule_steps"] > 25 * 17  # more than the 25 epochs a budget used to cap
+    assert 0.8 * 60 * budget_minutes <= results["fit_seconds"] <= 60 * budget_minutes

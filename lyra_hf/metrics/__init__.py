@@ -2,6 +2,7 @@
 is (`METRICS`), and `compute_metrics` builders for `transformers.Trainer`. Imports nothing else of lyra_hf: the task
 table (`lyra_hf.tasks`) names the metrics and builders each task uses."""
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,16 @@ def metric_is_better(metric: str, value: float | None, best: float | None) -> bo
     if value is None:
         return False
     return value > best if metric_of(metric).higher_is_better else value < best
+
+
+def defined_metrics(metrics: dict) -> dict:
+    """`metrics` with the undefined ones (NaN) as None and a `note` saying why, so that results.json stays strict JSON
+    and a reader learns the cause: a correlation with constant labels or constant predictions has no value."""
+    undefined = [key for key, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)]
+    if not undefined:
+        return metrics
+    note = f"{', '.join(undefined)} undefined (null): the labels or the predictions are constant, and a correlation with a constant has no value"
+    return {**{key: None if key in undefined else value for key, value in metrics.items()}, "note": note}
 
 
 def load_metric(name: str) -> evaluate.EvaluationModule:
@@ -129,6 +140,7 @@ __all__ = [
     "METRIC_NAMES",
     "REGRESSION_METRICS",
     "Metric",
+    "defined_metrics",
     "metric_is_better",
     "metric_of",
     "load_metric",

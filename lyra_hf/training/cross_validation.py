@@ -61,9 +61,10 @@ def cross_validate(options: TrainOptions) -> str | None:
         write_json(layout.results, results)
         write_json(layout.options, options.options_file_values())
     metric = options.metric_for_best_model
+    beside = f" ({results['baseline']['name']} {format_metric(results['baseline']['test_mean'][metric])})" if "baseline" in results else ""
     return (
         f"{len(folds)} folds of {options.fold_column}: test {metric} {format_metric(results['test_mean'].get(metric))} ± "
-        f"{format_metric(results['test_std'].get(metric))}; per-fold runs and {RunLayout.RESULTS} in {output_dir}"
+        f"{format_metric(results['test_std'].get(metric))}{beside}; per-fold runs and {RunLayout.RESULTS} in {output_dir}"
     )
 
 
@@ -73,10 +74,17 @@ def fold_statistics(options: TrainOptions, per_fold: dict[str, dict]) -> dict:
     folds = list(per_fold)
     metrics = [key for key in per_fold[folds[0]]["test"] if all(isinstance(per_fold[fold]["test"].get(key), float) for fold in folds)]
     values = {metric: np.array([per_fold[fold]["test"][metric] for fold in folds]) for metric in metrics}
-    return {
+    results = {
         "fold_column": options.fold_column,
-        "folds": {fold: {"test": per_fold[fold]["test"], "best_epoch": per_fold[fold]["best_epoch"]} for fold in folds},
+        "folds": {fold: {key: per_fold[fold][key] for key in ("test", "best_epoch", "baseline") if key in per_fold[fold]} for fold in folds},
         "test_mean": {metric: float(values[metric].mean()) for metric in metrics},
         "test_std": {metric: float(values[metric].std()) for metric in metrics},
         "metric_for_best_model": options.metric_for_best_model,
     }
+    baselines = [per_fold[fold].get("baseline") or {} for fold in folds]
+    if all(baseline.get("test") for baseline in baselines):
+        metric = options.metric_for_best_model
+        scores = [baseline["test"].get(metric) for baseline in baselines]
+        if all(isinstance(score, float) for score in scores):
+            results["baseline"] = {"name": baselines[0]["name"], "test_mean": {metric: float(np.mean(scores))}, "test_std": {metric: float(np.std(scores))}}
+    return results

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
+from ..baseline import fit_baseline
 from ..checkpoints import ENSEMBLE_FILE, RunLayout
 
 from ..cpu import WorkerPool, usable_cpus
@@ -23,7 +24,7 @@ from ..tasks import TASKS
 from .inputs import load_data, memory_bound_max_length, sort_by_length
 from .loop import evaluate, format_metric
 from .options import TrainOptions
-from .results import describe_protocol, run_card, share, summary_line
+from .results import beside_baseline, describe_protocol, run_card, share, summary_line
 from .runs import train, train_here_or_on_cpus
 from .state import check_output_dir
 
@@ -32,7 +33,7 @@ def member_options(options: TrainOptions) -> dict[str, TrainOptions]:
     """Each member's run: its own folder and seed `seed + i`, on the ensemble's data split (`data_seed`)."""
     return {
         RunLayout.member_name(index): dataclasses.replace(
-            options, output_dir=str(Path(options.output_dir) / RunLayout.member_name(index)), seed=options.seed + index, ensemble=None, push_to_hub=None
+            options, output_dir=str(Path(options.output_dir) / RunLayout.member_name(index)), seed=options.seed + index, ensemble=None, push_to_hub=None, no_baseline=True
         )
         for index in range(options.ensemble)
     }
@@ -82,7 +83,7 @@ def train_ensemble(options: TrainOptions) -> str:
         share(options, output_dir, card)
     metric, split = options.metric_for_best_model, "test" if results["test"] else "validation"
     return (
-        f"ensemble of {len(members)}: {split} {metric} {format_metric(results[split][metric])} (members "
+        f"ensemble of {len(members)}: {split} {metric} {format_metric(results[split][metric])}{beside_baseline(results, split, metric)} (members "
         f"{format_metric(results['members_mean'][split].get(metric))} ± {format_metric(results['members_std'][split].get(metric))}); "
         f"ensemble in {layout.best}"
     )
@@ -132,6 +133,8 @@ def evaluate_ensemble(options: TrainOptions, models: list, tokenizer, dataset, n
     }
     results.update(member_statistics(results, runs))
     results["metric_for_best_model"] = options.metric_for_best_model
+    if not options.no_baseline:
+        results["baseline"] = fit_baseline(task, dataset, tokenizer.letters, names, options.metric_for_best_model, options.data_seed).record
     results["num_parameters"] = sum(parameter.numel() for parameter in models[0].parameters())
     return results
 

@@ -11,10 +11,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import EvalPrediction
 
-from ..metrics import metric_is_better
+from ..metrics import defined_metrics, metric_is_better
 from ..tasks import Task
 from .options import TrainOptions
-from .schedule import BUDGET_MEASURED_STEPS, LearningRateSchedule, budgeted_steps
+from .schedule import BUDGET_MEASURED_STEPS, UNBOUNDED_STEPS, LearningRateSchedule, budgeted_steps
 from .state import save_best, save_checkpoint
 
 
@@ -36,6 +36,7 @@ class RunParts:
     steps_per_epoch: int
     batch_size: int  # per process
     ema: object = None
+    baseline: dict | None = None  # the one-hot baseline's record, when the run fitted it to start from
     compute_metrics: object = field(init=False)
 
     def __post_init__(self):
@@ -74,16 +75,6 @@ def evaluate(models, dataloader, accelerator, compute_metrics, task: Task, descr
     return defined_metrics({key: float(value) if isinstance(value, (float, np.floating)) else value for key, value in results.items()})
 
 
-def defined_metrics(metrics: dict) -> dict:
-    """`metrics` with the undefined ones (NaN) as None and a `note` saying why, so that results.json stays strict JSON
-    and a reader learns the cause: a correlation with constant labels or constant predictions has no value."""
-    undefined = [key for key, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)]
-    if not undefined:
-        return metrics
-    note = f"{', '.join(undefined)} undefined (null): the labels or the predictions are constant, and a correlation with a constant has no value"
-    return {**{key: None if key in undefined else value for key, value in metrics.items()}, "note": note}
-
-
 def format_metric(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.4f}"
 
@@ -95,7 +86,13 @@ class EpochTrainer:
     def __init__(self, options: TrainOptions, accelerator, parts: RunParts, state: dict):
         self.options, self.accelerator, self.parts, self.state = options, accelerator, parts, state
         self.sized = not options.max_train_minutes or state["epoch"] > 0
-        self.started = time.monotonic()
+        self.sized_here, self.first_step = not self.sized, state["steps"]
+        self.started = self.lap_started = time.monotonic()
+
+    def lap(self) -> float:
+        """When the current lap (epoch) started; the next one starts now."""
+        started, self.lap_started = self.lap_started, time.monotonic()
+        return started
 
     def train_one_epoch(self, epoch: int) -> tuple[float, int]:
         """One pass over the training data (or up to the schedule's end); the summed loss and the batches it took."""
@@ -103,7 +100,7 @@ class EpochTrainer:
         parts.model.train()
         parts.train_loader.set_epoch(epoch)
         started, samples, loss_sum, batches = time.perf_counter(), 0, 0.0, 0
-        description = f"epoch {epoch}/{self.options.epochs}"
+        description = f"epoch {epoch}/{math.ceil(parts.schedule.steps / parts.steps_per_epoch)}"
         progress = tqdm(parts.train_loader, desc=description, disable=not accelerator.is_local_main_process or self.options.quiet)
         for batch in progress:
             with accelerator.accumulate(parts.model):
@@ -125,13 +122,26 @@ class EpochTrainer:
         state["train_samples"] += samples
         return loss_sum, batches
 
+    def keep_to_budget(self) -> None:
+        """After each epoch of a run that sized its schedule to --max-train-minutes here: shorten the schedule when the
+        epochs' validation and checkpoints cost more than the first steps' estimate allowed for (never lengthen it)."""
+        if not (self.options.max_train_minutes and self.sized_here):
+            return
+        state, parts = self.state, self.parts
+        elapsed = time.monotonic() - self.started
+        seconds_per_step = elapsed / max(1, state["steps"] - self.first_step)
+        fit = state["steps"] + int((60 * self.options.max_train_minutes - elapsed) / seconds_per_step)
+        estimate = torch.tensor([max(state["steps"], min(parts.schedule.steps, fit))], device=self.accelerator.device)
+        parts.schedule.steps = state["schedule_steps"] = int(self.accelerator.gather(estimate).min())
+
     def size_schedule_to_budget(self) -> None:
         parts, state = self.parts, self.state
         if self.sized or state["steps"] != min(BUDGET_MEASURED_STEPS, parts.steps_per_epoch):
             return
         elapsed, validation_batches = time.monotonic() - self.started, len(parts.eval_loaders["validation"])
+        cap = parts.schedule.steps if self.options.epochs else UNBOUNDED_STEPS  # without --epochs, the budget alone
         state["schedule_steps"] = budgeted_steps(
-            self.options.max_train_minutes, self.accelerator, state["steps"], parts.schedule.steps, elapsed, parts.steps_per_epoch, validation_batches
+            self.options.max_train_minutes, self.accelerator, state["steps"], cap, elapsed, parts.steps_per_epoch, validation_batches
         )
         parts.schedule.steps, self.sized = state["schedule_steps"], True
 
@@ -140,28 +150,46 @@ def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output
     """Train from `state` (a fresh run's or a checkpoint's) to the end of the schedule: per epoch, validation
     metrics, the best epoch's model in `best/` and a checkpoint."""
     trainer = EpochTrainer(options, accelerator, parts, state)
-    for epoch in range(state["epoch"] + 1, options.epochs + 1):
-        if state["steps"] >= parts.schedule.steps:
-            break
+    if parts.baseline is not None and not state["history"]:
+        # A model started from the one-hot baseline is a candidate before any training: should training not improve
+        # on it, validation keeps it (epoch 0).
+        validate(options, accelerator, parts, state, output_dir, 0, None)
+    while state["steps"] < parts.schedule.steps and not patience_ran_out(options, state):
+        epoch = state["epoch"] + 1
         loss_sum, batches = trainer.train_one_epoch(epoch)
-        metrics = evaluate(parts.evaluated_model, parts.eval_loaders["validation"], accelerator, parts.compute_metrics, parts.task, "validation", not options.quiet)
-        if options.metric_for_best_model not in metrics:  # AUROC is left out when a class is missing from validation
-            raise ValueError(f"--metric-for-best-model {options.metric_for_best_model!r} is not among the validation metrics {sorted(metrics)}.")
         train_loss = accelerator.reduce(torch.tensor([loss_sum, batches], device=accelerator.device, dtype=torch.float64), "sum")
-        state["history"].append({"epoch": epoch, "train_loss": float(train_loss[0] / train_loss[1]), **metrics})
-        report_epoch(options, accelerator, state["history"][-1], metrics)
-        if metric_is_better(options.metric_for_best_model, metrics[options.metric_for_best_model], state["best_metric"]):
-            state["best_epoch"], state["best_metric"] = epoch, metrics[options.metric_for_best_model]
-            save_best(accelerator, parts.evaluated_model, parts.tokenizer, output_dir)
+        validate(options, accelerator, parts, state, output_dir, epoch, float(train_loss[0] / train_loss[1]))
         state["epoch"] = epoch
+        # The loop's own time (training, validation, checkpoints), which --max-train-minutes budgets, summed over resumes.
+        state["fit_seconds"] = state.get("fit_seconds", 0.0) + time.monotonic() - trainer.lap()
         save_checkpoint(accelerator, output_dir, epoch, state, parts.ema)
+        trainer.keep_to_budget()
+
+
+def validate(options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path, epoch: int, train_loss: float | None) -> None:
+    """Score the model on validation after `epoch`, record it, and keep it in `best/` when it is the best so far."""
+    metrics = evaluate(parts.evaluated_model, parts.eval_loaders["validation"], accelerator, parts.compute_metrics, parts.task, "validation", not options.quiet)
+    if options.metric_for_best_model not in metrics:  # AUROC is left out when a class is missing from validation
+        raise ValueError(f"--metric-for-best-model {options.metric_for_best_model!r} is not among the validation metrics {sorted(metrics)}.")
+    state["history"].append({"epoch": epoch, "train_loss": train_loss, **metrics})
+    report_epoch(options, accelerator, state["history"][-1], metrics)
+    if metric_is_better(options.metric_for_best_model, metrics[options.metric_for_best_model], state["best_metric"]):
+        state["best_epoch"], state["best_metric"] = epoch, metrics[options.metric_for_best_model]
+        save_best(accelerator, parts.evaluated_model, parts.tokenizer, output_dir)
+
+
+def patience_ran_out(options: TrainOptions, state: dict) -> bool:
+    """Early stopping: `--early-stopping-patience` epochs have passed since the best one."""
+    patience = options.early_stopping_patience
+    return bool(patience and state["best_epoch"] is not None and state["epoch"] - state["best_epoch"] >= patience)
 
 
 def report_epoch(options: TrainOptions, accelerator, entry: dict, metrics: dict) -> None:
     """The epoch's line (unless --quiet) and, with --report-to, its values in the tracker."""
     if options.report_to:
         logged = {f"validation/{key}": value for key, value in metrics.items() if isinstance(value, float)}
-        accelerator.log({"train/loss": entry["train_loss"], **logged}, step=entry["epoch"])
+        loss = {} if entry["train_loss"] is None else {"train/loss": entry["train_loss"]}
+        accelerator.log({**loss, **logged}, step=entry["epoch"])
     if accelerator.is_main_process and not options.quiet:
         shown = ", ".join(f"{key} {format_metric(value)}" for key, value in metrics.items() if isinstance(value, float | None))
         tqdm.write(f"epoch {entry['epoch']}: validation {shown}")

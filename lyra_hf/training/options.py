@@ -74,6 +74,12 @@ class ModelOptions:
     num_s4d_layers: int | None = option(help="S4D layers (default: the config's, 1)", type=POSITIVE_INT)
     bidirectional: bool | None = option(help="S4D layers also look right of each position")
     dropout: float | None = option(help="dropout probability (default: the config's, 0.2)", type=bounded(float, minimum=0, below=1))
+    site_effects: str = option(
+        "auto",
+        "a learnt weight per position and letter in the sequence head, started from the one-hot baseline's fit: on, off, "
+        "or auto (on when every training sequence has one length, as in a variant library)",
+        choices=("auto", "on", "off"),
+    )
 
     # The fields that size a new model, which a pretrained checkpoint's own architecture fixes.
     SIZE_FIELDS: ClassVar[tuple[str, ...]] = ("hidden_size", "state_size", "num_s4d_layers", "bidirectional", "dropout")
@@ -83,7 +89,11 @@ class ModelOptions:
 class OptimizationOptions:
     title: ClassVar[str] = "training"
 
-    epochs: int = option(25, "passes over the training data", type=POSITIVE_INT)
+    epochs: int | None = option(
+        help="passes over the training data (default: as many as fill --max-train-minutes; without a budget, 25 and at least 2,000 optimizer steps)",
+        type=POSITIVE_INT,
+    )
+    early_stopping_patience: int | None = option(help="stop when the validation metric has not improved for this many epochs", type=POSITIVE_INT)
     batch_size: int = option(
         64, "per optimizer step (split over lyra-train's own CPU processes); per device under accelerate launch", type=POSITIVE_INT
     )
@@ -123,6 +133,7 @@ class RunOptions:
         metavar="N",
     )
     quiet: bool = option(False, "no progress bars or per-epoch lines, only the closing line")
+    no_baseline: bool = option(False, "skip the one-hot baseline fitted beside the model (same train split, regularisation chosen on validation)")
     report_to: str | None = option(
         help="log the training loss and validation metrics per epoch to this experiment tracker, in OUTPUT_DIR/logs (Accelerate's trackers)",
         choices=TRACKERS,
@@ -147,7 +158,7 @@ OPTION_GROUPS = (DataOptions, ModelOptions, OptimizationOptions, RunOptions, Cpu
 # resumed run may change them, and `options.json` leaves out the ones that only say how this run started.
 RUN_ONLY_OPTIONS = (
     "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "quiet", "num_workers", "num_processes", "threads",
-    "report_to", "push_to_hub", "hub_private", "hub_revision", "hub_license", "hub_dataset_name", "command",
+    "report_to", "no_baseline", "push_to_hub", "hub_private", "hub_revision", "hub_license", "hub_dataset_name", "command",
 )  # fmt: skip
 NOT_IN_OPTIONS_FILE = ("overwrite_output_dir", "resume_from_checkpoint", "command")
 # Options naming files whose content, not path, a run depends on.
@@ -217,6 +228,8 @@ class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, 
                 "--push-to-hub with --fold-column would push every fold's model to one repo; push one fold's model "
                 "afterwards, e.g. hf upload REPO_ID OUTPUT_DIR/fold_0/best"
             )
+        if self.site_effects == "on" and TASKS[self.task].labels_per_residue:
+            yield "--site-effects on adds a term to sequence heads; --task token-classification has a head per residue"
         if self.ensemble is not None and self.fold_column:
             yield "give --ensemble or --fold-column, not both"
         if self.ensemble is not None and self.resume_from_checkpoint not in (None, "latest"):

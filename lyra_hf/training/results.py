@@ -10,12 +10,14 @@ from pathlib import Path
 import torch
 import transformers
 
+from ..baseline import fit_baseline
 from ..checkpoints import RunLayout
 
 from ..hub import build_model_card, push_run
 from ..outputs import write_json, write_text
 from .loop import RunParts, evaluate, format_metric
 from .options import TrainOptions
+from .schedule import planned_steps
 
 
 def run_record(options: TrainOptions, input_sha256: dict[str, str]) -> dict:
@@ -97,25 +99,34 @@ def run_results(options: TrainOptions, accelerator, parts: RunParts, state: dict
         "num_processes": accelerator.num_processes,
         "batch_size_per_process": parts.batch_size,
         "train_seconds": state["train_seconds"],
+        "fit_seconds": state.get("fit_seconds"),
         "samples_per_second": state["train_samples"] / state["train_seconds"] if state["train_seconds"] else None,
-        "stopped_early": parts.schedule.steps < options.epochs * parts.steps_per_epoch,
+        "stopped_early": state["steps"] < parts.schedule.steps or parts.schedule.steps < planned_steps(options.epochs, parts.steps_per_epoch),
         "steps": state["steps"],
         "schedule_steps": parts.schedule.steps,
         **run_record(options, state["settings"]["input_sha256"]),
     }
 
 
+def schedule_note(options: TrainOptions, parts: RunParts, state: dict) -> str:
+    """How the run's length was decided, for the log: an early stop, or the schedule a budget sized."""
+    ended = f"lyra-train: {state['steps']:,} optimizer steps in {state['epoch']} epoch(s)"
+    if state["steps"] < parts.schedule.steps:
+        return f"{ended}: stopped early, no better validation {options.metric_for_best_model} for {options.early_stopping_patience} epoch(s)."
+    return f"{ended}: --max-train-minutes {options.max_train_minutes} sized the schedule to {parts.schedule.steps:,} steps from the speed of the first ones."
+
+
 def finish_run(options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path) -> dict:
     """Score the best epoch's model on test, then write results.json and the card, and push (main process)."""
-    if parts.schedule.steps < options.epochs * parts.steps_per_epoch and accelerator.is_main_process:
-        print(
-            f"lyra-train: --max-train-minutes {options.max_train_minutes}: the schedule was sized to {parts.schedule.steps:,} steps "
-            f"and ended in epoch {state['epoch']}.",
-            file=sys.stderr,
-        )
+    if accelerator.is_main_process and (options.max_train_minutes or state["steps"] < parts.schedule.steps):
+        print(schedule_note(options, parts, state), file=sys.stderr)
     layout = RunLayout(output_dir)
     best_model = accelerator.prepare_model(parts.task.model_class.from_pretrained(layout.best), evaluation_mode=True)
     results = run_results(options, accelerator, parts, state, best_model)
+    if accelerator.is_main_process and not options.no_baseline:
+        results["baseline"] = parts.baseline or fit_baseline(
+            parts.task, parts.dataset, parts.tokenizer.letters, parts.names, options.metric_for_best_model, options.data_seed
+        ).record
     if options.report_to:
         accelerator.end_training()
     if accelerator.is_main_process:
@@ -127,12 +138,21 @@ def finish_run(options: TrainOptions, accelerator, parts: RunParts, state: dict,
     return results
 
 
+def beside_baseline(results: dict, split: str, metric: str) -> str:
+    """The baseline's score to show beside the model's, e.g. " (one-hot ridge 0.7490)"; empty without a baseline."""
+    baseline = results.get("baseline")
+    if not baseline or not baseline.get(split):
+        return ""
+    return f" ({baseline['name']} {format_metric(baseline[split].get(metric))})"
+
+
 def summary_line(options: TrainOptions, results: dict) -> str:
     """The closing line of one run."""
     metric = results["metric_for_best_model"]
     split = "test" if results["test"] else "validation"
     return (
-        f"best epoch {results['best_epoch']}: {split} {metric} {format_metric(results[split][metric])}; model and "
+        f"best epoch {results['best_epoch']}: {split} {metric} {format_metric(results[split][metric])}"
+        f"{beside_baseline(results, split, metric)}; model and "
         f"tokenizer in {RunLayout(options.output_dir).best}"
         + (f" ({results[split]['note']})" if "note" in results[split] else "")
     )

@@ -17,6 +17,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import cli
+from ..baseline import fit_baseline
 from ..checkpoints import RunLayout
 from ..cpu import WorkerError, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes
 from ..data import SEQUENCE_COLUMN
@@ -26,8 +27,8 @@ from .inputs import build_loaders, check_metric_name, load_data, memory_bound_ma
 from .loop import RunParts, fit
 from .options import TrainOptions
 from .results import finish_run, summary_line
-from .schedule import LearningRateSchedule
-from .setup import build_config, build_model, build_optimizer, build_tokenizer
+from .schedule import LearningRateSchedule, planned_steps
+from .setup import build_config, build_model, build_optimizer, build_tokenizer, pretrained_checkpoint, site_effects_length, start_from_baseline
 from .state import check_output_dir, checkpoint_to_resume, new_state, restore_state
 
 
@@ -112,11 +113,23 @@ def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessS
     if "test" not in tokenized and accelerator.is_main_process:
         print("lyra-train: no --test-file; results.json will have no test metrics.", file=sys.stderr)
     check_metric_name(options, names)
+    new_model = pretrained_checkpoint(options) is None
+    if new_model:
+        config.site_effects_length = site_effects_length(options, dataset["train"])
+        if config.site_effects_length and config.site_effects_learning_rate is None:
+            # Started from the one-hot fit, the per-position term stays there and the rest of the model learns what it
+            # misses: training it too lost validation and test Spearman on GFP (BENCHMARKS.md, "Small data").
+            config.site_effects_learning_rate = 0.0
     model = build_model(options, tokenizer, names, config)
+    baseline = None
+    if new_model and config.site_effects_length:  # every process fits it: the same start everywhere
+        baseline = fit_baseline(TASKS[options.task], dataset, tokenizer.letters, names, options.metric_for_best_model, options.data_seed)
+        start_from_baseline(model, baseline, tokenizer)
     loaders = build_loaders(tokenized, batch_size, options, tokenizer)
     optimizer = build_optimizer(model, options, accelerator.device)
     steps_per_epoch = math.ceil(len(loaders["train"]) / accelerator.num_processes / options.gradient_accumulation_steps)
-    schedule = LearningRateSchedule(options.lr_scheduler, options.warmup_ratio, options.epochs * steps_per_epoch, accelerator.num_processes)
+    planned = planned_steps(options.epochs, steps_per_epoch)
+    schedule = LearningRateSchedule(options.lr_scheduler, options.warmup_ratio, planned, accelerator.num_processes)
     evaluation = [split for split in loaders if split != "train"]
     model, optimizer, scheduler, train_loader, *eval_loaders = accelerator.prepare(
         model, optimizer, LambdaLR(optimizer, schedule), loaders["train"], *[loaders[split] for split in evaluation]
@@ -125,7 +138,7 @@ def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessS
     if options.ema_decay:
         ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay))
     return RunParts(
-        TASKS[options.task], tokenizer, names, dataset, model, optimizer, scheduler, schedule, train_loader, dict(zip(evaluation, eval_loaders)), steps_per_epoch, batch_size, ema
+        TASKS[options.task], tokenizer, names, dataset, model, optimizer, scheduler, schedule, train_loader, dict(zip(evaluation, eval_loaders)), steps_per_epoch, batch_size, ema, baseline.record if baseline else None
     )
 
 

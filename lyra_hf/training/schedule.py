@@ -5,6 +5,12 @@ import math
 import torch
 
 
+# Without --epochs: DEFAULT_EPOCHS passes over the data, and at least DEFAULT_MIN_STEPS optimizer steps, so that a few
+# hundred variants get as many updates as a few thousand (BENCHMARKS.md, "Default schedule").
+DEFAULT_EPOCHS = 25
+DEFAULT_MIN_STEPS = 2_000
+# With --max-train-minutes and without --epochs the budget alone sizes the schedule: no other bound.
+UNBOUNDED_STEPS = 10**9
 # Steps timed before `--max-train-minutes` sizes the schedule (fewer when an epoch is shorter).
 BUDGET_MEASURED_STEPS = 10
 # A validation batch costs about a third of a training step (a forward pass without the backward and the optimizer).
@@ -31,12 +37,20 @@ class LearningRateSchedule:
         return 0.5 * (1.0 + math.cos(math.pi * progress)) if self.kind == "cosine" else 1.0 - progress
 
 
+def planned_steps(epochs: int | None, steps_per_epoch: int) -> int:
+    """The optimizer steps a run plans before it starts: `epochs` passes, or the default rule. With
+    --max-train-minutes the first steps' speed then sizes the schedule (`budgeted_steps`)."""
+    if epochs is not None:
+        return epochs * steps_per_epoch
+    return max(DEFAULT_EPOCHS * steps_per_epoch, DEFAULT_MIN_STEPS)
+
+
 def budgeted_steps(
     max_train_minutes: float, accelerator, steps_done: int, planned: int, elapsed: float, steps_per_epoch: int, validation_batches: int
 ) -> int:
     """The optimizer steps that fit in `max_train_minutes`, from the time the first `steps_done` took and the
-    validation pass that ends each epoch, capped by `planned` (what --epochs gives); every process takes the smallest
-    estimate, so that all stop at the same step."""
+    validation pass that ends each epoch, at most `planned` (`planned_steps` with --epochs, else `UNBOUNDED_STEPS`);
+    every process takes the smallest estimate, so that all stop at the same step."""
     seconds_per_step = elapsed / steps_done
     epoch_overhead = 1 + validation_batches * EVALUATION_STEP_FRACTION / steps_per_epoch
     remaining = 60 * max_train_minutes - elapsed

@@ -6,11 +6,14 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoConfig
 
 from .. import LyraConfig, LyraTokenizer
+from ..baseline import BaselineFit
 from ..checkpoints import check_model_and_tokenizer, load_tokenizer, resolve_checkpoint
+from ..data import SEQUENCE_COLUMN
 from ..tasks import TASKS
 from .options import ModelOptions, TrainOptions
 
@@ -130,3 +133,33 @@ def build_model(options: TrainOptions, tokenizer, names: list[str], config=None)
     config.num_labels, config.problem_type = len(names), task.problem_type
     config.id2label, config.label2id = labels["id2label"], labels["label2id"]
     return task.model_class(config)
+
+
+def site_effects_length(options: TrainOptions, train) -> int:
+    """How many positions the site-effects term covers (`LyraConfig.site_effects_length`): the longest training
+    sequence with `--site-effects on`; with `auto`, that length when every training sequence has it (a variant
+    library, where a position means the same residue in every sequence); else none."""
+    if options.site_effects == "off" or TASKS[options.task].labels_per_residue:
+        return 0
+    lengths = {len("".join(sequence.split())) for sequence in train[SEQUENCE_COLUMN]}
+    return max(lengths) if options.site_effects == "on" or len(lengths) == 1 else 0
+
+
+def start_from_baseline(model, fit: BaselineFit, tokenizer) -> None:
+    """Set the model's site effects to the one-hot baseline's coefficients and its pooled head to output the
+    baseline's intercept, so that training starts from the baseline's predictions (exactly) and learns what they
+    miss. A binary logistic fit gives the second class's logit, the first's staying 0."""
+    coefficients = np.atleast_2d(fit.estimator.coef_)
+    intercept = np.atleast_1d(fit.estimator.intercept_)
+    if coefficients.shape[0] == 1 and model.config.num_labels == 2:
+        coefficients = np.concatenate([np.zeros_like(coefficients), coefficients])
+        intercept = np.concatenate([[0.0], intercept])
+    site_effects, letters = model.site_effects, len(fit.letters)
+    token_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(fit.letters)))
+    with torch.no_grad():
+        site_effects.weight.zero_()
+        for position in range(min(fit.width, site_effects.length)):
+            block = coefficients[:, position * letters : (position + 1) * letters].T
+            site_effects.weight[position * site_effects.vocab_size + token_ids] = torch.as_tensor(block, dtype=site_effects.weight.dtype)
+        model.score.weight.zero_()
+        model.score.bias.copy_(torch.as_tensor(intercept, dtype=model.score.bias.dtype))

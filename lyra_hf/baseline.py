@@ -1,0 +1,160 @@
+"""The one-hot baseline beside every lyra-train result: each position's letter one-hot, and one linear model on top
+(ridge for regression, logistic regression for classes; for per-residue classes, a logistic regression on a one-hot
+window around each residue). It is the first supervised baseline of FLIP and ProteinGym, and the right bias for
+fixed-length variant libraries, so a model that cannot beat it has learnt no more than per-position effects.
+
+Honest like the model: fitted on the run's train split, its regularisation chosen on validation, test scored once.
+"""
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from transformers import EvalPrediction
+
+from .data import LABELS_COLUMN, SEQUENCE_COLUMN
+from .metrics import defined_metrics, metric_is_better
+from .tasks import Task
+
+
+# The regularisation strengths tried, each fitted on train and scored on validation: ridge's alpha, and the inverse
+# strength C of the logistic regressions.
+RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
+LOGISTIC_CS = (0.01, 0.1, 1.0)
+# Residues on each side that the per-residue baseline sees (a window of 2 x 7 + 1, as in FLIP's CNN-free baselines).
+WINDOW = 7
+# The fit stays a small share of a run: at most this many training sequences (or residues, per residue), a seeded
+# random subset beyond that (BENCHMARKS.md, "One-hot baseline").
+MAX_TRAIN_SEQUENCES = 20_000
+MAX_TRAIN_RESIDUES = 100_000
+
+
+def one_hot(sequences: list[str], letters: str, width: int) -> sparse.csr_matrix:
+    """(sequences, width x letters): column `position * len(letters) + letter` is 1 where the sequence has that letter
+    there; other characters (padding, unknown) and positions beyond `width` set nothing."""
+    index = {letter: column for column, letter in enumerate(letters)}
+    rows, columns = [], []
+    for row, sequence in enumerate(sequences):
+        for position, character in enumerate(sequence[:width].upper()):
+            if character in index:
+                rows.append(row)
+                columns.append(position * len(letters) + index[character])
+    values = np.ones(len(rows), dtype=np.float64)
+    return sparse.csr_matrix((values, (rows, columns)), shape=(len(sequences), width * len(letters)))
+
+
+def window_one_hot(sequences: list[str], letters: str, window: int = WINDOW) -> sparse.csr_matrix:
+    """(residues, (2 x window + 1) x (letters + 1)): each residue's neighbourhood one-hot, offset by offset, with one
+    more symbol for "beyond the sequence's end"; residues of all sequences in order."""
+    symbols = len(letters) + 1
+    index = {letter: column for column, letter in enumerate(letters)}
+    rows, columns, row = [], [], 0
+    for sequence in sequences:
+        sequence = sequence.upper()
+        for position in range(len(sequence)):
+            for offset in range(-window, window + 1):
+                neighbour = position + offset
+                symbol = index.get(sequence[neighbour]) if 0 <= neighbour < len(sequence) else len(letters)
+                if symbol is not None:
+                    rows.append(row)
+                    columns.append((offset + window) * symbols + symbol)
+            row += 1
+    return sparse.csr_matrix((np.ones(len(rows)), (rows, columns)), shape=(row, (2 * window + 1) * symbols))
+
+
+@dataclass
+class Design:
+    """A split as the baseline sees it: features, targets, and the labels its metrics compare against."""
+
+    features: sparse.csr_matrix
+    targets: np.ndarray  # what the estimator fits (per-residue: only the labelled residues)
+    references: np.ndarray  # label_ids as the task's compute_metrics takes them
+
+
+def design(task: Task, split, letters: str, width: int) -> Design:
+    sequences = ["".join(sequence.split()) for sequence in split[SEQUENCE_COLUMN]]
+    if not task.labels_per_residue:
+        labels = np.asarray(split[LABELS_COLUMN])
+        targets = labels.astype(np.float64).reshape(len(labels), -1) if task.numeric_labels else labels
+        return Design(one_hot(sequences, letters, width), targets, labels)
+    labels = np.concatenate([np.asarray(row, dtype=np.int64) for row in split[LABELS_COLUMN]])
+    keep = labels >= 0  # -1: a residue without a label, neither fitted nor scored
+    return Design(window_one_hot(sequences, letters)[keep], labels[keep], labels[keep][:, None])
+
+
+def estimator(task: Task, strength: float):
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    if task.numeric_labels:
+        return Ridge(alpha=strength)
+    return LogisticRegression(C=strength, max_iter=300)
+
+
+def outputs(task: Task, model, features, classes: int) -> np.ndarray:
+    """What compute_metrics reads as the model's logits: values, or log class probabilities (per residue: (n, 1, C));
+    a class the training rows lack gets a vanishing probability."""
+    if task.numeric_labels:
+        return model.predict(features).reshape(features.shape[0], -1)
+    log_probabilities = np.full((features.shape[0], classes), -1e9)
+    log_probabilities[:, model.classes_] = model.predict_log_proba(features)
+    return log_probabilities[:, None, :] if task.labels_per_residue else log_probabilities
+
+
+def subsample(split, task: Task, seed: int):
+    """The training rows the baseline fits: all, or a seeded random subset of `MAX_TRAIN_SEQUENCES` sequences (per
+    residue: of as many sequences as hold about `MAX_TRAIN_RESIDUES` residues)."""
+    if task.labels_per_residue:
+        lengths = np.array([len(sequence) for sequence in split[SEQUENCE_COLUMN]])
+        limit = max(1, int(MAX_TRAIN_RESIDUES / max(1.0, lengths.mean())))
+    else:
+        limit = MAX_TRAIN_SEQUENCES
+    if len(split) <= limit:
+        return split
+    return split.select(np.random.default_rng(seed).permutation(len(split))[:limit])
+
+
+@dataclass
+class BaselineFit:
+    """A fitted baseline: what results.json records, the scikit-learn estimator, and its features' layout (column
+    `position * len(letters) + letter`, for `width` positions; per residue, a window's)."""
+
+    record: dict
+    estimator: object
+    letters: str
+    width: int
+
+
+def fit_baseline(task: Task, dataset, letters: str, names: list[str], metric: str, seed: int) -> BaselineFit:
+    """Fit the task's one-hot baseline on `dataset["train"]` once per regularisation strength, keep the strength with
+    the best validation `metric`, and score the test split once with it."""
+    started = time.perf_counter()
+    train = subsample(dataset["train"], task, seed)
+    width = max(len("".join(sequence.split())) for sequence in train[SEQUENCE_COLUMN])
+    splits = {name: design(task, rows, letters, width) for name, rows in (("train", train), *((n, dataset[n]) for n in ("validation", "test") if n in dataset))}
+    compute_metrics = task.compute_metrics(names)
+
+    def score(model, split: str) -> dict:
+        predictions = outputs(task, model, splits[split].features, len(names))
+        results = compute_metrics(EvalPrediction(predictions=predictions, label_ids=splits[split].references))
+        return defined_metrics({**{key: float(value) for key, value in results.items()}, task.count_key: len(splits[split].references)})
+
+    best = None
+    for strength in RIDGE_ALPHAS if task.numeric_labels else LOGISTIC_CS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence notes: the strength is chosen by its validation score
+            model = estimator(task, strength).fit(splits["train"].features, splits["train"].targets)
+        validation = score(model, "validation")
+        if best is None or metric_is_better(metric, validation.get(metric), best[2].get(metric)):
+            best = (strength, model, validation)
+    strength, model, validation = best
+    record = {
+        "name": task.baseline_name,
+        "regularisation": {"alpha" if task.numeric_labels else "C": strength},
+        "validation": validation,
+        "test": score(model, "test") if "test" in splits else None,
+        "train_rows": len(train),
+        "seconds": time.perf_counter() - started,
+    }
+    return BaselineFit(record, model, letters, width)

@@ -1,0 +1,184 @@
+"""The one-hot baseline (lyra_hf.baseline) against scikit-learn fitted directly on the same splits, and beside every
+lyra-train result."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.preprocessing import OneHotEncoder
+
+from lyra_hf.baseline import LOGISTIC_CS, RIDGE_ALPHAS, WINDOW, fit_baseline
+from lyra_hf.data import load_sequence_dataset
+from lyra_hf.tasks import TASKS
+from lyra_hf.train import main
+
+
+LETTERS = "ACDEFGHIKLMNPQRSTVWY"
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def variant_files(tmp_path, rows=(300, 80, 80), classes=False, seed=0):
+    """Fixed-length variants of one wild type with additive effects and noise, as train, validation and test CSVs."""
+    rng = np.random.default_rng(seed)
+    wild = rng.choice(list(LETTERS), 12)
+    effects = rng.normal(size=(12, 20))
+    paths = []
+    for name, count in zip(("train", "validation", "test"), rows):
+        lines = ["sequence,label"]
+        for _ in range(count):
+            sequence = wild.copy()
+            for position in rng.choice(12, 3, replace=False):
+                sequence[position] = rng.choice(list(LETTERS))
+            value = sum(effects[position, LETTERS.index(letter)] for position, letter in enumerate(sequence)) + rng.normal(scale=0.5)
+            label = ("high" if value > 0.5 else "low" if value < -0.5 else "mid") if classes else f"{value:.5f}"
+            lines.append(f"{''.join(sequence)},{label}")
+        paths.append(tmp_path / f"{name}.csv")
+        paths[-1].write_text("\n".join(lines) + "\n")
+    return paths
+
+
+def position_columns(split):
+    return np.array([list(sequence) for sequence in split["sequence"]])
+
+
+def test_ridge_baseline_equals_scikit_learn_fitted_on_the_same_split(tmp_path):
+    train, validation, test = variant_files(tmp_path)
+    dataset = load_sequence_dataset(train, validation_file=validation, test_file=test)
+    result = fit_baseline(TASKS["regression"], dataset, LETTERS + "X", ["label"], "spearmanr", seed=0).record
+
+    encoder = OneHotEncoder(handle_unknown="ignore").fit(position_columns(dataset["train"]))
+    features = {split: encoder.transform(position_columns(dataset[split])) for split in dataset}
+    labels = {split: np.array(dataset[split]["labels"])[:, 0] for split in dataset}
+    validation_scores = {
+        alpha: spearmanr(Ridge(alpha=alpha).fit(features["train"], labels["train"]).predict(features["validation"]), labels["validation"])[0]
+        for alpha in RIDGE_ALPHAS
+    }
+    chosen = max(validation_scores, key=validation_scores.get)
+    assert result["regularisation"] == {"alpha": chosen}
+    assert result["validation"]["spearmanr"] == pytest.approx(validation_scores[chosen], abs=1e-9)
+    predictions = Ridge(alpha=chosen).fit(features["train"], labels["train"]).predict(features["test"])
+    assert result["test"]["spearmanr"] == pytest.approx(spearmanr(predictions, labels["test"])[0], abs=1e-9)
+    assert result["name"] == "one-hot ridge" and result["train_rows"] == 300
+
+
+def test_logistic_baseline_equals_scikit_learn_fitted_on_the_same_split(tmp_path):
+    train, validation, test = variant_files(tmp_path, classes=True)
+    dataset = load_sequence_dataset(train, validation_file=validation, test_file=test, task="classification")
+    names = dataset["train"].features["labels"].names
+    result = fit_baseline(TASKS["classification"], dataset, LETTERS + "X", names, "f1", seed=0).record
+
+    encoder = OneHotEncoder(handle_unknown="ignore").fit(position_columns(dataset["train"]))
+    features = {split: encoder.transform(position_columns(dataset[split])) for split in dataset}
+    labels = {split: np.array(dataset[split]["labels"]) for split in dataset}
+    models = {C: LogisticRegression(C=C, max_iter=300).fit(features["train"], labels["train"]) for C in LOGISTIC_CS}
+    scores = {C: f1_score(labels["validation"], model.predict(features["validation"]), average="macro") for C, model in models.items()}
+    chosen = max(scores, key=scores.get)
+    assert result["regularisation"] == {"C": chosen}
+    assert result["test"]["f1"] == pytest.approx(f1_score(labels["test"], models[chosen].predict(features["test"]), average="macro"), abs=1e-9)
+    assert result["test"]["accuracy"] == pytest.approx(accuracy_score(labels["test"], models[chosen].predict(features["test"])), abs=1e-9)
+
+
+def reference_windows(sequences: list[str], letters: str) -> np.ndarray:
+    """Each residue's neighbourhood, one column per offset: its letter, or '>' beyond either end of the sequence."""
+    rows = []
+    for sequence in sequences:
+        for position in range(len(sequence)):
+            rows.append([sequence[position + offset] if 0 <= position + offset < len(sequence) else ">" for offset in range(-WINDOW, WINDOW + 1)])
+    return np.array(rows)
+
+
+def test_per_residue_baseline_is_a_logistic_regression_on_a_window_of_each_residue(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = []
+    for name, count in (("train", 60), ("validation", 15), ("test", 15)):
+        for _ in range(count):
+            sequence = "".join(rng.choice(list("ACDEKLH"), rng.integers(8, 20)))
+            labels = "".join("H" if letter in "AEL" else "X" if letter == "C" else "E" if letter in "KH" else "C" for letter in sequence)
+            rows.append(f"{sequence},{labels},{'test' if name == 'test' else 'train'},{name == 'validation'}")
+    path = tmp_path / "residues.csv"
+    path.write_text("sequence,ss,split,validation\n" + "\n".join(rows) + "\n")
+    common = {"label_columns": "ss", "task": "token-classification", "ignore_label_characters": "X"}
+    dataset = load_sequence_dataset(path, split_column="split", validation_column="validation", **common)
+    names = dataset["train"].features["labels"].feature.names
+    result = fit_baseline(TASKS["token-classification"], dataset, LETTERS + "X", names, "accuracy", seed=0).record
+
+    def design(split):
+        windows = reference_windows(dataset[split]["sequence"], LETTERS)
+        labels = np.concatenate([np.array(row) for row in dataset[split]["labels"]])
+        return windows[labels >= 0], labels[labels >= 0]
+
+    encoder = OneHotEncoder(handle_unknown="ignore").fit(design("train")[0])
+    (train_x, train_y), (test_x, test_y) = ((encoder.transform(x), y) for x, y in (design("train"), design("test")))
+    model = LogisticRegression(C=result["regularisation"]["C"], max_iter=300).fit(train_x, train_y)
+    assert result["test"]["accuracy"] == pytest.approx(accuracy_score(test_y, model.predict(test_x)), abs=1e-9)
+    assert result["test"]["num_residues"] == len(test_y) and result["name"] == "one-hot window logistic regression"
+
+
+def test_every_run_reports_its_baseline_and_an_ensemble_fits_it_once(tmp_path, capsys):
+    train, validation, test = variant_files(tmp_path)
+    flags = ["--hidden-size", "16", "--state-size", "8", "--epochs", "1", "--batch-size", "32", "--quiet", "--num-processes", "1"]
+    flags += ["--train-file", str(train), "--validation-file", str(validation), "--test-file", str(test)]
+    assert main([*flags, "--output-dir", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    shown = f"(one-hot ridge {results['baseline']['test']['spearmanr']:.4f})"
+    assert shown in capsys.readouterr().out
+    assert "one-hot ridge" in (tmp_path / "run" / "best" / "README.md").read_text()
+
+    assert main([*flags, "--output-dir", str(tmp_path / "plain"), "--no-baseline"]) == 0
+    assert "baseline" not in json.loads((tmp_path / "plain" / "results.json").read_text())
+    assert main([*flags, "--output-dir", str(tmp_path / "ensemble"), "--ensemble", "2"]) == 0
+    ensemble = json.loads((tmp_path / "ensemble" / "results.json").read_text())
+    assert ensemble["baseline"]["test"] == results["baseline"]["test"]
+    assert all("baseline" not in json.loads((tmp_path / "ensemble" / f"member_{index}" / "results.json").read_text()) for index in range(2))
+
+
+def test_a_model_started_from_the_baseline_predicts_what_the_baseline_predicts(tmp_path):
+    """`--site-effects` starts the model's per-position term at the ridge fit and its pooled head at the intercept:
+    before training, the model's predictions are the baseline's."""
+    import torch
+
+    from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer
+    from lyra_hf.baseline import one_hot
+    from lyra_hf.training.setup import start_from_baseline
+
+    train, validation, test = variant_files(tmp_path)
+    dataset = load_sequence_dataset(train, validation_file=validation, test_file=test)
+    tokenizer = LyraTokenizer()
+    fit = fit_baseline(TASKS["regression"], dataset, tokenizer.letters, ["label"], "spearmanr", seed=0)
+    model = LyraForSequenceRegression(LyraConfig(hidden_size=16, state_size=8, vocab_size=len(tokenizer), site_effects_length=12)).eval()
+    start_from_baseline(model, fit, tokenizer)
+    with torch.no_grad():
+        predicted = model(**tokenizer(list(dataset["test"]["sequence"]), return_tensors="pt")).logits[:, 0].numpy()
+    expected = fit.estimator.predict(one_hot(dataset["test"]["sequence"], tokenizer.letters, fit.width))
+    assert np.abs(predicted - expected.reshape(-1)).max() < 1e-4 * np.abs(expected).max()
+
+
+def test_a_variant_library_trains_from_the_baseline_and_validation_may_keep_it(tmp_path):
+    """Fixed-length sequences turn the site effects on (`--site-effects auto`): the model starts as the ridge fit,
+    which validation scores as epoch 0, the same as the baseline's own validation score; sequences of several lengths
+    keep the authors' model."""
+    train, validation, test = variant_files(tmp_path)
+    flags = ["--hidden-size", "16", "--state-size", "8", "--epochs", "2", "--batch-size", "32", "--quiet", "--num-processes", "1"]
+    flags += ["--train-file", str(train), "--validation-file", str(validation), "--test-file", str(test)]
+    assert main([*flags, "--output-dir", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [entry["epoch"] for entry in results["history"]] == [0, 1, 2] and results["history"][0]["train_loss"] is None
+    assert results["history"][0]["spearmanr"] == pytest.approx(results["baseline"]["validation"]["spearmanr"], abs=1e-6)
+    assert json.loads((tmp_path / "run" / "best" / "config.json").read_text())["site_effects_length"] == 12
+
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join([lines[0], *(line.replace(",", "A,", 1) if index % 2 else line for index, line in enumerate(lines[1:]))]) + "\n")
+    assert main([*flags, "--output-dir", str(tmp_path / "lengths")]) == 0
+    results = json.loads((tmp_path / "lengths" / "results.json").read_text())
+    assert results["history"][0]["epoch"] == 1
+    assert json.loads((tmp_path / "lengths" / "best" / "config.json").read_text()).get("site_effects_length", 0) == 0
