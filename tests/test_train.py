@@ -343,6 +343,9 @@ def test_cross_validation_over_a_fold_column(tmp_path, capsys):
     spearmans = [results["folds"][fold]["test"]["spearmanr"] for fold in "012"]
     assert results["test_mean"]["spearmanr"] == pytest.approx(np.mean(spearmans), abs=1e-12)
     assert results["test_std"]["spearmanr"] == pytest.approx(np.std(spearmans), abs=1e-12)
+    # The one-hot baseline of each fold, and its mean over folds beside the model's.
+    baseline = [results["folds"][fold]["baseline"]["test"]["spearmanr"] for fold in "012"]
+    assert results["baseline"]["test_mean"]["spearmanr"] == pytest.approx(np.mean(baseline), abs=1e-12)
 
     # An interrupted cross-validation: fold 2 had finished its epochs but not its results; folds 0 and 1 are kept.
     (output / "fold_2" / "results.json").unlink()
