@@ -86,7 +86,6 @@ class EpochTrainer:
     def __init__(self, options: TrainOptions, accelerator, parts: RunParts, state: dict):
         self.options, self.accelerator, self.parts, self.state = options, accelerator, parts, state
         self.sized = not options.max_train_minutes or state["epoch"] > 0
-        self.sized_here, self.first_step = not self.sized, state["steps"]
         self.started = self.lap_started = time.monotonic()
 
     def lap(self) -> float:
@@ -122,18 +121,6 @@ class EpochTrainer:
         state["train_samples"] += samples
         return loss_sum, batches
 
-    def keep_to_budget(self) -> None:
-        """After each epoch of a run that sized its schedule to --max-train-minutes here: shorten the schedule when the
-        epochs' validation and checkpoints cost more than the first steps' estimate allowed for (never lengthen it)."""
-        if not (self.options.max_train_minutes and self.sized_here):
-            return
-        state, parts = self.state, self.parts
-        elapsed = time.monotonic() - self.started
-        seconds_per_step = elapsed / max(1, state["steps"] - self.first_step)
-        fit = state["steps"] + int((60 * self.options.max_train_minutes - elapsed) / seconds_per_step)
-        estimate = torch.tensor([max(state["steps"], min(parts.schedule.steps, fit))], device=self.accelerator.device)
-        parts.schedule.steps = state["schedule_steps"] = int(self.accelerator.gather(estimate).min())
-
     def size_schedule_to_budget(self) -> None:
         parts, state = self.parts, self.state
         if self.sized or state["steps"] != min(BUDGET_MEASURED_STEPS, parts.steps_per_epoch):
@@ -163,7 +150,6 @@ def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output
         # The loop's own time (training, validation, checkpoints), which --max-train-minutes budgets, summed over resumes.
         state["fit_seconds"] = state.get("fit_seconds", 0.0) + time.monotonic() - trainer.lap()
         save_checkpoint(accelerator, output_dir, epoch, state, parts.ema)
-        trainer.keep_to_budget()
 
 
 def validate(options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path, epoch: int, train_loss: float | None) -> None:

@@ -13,6 +13,9 @@ DEFAULT_MIN_STEPS = 2_000
 UNBOUNDED_STEPS = 10**9
 # Steps timed before `--max-train-minutes` sizes the schedule (fewer when an epoch is shorter).
 BUDGET_MEASURED_STEPS = 10
+# The share of --max-train-minutes a schedule aims to fill, leaving the rest for the last epoch's validation and
+# checkpoint and for the speed's noise.
+BUDGET_SHARE = 0.97
 # A validation batch costs about a third of a training step (a forward pass without the backward and the optimizer).
 EVALUATION_STEP_FRACTION = 1 / 3
 
@@ -53,7 +56,7 @@ def budgeted_steps(
     every process takes the smallest estimate, so that all stop at the same step."""
     seconds_per_step = elapsed / steps_done
     epoch_overhead = 1 + validation_batches * EVALUATION_STEP_FRACTION / steps_per_epoch
-    remaining = 60 * max_train_minutes - elapsed
+    remaining = 60 * max_train_minutes * BUDGET_SHARE - elapsed
     fit = steps_done + int(remaining / (seconds_per_step * epoch_overhead))
     estimate = torch.tensor([max(steps_done, min(planned, fit))], device=accelerator.device)
     return int(accelerator.gather(estimate).min())
