@@ -48,6 +48,15 @@ def test_classification_keeps_label_names(tmp_path):
     assert dataset["train"]["labels"] == [1, 0, 1, 2]
 
 
+def test_per_residue_digit_labels_stay_text(tmp_path):
+    """FLIP writes per-residue classes as digits: a leading zero must survive, and a long row must not overflow."""
+    long = "A" * 40
+    csv = write(tmp_path / "d.csv", f"sequence,conservation\nACDE,0912\n{long},{'98' * 20}\nKLMN,0000\n")
+    dataset = load_sequence_dataset(csv, validation_file=csv, label_columns="conservation", task="token-classification")
+    assert label_names(dataset) == ["0", "1", "2", "8", "9"]
+    assert dataset["train"][0]["labels"] == [0, 4, 1, 2] and len(dataset["train"][1]["labels"]) == 40
+
+
 def test_token_classification_labels_align_with_residues(tmp_path):
     csv = write(tmp_path / "t.csv", "sequence,ss\nACDE,HHEC\nKL M,CC H\nMKTAY,EEEHH\n")
     dataset = load_sequence_dataset(csv, validation_file=csv, label_columns="ss", task="token-classification")

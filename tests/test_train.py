@@ -576,12 +576,11 @@ def test_early_stopping_ends_the_run_once_validation_stops_improving(tmp_path):
 
 
 def test_a_budget_without_epochs_fills_the_budget(tmp_path):
-    """Without --epochs the schedule is sized to the budget alone (not capped by 25 epochs), and the run's training
-    and validation take more than 80% of it. (That they end within it is not yet so: the first steps' estimate
-    leaves out the epochs' checkpoints, which tiny epochs make a large share; issue 30's note.)"""
+    """Without --epochs the schedule is sized to the budget alone (not capped by 25 epochs), and the run's training,
+    validation and checkpoints take more than 80% of it and end within it."""
     budget_minutes = 0.25
     flags = [*TINY, "--max-train-minutes", str(budget_minutes), "--num-processes", "1", "--threads", "1", "--no-baseline", "--quiet"]
     assert main([*flags, "--output-dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["steps"] == results["schedule_steps"] > 25 * 17  # more than the 25 epochs a budget used to cap
-    assert 0.8 * 60 * budget_minutes <= results["fit_seconds"]
+    assert 0.8 * 60 * budget_minutes <= results["fit_seconds"] <= 60 * budget_minutes

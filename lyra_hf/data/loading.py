@@ -110,7 +110,10 @@ def argument_problems(task, label_columns: list[str], unknown: str, validation_f
 
 def read_checked(path, where: str, *, routing: list[str], sequence_column: str, label_columns: list[str], mask_column, task, letters, padding_characters: str, max_length):
     """One file's rows, its columns and every row checked (`check_rows`), naming `where` in any error."""
-    dataset = read_table(path, text_columns=(mask_column,) if mask_column else ())
+    # Per-residue labels and masks are strings of digits (FLIP's conservation: "6666577..."), which read as numbers
+    # would lose their leading zeros or overflow.
+    text_columns = (sequence_column, *(label_columns if task.labels_per_residue else ()), *([mask_column] if mask_column else []))
+    dataset = read_table(path, text_columns=text_columns)
     check_columns(dataset, [sequence_column] + label_columns + routing, where)
     check_rows(dataset, sequence_column, label_columns, task.name, where, letters, padding_characters, max_length)
     if mask_column:

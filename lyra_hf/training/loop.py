@@ -14,7 +14,7 @@ from transformers import EvalPrediction
 from ..metrics import defined_metrics, metric_is_better
 from ..tasks import Task
 from .options import TrainOptions
-from .schedule import BUDGET_MEASURED_STEPS, UNBOUNDED_STEPS, LearningRateSchedule, budgeted_steps
+from .schedule import BUDGET_MEASURED_STEPS, UNBOUNDED_STEPS, LearningRateSchedule, budgeted_steps, planned_steps
 from .state import save_best, save_checkpoint
 
 
@@ -81,11 +81,14 @@ def format_metric(value: float | None) -> str:
 
 class EpochTrainer:
     """Trains epoch after epoch, counting optimizer steps in `state["steps"]`. With `--max-train-minutes` (and a run
-    that has not yet sized its schedule), the first steps are timed and the schedule is sized to the budget."""
+    that has not yet sized its schedule), the first steps are timed and the schedule is sized to the budget; once the
+    first epoch has ended, its whole cost (training, validation and checkpoint) sizes it again (`resize_to_budget`)."""
 
     def __init__(self, options: TrainOptions, accelerator, parts: RunParts, state: dict):
         self.options, self.accelerator, self.parts, self.state = options, accelerator, parts, state
         self.sized = not options.max_train_minutes or state["epoch"] > 0
+        # A resumed run keeps the schedule its checkpoint holds: only the process that ran the first epoch resizes.
+        self.resized = self.sized
         self.started = self.lap_started = time.monotonic()
 
     def lap(self) -> float:
@@ -132,6 +135,17 @@ class EpochTrainer:
         )
         parts.schedule.steps, self.sized = state["schedule_steps"], True
 
+    def resize_to_budget(self) -> None:
+        """After the first epoch, size the schedule again from what the steps so far cost with their share of
+        validation and checkpoints: the first steps alone leave the checkpoints out, which many short epochs make a
+        large part of a run (BENCHMARKS.md, "Default schedule")."""
+        parts, state = self.parts, self.state
+        if self.resized or state["epoch"] < 1 or state["steps"] >= parts.schedule.steps:
+            return
+        cap = UNBOUNDED_STEPS if self.options.epochs is None else planned_steps(self.options.epochs, parts.steps_per_epoch)
+        state["schedule_steps"] = budgeted_steps(self.options.max_train_minutes, self.accelerator, state["steps"], cap, state["fit_seconds"], parts.steps_per_epoch, 0)
+        parts.schedule.steps, self.resized = state["schedule_steps"], True
+
 
 def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path) -> None:
     """Train from `state` (a fresh run's or a checkpoint's) to the end of the schedule: per epoch, validation
@@ -142,14 +156,16 @@ def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output
         # on it, validation keeps it (epoch 0).
         validate(options, accelerator, parts, state, output_dir, 0, None)
     while state["steps"] < parts.schedule.steps and not patience_ran_out(options, state):
+        trainer.resize_to_budget()
         epoch = state["epoch"] + 1
         loss_sum, batches = trainer.train_one_epoch(epoch)
         train_loss = accelerator.reduce(torch.tensor([loss_sum, batches], device=accelerator.device, dtype=torch.float64), "sum")
         validate(options, accelerator, parts, state, output_dir, epoch, float(train_loss[0] / train_loss[1]))
         state["epoch"] = epoch
-        # The loop's own time (training, validation, checkpoints), which --max-train-minutes budgets, summed over resumes.
-        state["fit_seconds"] = state.get("fit_seconds", 0.0) + time.monotonic() - trainer.lap()
         save_checkpoint(accelerator, output_dir, epoch, state, parts.ema)
+        # The loop's own time (training, validation, checkpoints), which --max-train-minutes budgets, summed over
+        # resumes; a checkpoint holds the time up to the epoch before its own.
+        state["fit_seconds"] = state.get("fit_seconds", 0.0) + time.monotonic() - trainer.lap()
 
 
 def validate(options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path, epoch: int, train_loss: float | None) -> None:
