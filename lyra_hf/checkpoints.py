@@ -36,6 +36,10 @@ class RunLayout:
         checkpoints/epoch_NNNN/    the last complete epochs (`accelerator.save_state`)
         logs/                      what `--report-to`'s trackers log
         member_<i>/, fold_<k>/     an ensemble's members and a cross-validation's folds, each a run folder
+        trials/trial_<n>/          a --tune search's trials, each a run folder without test scores
+        trials.csv, tuning.png     the search's trials and its figure
+        tuning.journal             the search's Optuna study (unless --tune-storage names a database)
+        ensemble/                  with --tune N --ensemble K, the chosen configuration's ensemble
     """
 
     root: Path
@@ -44,7 +48,13 @@ class RunLayout:
     BEST: ClassVar[str] = "best"
     CHECKPOINTS: ClassVar[str] = "checkpoints"
     LOGS: ClassVar[str] = "logs"
-    OUTPUTS: ClassVar[tuple[str, ...]] = (RESULTS, OPTIONS, BEST, CHECKPOINTS, LOGS)  # what --overwrite-output-dir replaces
+    TRIALS: ClassVar[str] = "trials"
+    TRIALS_TABLE: ClassVar[str] = "trials.csv"
+    TUNING_FIGURE: ClassVar[str] = "tuning.png"
+    TUNING_JOURNAL: ClassVar[str] = "tuning.journal"
+    ENSEMBLE: ClassVar[str] = "ensemble"
+    # What --overwrite-output-dir replaces.
+    OUTPUTS: ClassVar[tuple[str, ...]] = (RESULTS, OPTIONS, BEST, CHECKPOINTS, LOGS, TRIALS, TRIALS_TABLE, TUNING_FIGURE, TUNING_JOURNAL, ENSEMBLE)
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))

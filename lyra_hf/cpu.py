@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
@@ -206,6 +206,18 @@ class WorkerPool:
         if self.executor is None:
             return (function(self.state, item) for item in items)
         return self.executor.map(_call_in_worker, repeat(function), items)
+
+    def submit(self, function: Callable, item) -> Future:
+        """`function(state, item)` in a worker, as a Future to wait on with others (`concurrent.futures.wait`); with
+        one process it runs here, at once, and the Future is done when returned."""
+        if self.executor is not None:
+            return self.executor.submit(_call_in_worker, function, item)
+        future = Future()
+        try:
+            future.set_result(function(self.state, item))
+        except Exception as error:
+            future.set_exception(error)
+        return future
 
     def close(self) -> None:
         if self.executor is not None:

@@ -10,6 +10,9 @@
     runs.py              one run: here, in a torch.distributed job, or over this machine's CPUs
     cross_validation.py  one run per fold
     ensembles.py         one run per seed, saved together
+    tuning.py            --tune: the search, then the chosen configuration scored, saved and compared
+    search.py            the Optuna study, its search space, and trials run side by side
+    tuning_report.py     the search's trials.csv and tuning.png
 
 `run(TrainOptions(...))` does what `lyra-train` does with the same options and returns its closing line.
 """
@@ -22,10 +25,15 @@ from .options import DataOptions, ModelOptions, OptimizationOptions, OptionsErro
 from .runs import TrainingRun, train, train_here_or_on_cpus
 from .schedule import LearningRateSchedule
 from .setup import build_model, build_tokenizer, parameter_groups
+from .search import SEARCH_SPACE
+from .tuning import tune
 
 
 def run(options: TrainOptions) -> str | None:
-    """Cross-validate (`--fold-column`), train an ensemble (`--ensemble`), or train once; the closing line."""
+    """Search hyperparameters (`--tune`), cross-validate (`--fold-column`), train an ensemble (`--ensemble`), or train
+    once; the closing line."""
+    if options.tune:
+        return tune(options)
     if options.fold_column and options.test_fold is None:
         return cross_validate(options)
     return train_ensemble(options) if options.ensemble else train_here_or_on_cpus(options)
@@ -38,6 +46,7 @@ __all__ = [
     "OptimizationOptions",
     "OptionsError",
     "RunOptions",
+    "SEARCH_SPACE",
     "SharingOptions",
     "TrainOptions",
     "TrainingRun",

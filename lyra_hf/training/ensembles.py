@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
@@ -18,11 +16,10 @@ from ..baseline import fit_baseline
 from ..checkpoints import ENSEMBLE_FILE, RunLayout
 
 from ..cpu import WorkerPool, usable_cpus
-from ..data import tokenize_dataset
 from ..outputs import atomic_directory, locked_output_dir, write_json, write_text
 from ..tasks import TASKS
-from .inputs import load_data, memory_bound_max_length, sort_by_length
-from .loop import evaluate, format_metric
+from .inputs import load_data, memory_bound_max_length
+from .loop import format_metric, score_saved_models
 from .options import TrainOptions
 from .results import beside_baseline, describe_protocol, run_card, share, summary_line
 from .runs import train, train_here_or_on_cpus
@@ -114,19 +111,8 @@ def evaluate_ensemble(options: TrainOptions, models: list, tokenizer, dataset, n
     splits of `dataset`, which every member used), each member's (`runs`: their results.json), and the members' mean and
     standard deviation (`member_statistics`)."""
     task = TASKS[options.task]
-    tokenized = tokenize_dataset(dataset, tokenizer)
-    accelerator = Accelerator(mixed_precision=options.mixed_precision)
-    models = [accelerator.prepare_model(model, evaluation_mode=True) for model in models]
-    compute_metrics = task.compute_metrics(names)
     results = {"ensemble_size": len(runs), "seeds": [options.seed + index for index in range(len(runs))]}
-    for split in ("validation", "test"):
-        if split not in tokenized:
-            results[split] = None
-            continue
-        loader = accelerator.prepare_data_loader(
-            DataLoader(sort_by_length(tokenized[split]), batch_size=options.batch_size, collate_fn=task.collator(tokenizer))
-        )
-        results[split] = evaluate(models, loader, accelerator, compute_metrics, task, f"ensemble {split}", not options.quiet)
+    results.update(score_saved_models(options, models, tokenizer, dataset, names, "ensemble"))
     results["members"] = {
         member: {"seed": results["seeds"][index], "best_epoch": run["best_epoch"], "validation": run["validation"], "test": run["test"]}
         for index, (member, run) in enumerate(runs.items())

@@ -3,16 +3,21 @@ checkpoints each epoch; `evaluate` also scores the test split and ensembles."""
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import EvalPrediction
 
+from ..data import tokenize_dataset
 from ..metrics import defined_metrics, metric_is_better
-from ..tasks import Task
+from ..tasks import TASKS, Task
+from .inputs import sort_by_length
 from .options import TrainOptions
 from .schedule import BUDGET_MEASURED_STEPS, UNBOUNDED_STEPS, LearningRateSchedule, budgeted_steps, planned_steps
 from .state import save_best, save_checkpoint
@@ -47,6 +52,16 @@ class RunParts:
         return self.model if self.ema is None else self.ema.module
 
 
+@dataclass(frozen=True)
+class RunHooks:
+    """How a run inside a hyperparameter search differs from a user's: the test split is left for the search to score
+    once, for the trial it chooses, and `on_validation(best_metric, progress)` hears each epoch's best validation value
+    so far and the share of the schedule done (it may stop the run by raising)."""
+
+    score_test: bool = True
+    on_validation: Callable[[float | None, float], None] | None = None
+
+
 def evaluate(models, dataloader, accelerator, compute_metrics, task: Task, description: str, progress: bool = True) -> dict:
     """Metrics of a model, or of a list of models' mean prediction (`Task.combine_logits`), on a (prepared) dataloader;
     predictions are gathered across processes with `gather_for_metrics`, which drops the samples the last batch
@@ -73,6 +88,25 @@ def evaluate(models, dataloader, accelerator, compute_metrics, task: Task, descr
     results = compute_metrics(EvalPrediction(predictions=predictions, label_ids=references))
     results[task.count_key] = int(len(references))
     return defined_metrics({key: float(value) if isinstance(value, (float, np.floating)) else value for key, value in results.items()})
+
+
+def score_saved_models(options: TrainOptions, models: list, tokenizer, dataset, names: list[str], description: str) -> dict:
+    """Validation and test metrics (None for a split `dataset` lacks) of saved `models` together (their mean
+    prediction, `Task.combine_logits`; one model alone is itself), in this process."""
+    task = TASKS[options.task]
+    tokenized = tokenize_dataset(dataset, tokenizer)
+    accelerator = Accelerator(mixed_precision=options.mixed_precision)
+    models = [accelerator.prepare_model(model, evaluation_mode=True) for model in models]
+    compute_metrics, scores = task.compute_metrics(names), {}
+    for split in ("validation", "test"):
+        if split not in tokenized:
+            scores[split] = None
+            continue
+        loader = accelerator.prepare_data_loader(
+            DataLoader(sort_by_length(tokenized[split]), batch_size=options.batch_size, collate_fn=task.collator(tokenizer))
+        )
+        scores[split] = evaluate(models, loader, accelerator, compute_metrics, task, f"{description} {split}", not options.quiet)
+    return scores
 
 
 def format_metric(value: float | None) -> str:
@@ -147,7 +181,7 @@ class EpochTrainer:
         parts.schedule.steps, self.resized = state["schedule_steps"], True
 
 
-def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path) -> None:
+def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path, hooks: RunHooks = RunHooks()) -> None:
     """Train from `state` (a fresh run's or a checkpoint's) to the end of the schedule: per epoch, validation
     metrics, the best epoch's model in `best/` and a checkpoint."""
     trainer = EpochTrainer(options, accelerator, parts, state)
@@ -162,6 +196,8 @@ def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output
         train_loss = accelerator.reduce(torch.tensor([loss_sum, batches], device=accelerator.device, dtype=torch.float64), "sum")
         validate(options, accelerator, parts, state, output_dir, epoch, float(train_loss[0] / train_loss[1]))
         state["epoch"] = epoch
+        if hooks.on_validation is not None:
+            hooks.on_validation(state["best_metric"], state["steps"] / parts.schedule.steps)
         save_checkpoint(accelerator, output_dir, epoch, state, parts.ema)
         # The loop's own time (training, validation, checkpoints), which --max-train-minutes budgets, summed over
         # resumes; a checkpoint holds the time up to the epoch before its own.

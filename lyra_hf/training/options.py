@@ -7,12 +7,14 @@ object from its flags (`cli.add_options`), and every run writes it to `OUTPUT_DI
 """
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 from typing import ClassVar
 
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import LoggerType
 
+from ..configuration_lyra import POOLING_MODES
 from ..cli import POSITIVE_INT, CpuOptions, bounded, comma_separated, option
 from ..data.splits import routing_problems
 from ..tasks import TASKS
@@ -74,6 +76,7 @@ class ModelOptions:
     num_s4d_layers: int | None = option(help="S4D layers (default: the config's, 1)", type=POSITIVE_INT)
     bidirectional: bool | None = option(help="S4D layers also look right of each position")
     dropout: float | None = option(help="dropout probability (default: the config's, 0.2)", type=bounded(float, minimum=0, below=1))
+    pooling: str | None = option(help="how a sequence head pools the residues (default: the config's, mean)", choices=POOLING_MODES)
     site_effects: str = option(
         "auto",
         "a learnt weight per position and letter in the sequence head, started from the one-hot baseline's fit: on, off, "
@@ -82,7 +85,7 @@ class ModelOptions:
     )
 
     # The fields that size a new model, which a pretrained checkpoint's own architecture fixes.
-    SIZE_FIELDS: ClassVar[tuple[str, ...]] = ("hidden_size", "state_size", "num_s4d_layers", "bidirectional", "dropout")
+    SIZE_FIELDS: ClassVar[tuple[str, ...]] = ("hidden_size", "state_size", "num_s4d_layers", "bidirectional", "dropout", "pooling")
 
 
 @dataclass
@@ -132,6 +135,16 @@ class RunOptions:
         type=bounded(int, minimum=2),
         metavar="N",
     )
+    tune: int | None = option(
+        help="search hyperparameters over N trials with Optuna (pip install \"lyra-hf[tune]\"), chosen on validation; the "
+        "chosen trial's model in OUTPUT_DIR/best, every trial in OUTPUT_DIR/trials.csv",
+        type=POSITIVE_INT,
+        metavar="N",
+    )
+    tune_storage: str | None = option(
+        help="with --tune: the Optuna study in this database URL (e.g. sqlite:///study.db, postgresql://...), which processes on several machines share (default: a journal file in OUTPUT_DIR)",
+        metavar="URL",
+    )
     quiet: bool = option(False, "no progress bars or per-epoch lines, only the closing line")
     no_baseline: bool = option(False, "skip the one-hot baseline fitted beside the model (same train split, regularisation chosen on validation)")
     report_to: str | None = option(
@@ -158,7 +171,7 @@ OPTION_GROUPS = (DataOptions, ModelOptions, OptimizationOptions, RunOptions, Cpu
 # resumed run may change them, and `options.json` leaves out the ones that only say how this run started.
 RUN_ONLY_OPTIONS = (
     "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "quiet", "num_workers", "num_processes", "threads",
-    "report_to", "no_baseline", "push_to_hub", "hub_private", "hub_revision", "hub_license", "hub_dataset_name", "command",
+    "report_to", "no_baseline", "tune_storage", "push_to_hub", "hub_private", "hub_revision", "hub_license", "hub_dataset_name", "command",
 )  # fmt: skip
 NOT_IN_OPTIONS_FILE = ("overwrite_output_dir", "resume_from_checkpoint", "command")
 # Options naming files whose content, not path, a run depends on.
@@ -232,6 +245,7 @@ class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, 
             yield "--site-effects on adds a term to sequence heads; --task token-classification has a head per residue"
         if self.ensemble is not None and self.fold_column:
             yield "give --ensemble or --fold-column, not both"
+        yield from self.tune_problems()
         if self.ensemble is not None and self.resume_from_checkpoint not in (None, "latest"):
             yield "--ensemble resumes with --resume-from-checkpoint latest (each member from its own last checkpoint)"
         task, metric = TASKS[self.task], self.metric_for_best_model
@@ -239,6 +253,14 @@ class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, 
             yield f"--metric-for-best-model {metric!r} is not a {self.task} metric: {', '.join(task.metric_names)}"
         if self.report_to and self.report_to not in [tracker.value for tracker in get_available_trackers()]:
             yield f"--report-to {self.report_to} needs its package: pip install {self.report_to}"
+
+    def tune_problems(self):
+        if self.tune_storage and not self.tune:
+            yield "--tune-storage needs --tune N"
+        if self.tune and self.fold_column:
+            yield "give --tune or --fold-column, not both: the search chooses on one validation split"
+        if self.tune and importlib.util.find_spec("optuna") is None:
+            yield '--tune needs Optuna: pip install "lyra-hf[tune]"'
 
     def options_file_values(self) -> dict:
         """What `OUTPUT_DIR/options.json` holds: every option but those that only say how this run started."""

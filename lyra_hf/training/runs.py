@@ -24,7 +24,7 @@ from ..data import SEQUENCE_COLUMN
 from ..outputs import locked_output_dir, remove_outputs, write_json
 from ..tasks import TASKS
 from .inputs import build_loaders, check_metric_name, load_data, memory_bound_max_length, tokenized_splits
-from .loop import RunParts, fit
+from .loop import RunHooks, RunParts, fit
 from .options import TrainOptions
 from .results import finish_run, summary_line
 from .schedule import LearningRateSchedule, planned_steps
@@ -51,9 +51,9 @@ class TrainingRun:
     accelerator: Accelerator
 
 
-def train(options: TrainOptions, lock: bool = True, share: ProcessShare | None = None) -> TrainingRun:
+def train(options: TrainOptions, lock: bool = True, share: ProcessShare | None = None, hooks: RunHooks = RunHooks()) -> TrainingRun:
     """Train in this process, or as one process of a torch.distributed job (RANK/WORLD_SIZE set); `lock=False` when the
-    process that launched the job holds the output folder's lock."""
+    process that launched the job holds the output folder's lock; `hooks` for a trial of a hyperparameter search."""
     output_dir = Path(options.output_dir)
     # Several processes on a machine without an accelerator (e.g. `accelerate launch --multi_gpu --num_processes 2` or
     # torchrun on CPUs): accelerate forms the gloo process group only when told to use the CPU, and would otherwise
@@ -72,17 +72,17 @@ def train(options: TrainOptions, lock: bool = True, share: ProcessShare | None =
     )
     # The main process writes every output, so it alone holds the folder's lock, for the whole run.
     with locked_output_dir(output_dir) if accelerator.is_main_process and lock else nullcontext():
-        return run_training(options, accelerator, output_dir, share)
+        return run_training(options, accelerator, output_dir, share, hooks)
 
 
-def run_training(options: TrainOptions, accelerator: Accelerator, output_dir: Path, share: ProcessShare | None) -> TrainingRun:
+def run_training(options: TrainOptions, accelerator: Accelerator, output_dir: Path, share: ProcessShare | None, hooks: RunHooks) -> TrainingRun:
     """Check, prepare, fit and finish one run; every input is checked before an earlier run's outputs are replaced."""
     if accelerator.is_main_process:
         check_output_dir(options, output_dir)
     accelerator.wait_for_everyone()
     checkpoint = checkpoint_to_resume(options, output_dir)
     set_seed(options.seed)
-    parts = prepare_run(options, accelerator, share)
+    parts = prepare_run(options, accelerator, share, hooks.score_test)
     if accelerator.is_main_process:
         start_run_folder(options, output_dir)
     accelerator.wait_for_everyone()
@@ -96,13 +96,14 @@ def run_training(options: TrainOptions, accelerator: Accelerator, output_dir: Pa
     # A resumed run keeps the schedule it sized; checkpoints from before schedules were sized ran --epochs in full.
     parts.schedule.steps = state.setdefault("schedule_steps", parts.schedule.steps)
     state.setdefault("steps", state["epoch"] * parts.steps_per_epoch)
-    fit(options, accelerator, parts, state, output_dir)
+    fit(options, accelerator, parts, state, output_dir, hooks)
     results = finish_run(options, accelerator, parts, state, output_dir)
     return TrainingRun(results=results, model=accelerator.unwrap_model(parts.model), accelerator=accelerator)
 
 
-def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessShare | None) -> RunParts:
-    """The tokenizer, data, model, optimizer and schedule of a run, checked and prepared by Accelerate."""
+def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessShare | None, score_test: bool = True) -> RunParts:
+    """The tokenizer, data, model, optimizer and schedule of a run, checked and prepared by Accelerate; without
+    `score_test` (a search's trial) the test split is left out."""
     tokenizer = build_tokenizer(options)
     config = build_config(options, tokenizer)
     batch_size = share.batch_size if share else options.batch_size
@@ -110,7 +111,9 @@ def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessS
     with accelerator.main_process_first():
         dataset, names = load_data(options, tokenizer, max_length)
         tokenized = tokenized_splits(dataset, tokenizer)
-    if "test" not in tokenized and accelerator.is_main_process:
+    if not score_test:
+        tokenized.pop("test", None)
+    elif "test" not in tokenized and accelerator.is_main_process:
         print("lyra-train: no --test-file; results.json will have no test metrics.", file=sys.stderr)
     check_metric_name(options, names)
     new_model = pretrained_checkpoint(options) is None
