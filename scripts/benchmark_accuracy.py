@@ -72,6 +72,11 @@ def run(name: str, rows: int | None, seed: int, tag: str, runs_dir: Path, budget
     return folder
 
 
+def run_minutes(results: dict) -> float:
+    """A run's training loop, or a --tune search's trials and choice, in minutes."""
+    return (results.get("fit_seconds") or results.get("search", {}).get("seconds") or 0) / 60
+
+
 def table(runs_dir: Path) -> str:
     """One row per data set, size and tag, over the seeds that finished."""
     groups = {}
@@ -92,7 +97,7 @@ def table(runs_dir: Path) -> str:
         lines.append(
             f"| {name} | {rows} | {tag} | {len(runs)} | {summary([run['test'][metric] for run in runs])} | "
             f"{summary([entry.get('test', {}).get(metric) for entry in baseline])} | {summary([run['validation'][metric] for run in runs])} | "
-            f"{summary([entry.get('validation', {}).get(metric) for entry in baseline])} | {summary([(run.get('fit_seconds') or 0) / 60 for run in runs])} |"
+            f"{summary([entry.get('validation', {}).get(metric) for entry in baseline])} | {summary([run_minutes(run) for run in runs])} |"
         )
     return "\n".join(lines)
 
