@@ -578,7 +578,7 @@ def test_early_stopping_ends_the_run_once_validation_stops_improving(tmp_path):
 def test_a_budget_without_epochs_fills_the_budget(tmp_path):
     """Without --epochs the schedule is sized to the budget alone (not capped by 25 epochs), and the run's training,
     validation and checkpoints take more than 80% of it and end within it."""
-    budget_minutes = 0.25
+    budget_minutes = 0.4
     flags = [*TINY, "--max-train-minutes", str(budget_minutes), "--num-processes", "1", "--threads", "1", "--no-baseline", "--quiet"]
     assert main([*flags, "--output-dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())

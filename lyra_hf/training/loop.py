@@ -19,7 +19,7 @@ from ..metrics import defined_metrics, metric_is_better
 from ..tasks import TASKS, Task
 from .inputs import sort_by_length
 from .options import TrainOptions
-from .schedule import BUDGET_MEASURED_STEPS, UNBOUNDED_STEPS, LearningRateSchedule, budgeted_steps, planned_steps
+from .schedule import BUDGET_MEASURED_STEPS, BUDGET_RESIZE_SHARE, UNBOUNDED_STEPS, LearningRateSchedule, budgeted_steps, planned_steps
 from .state import save_best, save_checkpoint
 
 
@@ -116,7 +116,7 @@ def format_metric(value: float | None) -> str:
 class EpochTrainer:
     """Trains epoch after epoch, counting optimizer steps in `state["steps"]`. With `--max-train-minutes` (and a run
     that has not yet sized its schedule), the first steps are timed and the schedule is sized to the budget; once the
-    first epoch has ended, its whole cost (training, validation and checkpoint) sizes it again (`resize_to_budget`)."""
+    first epochs have run, their whole cost (training, validation and checkpoints) sizes it again (`resize_to_budget`)."""
 
     def __init__(self, options: TrainOptions, accelerator, parts: RunParts, state: dict):
         self.options, self.accelerator, self.parts, self.state = options, accelerator, parts, state
@@ -124,6 +124,7 @@ class EpochTrainer:
         # A resumed run keeps the schedule its checkpoint holds: only the process that ran the first epoch resizes.
         self.resized = self.sized
         self.started = self.lap_started = time.monotonic()
+        self.steps_started = None  # the first training step's start: what came before (epoch 0's validation) is no step
 
     def lap(self) -> float:
         """When the current lap (epoch) started; the next one starts now."""
@@ -136,6 +137,7 @@ class EpochTrainer:
         parts.model.train()
         parts.train_loader.set_epoch(epoch)
         started, samples, loss_sum, batches = time.perf_counter(), 0, 0.0, 0
+        self.steps_started = self.steps_started or time.monotonic()
         description = f"epoch {epoch}/{math.ceil(parts.schedule.steps / parts.steps_per_epoch)}"
         progress = tqdm(parts.train_loader, desc=description, disable=not accelerator.is_local_main_process or self.options.quiet)
         for batch in progress:
@@ -162,22 +164,27 @@ class EpochTrainer:
         parts, state = self.parts, self.state
         if self.sized or state["steps"] != min(BUDGET_MEASURED_STEPS, parts.steps_per_epoch):
             return
-        elapsed, validation_batches = time.monotonic() - self.started, len(parts.eval_loaders["validation"])
+        now, validation_batches = time.monotonic(), len(parts.eval_loaders["validation"])
+        seconds_per_step = (now - self.steps_started) / state["steps"]
         cap = parts.schedule.steps if self.options.epochs else UNBOUNDED_STEPS  # without --epochs, the budget alone
         state["schedule_steps"] = budgeted_steps(
-            self.options.max_train_minutes, self.accelerator, state["steps"], cap, elapsed, parts.steps_per_epoch, validation_batches
+            self.options.max_train_minutes, self.accelerator, state["steps"], cap, now - self.started, seconds_per_step, parts.steps_per_epoch, validation_batches
         )
         parts.schedule.steps, self.sized = state["schedule_steps"], True
 
     def resize_to_budget(self) -> None:
-        """After the first epoch, size the schedule again from what the steps so far cost with their share of
-        validation and checkpoints: the first steps alone leave the checkpoints out, which many short epochs make a
-        large part of a run (BENCHMARKS.md, "Default schedule")."""
+        """Once epochs have run for `BUDGET_RESIZE_SHARE` of the budget, size the schedule again from what a step has
+        cost since the first, with its share of validation and checkpoints: the first steps alone leave the
+        checkpoints out (which many short epochs make a large part of a run) and are slower than the rest."""
         parts, state = self.parts, self.state
-        if self.resized or state["epoch"] < 1 or state["steps"] >= parts.schedule.steps:
+        now = time.monotonic()
+        if self.resized or state["epoch"] < 1 or now - self.started < BUDGET_RESIZE_SHARE * 60 * self.options.max_train_minutes:
             return
         cap = UNBOUNDED_STEPS if self.options.epochs is None else planned_steps(self.options.epochs, parts.steps_per_epoch)
-        state["schedule_steps"] = budgeted_steps(self.options.max_train_minutes, self.accelerator, state["steps"], cap, state["fit_seconds"], parts.steps_per_epoch, 0)
+        seconds_per_step = (now - self.steps_started) / state["steps"]
+        state["schedule_steps"] = budgeted_steps(
+            self.options.max_train_minutes, self.accelerator, state["steps"], cap, now - self.started, seconds_per_step, parts.steps_per_epoch, 0
+        )
         parts.schedule.steps, self.resized = state["schedule_steps"], True
 
 

@@ -13,6 +13,8 @@ DEFAULT_MIN_STEPS = 2_000
 UNBOUNDED_STEPS = 10**9
 # Steps timed before `--max-train-minutes` sizes the schedule (fewer when an epoch is shorter).
 BUDGET_MEASURED_STEPS = 10
+# The share of --max-train-minutes after which, at an epoch's end, the schedule is sized again from the epochs' cost.
+BUDGET_RESIZE_SHARE = 0.1
 # The share of --max-train-minutes a schedule aims to fill, leaving the rest for the last epoch's validation and
 # checkpoint and for the speed's noise.
 BUDGET_SHARE = 0.97
@@ -49,12 +51,11 @@ def planned_steps(epochs: int | None, steps_per_epoch: int) -> int:
 
 
 def budgeted_steps(
-    max_train_minutes: float, accelerator, steps_done: int, planned: int, elapsed: float, steps_per_epoch: int, validation_batches: int
+    max_train_minutes: float, accelerator, steps_done: int, planned: int, elapsed: float, seconds_per_step: float, steps_per_epoch: int, validation_batches: int
 ) -> int:
-    """The optimizer steps that fit in `max_train_minutes`, from the time the first `steps_done` took and the
-    validation pass that ends each epoch, at most `planned` (`planned_steps` with --epochs, else `UNBOUNDED_STEPS`);
-    every process takes the smallest estimate, so that all stop at the same step."""
-    seconds_per_step = elapsed / steps_done
+    """The optimizer steps that fit in `max_train_minutes`, `elapsed` seconds of it spent, from the time a step takes
+    and the validation pass that ends each epoch, at most `planned` (`planned_steps` with --epochs, else
+    `UNBOUNDED_STEPS`); every process takes the smallest estimate, so that all stop at the same step."""
     epoch_overhead = 1 + validation_batches * EVALUATION_STEP_FRACTION / steps_per_epoch
     remaining = 60 * max_train_minutes * BUDGET_SHARE - elapsed
     fit = steps_done + int(remaining / (seconds_per_step * epoch_overhead))
