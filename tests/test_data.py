@@ -212,3 +212,15 @@ def test_synthetic_wild_type_is_the_landscape_s_wild_type():
     differences = [sum(a != b for a, b in zip(variant, wild_type)) for variant in variants]
     assert len(wild_type) == 30 and min(differences) >= 1 and np.mean(differences) < 4  # 1 + Poisson(2) substitutions
     assert synthetic_wild_type(length=30, seed=43) != wild_type
+
+
+def test_the_synthetic_landscapes_true_fitness_is_what_its_labels_measure():
+    from lyra_hf.data import synthetic_fitness_dataset, synthetic_landscape, synthetic_wild_type
+
+    dataset = synthetic_fitness_dataset(num_train=400, num_validation=50, num_test=50, seed=7)
+    landscape = synthetic_landscape(seed=7)
+    assert landscape.wild_type_sequence == synthetic_wild_type(seed=7)
+    truth = landscape.fitness(dataset["train"]["sequence"])
+    noise = np.array([labels[0] for labels in dataset["train"]["labels"]]) - truth
+    assert abs(noise.mean()) < 0.02 and 0.08 < noise.std() < 0.12  # the labels' measurement noise, sd 0.1
+    assert landscape.fitness([landscape.wild_type_sequence])[0] == 0.0

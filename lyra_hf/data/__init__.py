@@ -11,7 +11,7 @@ from .checks import MIN_EVALUATION_ROWS, check_columns, check_rows
 from .files import LABELS_COLUMN, SEQUENCE_COLUMN, check_text_file, iter_fasta, read_fasta, read_table, stream_table
 from .loading import collator_for, label_names, load_sequence_dataset, tokenize_dataset
 from .splits import fold_values
-from .synthetic import synthetic_fitness_dataset, synthetic_wild_type
+from .synthetic import SyntheticLandscape, synthetic_fitness_dataset, synthetic_landscape, synthetic_wild_type
 
 
 __all__ = [
@@ -27,7 +27,9 @@ __all__ = [
     "check_rows",
     "load_sequence_dataset",
     "fold_values",
+    "SyntheticLandscape",
     "synthetic_fitness_dataset",
+    "synthetic_landscape",
     "synthetic_wild_type",
     "label_names",
     "tokenize_dataset",

@@ -63,8 +63,8 @@ class WildType:
         return mask
 
 
-def parse_positions(spec: str, length: int) -> list[int]:
-    """`"10-20,45,47"` -> 1-based positions, checked against the sequence length."""
+def parse_positions(spec: str, length: int, flag: str = "--pairs", minimum: int = 2) -> list[int]:
+    """`"10-20,45,47"` -> 1-based positions, checked against the sequence length; at least `minimum` of them."""
     positions = set()
     for part in spec.split(","):
         part = part.strip()
@@ -74,12 +74,12 @@ def parse_positions(spec: str, length: int) -> list[int]:
             first, _, last = part.partition("-")
             first, last = int(first), int(last or first)
         except ValueError:
-            raise ValueError(f"--pairs: {part!r} is not a position or a range like 10-20.") from None
+            raise ValueError(f"{flag}: {part!r} is not a position or a range like 10-20.") from None
         if not 1 <= first <= last <= length:
-            raise ValueError(f"--pairs: positions {part} are outside the sequence (1-{length}).")
+            raise ValueError(f"{flag}: positions {part} are outside the sequence (1-{length}).")
         positions.update(range(first, last + 1))
-    if len(positions) < 2:
-        raise ValueError(f"--pairs {spec!r} names fewer than two positions.")
+    if len(positions) < minimum:
+        raise ValueError(f"{flag} {spec!r} names {'no position' if minimum == 1 else 'fewer than two positions'}.")
     return sorted(positions)
 
 

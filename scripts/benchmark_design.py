@@ -1,0 +1,164 @@
+"""Simulated design rounds on the synthetic landscape (`lyra_hf.data.synthetic_landscape`): does lyra-design find fitter
+variants than choosing at random or by one-hot ridge?
+
+Per seed (the landscape's and the first sample's): 384 random variants are measured (true fitness plus the landscape's
+noise). Each round, every strategy proposes 96 new variants, reads their true fitness, and adds their measurements to
+what it has measured; three rounds. Strategies:
+
+- random: 96 random variants (1 + Poisson(2) substitutions, as the first sample);
+- ridge: the top 96 of the design space by a one-hot ridge regression fitted on the measured variants (its alpha by
+  leave-one-out cross-validation over the baseline's grid);
+- lyra-mean, lyra-ucb, lyra-thompson: `lyra-train --ensemble 3` on the measured variants, then `design()` over the same
+  space, ranking by the members' mean, by mean + 1 std (ucb:1), or by Thompson sampling. Round 1's ensemble is
+  shared by the three (they have measured the same variants so far).
+
+The design space: every single and double mutant of the wild type (30 positions, 157,605 candidates), scored
+exhaustively. Per round the table gives, as the median over seeds, the best true fitness measured so far and the
+mean true fitness of the round's batch.
+
+    python scripts/benchmark_design.py --seeds 0 1 2 3 4 5 6 7 8 9 --runs-dir runs/design_sim
+    python scripts/benchmark_design.py --table runs/design_sim
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import RidgeCV
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lyra_hf import LyraTokenizer  # noqa: E402
+from lyra_hf.baseline import RIDGE_ALPHAS  # noqa: E402
+from lyra_hf.checkpoints import load_models  # noqa: E402
+from lyra_hf.data.synthetic import CANONICAL, NOISE, synthetic_landscape  # noqa: E402
+from lyra_hf.design import DesignOptions, design  # noqa: E402
+from lyra_hf.design.scoring import enumerate_space  # noqa: E402
+from lyra_hf.design.space import build_space  # noqa: E402
+from lyra_hf.outputs import write_csv, write_json  # noqa: E402
+from lyra_hf.scan.mutants import WildType  # noqa: E402
+
+
+START, BATCH, ROUNDS = 384, 96, 3
+STRATEGIES = ("random", "ridge", "lyra-mean", "lyra-ucb", "lyra-thompson")
+ACQUISITION = {"lyra-mean": "mean", "lyra-ucb": "ucb:1", "lyra-thompson": "thompson"}
+
+
+class Lab:
+    """One seed's landscape, its measurements and its noise."""
+
+    def __init__(self, seed: int):
+        self.seed, self.landscape = seed, synthetic_landscape(seed=seed)
+        self.rng = np.random.default_rng(seed + 10_000)
+
+    def sequences(self, variants: np.ndarray) -> list[str]:
+        return ["".join(CANONICAL[index] for index in variant) for variant in variants]
+
+    def measure(self, sequences: list[str]) -> list[float]:
+        return (self.landscape.fitness(sequences) + self.rng.normal(0.0, NOISE, len(sequences))).tolist()
+
+
+def one_hot(lab: Lab, sequences: list[str]) -> np.ndarray:
+    encoded = lab.landscape.encode(sequences)
+    features = np.zeros((len(sequences), encoded.shape[1] * len(CANONICAL)))
+    features[np.arange(len(sequences))[:, None], np.arange(encoded.shape[1]) * len(CANONICAL) + encoded] = 1.0
+    return features
+
+
+def ridge_batch(lab: Lab, measured: dict[str, float], space_sequences: list[str]) -> list[str]:
+    model = RidgeCV(alphas=RIDGE_ALPHAS).fit(one_hot(lab, list(measured)), list(measured.values()))
+    weights = model.coef_.reshape(len(lab.landscape.wild_type), len(CANONICAL))
+    encoded = lab.landscape.encode(space_sequences)
+    scores = weights[np.arange(encoded.shape[1]), encoded].sum(1)
+    ranked = [space_sequences[index] for index in np.argsort(-scores, kind="stable")]
+    return [sequence for sequence in ranked if sequence not in measured][:BATCH]
+
+
+def train_ensemble(measured: dict[str, float], folder: Path, seed: int) -> Path:
+    if not (folder / "results.json").exists():
+        write_csv(folder.with_suffix(".csv"), {"sequence": list(measured), "fitness": list(measured.values())})
+        command = [sys.executable, "-m", "lyra_hf.train", "--train-file", str(folder.with_suffix(".csv")), "--label-columns", "fitness"]
+        command += ["--ensemble", "3", "--seed", str(seed), "--quiet", "--overwrite-output-dir", "--output-dir", str(folder)]
+        completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        if completed.returncode:
+            sys.exit(f"benchmark_design: training {folder} failed:\n{completed.stderr[-3000:]}")
+    return folder / "best"
+
+
+def lyra_batch(lab: Lab, measured: dict[str, float], model_dir: Path, acquisition: str) -> list[str]:
+    tokenizer, members = load_models(str(model_dir))
+    options = DesignOptions(max_mutations=2, num_designs=BATCH, acquisition=acquisition, seed=lab.seed)
+    result = design(members, tokenizer, lab.landscape.wild_type_sequence, options, measured=list(measured), processes=2, progress=False)
+    return list(result.designs["sequence"])
+
+
+def run_seed(seed: int, runs_dir: Path) -> dict:
+    """Every strategy's rounds on one seed: per round, the best true fitness measured so far and the batch's mean."""
+    path = runs_dir / f"seed{seed}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    lab = Lab(seed)
+    start = lab.sequences(lab.landscape.random_variants(np.random.default_rng(seed), START))
+    first = dict(zip(start, lab.measure(start)))
+    space = build_space(WildType.encode(LyraTokenizer(), lab.landscape.wild_type_sequence), None, None, 2)
+    space_sequences = [space.sequence(mutations) for mutations in enumerate_space(space)]
+    record = {"seed": seed, "start_best": float(lab.landscape.fitness(start).max())}
+    for strategy in STRATEGIES:
+        measured, rounds, started = dict(first), [], time.time()
+        for round_ in range(1, ROUNDS + 1):
+            if strategy == "random":
+                excluded = {tuple(variant) for variant in lab.landscape.encode(list(measured))}
+                batch = lab.sequences(lab.landscape.random_variants(lab.rng, BATCH, excluded))
+            elif strategy == "ridge":
+                batch = ridge_batch(lab, measured, space_sequences)
+            else:
+                shared = "lyra" if round_ == 1 else strategy  # round 1's ensemble: the same measured variants for all
+                model_dir = train_ensemble(measured, runs_dir / f"seed{seed}-{shared}-round{round_}", seed)
+                batch = lyra_batch(lab, measured, model_dir, ACQUISITION[strategy])
+            truth = lab.landscape.fitness(batch)
+            measured.update(zip(batch, lab.measure(batch)))
+            best = float(lab.landscape.fitness(list(measured)).max())
+            rounds.append({"round": round_, "best_so_far": best, "batch_mean": float(truth.mean()), "batch_best": float(truth.max())})
+        record[strategy] = {"rounds": rounds, "seconds": time.time() - started}
+        print(f"seed {seed} {strategy}: " + ", ".join(f"round {entry['round']} best {entry['best_so_far']:.2f} mean {entry['batch_mean']:.2f}" for entry in rounds), flush=True)
+    write_json(path, record)
+    return record
+
+
+def table(runs_dir: Path) -> str:
+    records = [json.loads(path.read_text()) for path in sorted(runs_dir.glob("seed*.json"))]
+    lines = [f"{len(records)} seeds; medians over seeds (best true fitness of the first {START} random variants: {statistics.median(r['start_best'] for r in records):.2f})", ""]
+    lines += ["| strategy | " + " | ".join(f"round {r}: best so far | round {r}: batch mean" for r in range(1, ROUNDS + 1)) + " |"]
+    lines += ["| --- |" + " ---: | ---: |" * ROUNDS]
+    for strategy in STRATEGIES:
+        cells = []
+        for round_ in range(ROUNDS):
+            cells.append(f"{statistics.median(r[strategy]['rounds'][round_]['best_so_far'] for r in records):.2f}")
+            cells.append(f"{statistics.median(r[strategy]['rounds'][round_]['batch_mean'] for r in records):.2f}")
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--runs-dir", default="runs/design_sim")
+    parser.add_argument("--table", metavar="RUNS_DIR", help="print the table of the finished seeds in RUNS_DIR")
+    args = parser.parse_args()
+    if args.table:
+        print(table(Path(args.table)))
+        return
+    runs_dir = Path(args.runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        run_seed(seed, runs_dir)
+    print(table(runs_dir))
+
+
+if __name__ == "__main__":
+    main()
