@@ -142,8 +142,10 @@ def add_options(parser: argparse.ArgumentParser, options: type, title: str | Non
             continue
         flag = f"--{field.name.replace('_', '-')}"
         default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-        if field.type in (bool, bool | None):
+        if field.type is bool:
             group.add_argument(flag, action="store_true", default=default, help=field.metadata["help"])
+        elif field.type == bool | None:  # unset: a default decides (e.g. the task's); --no-X says no
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=field.metadata["help"])
         else:
             default = ",".join(default) if isinstance(default, list) else default
             group.add_argument(flag, default=default, **field.metadata)
@@ -187,7 +189,7 @@ def flag_values_from_json(parser: argparse.ArgumentParser, path: str) -> dict:
 
 def flag_value(parser: argparse.ArgumentParser, action: argparse.Action, value, where: str):
     """`value` (from JSON) checked and converted as `action` converts its text on the command line."""
-    if isinstance(action, argparse._StoreTrueAction):
+    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
         if not isinstance(value, bool):
             parser.error(f"{where} must be true or false, got {json.dumps(value)}")
         return value

@@ -4,7 +4,7 @@ tasks and metric names from here.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import datasets
 import torch
@@ -39,6 +39,9 @@ class Task:
     numeric_labels: bool  # real-valued targets (several allowed), rather than class names
     labels_per_residue: bool  # one label per residue (a head at every position), rather than one per sequence
     baseline_name: str  # the one-hot baseline fitted beside each run (lyra_hf.baseline), as results and cards name it
+    # LyraConfig values a new model of this task gets unless the user's flags or --config JSON say otherwise, chosen
+    # by measurement (BENCHMARKS.md, "Defaults per task").
+    model_defaults: dict = field(default_factory=dict)
 
     def collator(self, tokenizer, pad_to_multiple_of: int | None = None):
         """Pads a batch per batch; per-residue labels are padded with -100 (no loss, not scored)."""
@@ -143,6 +146,9 @@ TASKS = {
             numeric_labels=False,
             labels_per_residue=True,
             baseline_name="one-hot window logistic regression",
+            # A residue's class depends on both its neighbours: causal S4D layers see only the left ones (FLIP
+            # conservation, 10-minute budget: validation accuracy 0.2114 against 0.2041).
+            model_defaults={"bidirectional": True},
         ),
     )
 }

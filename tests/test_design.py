@@ -192,3 +192,40 @@ def test_bad_inputs_fail_in_one_line_and_write_nothing(tmp_path, capsys, flags, 
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and message in error[0], error
     assert not [path for path in output.iterdir() if not path.name.startswith(".")] if output.exists() else True
+
+
+def test_readme_design_rounds_run_as_written_and_never_repropose_a_measured_variant(tmp_path, monkeypatch):
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    from test_try_it import REPO, bash_blocks
+
+    from lyra_hf.train import main as train_main
+
+    (block,) = bash_blocks((REPO / "README.md").read_text(), "Design the next batch")
+    script = " ".join(block).replace("\\ ", "")
+    wild_type = subprocess.run([sys.executable, str(REPO / "scripts" / "synthetic_lab.py"), "wild-type"], capture_output=True, text=True, check=True).stdout.strip()
+    script = script.replace('"$(python scripts/synthetic_lab.py wild-type)"', wild_type)
+    commands = [command.strip() for command in re.split(r"(?=\b(?:python|lyra-train|lyra-design) )", script) if command.strip()]
+    assert [command.split()[0] for command in commands] == ["python", "lyra-train", "lyra-design", "python", "lyra-train", "lyra-design"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scripts").symlink_to(REPO / "scripts")
+    # As written, without the small-data floor of optimizer steps (its own test covers it), to keep the test short.
+    monkeypatch.setattr("lyra_hf.training.schedule.DEFAULT_MIN_STEPS", 0)
+    measured_before = {}
+    for command in commands:
+        words = shlex.split(command)
+        if words[0] == "python":
+            subprocess.run([sys.executable, *words[1:]], check=True, capture_output=True)
+        else:
+            if words[0] == "lyra-design":
+                with open("measured.csv") as handle:
+                    measured_before[words[words.index("--output-dir") + 1]] = {row["sequence"] for row in csv.DictReader(handle)}
+            assert (train_main if words[0] == "lyra-train" else main)(words[1:]) == 0, command
+    for folder, measured in measured_before.items():
+        with open(tmp_path / folder / "designs.csv") as handle:
+            designs = {row["sequence"] for row in csv.DictReader(handle)}
+        assert len(designs) == 96 and not designs & measured
+    assert len(measured_before["design2"]) == 384 + 96

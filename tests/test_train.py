@@ -584,3 +584,22 @@ def test_a_budget_without_epochs_fills_the_budget(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["steps"] == results["schedule_steps"] > 25 * 17  # more than the 25 epochs a budget used to cap
     assert 0.8 * 60 * budget_minutes <= results["fit_seconds"] <= 60 * budget_minutes
+
+
+def test_per_residue_models_are_bidirectional_by_default_unless_flags_or_a_config_say_otherwise(tmp_path):
+    from lyra_hf.training import TrainOptions, build_tokenizer
+    from lyra_hf.training.setup import build_config
+
+    csv_file = tmp_path / "ss.csv"
+    csv_file.write_text("sequence,ss\nACDE,HHEC\n")
+
+    def config(**flags):
+        options = TrainOptions(train_file=str(csv_file), label_columns=["ss"], task="token-classification", **flags)
+        return build_config(options, build_tokenizer(options))
+
+    assert config().bidirectional is True
+    assert config(bidirectional=False).bidirectional is False
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 16, "state_size": 8}))
+    assert config(config=str(tmp_path / "config.json")).bidirectional is False  # the JSON's (LyraConfig's) value
+    regression = TrainOptions(train_file=str(csv_file), label_columns=["ss"], task="regression")
+    assert build_config(regression, build_tokenizer(regression)).bidirectional is False

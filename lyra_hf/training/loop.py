@@ -19,7 +19,7 @@ from ..metrics import defined_metrics, metric_is_better
 from ..tasks import TASKS, Task
 from .inputs import sort_by_length
 from .options import TrainOptions
-from .schedule import BUDGET_MEASURED_STEPS, BUDGET_RESIZE_SHARE, UNBOUNDED_STEPS, LearningRateSchedule, budgeted_steps, planned_steps
+from .schedule import BUDGET_MEASURED_STEPS, BUDGET_RESIZE_SHARES, UNBOUNDED_STEPS, LearningRateSchedule, budgeted_steps, planned_steps, resized_steps
 from .state import save_best, save_checkpoint
 
 
@@ -122,7 +122,7 @@ class EpochTrainer:
         self.options, self.accelerator, self.parts, self.state = options, accelerator, parts, state
         self.sized = not options.max_train_minutes or state["epoch"] > 0
         # A resumed run keeps the schedule its checkpoint holds: only the process that ran the first epoch resizes.
-        self.resized = self.sized
+        self.keeps_schedule, self.resizes, self.first_epoch = self.sized, 0, state["epoch"]
         self.started = self.lap_started = time.monotonic()
         self.steps_started = None  # the first training step's start: what came before (epoch 0's validation) is no step
 
@@ -173,19 +173,23 @@ class EpochTrainer:
         parts.schedule.steps, self.sized = state["schedule_steps"], True
 
     def resize_to_budget(self) -> None:
-        """Once epochs have run for `BUDGET_RESIZE_SHARE` of the budget, size the schedule again from what a step has
-        cost since the first, with its share of validation and checkpoints: the first steps alone leave the
-        checkpoints out (which many short epochs make a large part of a run) and are slower than the rest."""
+        """At the first epoch's end past each of `BUDGET_RESIZE_SHARES` of the budget, size the schedule again from
+        what the epochs so far cost: their training steps, and their validations and checkpoints, which the first
+        steps alone leave out (many short epochs make them a large part of a run). The last resize comes at half the
+        budget, so that the last checkpoints hold the final schedule, which a resumed run keeps."""
         parts, state = self.parts, self.state
-        now = time.monotonic()
-        if self.resized or state["epoch"] < 1 or now - self.started < BUDGET_RESIZE_SHARE * 60 * self.options.max_train_minutes:
+        if self.keeps_schedule or state["epoch"] < 1:
+            return
+        elapsed = time.monotonic() - self.started
+        due = [share for share in BUDGET_RESIZE_SHARES if elapsed >= share * 60 * self.options.max_train_minutes]
+        if len(due) <= self.resizes:
             return
         cap = UNBOUNDED_STEPS if self.options.epochs is None else planned_steps(self.options.epochs, parts.steps_per_epoch)
-        seconds_per_step = (now - self.steps_started) / state["steps"]
-        state["schedule_steps"] = budgeted_steps(
-            self.options.max_train_minutes, self.accelerator, state["steps"], cap, now - self.started, seconds_per_step, parts.steps_per_epoch, 0
+        epochs = state["epoch"] - self.first_epoch
+        state["schedule_steps"] = resized_steps(
+            self.options.max_train_minutes, self.accelerator, state["steps"], cap, elapsed, state["train_seconds"], epochs, parts.steps_per_epoch
         )
-        parts.schedule.steps, self.resized = state["schedule_steps"], True
+        parts.schedule.steps, self.resizes = state["schedule_steps"], len(due)
 
 
 def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path, hooks: RunHooks = RunHooks()) -> None:
@@ -197,12 +201,12 @@ def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output
         # on it, validation keeps it (epoch 0).
         validate(options, accelerator, parts, state, output_dir, 0, None)
     while state["steps"] < parts.schedule.steps and not patience_ran_out(options, state):
-        trainer.resize_to_budget()
         epoch = state["epoch"] + 1
         loss_sum, batches = trainer.train_one_epoch(epoch)
         train_loss = accelerator.reduce(torch.tensor([loss_sum, batches], device=accelerator.device, dtype=torch.float64), "sum")
         validate(options, accelerator, parts, state, output_dir, epoch, float(train_loss[0] / train_loss[1]))
         state["epoch"] = epoch
+        trainer.resize_to_budget()  # before the checkpoint, which then holds the schedule a resume keeps
         if hooks.on_validation is not None:
             hooks.on_validation(state["best_metric"], state["steps"] / parts.schedule.steps)
         save_checkpoint(accelerator, output_dir, epoch, state, parts.ema)

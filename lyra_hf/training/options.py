@@ -74,7 +74,7 @@ class ModelOptions:
     hidden_size: int | None = option(help="width d of the residual stream (default: the config's, 64)", type=POSITIVE_INT)
     state_size: int | None = option(help="S4D state size N, even (default: the config's, 64)", type=bounded(int, minimum=2))
     num_s4d_layers: int | None = option(help="S4D layers (default: the config's, 1)", type=POSITIVE_INT)
-    bidirectional: bool | None = option(help="S4D layers also look right of each position")
+    bidirectional: bool | None = option(help="S4D layers also look right of each position (default: on for token-classification, off otherwise)")
     dropout: float | None = option(help="dropout probability (default: the config's, 0.2)", type=bounded(float, minimum=0, below=1))
     pooling: str | None = option(help="how a sequence head pools the residues (default: the config's, mean)", choices=POOLING_MODES)
     site_effects: str = option(

@@ -13,11 +13,11 @@ DEFAULT_MIN_STEPS = 2_000
 UNBOUNDED_STEPS = 10**9
 # Steps timed before `--max-train-minutes` sizes the schedule (fewer when an epoch is shorter).
 BUDGET_MEASURED_STEPS = 10
-# The share of --max-train-minutes after which, at an epoch's end, the schedule is sized again from the epochs' cost.
-BUDGET_RESIZE_SHARE = 0.1
+# The shares of --max-train-minutes after which, at an epoch's end, the schedule is sized again from the epochs' cost.
+BUDGET_RESIZE_SHARES = (0.1, 0.5)
 # The share of --max-train-minutes a schedule aims to fill, leaving the rest for the last epoch's validation and
 # checkpoint and for the speed's noise.
-BUDGET_SHARE = 0.97
+BUDGET_SHARE = 0.95
 # A validation batch costs about a third of a training step (a forward pass without the backward and the optimizer).
 EVALUATION_STEP_FRACTION = 1 / 3
 
@@ -59,5 +59,20 @@ def budgeted_steps(
     epoch_overhead = 1 + validation_batches * EVALUATION_STEP_FRACTION / steps_per_epoch
     remaining = 60 * max_train_minutes * BUDGET_SHARE - elapsed
     fit = steps_done + int(remaining / (seconds_per_step * epoch_overhead))
+    estimate = torch.tensor([max(steps_done, min(planned, fit))], device=accelerator.device)
+    return int(accelerator.gather(estimate).min())
+
+
+def resized_steps(
+    max_train_minutes: float, accelerator, steps_done: int, planned: int, elapsed: float, train_seconds: float, epochs_done: int, steps_per_epoch: int
+) -> int:
+    """The optimizer steps that fit in `max_train_minutes` once `epochs_done` epochs have taken `elapsed` seconds, of
+    which `train_seconds` trained: each further step costs a training step, and each epoch's end (the last, partial
+    epoch's too) costs what validation and the checkpoint cost so far on average; at most `planned`, and the smallest
+    estimate of every process."""
+    seconds_per_step = train_seconds / steps_done
+    epoch_end = max(0.0, elapsed - train_seconds) / epochs_done
+    remaining = 60 * max_train_minutes * BUDGET_SHARE - elapsed - epoch_end
+    fit = steps_done + int(max(0.0, remaining) / (seconds_per_step + epoch_end / steps_per_epoch))
     estimate = torch.tensor([max(steps_done, min(planned, fit))], device=accelerator.device)
     return int(accelerator.gather(estimate).min())

@@ -24,7 +24,7 @@ from ..tasks import TASKS
 from .loop import RunHooks, format_metric
 from .options import ModelOptions, OptionsError, TrainOptions
 from .runs import train
-from .setup import pretrained_checkpoint
+from .setup import pretrained_checkpoint, read_config_file
 from .state import run_settings
 from .tuning_report import write_trials_table
 
@@ -92,8 +92,10 @@ def search_space(options: TrainOptions) -> dict:
 
 
 def given_configuration(options: TrainOptions) -> dict:
-    """Trial 0's parameters: each option's value, or where it is unset the configuration's default."""
-    config = LyraConfig()
+    """Trial 0's parameters: each option's value, or where it is unset what the run would use: a --config JSON's
+    value, else the task's default (`Task.model_defaults`), else LyraConfig's."""
+    config_file = options.config and not pretrained_checkpoint(options)
+    config = read_config_file(options.config) if config_file else LyraConfig(**TASKS[options.task].model_defaults)
     return {name: getattr(options, name) if getattr(options, name) is not None or name == "ema_decay" else getattr(config, name) for name in SEARCH_SPACE}
 
 
@@ -232,21 +234,21 @@ class Search:
         return TrialJob(options, self.storage, self.study.study_name, trial._trial_id, self.options.metric_for_best_model)
 
     def tell(self, job: TrialJob, outcome: TrialOutcome | None, error: Exception | None) -> None:
+        import optuna
         from optuna.trial import TrialState
 
-        number = self.study._storage.get_trial_number_from_id(job.trial_id)
-        seconds = outcome.seconds if outcome else None
-        self.study._storage.set_trial_user_attr(job.trial_id, "seconds", seconds)
+        trial = optuna.Trial(self.study, job.trial_id)
+        trial.set_user_attr("seconds", outcome.seconds if outcome else None)
         if error is not None or outcome.value is None:
             reason = f"{type(error).__name__}: {error}" if error else f"validation {job.metric} undefined"
-            self.study._storage.set_trial_user_attr(job.trial_id, "error", reason)
-            self.study.tell(number, state=TrialState.FAIL)
-            print(f"lyra-train: trial {number} failed: {reason}", file=sys.stderr)
+            trial.set_user_attr("error", reason)
+            self.study.tell(trial, state=TrialState.FAIL)
+            print(f"lyra-train: trial {trial.number} failed: {reason}", file=sys.stderr)
             return
         state = TrialState.COMPLETE if outcome.state == "COMPLETE" else TrialState.PRUNED
-        self.study.tell(number, outcome.value if state == TrialState.COMPLETE else None, state=state)
+        self.study.tell(trial, outcome.value if state == TrialState.COMPLETE else None, state=state)
         if not self.options.quiet:
-            print(f"trial {number}: {outcome.state.lower()}, validation {job.metric} {format_metric(outcome.value)} ({outcome.seconds:.0f} s)", file=sys.stderr)
+            print(f"trial {trial.number}: {outcome.state.lower()}, validation {job.metric} {format_metric(outcome.value)} ({outcome.seconds:.0f} s)", file=sys.stderr)
 
     def run_trials(self, total: int) -> None:
         """Keep `parallel` trials running until the study holds `total`, telling the study each outcome as it comes and
@@ -310,7 +312,9 @@ def requeue_interrupted(study) -> None:
     interrupted, and queued again with their parameters."""
     from optuna.trial import TrialState
 
+    import optuna
+
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        optuna.Trial(study, trial._trial_id).set_user_attr("interrupted", True)
+        study.tell(trial.number, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, skip_if_exists=False)

@@ -114,7 +114,8 @@ def build_config(options: TrainOptions, tokenizer):
         return AutoConfig.from_pretrained(checkpoint)
     config = read_config_file(options.config) if options.config else LyraConfig()
     tokens = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, "alphabet": tokenizer.letters}
-    for field, value in {**size_overrides(options), **tokens}.items():
+    task_defaults = {} if options.config else TASKS[options.task].model_defaults  # a config JSON says it all
+    for field, value in {**task_defaults, **size_overrides(options), **tokens}.items():
         setattr(config, field, value)
     config.validate_architecture()
     return config
