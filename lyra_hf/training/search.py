@@ -105,7 +105,8 @@ def study_name(options: TrainOptions) -> str:
     return "lyra-train-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-# Processes that open a new database at the same moment race to create its tables; the loser opens it again.
+# Processes that open a new database at the same moment race to create its tables (an IntegrityError or an
+# OperationalError for the loser), and a database server may be briefly busy: the storage is opened again.
 STORAGE_ATTEMPTS = 5
 
 
@@ -119,7 +120,7 @@ def open_storage(location: str):
         try:
             return optuna.storages.RDBStorage(location)
         except Exception as error:  # SQLAlchemy's errors: a bad URL, a missing driver, no connection, a race
-            if "already exists" in str(error) and attempt + 1 < STORAGE_ATTEMPTS:
+            if type(error).__name__ in ("IntegrityError", "OperationalError") and attempt + 1 < STORAGE_ATTEMPTS:
                 time.sleep(0.2 * (attempt + 1))
                 continue
             reason = str(error).strip().splitlines()[0]
