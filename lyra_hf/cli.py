@@ -9,6 +9,7 @@ written is complete, temporary files are removed). Anything else is a bug in lyr
 import argparse
 import dataclasses
 import difflib
+import importlib.util
 import json
 import math
 import shlex
@@ -160,6 +161,17 @@ class CpuOptions:
 
 
 CPU_TITLE = "CPU use (default: one single-threaded process per CPU this process may use)"
+
+
+def figures_wanted(args: argparse.Namespace, command: str) -> bool:
+    """Whether a command draws its figures: not with `--no-figures`, and not without matplotlib (the `plot` extra),
+    which it says in one line before writing its tables alone."""
+    if args.no_figures:
+        return False
+    if importlib.util.find_spec("matplotlib") is None:
+        print(f"{command}: matplotlib is not installed, writing the tables only (pip install lyra-hf[plot] for figures).", file=sys.stderr)
+        return False
+    return True
 
 
 def add_cpu_flags(parser: argparse.ArgumentParser) -> None:

@@ -14,8 +14,6 @@ nearest measured sequence), candidates.parquet (every scored candidate) and desi
 """
 
 import argparse
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
@@ -96,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
             import datasets
 
             datasets.Dataset.from_dict(candidates).to_parquet(str(temporary / "candidates.parquet"))
-            if figures_wanted(args):
+            if cli.figures_wanted(args, "lyra-design"):
                 from .figures import plot_design
 
                 plot_design(result, temporary / "design.png")
@@ -110,15 +108,6 @@ def chosen_ranks(result) -> list[int | None]:
     for rank, index in enumerate(result.chosen, 1):
         ranks[index] = rank
     return ranks
-
-
-def figures_wanted(args: argparse.Namespace) -> bool:
-    if args.no_figures:
-        return False
-    if importlib.util.find_spec("matplotlib") is None:
-        print("lyra-design: matplotlib is not installed, writing the tables only (pip install lyra-hf[plot] for design.png).", file=sys.stderr)
-        return False
-    return True
 
 
 def main(argv=None) -> int:

@@ -19,9 +19,7 @@ ID), replacing an earlier scan's files there only with `--overwrite`, and only o
 """
 
 import argparse
-import importlib.util
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -146,15 +144,6 @@ def scan_jobs(args: argparse.Namespace, sequences: list[tuple[str, str]], tokeni
     return jobs
 
 
-def figures_wanted(args: argparse.Namespace) -> bool:
-    if args.no_figures:
-        return False
-    if importlib.util.find_spec("matplotlib") is None:
-        print("lyra-scan: matplotlib is not installed, writing CSV files only (pip install lyra-hf[plot] for figures).", file=sys.stderr)
-        return False
-    return True
-
-
 def run(args: argparse.Namespace) -> None:
     """Check every wild type, flag and output folder first, then scan and write each in turn."""
     output_dir = Path(args.output_dir)
@@ -164,7 +153,7 @@ def run(args: argparse.Namespace) -> None:
         jobs = scan_jobs(args, sequences, tokenizer, models)
         processes, threads = plan_processes(args.num_processes, args.threads) if args.device == "cpu" else (1, args.threads)
         configure_threads(threads)
-        figures = figures_wanted(args)
+        figures = cli.figures_wanted(args, "lyra-scan")
         for folder, sequence, pairs in jobs:
             started = time.perf_counter()
             # Everything is written into a temporary folder and moved into place once complete: an interrupted scan
