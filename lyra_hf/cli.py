@@ -12,9 +12,11 @@ import difflib
 import importlib.util
 import json
 import math
+import os
 import shlex
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +45,13 @@ class Interrupted(KeyboardInterrupt):
 
 
 def raise_interrupted(signum, frame):
+    """The handler of Ctrl-C and SIGTERM. Inside an object's finalizer (`__del__`, e.g. during garbage collection)
+    Python would print the exception as "ignored" and drop it, so there the signal is sent again a moment later."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
+        frame = frame.f_back
     raise Interrupted(signum)
 
 
