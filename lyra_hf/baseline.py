@@ -4,6 +4,12 @@ window around each residue). It is the first supervised baseline of FLIP and Pro
 fixed-length variant libraries, so a model that cannot beat it has learnt no more than per-position effects.
 
 Honest like the model: fitted on the run's train split, its regularisation chosen on validation, test scored once.
+
+The same fit with `shared_substitutions` is where a model with site effects starts (`lyra-train`): besides each
+position's letter, each substitution type (the library's wild-type letter at a position, to the variant's letter) and
+the number of substitutions are features, so that a few hundred variants share what a substitution to proline or a
+further mutation costs anywhere, where one-hot ridge learns each position's letters alone. Both are linear in the
+one-hot columns, so the fit collapses to one weight per position and letter (`BaselineFit.site_coefficients`).
 """
 
 import time
@@ -84,6 +90,20 @@ def design(task: Task, split, letters: str, width: int) -> Design:
     return Design(window_one_hot(sequences, letters)[keep], labels[keep], labels[keep][:, None])
 
 
+def substitution_map(train_features: sparse.csr_matrix, letters: int, width: int) -> sparse.csr_matrix:
+    """(width x letters, letters x letters + 1): the one-hot column of each position and letter to its substitution
+    type (the wild-type letter there, the variant's letter) and to the substitution count, where the letter is not
+    the wild type's. The wild type is each position's most frequent letter among the training rows (a variant
+    library's parent)."""
+    counts = np.asarray(train_features.sum(0)).reshape(width, letters)
+    wild = counts.argmax(1)
+    positions, letter = np.divmod(np.arange(width * letters), letters)
+    mutant = letter != wild[positions]
+    rows = np.concatenate([np.flatnonzero(mutant)] * 2)
+    columns = np.concatenate([wild[positions][mutant] * letters + letter[mutant], np.full(mutant.sum(), letters * letters)])
+    return sparse.csr_matrix((np.ones(len(rows)), (rows, columns)), shape=(width * letters, letters * letters + 1))
+
+
 def estimator(task: Task, strength: float):
     from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -117,22 +137,41 @@ def subsample(split, task: Task, seed: int):
 
 @dataclass
 class BaselineFit:
-    """A fitted baseline: what results.json records, the scikit-learn estimator, and its features' layout (column
-    `position * len(letters) + letter`, for `width` positions; per residue, a window's)."""
+    """A fitted baseline: what results.json records, the scikit-learn estimator, its features' layout (column
+    `position * len(letters) + letter`, for `width` positions; per residue, a window's), and what it fitted: the
+    training rows' targets and its outputs for them."""
 
     record: dict
     estimator: object
     letters: str
     width: int
+    train_targets: np.ndarray
+    train_outputs: np.ndarray
+    feature_map: sparse.csr_matrix | None = None  # the shared-substitution columns, as a map of the one-hot ones
+
+    @property
+    def site_coefficients(self) -> np.ndarray:
+        """The fit as one weight per output, position and letter (outputs, width x letters): the one-hot columns'
+        coefficients, plus the shared-substitution ones mapped back onto them."""
+        coefficients = np.atleast_2d(self.estimator.coef_)
+        one_hot_columns = self.width * len(self.letters)
+        if self.feature_map is None:
+            return coefficients
+        return coefficients[:, :one_hot_columns] + (self.feature_map @ coefficients[:, one_hot_columns:].T).T
 
 
-def fit_baseline(task: Task, dataset, letters: str, names: list[str], metric: str, seed: int) -> BaselineFit:
+def fit_baseline(task: Task, dataset, letters: str, names: list[str], metric: str, seed: int, shared_substitutions: bool = False) -> BaselineFit:
     """Fit the task's one-hot baseline on `dataset["train"]` once per regularisation strength, keep the strength with
-    the best validation `metric`, and score the test split once with it."""
+    the best validation `metric`, and score the test split once with it; with `shared_substitutions` (sequence tasks),
+    the model's start described in the module's docstring."""
     started = time.perf_counter()
     train = subsample(dataset["train"], task, seed)
     width = max(len("".join(sequence.split())) for sequence in train[SEQUENCE_COLUMN])
     splits = {name: design(task, rows, letters, width) for name, rows in (("train", train), *((n, dataset[n]) for n in ("validation", "test") if n in dataset))}
+    feature_map = substitution_map(splits["train"].features, len(letters), width) if shared_substitutions else None
+    if feature_map is not None:
+        for split in splits.values():
+            split.features = sparse.hstack([split.features, split.features @ feature_map]).tocsr()
     compute_metrics = task.compute_metrics(names)
 
     def score(model, split: str) -> dict:
@@ -157,4 +196,7 @@ def fit_baseline(task: Task, dataset, letters: str, names: list[str], metric: st
         "train_rows": len(train),
         "seconds": time.perf_counter() - started,
     }
-    return BaselineFit(record, model, letters, width)
+    if feature_map is not None:
+        record["name"] += " with shared substitution effects"
+    train_outputs = outputs(task, model, splits["train"].features, len(names))
+    return BaselineFit(record, model, letters, width, splits["train"].targets, train_outputs, feature_map)

@@ -70,6 +70,12 @@ class LyraConfig(PreTrainedConfig):
         site_effects_learning_rate (`float`, *optional*):
             Learning rate of the site effects; 0 keeps them where they start (the one-hot fit), so that the rest of the
             model learns what that fit misses. `None` uses the optimizer's learning rate.
+        global_epistasis (`bool`, *optional*, defaults to `False`):
+            Whether a regression head passes each output through a learnt monotone curve, `lower + span *
+            sigmoid(slope * (z - center))` of the sum `z` of its terms: the global-epistasis model of fitness-landscape
+            work (Otwinowski et al., 2018), in which effects add up on a latent scale and the measured value saturates
+            (a protein folds or it does not). It changes no ranking of `z`; it lets the terms be fitted on the scale
+            where they add. Regression only.
         alphabet (`str`, *optional*):
             The letters of the tokenizer the model was trained with (`LyraTokenizer.letters`), whose embedding rows
             follow the special tokens'. Recorded by `lyra-train`, so that a tokenizer of another alphabet is refused
@@ -110,6 +116,7 @@ class LyraConfig(PreTrainedConfig):
     pad_token_id: int | None = 0
     site_effects_length: int = 0
     site_effects_learning_rate: float | None = None
+    global_epistasis: bool = False
     alphabet: str | None = None
 
     def __post_init__(self, **kwargs):
@@ -165,6 +172,8 @@ class LyraConfig(PreTrainedConfig):
             raise ValueError(f"`site_effects_learning_rate` must be non-negative or None, got {self.site_effects_learning_rate}.")
         if self.site_effects_length < 0:
             raise ValueError(f"`site_effects_length` must be 0 (none) or a number of positions, got {self.site_effects_length}.")
+        if self.global_epistasis and self.problem_type not in (None, "regression"):
+            raise ValueError(f"`global_epistasis` is for regression heads; this config's problem_type is {self.problem_type!r}.")
         if not 0.0 < self.dt_min <= self.dt_max:
             raise ValueError(f"`dt_min` and `dt_max` must satisfy 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}.")
         if self.ssm_learning_rate is not None and self.ssm_learning_rate < 0:

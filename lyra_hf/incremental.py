@@ -218,15 +218,16 @@ class IncrementalScorer:
         return self.single_prefix_cache[position]
 
     @torch.no_grad()
-    def with_site_effects(self, logits: torch.Tensor, positions: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """`logits` (B, labels) of the mutants putting `tokens` at `positions` (B, k), plus the site-effects term of
-        each (the wild type's, changed at its substituted positions), when the model has one."""
-        site_effects = self.model.site_effects
-        if site_effects is None:
-            return logits
-        change = site_effects.rows(positions, tokens) - site_effects.rows(positions, self.wild_ids[positions])
-        masked = self.attention_mask[positions][..., None].to(change.dtype)  # padding positions add nothing
-        return logits + self.wild_site_effects + (change * masked).sum(1)
+    def head_output(self, logits: torch.Tensor, positions: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The head's output for the mutants putting `tokens` at `positions` (B, k), from its pooled term `logits`
+        (B, labels): plus the site-effects term of each (the wild type's, changed at its substituted positions), then
+        through the global-epistasis curve, for a model that has them."""
+        site_effects, curve = self.model.site_effects, self.model.global_epistasis
+        if site_effects is not None:
+            change = site_effects.rows(positions, tokens) - site_effects.rows(positions, self.wild_ids[positions])
+            masked = self.attention_mask[positions][..., None].to(change.dtype)  # padding positions add nothing
+            logits = logits + self.wild_site_effects + (change * masked).sum(1)
+        return logits if curve is None else curve(logits)
 
     def score(self, sites: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Logits of mutants grouped by the positions they change: mutant (i, j) puts `tokens[i, j, :]` at the
@@ -262,7 +263,7 @@ class IncrementalScorer:
                 before = self.wild_mixed_prefix[start]
             mixed = self.mixer_output(where, delta, num_sites, start)
             pooled = pooled + before + torch.matmul(self.pooling_weights[start:], mixed)
-            return self.with_site_effects(model.score(pooled), positions, tokens).view(num_sites, per_site, -1)
+            return self.head_output(model.score(pooled), positions, tokens).view(num_sites, per_site, -1)
 
         # Otherwise every position's hidden state, the wild type's output before the batch's first change (causal).
         start = max(0, int(sites.min()) - radius) if self.causal else 0
@@ -276,7 +277,7 @@ class IncrementalScorer:
         for layer in backbone.layers[1:]:
             hidden_states = layer(hidden_states, attention_mask[..., None])
         logits = model.score(pool_hidden_states(hidden_states, attention_mask, model.config.pooling))
-        return self.with_site_effects(logits, positions, tokens).view(num_sites, per_site, -1)
+        return self.head_output(logits, positions, tokens).view(num_sites, per_site, -1)
 
 
 __all__ = ["IncrementalScorer"]

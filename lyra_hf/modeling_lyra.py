@@ -452,6 +452,9 @@ class LyraPreTrainedModel(PreTrainedModel):
             init.normal_(module.D, mean=0.0, std=1.0)
         elif isinstance(module, LyraSiteEffects):
             init.zeros_(module.weight)  # no effect until trained (or set from a one-hot fit)
+        elif isinstance(module, LyraGlobalEpistasis):
+            for parameter, value in ((module.lower, 0.0), (module.span, 1.0), (module.center, 0.0), (module.log_slope, 0.0)):
+                init.constant_(parameter, value)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:
@@ -642,6 +645,24 @@ class LyraSiteEffects(nn.Module):
         return terms.sum(1)
 
 
+class LyraGlobalEpistasis(nn.Module):
+    """The global-epistasis curve of a regression head (`config.global_epistasis`): per output, `lower + span *
+    sigmoid(slope * (z - center))` of the head's sum `z`, with `slope = exp(log_slope) > 0`, so the curve is monotone
+    in `z` (increasing while `span > 0`). It starts as the logistic curve from 0 to 1 around 0; `lyra-train` fits it
+    to the one-hot baseline's predictions first."""
+
+    def __init__(self, config: LyraConfig):
+        super().__init__()
+        self.lower = nn.Parameter(torch.zeros(config.num_labels))
+        self.span = nn.Parameter(torch.ones(config.num_labels))
+        self.center = nn.Parameter(torch.zeros(config.num_labels))
+        self.log_slope = nn.Parameter(torch.zeros(config.num_labels))
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        """`latent` (..., num_labels) to the measured scale, same shape."""
+        return self.lower + self.span * torch.sigmoid(self.log_slope.exp() * (latent - self.center))
+
+
 class LyraForSequenceClassification(LyraPreTrainedModel):
     """Lyra with a linear head on the pooled sequence: regression (`num_labels` targets, MSE), single-label
     (cross-entropy) or multi-label (BCE) classification, chosen by `config.problem_type` as in every transformers
@@ -653,6 +674,7 @@ class LyraForSequenceClassification(LyraPreTrainedModel):
         self.lyra = LyraModel(config)
         self.score = nn.Linear(config.hidden_size, config.num_labels)
         self.site_effects = LyraSiteEffects(config) if config.site_effects_length else None
+        self.global_epistasis = LyraGlobalEpistasis(config) if config.global_epistasis else None
         # The loss is the sequence-classification loss for every face of this head (see LyraForSequenceRegression).
         self.loss_type = "ForSequenceClassification"
         self.post_init()
@@ -691,6 +713,8 @@ class LyraForSequenceClassification(LyraPreTrainedModel):
             if input_ids is None:
                 raise ValueError("A model with site effects (`config.site_effects_length`) needs `input_ids`, not `inputs_embeds`.")
             logits = logits + self.site_effects(input_ids, attention_mask)
+        if self.global_epistasis is not None:
+            logits = self.global_epistasis(logits)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)

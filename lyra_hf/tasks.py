@@ -93,7 +93,8 @@ class Task:
         sites = getattr(config, "site_effects_length", 0)
         site_effects = f", plus a weight per position and letter of the first {sites} positions (site effects)" if sites else ""
         if self.numeric_labels:
-            return f"{', '.join(names)} (regression)", f"masked {config.pooling} pooling and a linear head with {config.num_labels} output(s){site_effects}"
+            curve = ", through a learnt monotone global-epistasis curve" if getattr(config, "global_epistasis", False) else ""
+            return f"{', '.join(names)} (regression)", f"masked {config.pooling} pooling and a linear head with {config.num_labels} output(s){site_effects}{curve}"
         if self.labels_per_residue:
             return f"a label per residue ({', '.join(names)})", f"a linear classifier at every position over {config.num_labels} labels"
         return f"the class ({', '.join(names)})", f"masked {config.pooling} pooling and a linear classifier over {config.num_labels} classes{site_effects}"

@@ -292,6 +292,7 @@ CASES = [
     Case("train-config-string-number", "train", config_case('{"hidden_size": "64"}'), ("config.json", "`hidden_size` must be int", "'64' (str)")),
     Case("train-config-not-json", "train", config_case("hidden_size: 64\n"), ("config.json", "is not a JSON file")),
     Case("train-json-lines-input", "train", train_case('{"sequence": "MKTA", "label": 1.0}\n', name="train.jsonl"), ("train.jsonl", "is JSON Lines", "CSV")),
+    Case("train-global-epistasis-classes", "train", train_case("sequence,label\n" + "".join(f"MKTA{'ACD'[i % 3]},{'ab'[i % 2]}\n" for i in range(30)), ("--task", "classification", "--global-epistasis", "on")), ("--global-epistasis on", "regression", "classification"), 2),
     Case("train-one-class", "train", train_case("sequence,label\n" + "".join(f"MKTA{'ACD'[i % 3]},a\n" for i in range(30)), ("--task", "classification")), ("one class ('a')", "two or more")),
     Case("train-one-row-validation", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--validation-file", "{work}/validation.csv"), files={"validation.csv": "sequence,label\nMKTAYIAK,0.3\n"}), ("validation split: 1 row", "at least 2")),
     Case("train-constant-label", "train", train_case("sequence,label\n" + "".join(f"{line.split(',')[0]},0.5\n" for line in GOOD_LINES)), ("every train label of 'label' is 0.5", "nothing to learn")),

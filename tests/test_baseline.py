@@ -27,8 +27,9 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def variant_files(tmp_path, rows=(300, 80, 80), classes=False, seed=0):
-    """Fixed-length variants of one wild type with additive effects and noise, as train, validation and test CSVs."""
+def variant_files(tmp_path, rows=(300, 80, 80), classes=False, seed=0, saturating=False):
+    """Fixed-length variants of one wild type with additive effects and noise, as train, validation and test CSVs;
+    `saturating` passes the sum through a logistic curve, as global-epistasis models see fitness."""
     rng = np.random.default_rng(seed)
     wild = rng.choice(list(LETTERS), 12)
     effects = rng.normal(size=(12, 20))
@@ -40,6 +41,7 @@ def variant_files(tmp_path, rows=(300, 80, 80), classes=False, seed=0):
             for position in rng.choice(12, 3, replace=False):
                 sequence[position] = rng.choice(list(LETTERS))
             value = sum(effects[position, LETTERS.index(letter)] for position, letter in enumerate(sequence)) + rng.normal(scale=0.5)
+            value = 4 / (1 + np.exp(-value)) if saturating else value
             label = ("high" if value > 0.5 else "low" if value < -0.5 else "mid") if classes else f"{value:.5f}"
             lines.append(f"{''.join(sequence)},{label}")
         paths.append(tmp_path / f"{name}.csv")
@@ -142,10 +144,13 @@ def test_every_run_reports_its_baseline_and_an_ensemble_fits_it_once(tmp_path, c
     assert all("baseline" not in json.loads((tmp_path / "ensemble" / f"member_{index}" / "results.json").read_text()) for index in range(2))
 
 
-def test_a_model_started_from_the_baseline_predicts_what_the_baseline_predicts(tmp_path):
-    """`--site-effects` starts the model's per-position term at the ridge fit and its pooled head at the intercept:
-    before training, the model's predictions are the baseline's."""
+@pytest.mark.parametrize("shared_substitutions", [False, True])
+def test_a_model_started_from_the_baseline_predicts_what_the_baseline_predicts(tmp_path, shared_substitutions):
+    """`--site-effects` starts the model's per-position term at a linear fit and its pooled head at the intercept:
+    before training, the model's predictions are the fit's, for the one-hot fit and for the fit with shared
+    substitution effects (whose substitution-type and count columns fold into the per-position weights)."""
     import torch
+    from scipy import sparse
 
     from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer
     from lyra_hf.baseline import one_hot
@@ -154,27 +159,98 @@ def test_a_model_started_from_the_baseline_predicts_what_the_baseline_predicts(t
     train, validation, test = variant_files(tmp_path)
     dataset = load_sequence_dataset(train, validation_file=validation, test_file=test)
     tokenizer = LyraTokenizer()
-    fit = fit_baseline(TASKS["regression"], dataset, tokenizer.letters, ["label"], "spearmanr", seed=0)
+    fit = fit_baseline(TASKS["regression"], dataset, tokenizer.letters, ["label"], "spearmanr", seed=0, shared_substitutions=shared_substitutions)
     model = LyraForSequenceRegression(LyraConfig(hidden_size=16, state_size=8, vocab_size=len(tokenizer), site_effects_length=12)).eval()
     start_from_baseline(model, fit, tokenizer)
     with torch.no_grad():
         predicted = model(**tokenizer(list(dataset["test"]["sequence"]), return_tensors="pt")).logits[:, 0].numpy()
-    expected = fit.estimator.predict(one_hot(dataset["test"]["sequence"], tokenizer.letters, fit.width))
+    features = one_hot(dataset["test"]["sequence"], tokenizer.letters, fit.width)
+    if shared_substitutions:
+        features = sparse.hstack([features, features @ fit.feature_map]).tocsr()
+    expected = fit.estimator.predict(features)
     assert np.abs(predicted - expected.reshape(-1)).max() < 1e-4 * np.abs(expected).max()
 
 
+def test_shared_substitution_effects_are_the_substitution_types_and_the_count_of_each_variant(tmp_path):
+    """The fit with shared substitutions sees, besides the one-hot columns, how often each variant carries each
+    substitution type (the library's most frequent letter at a position, to another) and how many substitutions it
+    carries, counted here from the sequences; and where effects depend on the type alone, it beats one-hot ridge."""
+    from lyra_hf.baseline import one_hot, substitution_map
+
+    rng = np.random.default_rng(1)
+    wild = rng.choice(list("AGL"), 12)  # each substitution type then occurs at about 4 positions
+    type_effects = rng.normal(size=(20, 20))
+    for name, count in (("train", 120), ("validation", 80), ("test", 400)):
+        lines = ["sequence,label"]
+        for _ in range(count):
+            sequence = wild.copy()
+            sequence[rng.choice(12, 3, replace=False)] = rng.choice(list(LETTERS), 3)
+            value = sum(type_effects[LETTERS.index(w), LETTERS.index(v)] for w, v in zip(wild, sequence) if w != v) - (sequence != wild).sum()
+            lines.append(f"{''.join(sequence)},{value + rng.normal(scale=0.2):.5f}")
+        (tmp_path / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    dataset = load_sequence_dataset(tmp_path / "train.csv", validation_file=tmp_path / "validation.csv", test_file=tmp_path / "test.csv")
+    features = one_hot(dataset["train"]["sequence"], LETTERS, 12)
+    counted = features @ substitution_map(features, len(LETTERS), 12)
+    for row, sequence in enumerate(dataset["train"]["sequence"]):
+        expected = np.zeros(len(LETTERS) ** 2 + 1)
+        for w, v in zip(wild, sequence):
+            if w != v:
+                expected[LETTERS.index(w) * len(LETTERS) + LETTERS.index(v)] += 1
+                expected[-1] += 1
+        assert np.array_equal(counted[row].toarray()[0], expected)
+    plain, shared = (fit_baseline(TASKS["regression"], dataset, LETTERS, ["label"], "spearmanr", seed=0, shared_substitutions=flag).record for flag in (False, True))
+    assert shared["test"]["spearmanr"] > plain["test"]["spearmanr"] + 0.05
+
+
+def test_the_global_epistasis_curve_starts_as_the_least_squares_curve_through_the_baselines_predictions(tmp_path):
+    """`start_from_baseline` on a model with `global_epistasis` puts the curve through the ridge fit's training
+    predictions: its squared error is scipy's `curve_fit` of the same four-parameter logistic curve (an independent
+    least-squares solver), below the straight line's, and the predictions keep the ridge fit's ranking."""
+    import torch
+    from scipy.optimize import curve_fit
+
+    from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer
+    from lyra_hf.baseline import one_hot
+    from lyra_hf.training.setup import start_from_baseline
+
+    train, validation, test = variant_files(tmp_path, rows=(600, 80, 80), saturating=True)
+    dataset = load_sequence_dataset(train, validation_file=validation, test_file=test)
+    tokenizer = LyraTokenizer()
+    fit = fit_baseline(TASKS["regression"], dataset, tokenizer.letters, ["label"], "spearmanr", seed=0)
+    config = LyraConfig(hidden_size=16, state_size=8, vocab_size=len(tokenizer), site_effects_length=12, global_epistasis=True)
+    model = LyraForSequenceRegression(config).eval()
+    start_from_baseline(model, fit, tokenizer)
+    latent, targets = fit.train_outputs[:, 0], fit.train_targets[:, 0]
+
+    def logistic(z, lower, span, center, slope):
+        return lower + span * (1 / (1 + np.exp(-slope * (z - center))))
+
+    reference, _ = curve_fit(logistic, latent, targets, p0=(targets.min(), np.ptp(targets), np.median(latent), 4 / np.ptp(targets)), maxfev=20_000)
+    with torch.no_grad():
+        started = model.global_epistasis(torch.as_tensor(latent, dtype=torch.float32)[:, None])[:, 0].numpy()
+    started_error, reference_error = np.mean((started - targets) ** 2), np.mean((logistic(latent, *reference) - targets) ** 2)
+    assert started_error <= reference_error * 1.01
+    assert started_error < 0.9 * np.mean((latent - targets) ** 2)
+    with torch.no_grad():
+        predicted = model(**tokenizer(list(dataset["test"]["sequence"]), return_tensors="pt")).logits[:, 0].numpy()
+    ridge = fit.estimator.predict(one_hot(dataset["test"]["sequence"], tokenizer.letters, fit.width))
+    assert spearmanr(predicted, ridge).correlation == pytest.approx(1.0)
+
+
 def test_a_variant_library_trains_from_the_baseline_and_validation_may_keep_it(tmp_path):
-    """Fixed-length sequences turn the site effects on (`--site-effects auto`): the model starts as the ridge fit,
-    which validation scores as epoch 0, the same as the baseline's own validation score; sequences of several lengths
-    keep the authors' model."""
+    """Fixed-length sequences turn the site effects on (`--site-effects auto`): the model starts as the ridge fit with
+    shared substitution effects, which validation scores as epoch 0, the same as that fit's own validation score;
+    sequences of several lengths keep the authors' model."""
     train, validation, test = variant_files(tmp_path)
     flags = ["--hidden-size", "16", "--state-size", "8", "--epochs", "2", "--batch-size", "32", "--quiet", "--num-processes", "1"]
     flags += ["--train-file", str(train), "--validation-file", str(validation), "--test-file", str(test)]
     assert main([*flags, "--output-dir", str(tmp_path / "run")]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert [entry["epoch"] for entry in results["history"]] == [0, 1, 2] and results["history"][0]["train_loss"] is None
-    assert results["history"][0]["spearmanr"] == pytest.approx(results["baseline"]["validation"]["spearmanr"], abs=1e-6)
-    assert json.loads((tmp_path / "run" / "best" / "config.json").read_text())["site_effects_length"] == 12
+    start = fit_baseline(TASKS["regression"], load_sequence_dataset(train, validation_file=validation, test_file=test), LETTERS + "X", ["label"], "spearmanr", seed=0, shared_substitutions=True)
+    assert results["history"][0]["spearmanr"] == pytest.approx(start.record["validation"]["spearmanr"], abs=1e-6)
+    config = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    assert config["site_effects_length"] == 12 and config["global_epistasis"]  # regression with site effects: the curve too
 
     lines = train.read_text().splitlines()
     train.write_text("\n".join([lines[0], *(line.replace(",", "A,", 1) if index % 2 else line for index, line in enumerate(lines[1:]))]) + "\n")

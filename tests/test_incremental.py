@@ -33,6 +33,8 @@ def full_forward(model, wild, attention_mask, sites, tokens):
         {"pooling": "last", "bidirectional": True, "num_s4d_layers": 2},
         {"site_effects_length": 30},  # positions 30 and beyond have no site effect
         {"site_effects_length": LENGTH, "bidirectional": True, "pooling": "max"},
+        {"site_effects_length": LENGTH, "global_epistasis": True},
+        {"global_epistasis": True, "bidirectional": True, "num_s4d_layers": 2},
     ],
 )
 def test_incremental_scores_equal_full_forward_passes(config):
@@ -41,6 +43,8 @@ def test_incremental_scores_equal_full_forward_passes(config):
     model = LyraForSequenceRegression(LyraConfig(vocab_size=len(tokenizer), num_labels=2, **config)).eval()
     if model.site_effects is not None:  # they start at 0; a test of them needs effects
         torch.nn.init.normal_(model.site_effects.weight)
+    if model.global_epistasis is not None:  # a curve steep enough to bend the scores
+        torch.nn.init.constant_(model.global_epistasis.log_slope, 1.0)
     wild = torch.randint(5, 25, (LENGTH,))
     attention_mask = torch.ones(LENGTH, dtype=torch.long)
     attention_mask[[3, 20]] = 0  # padding characters inside the sequence

@@ -311,6 +311,28 @@ def test_sequence_losses_follow_problem_type(tiny_config):
     torch.testing.assert_close(out.loss, torch.nn.functional.binary_cross_entropy_with_logits(out.logits, multi_hot))
 
 
+def test_global_epistasis_passes_the_heads_sum_through_its_curve(tiny_config):
+    """`global_epistasis`: the head's output is `lower + span * sigmoid(slope * (z - center))` of what the same
+    weights give without the curve, per output; the loss is taken after the curve; classifiers refuse it."""
+    input_ids = torch.randint(0, 12, (4, 9))
+    curved = build(LyraForSequenceRegression, tiny_config(num_labels=2, global_epistasis=True, site_effects_length=9))
+    with torch.no_grad():
+        curved.site_effects.weight.normal_()
+        for parameter, values in zip(curved.global_epistasis.parameters(), ([0.5, -1.0], [2.0, 3.0], [0.1, -0.2], [0.3, -0.4])):
+            parameter.copy_(torch.tensor(values))
+    straight = LyraForSequenceRegression(tiny_config(num_labels=2, site_effects_length=9)).eval()
+    straight.load_state_dict({name: value for name, value in curved.state_dict().items() if not name.startswith("global_epistasis")})
+    z = straight(input_ids).logits
+    lower, span, center, log_slope = (torch.tensor(values) for values in ([0.5, -1.0], [2.0, 3.0], [0.1, -0.2], [0.3, -0.4]))
+    expected = lower + span / (1 + torch.exp(-log_slope.exp() * (z - center)))
+    targets = torch.randn(4, 2)
+    out = curved(input_ids, labels=targets)
+    torch.testing.assert_close(out.logits, expected)
+    torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(expected, targets))
+    with pytest.raises(ValueError, match="global_epistasis"):
+        tiny_config(num_labels=3, problem_type="single_label_classification", global_epistasis=True)
+
+
 def test_token_loss_ignores_padding_and_minus_100(tiny_config):
     model = build(LyraForTokenClassification, tiny_config(num_labels=3))
     input_ids, attention_mask, _ = random_batch(12, [6, 3], "right")
@@ -417,7 +439,7 @@ def test_default_config_builds_a_working_model():
 
 
 def test_init_weights_initialises_every_parameter_on_meta(tiny_config):
-    config = tiny_config(bidirectional=True, num_labels=2)
+    config = tiny_config(bidirectional=True, num_labels=2, global_epistasis=True)
     for model_class in HEADS:
         with torch.device("meta"):
             model = model_class(config)

@@ -83,6 +83,12 @@ class ModelOptions:
         "or auto (on when every training sequence has one length, as in a variant library)",
         choices=("auto", "on", "off"),
     )
+    global_epistasis: str = option(
+        "auto",
+        "pass a regression head's output through a learnt monotone (sigmoid) curve, fitted first to the one-hot baseline: "
+        "on, off, or auto (on with site effects)",
+        choices=("auto", "on", "off"),
+    )
 
     # The fields that size a new model, which a pretrained checkpoint's own architecture fixes.
     SIZE_FIELDS: ClassVar[tuple[str, ...]] = ("hidden_size", "state_size", "num_s4d_layers", "bidirectional", "dropout", "pooling")
@@ -243,6 +249,8 @@ class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, 
             )
         if self.site_effects == "on" and TASKS[self.task].labels_per_residue:
             yield "--site-effects on adds a term to sequence heads; --task token-classification has a head per residue"
+        if self.global_epistasis == "on" and TASKS[self.task].problem_type != "regression":
+            yield f"--global-epistasis on is for regression; --task {self.task} is not"
         if self.ensemble is not None and self.fold_column:
             yield "give --ensemble or --fold-column, not both"
         yield from self.tune_problems()

@@ -20,7 +20,7 @@ from .. import cli
 from ..baseline import fit_baseline
 from ..checkpoints import RunLayout
 from ..cpu import WorkerError, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes
-from ..data import SEQUENCE_COLUMN
+from ..data import LABELS_COLUMN, SEQUENCE_COLUMN
 from ..outputs import locked_output_dir, remove_outputs, write_json
 from ..tasks import TASKS
 from .inputs import build_loaders, check_metric_name, load_data, memory_bound_max_length, tokenized_splits
@@ -28,7 +28,7 @@ from .loop import RunHooks, RunParts, fit
 from .options import TrainOptions
 from .results import finish_run, summary_line
 from .schedule import LearningRateSchedule, planned_steps
-from .setup import build_config, build_model, build_optimizer, build_tokenizer, pretrained_checkpoint, site_effects_length, start_from_baseline
+from .setup import build_config, build_model, build_optimizer, build_tokenizer, pretrained_checkpoint, site_effects_length, start_from_baseline, start_global_epistasis, uses_global_epistasis
 from .state import check_output_dir, checkpoint_to_resume, new_state, restore_state
 
 
@@ -119,15 +119,21 @@ def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessS
     new_model = pretrained_checkpoint(options) is None
     if new_model:
         config.site_effects_length = site_effects_length(options, dataset["train"])
-        if config.site_effects_length and config.site_effects_learning_rate is None:
+        config.global_epistasis = uses_global_epistasis(options, config)
+        if config.site_effects_length and config.site_effects_learning_rate is None and not config.global_epistasis:
             # Started from the one-hot fit, the per-position term stays there and the rest of the model learns what it
-            # misses: training it too lost validation and test Spearman on GFP (BENCHMARKS.md, "Small data").
+            # misses: training it too lost validation and test Spearman on GFP (BENCHMARKS.md, "Small data"). Under
+            # a global-epistasis curve the fit's linear-scale effects are only a start, and train.
             config.site_effects_learning_rate = 0.0
     model = build_model(options, tokenizer, names, config)
-    baseline = None
-    if new_model and config.site_effects_length:  # every process fits it: the same start everywhere
-        baseline = fit_baseline(TASKS[options.task], dataset, tokenizer.letters, names, options.metric_for_best_model, options.data_seed)
-        start_from_baseline(model, baseline, tokenizer)
+    baseline = None  # the one-hot baseline's record, fitted here when the start needs the data anyway
+    if new_model and config.site_effects_length:  # every process fits them: the same start everywhere
+        fit_arguments = (TASKS[options.task], dataset, tokenizer.letters, names, options.metric_for_best_model, options.data_seed)
+        baseline = None if options.no_baseline else fit_baseline(*fit_arguments).record
+        start_from_baseline(model, fit_baseline(*fit_arguments, shared_substitutions=True), tokenizer)
+    elif new_model and config.global_epistasis:
+        labels = np.asarray(dataset["train"][LABELS_COLUMN], dtype=np.float64).reshape(len(dataset["train"]), -1)
+        start_global_epistasis(model.global_epistasis, np.zeros_like(labels), labels)
     loaders = build_loaders(tokenized, batch_size, options, tokenizer)
     optimizer = build_optimizer(model, options, accelerator.device)
     steps_per_epoch = math.ceil(len(loaders["train"]) / accelerator.num_processes / options.gradient_accumulation_steps)
@@ -141,7 +147,8 @@ def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessS
     if options.ema_decay:
         ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay))
     return RunParts(
-        TASKS[options.task], tokenizer, names, dataset, model, optimizer, scheduler, schedule, train_loader, dict(zip(evaluation, eval_loaders)), steps_per_epoch, batch_size, ema, baseline.record if baseline else None
+        TASKS[options.task], tokenizer, names, dataset, model, optimizer, scheduler, schedule, train_loader, dict(zip(evaluation, eval_loaders)), steps_per_epoch, batch_size, ema, baseline,
+        started_from_fit=bool(new_model and config.site_effects_length),
     )
 
 

@@ -20,6 +20,10 @@ from .options import ModelOptions, TrainOptions
 
 # Keys a saved config.json carries besides the configuration's own fields.
 SAVED_CONFIG_KEYS = ("auto_map", "torch_dtype", "use_cache")
+# The least-squares fit of the global-epistasis curve to the baseline's predictions: full-batch Adam steps over four
+# numbers per output, a fraction of a second on 10,000 rows.
+CURVE_FIT_STEPS = 300
+CURVE_FIT_LEARNING_RATE = 0.05
 
 
 def parameter_groups(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> list[dict]:
@@ -146,11 +150,47 @@ def site_effects_length(options: TrainOptions, train) -> int:
     return max(lengths) if options.site_effects == "on" or len(lengths) == 1 else 0
 
 
+def uses_global_epistasis(options: TrainOptions, config) -> bool:
+    """Whether a new model gets the global-epistasis curve: as `--global-epistasis` says; with `auto`, as a --config
+    JSON says, else for a regression model with site effects (BENCHMARKS.md, "Global epistasis")."""
+    if options.global_epistasis != "auto":
+        return options.global_epistasis == "on"
+    if options.config:
+        return config.global_epistasis
+    return bool(config.site_effects_length) and TASKS[options.task].problem_type == "regression"
+
+
+def start_global_epistasis(curve, latent: np.ndarray, targets: np.ndarray) -> None:
+    """Start the curve at the targets' range, its steepest point (slope 1) at the latent's median, then fit it to
+    map `latent` to `targets` (both (rows, outputs); unlabelled targets are NaN and left out) by least squares, so
+    that training starts from the best curve through the baseline's predictions. A latent without spread (a model
+    without a baseline start) keeps the first guess."""
+    latent, targets = (torch.as_tensor(np.asarray(array, dtype=np.float32)).reshape(len(array), -1) for array in (latent, targets))
+    labelled = torch.isfinite(targets)
+    low, high = (torch.stack([torch.quantile(column[known], q) for column, known in zip(targets.T, labelled.T)]) for q in (0.0, 1.0))
+    span = (high - low).clamp_min(1e-6)
+    with torch.no_grad():
+        curve.lower.copy_(low)
+        curve.span.copy_(span)
+        curve.center.copy_(latent.median(0).values)
+        curve.log_slope.copy_(torch.log(4 / span))
+    if float(latent.std(0).max()) == 0.0:
+        return
+    optimizer = torch.optim.Adam(curve.parameters(), lr=CURVE_FIT_LEARNING_RATE)
+    targets = torch.where(labelled, targets, 0.0)
+    for _ in range(CURVE_FIT_STEPS):
+        loss = ((curve(latent) - targets) ** 2 * labelled).sum() / labelled.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
 def start_from_baseline(model, fit: BaselineFit, tokenizer) -> None:
-    """Set the model's site effects to the one-hot baseline's coefficients and its pooled head to output the
-    baseline's intercept, so that training starts from the baseline's predictions (exactly) and learns what they
-    miss. A binary logistic fit gives the second class's logit, the first's staying 0."""
-    coefficients = np.atleast_2d(fit.estimator.coef_)
+    """Set the model's site effects to a linear fit's weights per position and letter (`fit_baseline`, one-hot or with
+    shared substitutions) and its pooled head to output the fit's intercept, so that training starts from the fit's
+    predictions (exactly, or through the global-epistasis curve fitted to them) and learns what they miss. A binary
+    logistic fit gives the second class's logit, the first's staying 0."""
+    coefficients = fit.site_coefficients
     intercept = np.atleast_1d(fit.estimator.intercept_)
     if coefficients.shape[0] == 1 and model.config.num_labels == 2:
         coefficients = np.concatenate([np.zeros_like(coefficients), coefficients])
@@ -164,3 +204,5 @@ def start_from_baseline(model, fit: BaselineFit, tokenizer) -> None:
             site_effects.weight[position * site_effects.vocab_size + token_ids] = torch.as_tensor(block, dtype=site_effects.weight.dtype)
         model.score.weight.zero_()
         model.score.bias.copy_(torch.as_tensor(intercept, dtype=model.score.bias.dtype))
+    if model.global_epistasis is not None:
+        start_global_epistasis(model.global_epistasis, fit.train_outputs, fit.train_targets)
