@@ -172,7 +172,7 @@ class LyraConfig(PreTrainedConfig):
             raise ValueError(f"`site_effects_learning_rate` must be non-negative or None, got {self.site_effects_learning_rate}.")
         if self.site_effects_length < 0:
             raise ValueError(f"`site_effects_length` must be 0 (none) or a number of positions, got {self.site_effects_length}.")
-        if self.global_epistasis and self.problem_type not in (None, "regression"):
+        if self.global_epistasis and self.problem_type in ("single_label_classification", "multi_label_classification"):
             raise ValueError(f"`global_epistasis` is for regression heads; this config's problem_type is {self.problem_type!r}.")
         if not 0.0 < self.dt_min <= self.dt_max:
             raise ValueError(f"`dt_min` and `dt_max` must satisfy 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}.")

@@ -249,7 +249,7 @@ class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, 
             )
         if self.site_effects == "on" and TASKS[self.task].labels_per_residue:
             yield "--site-effects on adds a term to sequence heads; --task token-classification has a head per residue"
-        if self.global_epistasis == "on" and TASKS[self.task].problem_type != "regression":
+        if self.global_epistasis == "on" and not TASKS[self.task].numeric_labels:
             yield f"--global-epistasis on is for regression; --task {self.task} is not"
         if self.ensemble is not None and self.fold_column:
             yield "give --ensemble or --fold-column, not both"

@@ -157,7 +157,7 @@ def uses_global_epistasis(options: TrainOptions, config) -> bool:
         return options.global_epistasis == "on"
     if options.config:
         return config.global_epistasis
-    return bool(config.site_effects_length) and TASKS[options.task].problem_type == "regression"
+    return bool(config.site_effects_length) and TASKS[options.task].numeric_labels
 
 
 def start_global_epistasis(curve, latent: np.ndarray, targets: np.ndarray) -> None:
