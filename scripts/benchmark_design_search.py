@@ -53,7 +53,7 @@ def main():
         started = time.perf_counter()
         result = design(models, tokenizer, wild_type, options, progress=False)
         summaries[search] = {**batch_summary(result), "scored": len(result.candidates["sequence"]), "seconds": time.perf_counter() - started, "space": result.space_size}
-    exhaustive, beam = summaries["exhaustive"], summaries["beam"]
+    exhaustive = summaries["exhaustive"]
     print(f"space: {exhaustive['space']:,} candidates (positions {args.positions}, up to {args.max_mutations} mutations), {args.num_designs} designs")
     print("| search | candidates scored | seconds | batch mean objective | best | worst | designs shared with exhaustive |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")

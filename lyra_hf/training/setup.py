@@ -20,8 +20,8 @@ from .options import ModelOptions, TrainOptions
 
 # Keys a saved config.json carries besides the configuration's own fields.
 SAVED_CONFIG_KEYS = ("auto_map", "torch_dtype", "use_cache")
-# The least-squares fit of the global-epistasis curve to the baseline's predictions: full-batch Adam steps over four
-# numbers per output, a fraction of a second on 10,000 rows.
+# The least-squares fit of the global-epistasis curve to the start's training predictions: full-batch Adam steps over
+# four numbers per output (scipy's curve_fit is the test's reference).
 CURVE_FIT_STEPS = 300
 CURVE_FIT_LEARNING_RATE = 0.05
 
@@ -152,7 +152,8 @@ def site_effects_length(options: TrainOptions, train) -> int:
 
 def uses_global_epistasis(options: TrainOptions, config) -> bool:
     """Whether a new model gets the global-epistasis curve: as `--global-epistasis` says; with `auto`, as a --config
-    JSON says, else for a regression model with site effects (BENCHMARKS.md, "Global epistasis")."""
+    JSON says, else for a regression model with site effects (BENCHMARKS.md, "Shared substitution effects and global
+    epistasis")."""
     if options.global_epistasis != "auto":
         return options.global_epistasis == "on"
     if options.config:
@@ -163,12 +164,12 @@ def uses_global_epistasis(options: TrainOptions, config) -> bool:
 def start_global_epistasis(curve, latent: np.ndarray, targets: np.ndarray) -> None:
     """Start the curve at the targets' range, its steepest point (slope 1) at the latent's median, then fit it to
     map `latent` to `targets` (both (rows, outputs); unlabelled targets are NaN and left out) by least squares, so
-    that training starts from the best curve through the baseline's predictions. A latent without spread (a model
-    without a baseline start) keeps the first guess."""
+    that training starts from the best curve through the start's predictions. A latent without spread (a model
+    without a linear start) keeps the first guess."""
     latent, targets = (torch.as_tensor(np.asarray(array, dtype=np.float32)).reshape(len(array), -1) for array in (latent, targets))
     labelled = torch.isfinite(targets)
-    low, high = (torch.stack([torch.quantile(column[known], q) for column, known in zip(targets.T, labelled.T)]) for q in (0.0, 1.0))
-    span = (high - low).clamp_min(1e-6)
+    low = torch.stack([column[known].min() for column, known in zip(targets.T, labelled.T)])
+    span = (torch.stack([column[known].max() for column, known in zip(targets.T, labelled.T)]) - low).clamp_min(1e-6)
     with torch.no_grad():
         curve.lower.copy_(low)
         curve.span.copy_(span)
@@ -178,11 +179,13 @@ def start_global_epistasis(curve, latent: np.ndarray, targets: np.ndarray) -> No
         return
     optimizer = torch.optim.Adam(curve.parameters(), lr=CURVE_FIT_LEARNING_RATE)
     targets = torch.where(labelled, targets, 0.0)
-    for _ in range(CURVE_FIT_STEPS):
-        loss = ((curve(latent) - targets) ** 2 * labelled).sum() / labelled.sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with torch.enable_grad():
+        for _ in range(CURVE_FIT_STEPS):
+            loss = ((curve(latent) - targets) ** 2 * labelled).sum() / labelled.sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    curve.zero_grad(set_to_none=True)  # training's first step must not see this fit's gradients
 
 
 def start_from_baseline(model, fit: BaselineFit, tokenizer) -> None:
