@@ -68,7 +68,7 @@ class LyraConfig(PreTrainedConfig):
             fixed-length variant libraries (an "augmented" model; `lyra-train` starts it from the one-hot ridge fit).
             0 (the authors' model) adds nothing.
         site_effects_learning_rate (`float`, *optional*):
-            Learning rate of the site effects; 0 keeps them where they start (the one-hot fit), so that the rest of the
+            Learning rate of the site effects; 0 keeps them where they start (a linear fit), so that the rest of the
             model learns what that fit misses. `None` uses the optimizer's learning rate.
         global_epistasis (`bool`, *optional*, defaults to `False`):
             Whether a regression head passes each output through a learnt monotone curve, `lower + span *

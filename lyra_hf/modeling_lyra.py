@@ -649,7 +649,7 @@ class LyraGlobalEpistasis(nn.Module):
     """The global-epistasis curve of a regression head (`config.global_epistasis`): per output, `lower + span *
     sigmoid(slope * (z - center))` of the head's sum `z`, with `slope = exp(log_slope) > 0`, so the curve is monotone
     in `z` (increasing while `span > 0`). It starts as the logistic curve from 0 to 1 around 0; `lyra-train` fits it
-    to the one-hot baseline's predictions first."""
+    to its linear start's training predictions first."""
 
     def __init__(self, config: LyraConfig):
         super().__init__()
