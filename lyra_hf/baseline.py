@@ -5,11 +5,12 @@ fixed-length variant libraries, so a model that cannot beat it has learnt no mor
 
 Honest like the model: fitted on the run's train split, its regularisation chosen on validation, test scored once.
 
-The same fit with `shared_substitutions` is where a model with site effects starts (`lyra-train`): besides each
-position's letter, each substitution type (the library's wild-type letter at a position, to the variant's letter) and
-the number of substitutions are features, so that a few hundred variants share what a substitution to proline or a
-further mutation costs anywhere, where one-hot ridge learns each position's letters alone. Both are linear in the
-one-hot columns, so the fit collapses to one weight per position and letter (`BaselineFit.site_coefficients`).
+A model with site effects starts from the same fit or from one with `shared_substitutions` (`fit_start`): besides
+each position's letter, each substitution type (the library's wild-type letter at a position, to the variant's
+letter) and the number of substitutions are features, so that a few hundred variants share what a substitution to
+proline or a further mutation costs anywhere, where one-hot ridge learns each position's letters alone. Both are
+linear in the one-hot columns, so the fit collapses to one weight per position and letter
+(`BaselineFit.site_coefficients`).
 """
 
 import time
@@ -35,6 +36,9 @@ WINDOW = 7
 # random subset beyond that (BENCHMARKS.md, "One-hot baseline").
 MAX_TRAIN_SEQUENCES = 20_000
 MAX_TRAIN_RESIDUES = 100_000
+# Up to this many training rows, a regression model's start is chosen by exact leave-one-out on them (`fit_start`);
+# its closed form costs one fit, cubic in min(rows, features). BENCHMARKS.md, "Choosing the start by leave-one-out".
+LEAVE_ONE_OUT_MAX_ROWS = 5_000
 
 
 def one_hot(sequences: list[str], letters: str, width: int) -> sparse.csr_matrix:
@@ -160,11 +164,18 @@ class BaselineFit:
         return coefficients[:, :one_hot_columns] + (self.feature_map @ coefficients[:, one_hot_columns:].T).T
 
 
-def fit_baseline(task: Task, dataset, letters: str, names: list[str], metric: str, seed: int, shared_substitutions: bool = False) -> BaselineFit:
-    """Fit the task's one-hot baseline on `dataset["train"]` once per regularisation strength, keep the strength with
-    the best validation `metric`, and score the test split once with it; with `shared_substitutions` (sequence tasks),
-    the model's start described in the module's docstring."""
-    started = time.perf_counter()
+@dataclass
+class BaselineInputs:
+    """Each split of a dataset as the baseline sees it, the number of positions one-hot (`width`), the shared-
+    substitution map when asked for (its columns appended to every split's), and the training rows fitted."""
+
+    splits: dict[str, Design]
+    width: int
+    feature_map: sparse.csr_matrix | None
+    train_rows: int
+
+
+def baseline_inputs(task: Task, dataset, letters: str, seed: int, shared_substitutions: bool) -> BaselineInputs:
     train = subsample(dataset["train"], task, seed)
     width = max(len("".join(sequence.split())) for sequence in train[SEQUENCE_COLUMN])
     splits = {name: design(task, rows, letters, width) for name, rows in (("train", train), *((n, dataset[n]) for n in ("validation", "test") if n in dataset))}
@@ -172,6 +183,19 @@ def fit_baseline(task: Task, dataset, letters: str, names: list[str], metric: st
     if feature_map is not None:
         for split in splits.values():
             split.features = sparse.hstack([split.features, split.features @ feature_map]).tocsr()
+    return BaselineInputs(splits, width, feature_map, len(train))
+
+
+def fit_baseline(
+    task: Task, dataset, letters: str, names: list[str], metric: str, seed: int, shared_substitutions: bool = False, strengths: tuple[float, ...] | None = None
+) -> BaselineFit:
+    """Fit the task's one-hot baseline on `dataset["train"]` once per regularisation strength (`strengths`, default
+    the task's grid), keep the strength with the best validation `metric`, and score the test split once with it;
+    with `shared_substitutions` (sequence tasks), the features of the model's start described in the module's
+    docstring."""
+    started = time.perf_counter()
+    inputs = baseline_inputs(task, dataset, letters, seed, shared_substitutions)
+    splits = inputs.splits
     compute_metrics = task.compute_metrics(names)
 
     def score(model, split: str) -> dict:
@@ -180,7 +204,7 @@ def fit_baseline(task: Task, dataset, letters: str, names: list[str], metric: st
         return defined_metrics({**{key: float(value) for key, value in results.items()}, task.count_key: len(splits[split].references)})
 
     best = None
-    for strength in RIDGE_ALPHAS if task.numeric_labels else LOGISTIC_CS:
+    for strength in strengths or (RIDGE_ALPHAS if task.numeric_labels else LOGISTIC_CS):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence notes: the strength is chosen by its validation score
             model = estimator(task, strength).fit(splits["train"].features, splits["train"].targets)
@@ -189,14 +213,40 @@ def fit_baseline(task: Task, dataset, letters: str, names: list[str], metric: st
             best = (strength, model, validation)
     strength, model, validation = best
     record = {
-        "name": task.baseline_name,
+        "name": task.baseline_name + (" with shared substitution effects" if shared_substitutions else ""),
         "regularisation": {"alpha" if task.numeric_labels else "C": strength},
         "validation": validation,
         "test": score(model, "test") if "test" in splits else None,
-        "train_rows": len(train),
+        "train_rows": inputs.train_rows,
         "seconds": time.perf_counter() - started,
     }
-    if feature_map is not None:
-        record["name"] += " with shared substitution effects"
     train_outputs = outputs(task, model, splits["train"].features, len(names))
-    return BaselineFit(record, model, letters, width, splits["train"].targets, train_outputs, feature_map)
+    return BaselineFit(record, model, letters, inputs.width, splits["train"].targets, train_outputs, inputs.feature_map)
+
+
+def leave_one_out_error(task: Task, dataset, letters: str, seed: int, shared_substitutions: bool) -> tuple[float, float]:
+    """Ridge's least exact leave-one-out squared error on the training rows over `RIDGE_ALPHAS` (scikit-learn's
+    closed form, one fit), and the alpha that reaches it."""
+    from sklearn.linear_model import RidgeCV
+
+    train = baseline_inputs(task, {"train": dataset["train"]}, letters, seed, shared_substitutions).splits["train"]
+    model = RidgeCV(alphas=RIDGE_ALPHAS).fit(train.features, train.targets)
+    return -float(model.best_score_), float(model.alpha_)
+
+
+def fit_start(task: Task, dataset, letters: str, names: list[str], metric: str, seed: int) -> BaselineFit:
+    """The linear fit a model with site effects starts from (`lyra-train`). For regression on at most
+    `LEAVE_ONE_OUT_MAX_ROWS` training rows, one-hot ridge or ridge with shared substitution effects, whichever
+    (with its best alpha) has the smaller exact leave-one-out error on the training rows: a validation split carved
+    from a few hundred rows is too small to choose by, and shared effects help a real protein's library but cost a
+    library without such structure. Otherwise (classes, or more rows) the shared fit, its strength chosen on
+    validation. The record says which, and how it was chosen."""
+    if task.numeric_labels and len(dataset["train"]) <= LEAVE_ONE_OUT_MAX_ROWS:
+        errors = {shared: leave_one_out_error(task, dataset, letters, seed, shared) for shared in (False, True)}
+        shared = min(errors, key=lambda option: errors[option][0])
+        fit = fit_baseline(task, dataset, letters, names, metric, seed, shared_substitutions=shared, strengths=(errors[shared][1],))
+        fit.record["chosen_on"] = "leave-one-out on train"
+        return fit
+    fit = fit_baseline(task, dataset, letters, names, metric, seed, shared_substitutions=True)
+    fit.record["chosen_on"] = "validation"
+    return fit

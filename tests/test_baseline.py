@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import OneHotEncoder
 
-from lyra_hf.baseline import LOGISTIC_CS, RIDGE_ALPHAS, WINDOW, fit_baseline
+from lyra_hf.baseline import LOGISTIC_CS, RIDGE_ALPHAS, WINDOW, fit_baseline, fit_start
 from lyra_hf.data import load_sequence_dataset
 from lyra_hf.tasks import TASKS
 from lyra_hf.train import main
@@ -171,16 +171,13 @@ def test_a_model_started_from_the_baseline_predicts_what_the_baseline_predicts(t
     assert np.abs(predicted - expected.reshape(-1)).max() < 1e-4 * np.abs(expected).max()
 
 
-def test_shared_substitution_effects_are_the_substitution_types_and_the_count_of_each_variant(tmp_path):
-    """The fit with shared substitutions sees, besides the one-hot columns, how often each variant carries each
-    substitution type (the library's most frequent letter at a position, to another) and how many substitutions it
-    carries, counted here from the sequences; and where effects depend on the type alone, it beats one-hot ridge."""
-    from lyra_hf.baseline import one_hot, substitution_map
-
+def substitution_type_library(tmp_path, rows=(120, 80, 400)):
+    """Variants of a wild type over few letters, so that each substitution type occurs at about 4 of its 12
+    positions, whose effects depend on the substitution type alone and on their count; and the wild type."""
     rng = np.random.default_rng(1)
-    wild = rng.choice(list("AGL"), 12)  # each substitution type then occurs at about 4 positions
+    wild = rng.choice(list("AGL"), 12)
     type_effects = rng.normal(size=(20, 20))
-    for name, count in (("train", 120), ("validation", 80), ("test", 400)):
+    for name, count in zip(("train", "validation", "test"), rows):
         lines = ["sequence,label"]
         for _ in range(count):
             sequence = wild.copy()
@@ -188,7 +185,16 @@ def test_shared_substitution_effects_are_the_substitution_types_and_the_count_of
             value = sum(type_effects[LETTERS.index(w), LETTERS.index(v)] for w, v in zip(wild, sequence) if w != v) - (sequence != wild).sum()
             lines.append(f"{''.join(sequence)},{value + rng.normal(scale=0.2):.5f}")
         (tmp_path / f"{name}.csv").write_text("\n".join(lines) + "\n")
-    dataset = load_sequence_dataset(tmp_path / "train.csv", validation_file=tmp_path / "validation.csv", test_file=tmp_path / "test.csv")
+    return load_sequence_dataset(tmp_path / "train.csv", validation_file=tmp_path / "validation.csv", test_file=tmp_path / "test.csv"), wild
+
+
+def test_shared_substitution_effects_are_the_substitution_types_and_the_count_of_each_variant(tmp_path):
+    """The fit with shared substitutions sees, besides the one-hot columns, how often each variant carries each
+    substitution type (the library's most frequent letter at a position, to another) and how many substitutions it
+    carries, counted here from the sequences; and where effects depend on the type alone, it beats one-hot ridge."""
+    from lyra_hf.baseline import one_hot, substitution_map
+
+    dataset, wild = substitution_type_library(tmp_path)
     features = one_hot(dataset["train"]["sequence"], LETTERS, 12)
     counted = features @ substitution_map(features, len(LETTERS), 12)
     for row, sequence in enumerate(dataset["train"]["sequence"]):
@@ -238,8 +244,9 @@ def test_the_global_epistasis_curve_starts_as_the_least_squares_curve_through_th
 
 
 def test_a_variant_library_trains_from_the_baseline_and_validation_may_keep_it(tmp_path):
-    """Fixed-length sequences turn the site effects on (`--site-effects auto`): the model starts as the ridge fit with
-    shared substitution effects, which validation scores as epoch 0, the same as that fit's own validation score;
+    """Fixed-length sequences turn the site effects on (`--site-effects auto`): the model starts as the linear fit
+    `fit_start` chooses, which validation scores as epoch 0, the same as that fit's own validation score, and which
+    results.json names;
     sequences of several lengths keep the authors' model."""
     train, validation, test = variant_files(tmp_path)
     flags = ["--hidden-size", "16", "--state-size", "8", "--epochs", "2", "--batch-size", "32", "--quiet", "--num-processes", "1"]
@@ -247,8 +254,9 @@ def test_a_variant_library_trains_from_the_baseline_and_validation_may_keep_it(t
     assert main([*flags, "--output-dir", str(tmp_path / "run")]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert [entry["epoch"] for entry in results["history"]] == [0, 1, 2] and results["history"][0]["train_loss"] is None
-    start = fit_baseline(TASKS["regression"], load_sequence_dataset(train, validation_file=validation, test_file=test), LETTERS + "X", ["label"], "spearmanr", seed=0, shared_substitutions=True)
+    start = fit_start(TASKS["regression"], load_sequence_dataset(train, validation_file=validation, test_file=test), LETTERS + "X", ["label"], "spearmanr", seed=0)
     assert results["history"][0]["spearmanr"] == pytest.approx(start.record["validation"]["spearmanr"], abs=1e-6)
+    assert results["start"] == {key: start.record[key] for key in ("name", "regularisation", "chosen_on")}
     config = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
     assert config["site_effects_length"] == 12 and config["global_epistasis"]  # regression with site effects: the curve too
 
@@ -258,3 +266,49 @@ def test_a_variant_library_trains_from_the_baseline_and_validation_may_keep_it(t
     results = json.loads((tmp_path / "lengths" / "results.json").read_text())
     assert results["history"][0]["epoch"] == 1
     assert json.loads((tmp_path / "lengths" / "best" / "config.json").read_text()).get("site_effects_length", 0) == 0
+
+
+def leave_one_out_by_refitting(features, targets, alpha: float) -> float:
+    """The mean squared error of ridge refitted without each training row in turn, predicting that row."""
+    errors = []
+    for row in range(features.shape[0]):
+        keep = np.arange(features.shape[0]) != row
+        model = Ridge(alpha=alpha).fit(features[keep], targets[keep])
+        errors.append(float(((model.predict(features[row]) - targets[row]) ** 2).sum()))
+    return float(np.mean(errors))
+
+
+@pytest.mark.parametrize("library", ["substitution types", "per-site effects"])
+def test_the_start_is_the_fit_with_the_least_leave_one_out_error(tmp_path, library):
+    """`fit_start` on a small regression library: of one-hot ridge and ridge with shared substitution effects, each at
+    every alpha, the start is the one whose leave-one-out error (refitted here row by row) is least, which is the
+    shared fit where effects follow the substitution type and the one-hot fit where each site's letters have their
+    own effects (which shared columns can only blur)."""
+    from scipy import sparse
+
+    from lyra_hf.baseline import baseline_inputs
+
+    if library == "substitution types":
+        dataset, _ = substitution_type_library(tmp_path, rows=(60, 40, 40))
+    else:
+        dataset = load_sequence_dataset(*variant_files(tmp_path, rows=(60, 40, 40)))
+    task = TASKS["regression"]
+    errors = {}
+    for shared in (False, True):
+        train = baseline_inputs(task, dataset, LETTERS, 0, shared).splits["train"]
+        for alpha in RIDGE_ALPHAS:
+            errors[shared, alpha] = leave_one_out_by_refitting(sparse.csr_matrix(train.features), train.targets, alpha)
+    shared, alpha = min(errors, key=errors.get)
+    start = fit_start(task, dataset, LETTERS, ["label"], "spearmanr", seed=0).record
+    assert start["chosen_on"] == "leave-one-out on train" and start["regularisation"] == {"alpha": alpha}
+    assert start["name"].endswith("with shared substitution effects") == shared == (library == "substitution types")
+
+
+def test_above_the_leave_one_out_limit_the_start_is_the_shared_fit_chosen_on_validation(tmp_path, monkeypatch):
+    """Beyond `LEAVE_ONE_OUT_MAX_ROWS` training rows (lowered here), the start is the shared fit, its alpha the one
+    with the best validation metric, as for the baseline."""
+    monkeypatch.setattr("lyra_hf.baseline.LEAVE_ONE_OUT_MAX_ROWS", 59)
+    dataset = load_sequence_dataset(*variant_files(tmp_path, rows=(60, 40, 40)))
+    start = fit_start(TASKS["regression"], dataset, LETTERS, ["label"], "spearmanr", seed=0).record
+    shared = fit_baseline(TASKS["regression"], dataset, LETTERS, ["label"], "spearmanr", seed=0, shared_substitutions=True).record
+    assert start["chosen_on"] == "validation" and start["name"] == shared["name"] and start["regularisation"] == shared["regularisation"]

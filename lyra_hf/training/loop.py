@@ -42,7 +42,7 @@ class RunParts:
     batch_size: int  # per process
     ema: object = None
     baseline: dict | None = None  # the one-hot baseline's record, when the run fitted it while setting up
-    started_from_fit: bool = False  # whether the model starts from a linear fit (site effects), a candidate as epoch 0
+    start: dict | None = None  # the linear fit the site effects start from (its name and how it was chosen): epoch 0
     compute_metrics: object = field(init=False)
 
     def __post_init__(self):
@@ -197,7 +197,7 @@ def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output
     """Train from `state` (a fresh run's or a checkpoint's) to the end of the schedule: per epoch, validation
     metrics, the best epoch's model in `best/` and a checkpoint."""
     trainer = EpochTrainer(options, accelerator, parts, state)
-    if parts.started_from_fit and not state["history"]:
+    if parts.start is not None and not state["history"]:
         # A model started from a linear fit is a candidate before any training: should training not improve
         # on it, validation keeps it (epoch 0).
         validate(options, accelerator, parts, state, output_dir, 0, None)

@@ -95,6 +95,7 @@ def run_results(options: TrainOptions, accelerator, parts: RunParts, state: dict
         "metric_for_best_model": options.metric_for_best_model,
         "ema_decay": options.ema_decay,
         "history": state["history"],
+        "start": parts.start,
         "num_parameters": accelerator.unwrap_model(parts.model).num_parameters(),
         "num_processes": accelerator.num_processes,
         "batch_size_per_process": parts.batch_size,

@@ -17,7 +17,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import cli
-from ..baseline import fit_baseline
+from ..baseline import fit_baseline, fit_start
 from ..checkpoints import RunLayout
 from ..cpu import WorkerError, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes
 from ..data import LABELS_COLUMN, SEQUENCE_COLUMN
@@ -126,11 +126,13 @@ def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessS
             # a global-epistasis curve the fit's linear-scale effects are only a start, and train.
             config.site_effects_learning_rate = 0.0
     model = build_model(options, tokenizer, names, config)
-    baseline = None  # the one-hot baseline's record, fitted here when the start needs the data anyway
+    baseline = start = None  # the one-hot baseline's record, fitted here when the start needs the data anyway
     if new_model and config.site_effects_length:  # every process fits them: the same start everywhere
         fit_arguments = (TASKS[options.task], dataset, tokenizer.letters, names, options.metric_for_best_model, options.data_seed)
         baseline = None if options.no_baseline else fit_baseline(*fit_arguments).record
-        start_from_baseline(model, fit_baseline(*fit_arguments, shared_substitutions=True), tokenizer)
+        start_fit = fit_start(*fit_arguments)
+        start_from_baseline(model, start_fit, tokenizer)
+        start = {key: start_fit.record[key] for key in ("name", "regularisation", "chosen_on")}
     elif new_model and config.global_epistasis:
         labels = np.asarray(dataset["train"][LABELS_COLUMN], dtype=np.float64).reshape(len(dataset["train"]), -1)
         start_global_epistasis(model.global_epistasis, np.zeros_like(labels), labels)
@@ -148,7 +150,7 @@ def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessS
         ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay))
     return RunParts(
         TASKS[options.task], tokenizer, names, dataset, model, optimizer, scheduler, schedule, train_loader, dict(zip(evaluation, eval_loaders)), steps_per_epoch, batch_size, ema, baseline,
-        started_from_fit=bool(new_model and config.site_effects_length),
+        start=start,
     )
 
 
