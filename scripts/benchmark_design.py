@@ -143,20 +143,22 @@ def best_found(record: dict, strategy: str, round_: int) -> float:
 
 def table(runs_dir: Path) -> str:
     """Per strategy and round, the medians over seeds of the best true fitness found so far (among the strategy's own
-    proposals) and of the round's batch mean."""
+    proposals) and of the round's batch mean; and per strategy, in how many seeds it found the space's best variant
+    in round 1."""
     records = [json.loads(path.read_text()) for path in sorted(runs_dir.glob("seed*.json"))]
     start = statistics.median(record["start_best"] for record in records)
     ceilings = [np.sort(lab.landscape.fitness(space_of(lab)))[::-1] for lab in (Lab(record["seed"]) for record in records)]
     optimum, top_mean = statistics.median(float(ceiling[0]) for ceiling in ceilings), statistics.median(float(ceiling[:BATCH].mean()) for ceiling in ceilings)
     lines = [f"{len(records)} seeds; medians over seeds of the best of the first {START} random variants, {start:.2f}; the best in the design space, {optimum:.2f}; the mean of its best {BATCH}, {top_mean:.2f}", ""]
-    lines += ["| strategy | " + " | ".join(f"round {r}: best found | round {r}: batch mean" for r in range(1, ROUNDS + 1)) + " |"]
-    lines += ["| --- |" + " ---: | ---: |" * ROUNDS]
+    lines += ["| strategy | " + " | ".join(f"round {r}: best found | round {r}: batch mean" for r in range(1, ROUNDS + 1)) + " | seeds with the space's best in round 1 |"]
+    lines += ["| --- |" + " ---: | ---: |" * ROUNDS + " ---: |"]
     for strategy in STRATEGIES:
         cells = []
         for round_ in range(1, ROUNDS + 1):
             cells.append(f"{statistics.median(best_found(record, strategy, round_) for record in records):.2f}")
             cells.append(f"{statistics.median(record[strategy]['rounds'][round_ - 1]['batch_mean'] for record in records):.2f}")
-        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+        optimal = sum(best_found(record, strategy, 1) >= ceiling[0] - 1e-9 for record, ceiling in zip(records, ceilings))
+        lines.append(f"| {strategy} | " + " | ".join(cells) + f" | {optimal} of {len(records)} |")
     return "\n".join(lines)
 
 
