@@ -19,6 +19,9 @@ best variant of the design space and the mean of its best 96.
 
     python scripts/benchmark_design.py --seeds 0 1 2 3 4 5 6 7 8 9 --runs-dir runs/design_sim
     python scripts/benchmark_design.py --table runs/design_sim
+
+`--ensemble-validation rotate` trains the ensembles with that lyra-train option (each member validates on its own
+tenth of the measured variants); `--rounds 1` stops after the first round.
 """
 
 import argparse
@@ -45,7 +48,7 @@ from lyra_hf.outputs import write_csv, write_json  # noqa: E402
 from lyra_hf.scan.mutants import WildType  # noqa: E402
 
 
-START, BATCH, ROUNDS = 384, 96, 3
+START, BATCH = 384, 96
 STRATEGIES = ("random", "ridge", "lyra-mean", "lyra-ucb", "lyra-thompson")
 ACQUISITION = {"lyra-mean": "mean", "lyra-ucb": "ucb:1", "lyra-thompson": "thompson"}
 
@@ -80,11 +83,12 @@ def ridge_batch(lab: Lab, measured: dict[str, float], space_sequences: list[str]
     return [sequence for sequence in ranked if sequence not in measured][:BATCH]
 
 
-def train_ensemble(measured: dict[str, float], folder: Path, seed: int) -> Path:
+def train_ensemble(measured: dict[str, float], folder: Path, seed: int, ensemble_validation: str) -> Path:
     if not (folder / "results.json").exists():
         write_csv(folder.with_suffix(".csv"), {"sequence": list(measured), "fitness": list(measured.values())})
         command = [sys.executable, "-m", "lyra_hf.train", "--train-file", str(folder.with_suffix(".csv")), "--label-columns", "fitness"]
-        command += ["--ensemble", "3", "--seed", str(seed), "--quiet", "--overwrite-output-dir", "--output-dir", str(folder)]
+        command += ["--ensemble", "3", "--ensemble-validation", ensemble_validation, "--seed", str(seed)]
+        command += ["--quiet", "--overwrite-output-dir", "--output-dir", str(folder)]
         completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
         if completed.returncode:
             sys.exit(f"benchmark_design: training {folder} failed:\n{completed.stderr[-3000:]}")
@@ -104,7 +108,7 @@ def space_of(lab: Lab) -> list[str]:
     return [space.sequence(mutations) for mutations in enumerate_space(space)]
 
 
-def run_seed(seed: int, runs_dir: Path) -> dict:
+def run_seed(seed: int, runs_dir: Path, rounds: int, ensemble_validation: str) -> dict:
     """Every strategy's rounds on one seed: per round, the best true fitness measured so far and the batch's mean."""
     path = runs_dir / f"seed{seed}.json"
     if path.exists():
@@ -113,10 +117,10 @@ def run_seed(seed: int, runs_dir: Path) -> dict:
     start = lab.sequences(lab.landscape.random_variants(np.random.default_rng(seed), START))
     first = dict(zip(start, lab.measure(start)))
     space_sequences = space_of(lab)
-    record = {"seed": seed, "start_best": float(lab.landscape.fitness(start).max())}
+    record = {"seed": seed, "start_best": float(lab.landscape.fitness(start).max()), "ensemble_validation": ensemble_validation}
     for strategy in STRATEGIES:
         measured, rounds, started = dict(first), [], time.time()
-        for round_ in range(1, ROUNDS + 1):
+        for round_ in range(1, rounds + 1):
             if strategy == "random":
                 excluded = {tuple(variant) for variant in lab.landscape.encode(list(measured))}
                 batch = lab.sequences(lab.landscape.random_variants(lab.rng, BATCH, excluded))
@@ -124,7 +128,7 @@ def run_seed(seed: int, runs_dir: Path) -> dict:
                 batch = ridge_batch(lab, measured, space_sequences)
             else:
                 shared = "lyra" if round_ == 1 else strategy  # round 1's ensemble: the same measured variants for all
-                model_dir = train_ensemble(measured, runs_dir / f"seed{seed}-{shared}-round{round_}", seed)
+                model_dir = train_ensemble(measured, runs_dir / f"seed{seed}-{shared}-round{round_}", seed, ensemble_validation)
                 batch = lyra_batch(lab, measured, model_dir, ACQUISITION[strategy])
             truth = lab.landscape.fitness(batch)
             measured.update(zip(batch, lab.measure(batch)))
@@ -146,15 +150,16 @@ def table(runs_dir: Path) -> str:
     proposals) and of the round's batch mean; and per strategy, in how many seeds it found the space's best variant
     in round 1."""
     records = [json.loads(path.read_text()) for path in sorted(runs_dir.glob("seed*.json"))]
+    rounds = min(len(record["random"]["rounds"]) for record in records)
     start = statistics.median(record["start_best"] for record in records)
     ceilings = [np.sort(lab.landscape.fitness(space_of(lab)))[::-1] for lab in (Lab(record["seed"]) for record in records)]
     optimum, top_mean = statistics.median(float(ceiling[0]) for ceiling in ceilings), statistics.median(float(ceiling[:BATCH].mean()) for ceiling in ceilings)
     lines = [f"{len(records)} seeds; medians over seeds of the best of the first {START} random variants, {start:.2f}; the best in the design space, {optimum:.2f}; the mean of its best {BATCH}, {top_mean:.2f}", ""]
-    lines += ["| strategy | " + " | ".join(f"round {r}: best found | round {r}: batch mean" for r in range(1, ROUNDS + 1)) + " | seeds with the space's best in round 1 |"]
-    lines += ["| --- |" + " ---: | ---: |" * ROUNDS + " ---: |"]
+    lines += ["| strategy | " + " | ".join(f"round {r}: best found | round {r}: batch mean" for r in range(1, rounds + 1)) + " | seeds with the space's best in round 1 |"]
+    lines += ["| --- |" + " ---: | ---: |" * rounds + " ---: |"]
     for strategy in STRATEGIES:
         cells = []
-        for round_ in range(1, ROUNDS + 1):
+        for round_ in range(1, rounds + 1):
             cells.append(f"{statistics.median(best_found(record, strategy, round_) for record in records):.2f}")
             cells.append(f"{statistics.median(record[strategy]['rounds'][round_ - 1]['batch_mean'] for record in records):.2f}")
         optimal = sum(best_found(record, strategy, 1) >= ceiling[0] - 1e-9 for record, ceiling in zip(records, ceilings))
@@ -166,6 +171,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--runs-dir", default="runs/design_sim")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ensemble-validation", choices=("shared", "rotate"), default="shared", help="lyra-train's, for the ensembles")
     parser.add_argument("--table", metavar="RUNS_DIR", help="print the table of the finished seeds in RUNS_DIR")
     args = parser.parse_args()
     if args.table:
@@ -174,7 +181,7 @@ def main():
     runs_dir = Path(args.runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
-        run_seed(seed, runs_dir)
+        run_seed(seed, runs_dir, args.rounds, args.ensemble_validation)
     print(table(runs_dir))
 
 

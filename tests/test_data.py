@@ -1,5 +1,6 @@
 import math
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -25,6 +26,25 @@ def test_csv_regression_to_padded_batches(tmp_path):
     assert batch["input_ids"].shape == batch["attention_mask"].shape and batch["labels"].shape == (5, 1)
     out = LyraForSequenceRegression(LyraConfig()).eval()(**batch)
     assert torch.isfinite(out.loss)
+
+
+def test_validation_parts_are_disjoint_tenths_of_one_shuffle_and_part_0_is_datasets_own_split(tmp_path):
+    rng = np.random.default_rng(0)
+    csv = write(tmp_path / "train.csv", "sequence,label\n" + "".join(f"{''.join(rng.choice(list('ACDEFGHIK'), 8))},{row}\n" for row in range(95)))
+    labels = [float(row) for row in range(95)]  # each row's label names it
+    parts = [load_sequence_dataset(csv, alphabet=LyraTokenizer().letters, seed=3, validation_part=part) for part in range(10)]
+    validation = [[labels[0] for labels in part["validation"]["labels"]] for part in parts]
+    # ceil(10% of 95) = 10 rows each; 95 rows hold 9 whole slices, so part 9 wraps around to part 0.
+    assert [len(rows) for rows in validation] == [10] * 10 and validation[9] == validation[0]
+    assert len({row for rows in validation[:9] for row in rows}) == 90
+    for part, rows in zip(parts, validation):
+        assert sorted(rows + [labels[0] for labels in part["train"]["labels"]]) == labels
+    # The shuffle is NumPy's seeded permutation, of which part k is the k-th slice of 10 rows.
+    shuffled = np.random.default_rng(3).permutation(95)
+    assert all(sorted(rows) == sorted(float(row) for row in shuffled[10 * part : 10 * part + 10]) for part, rows in enumerate(validation[:9]))
+    # Part 0 is the split every run made before parts existed: datasets' train_test_split with the same seed.
+    table = datasets.Dataset.from_dict({"label": labels}).train_test_split(test_size=0.1, seed=3)
+    assert validation[0] == table["test"]["label"] and [labels[0] for labels in parts[0]["train"]["labels"]] == table["train"]["label"]
 
 
 def test_tsv_with_several_targets(tmp_path):

@@ -235,6 +235,20 @@ def test_bad_flag_values_are_usage_errors(capsys, flags):
     assert "lyra-train: error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--train-file", "t.csv", "--ensemble-validation", "rotate"], "--ensemble-validation rotate needs --ensemble N"),
+        (["--ensemble", "2", "--ensemble-validation", "rotate"], "--ensemble-validation rotate carves validation from --train-file"),
+        (["--train-file", "t.csv", "--validation-file", "v.csv", "--validation-part", "1"], "--validation-part carves validation from --train-file"),
+    ],
+)
+def test_validation_parts_need_validation_carved_from_the_training_file(capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(flags)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def test_trainer_fine_tuning_with_load_best_model_at_end(tmp_path):
     from transformers import Trainer, TrainingArguments
 
@@ -517,6 +531,39 @@ def test_a_seed_ensemble_trains_its_members_and_scores_their_mean(tmp_path, caps
     assert resumed["test"]["spearmanr"] == pytest.approx(results["test"]["spearmanr"], abs=1e-6)
     assert main(flags) == 1
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_a_rotating_ensemble_validates_each_member_on_its_own_tenth_and_pools_them(tmp_path, capsys):
+    """`--ensemble-validation rotate`: member i validates on the i-th tenth of one seeded shuffle of the training rows,
+    so that together the members learned from every row; the ensemble's validation metric is that of each member's
+    predictions on its own tenth, pooled (recomputed here model by model, sequence by sequence)."""
+    data = synthetic_fitness_dataset(num_train=200, num_validation=1, num_test=40, seed=5)
+    for split, name in (("train", "train.csv"), ("test", "test.csv")):
+        rows = data[split]
+        (tmp_path / name).write_text("sequence,fitness\n" + "".join(f"{sequence},{labels[0]}\n" for sequence, labels in zip(rows["sequence"], rows["labels"])))
+    output = tmp_path / "ensemble"
+    flags = [*TINY[:4], "--train-file", str(tmp_path / "train.csv"), "--test-file", str(tmp_path / "test.csv"), "--label-columns", "fitness"]
+    flags += ["--epochs", "2", "--ensemble", "3", "--ensemble-validation", "rotate", "--seed", "7", "--output-dir", str(output)]
+    assert main(flags) == 0
+    assert "ensemble of 3: test spearmanr" in capsys.readouterr().out
+    results = json.loads((output / "results.json").read_text())
+    parts = [json.loads((output / f"member_{index}" / "options.json").read_text())["validation_part"] for index in range(3)]
+    assert parts == [0, 1, 2] and results["ensemble_validation"] == "rotate"
+
+    shuffled = np.random.default_rng(7).permutation(200)  # the data seed's shuffle; member i's tenth: rows 20i to 20i+19
+    pooled_predictions, pooled_labels = [], []
+    for index in range(3):
+        member = output / "best" / f"member_{index}"
+        tokenizer, model = AutoTokenizer.from_pretrained(member), AutoModelForSequenceClassification.from_pretrained(member).eval()
+        rows = data["train"].select(shuffled[20 * index : 20 * index + 20])
+        with torch.no_grad():
+            pooled_predictions += [model(**tokenizer(sequence, return_tensors="pt")).logits.item() for sequence in rows["sequence"]]
+        pooled_labels += [labels[0] for labels in rows["labels"]]
+        member_results = json.loads((output / f"member_{index}" / "results.json").read_text())
+        assert member_results["validation"]["num_samples"] == 20
+    assert results["validation"]["num_samples"] == 60
+    assert results["validation"]["spearmanr"] == pytest.approx(spearmanr(pooled_predictions, pooled_labels)[0], abs=1e-4)
+    assert "member i on the i-th tenth of the training rows" in (output / "best" / "README.md").read_text()
 
 
 def test_a_run_records_how_it_was_made_and_its_command_makes_it_again(tmp_path, capsys):

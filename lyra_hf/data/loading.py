@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import datasets
+import numpy as np
 
 from ..tasks import get_task
 from .checks import MIN_EVALUATION_ROWS, check_columns, check_mask_column, check_rows, check_split_sizes
@@ -24,6 +25,7 @@ def load_sequence_dataset(
     unknown: str = "error",
     validation_fraction: float = 0.1,
     seed: int = 42,
+    validation_part: int = 0,
     max_length: int | None = None,
     split_column: str | None = None,
     split_names: tuple[str, str] = ("train", "test"),
@@ -34,7 +36,7 @@ def load_sequence_dataset(
     mask_column: str | None = None,
 ) -> datasets.DatasetDict:
     """Load sequence files into a `DatasetDict` with splits `train`, `validation` (carved from train with `seed` when
-    no file is given) and `test` (when given), and columns `sequence` and `labels`. Instead of separate files, one
+    no file is given; `validation_part` picks which slice, `carve_validation`) and `test` (when given), and columns `sequence` and `labels`. Instead of separate files, one
     file's columns can say where each row goes:
 
     - `split_column` (FLIP-style `set`): rows whose value is `split_names[0]` are train, `split_names[1]` test; with
@@ -63,7 +65,7 @@ def load_sequence_dataset(
     files = {"train": train_file, "validation": validation_file, "test": test_file}
     splits = read_splits(read, files, split_column, split_names, validation_column, fold_column, test_fold, mask_column)
     if "validation" not in splits:
-        splits["train"], splits["validation"] = carve_validation(splits["train"], validation_fraction, seed, train_file)
+        splits["train"], splits["validation"] = carve_validation(splits["train"], validation_fraction, seed, train_file, validation_part)
     check_split_sizes(splits)
     names = class_names(task, splits, label_columns[0], set(ignore_label_characters))
     convert = ModelColumns(task, sequence_column, label_columns, mask_column, names, set(ignore_label_characters))
@@ -121,14 +123,18 @@ def read_checked(path, where: str, *, routing: list[str], sequence_column: str, 
     return dataset
 
 
-def carve_validation(train: datasets.Dataset, fraction: float, seed: int, train_file) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """A seeded validation split carved from train: at least two rows (a small file's 10% can be one), taken as
-    datasets takes the fraction, ceil(fraction x rows)."""
+def carve_validation(train: datasets.Dataset, fraction: float, seed: int, train_file, part: int = 0) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """A seeded validation split carved from train: at least two rows (a small file's 10% can be one), ceil(fraction x
+    rows) as datasets' `train_test_split` takes them. `part` k carves the k-th such slice of the same seeded shuffle
+    instead of the first (part 0 is exactly `train_test_split`'s split), so that different parts never share a row;
+    parts beyond the last whole slice wrap around."""
     carved_rows = max(MIN_EVALUATION_ROWS, math.ceil(fraction * len(train)))
     if len(train) < 2 * carved_rows:
         raise ValueError(f"file {train_file}: {len(train)} training rows are too few to carve a validation split from; give more rows or a validation file.")
-    carved = train.train_test_split(test_size=fraction if carved_rows > MIN_EVALUATION_ROWS else carved_rows, seed=seed)
-    return carved["train"], carved["test"]
+    shuffled = np.random.default_rng(seed).permutation(len(train))
+    first = part % (len(train) // carved_rows) * carved_rows
+    carved = shuffled[first : first + carved_rows]
+    return train.select(np.concatenate([shuffled[:first], shuffled[first + carved_rows :]])), train.select(carved)
 
 
 def class_names(task, splits: dict[str, datasets.Dataset], column: str, ignored: set[str]) -> list[str] | None:

@@ -1,5 +1,6 @@
-"""Seed ensembles (`--ensemble N`): N complete runs that differ only in their seed, saved together as one model whose
-prediction is the members' mean, with their standard deviation."""
+"""Seed ensembles (`--ensemble N`): N complete runs that differ in their seed (and, with `--ensemble-validation rotate`,
+in the tenth of the training rows they validate on), saved together as one model whose prediction is the members'
+mean, with their standard deviation."""
 
 import dataclasses
 import json
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
@@ -16,10 +18,11 @@ from ..baseline import fit_baseline
 from ..checkpoints import ENSEMBLE_FILE, RunLayout
 
 from ..cpu import WorkerPool, usable_cpus
+from ..data import tokenize_dataset
 from ..outputs import atomic_directory, locked_output_dir, write_json, write_text
 from ..tasks import TASKS
 from .inputs import load_data, memory_bound_max_length
-from .loop import format_metric, score_saved_models
+from .loop import evaluation_loader, format_metric, predict, score_predictions, score_saved_models
 from .options import TrainOptions
 from .results import beside_baseline, describe_protocol, run_card, share, summary_line
 from .runs import train, train_here_or_on_cpus
@@ -27,11 +30,14 @@ from .state import check_output_dir
 
 
 def member_options(options: TrainOptions) -> dict[str, TrainOptions]:
-    """Each member's run: its own folder and seed `seed + i`, on the ensemble's data split (`data_seed`)."""
+    """Each member's run: its own folder and seed `seed + i`, on the ensemble's data split (`data_seed`); with
+    `--ensemble-validation rotate`, member i validates on the split's i-th tenth (`--validation-part i`)."""
+    rotate = options.ensemble_validation == "rotate"
     return {
         RunLayout.member_name(index): dataclasses.replace(
-            options, output_dir=str(Path(options.output_dir) / RunLayout.member_name(index)), seed=options.seed + index, ensemble=None, push_to_hub=None, no_baseline=True
-        )
+            options, output_dir=str(Path(options.output_dir) / RunLayout.member_name(index)), seed=options.seed + index, ensemble=None,
+            ensemble_validation="shared", validation_part=index if rotate else options.validation_part, push_to_hub=None, no_baseline=True,
+        )  # fmt: skip
         for index in range(options.ensemble)
     }
 
@@ -72,8 +78,12 @@ def train_ensemble(options: TrainOptions) -> str:
         runs = {name: json.loads(RunLayout(member.output_dir).results.read_text()) for name, member in members.items()}
         tokenizer = AutoTokenizer.from_pretrained(RunLayout(members[next(iter(members))].output_dir).best)
         models = [TASKS[options.task].model_class.from_pretrained(RunLayout(member.output_dir).best) for member in members.values()]
-        dataset, names = load_data(options, tokenizer, options.max_length or memory_bound_max_length(models[0].config, options.batch_size))
+        max_length = options.max_length or memory_bound_max_length(models[0].config, options.batch_size)
+        dataset, names = load_data(options, tokenizer, max_length)
         results = evaluate_ensemble(options, models, tokenizer, dataset, names, runs)
+        if options.ensemble_validation == "rotate":
+            results["validation"] = out_of_member_validation(list(members.values()), models, tokenizer, names, max_length)
+        results["ensemble_validation"] = options.ensemble_validation
         card = save_ensemble(options, members, models[0], tokenizer, dataset, results, runs)
         write_json(layout.results, results)
         write_json(layout.options, options.options_file_values())
@@ -91,8 +101,14 @@ def save_ensemble(options: TrainOptions, members: dict[str, TrainOptions], model
     returns the card."""
     first = next(iter(members))
     protocol = describe_protocol(options, runs[first]) + (
-        f" Ensemble: {len(members)} members with seeds {options.seed}-{options.seed + len(members) - 1}, each chosen this way; "
-        "the ensemble predicts their mean (of class probabilities for classifiers) and their standard deviation."
+        f" Ensemble: {len(members)} members with seeds {options.seed}-{options.seed + len(members) - 1}, each chosen this way"
+        + (
+            ", member i on the i-th tenth of the training rows, so that together they learned from every row; the ensemble's validation "
+            "score pools each member's predictions on its own tenth"
+            if options.ensemble_validation == "rotate"
+            else ", all on the same validation split"
+        )
+        + "; the ensemble predicts their mean (of class probabilities for classifiers) and their standard deviation."
     )
     card = run_card(options, model, tokenizer, results, dataset, protocol, ensemble_members=list(members))
     with atomic_directory(RunLayout(options.output_dir).best) as temporary:
@@ -123,6 +139,21 @@ def evaluate_ensemble(options: TrainOptions, models: list, tokenizer, dataset, n
         results["baseline"] = fit_baseline(task, dataset, tokenizer.letters, names, options.metric_for_best_model, options.data_seed).record
     results["num_parameters"] = sum(parameter.numel() for parameter in models[0].parameters())
     return results
+
+
+def out_of_member_validation(members: list[TrainOptions], models: list, tokenizer, names: list[str], max_length: int) -> dict:
+    """With `--ensemble-validation rotate`, the ensemble's validation metrics: each member's predictions on its own
+    validation tenth (rows no other member left out, and it never trained on), pooled and scored together."""
+    task = TASKS[members[0].task]
+    accelerator = Accelerator(mixed_precision=members[0].mixed_precision)
+    pooled = []
+    for member, model in zip(members, models):
+        rows = tokenize_dataset(load_data(member, tokenizer, max_length)[0], tokenizer)["validation"]
+        loader = evaluation_loader(accelerator, rows, member.batch_size, task, tokenizer)
+        model = accelerator.prepare_model(model, evaluation_mode=True)
+        pooled.append(predict(model, loader, accelerator, task, f"member {member.validation_part} validation", not member.quiet))
+    predictions, references = (np.concatenate(arrays) for arrays in zip(*pooled))
+    return score_predictions(predictions, references, task.compute_metrics(names), task)
 
 
 def member_statistics(results: dict, runs: dict[str, dict]) -> dict:

@@ -52,6 +52,7 @@ def load_files(options: TrainOptions, tokenizer, max_length: int):
         padding_characters=tokenizer.padding_characters,
         unknown=options.unknown,
         seed=options.data_seed,
+        validation_part=options.validation_part,
         max_length=max_length,
         split_column=options.split_column,
         split_names=tuple(options.split_values),

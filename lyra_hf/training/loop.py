@@ -64,9 +64,14 @@ class RunHooks:
 
 
 def evaluate(models, dataloader, accelerator, compute_metrics, task: Task, description: str, progress: bool = True) -> dict:
-    """Metrics of a model, or of a list of models' mean prediction (`Task.combine_logits`), on a (prepared) dataloader;
-    predictions are gathered across processes with `gather_for_metrics`, which drops the samples the last batch
-    repeats to even out the processes."""
+    """Metrics of a model, or of a list of models' mean prediction (`Task.combine_logits`), on a (prepared) dataloader."""
+    return score_predictions(*predict(models, dataloader, accelerator, task, description, progress), compute_metrics, task)
+
+
+def predict(models, dataloader, accelerator, task: Task, description: str, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and labels of a model, or of a list of models' mean prediction, on a (prepared) dataloader; per
+    residue, only the labelled positions, as rows. Gathered across processes with `gather_for_metrics`, which drops the
+    samples the last batch repeats to even out the processes."""
     models = models if isinstance(models, list) else [models]
     for model in models:
         model.eval()
@@ -85,7 +90,11 @@ def evaluate(models, dataloader, accelerator, compute_metrics, task: Task, descr
             logits, labels = logits[keep][:, None, :], labels[keep][:, None]
         predictions.append(logits.cpu().numpy())
         references.append(labels.cpu().numpy())
-    predictions, references = np.concatenate(predictions), np.concatenate(references)
+    return np.concatenate(predictions), np.concatenate(references)
+
+
+def score_predictions(predictions: np.ndarray, references: np.ndarray, compute_metrics, task: Task) -> dict:
+    """The metrics of `predict`'s output, with the number of scored samples (`Task.count_key`)."""
     results = compute_metrics(EvalPrediction(predictions=predictions, label_ids=references))
     results[task.count_key] = int(len(references))
     return defined_metrics({key: float(value) if isinstance(value, (float, np.floating)) else value for key, value in results.items()})
@@ -103,11 +112,14 @@ def score_saved_models(options: TrainOptions, models: list, tokenizer, dataset, 
         if split not in tokenized:
             scores[split] = None
             continue
-        loader = accelerator.prepare_data_loader(
-            DataLoader(sort_by_length(tokenized[split]), batch_size=options.batch_size, collate_fn=task.collator(tokenizer))
-        )
+        loader = evaluation_loader(accelerator, tokenized[split], options.batch_size, task, tokenizer)
         scores[split] = evaluate(models, loader, accelerator, compute_metrics, task, f"{description} {split}", not options.quiet)
     return scores
+
+
+def evaluation_loader(accelerator, tokenized_rows, batch_size: int, task: Task, tokenizer):
+    """A prepared dataloader over tokenized rows, sorted by length (evaluation order is free)."""
+    return accelerator.prepare_data_loader(DataLoader(sort_by_length(tokenized_rows), batch_size=batch_size, collate_fn=task.collator(tokenizer)))
 
 
 def format_metric(value: float | None) -> str:

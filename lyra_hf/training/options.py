@@ -62,6 +62,13 @@ class DataOptions:
     )
     ignore_label_characters: str = option("", "per-residue tasks: label characters meaning 'no label here' (e.g. X), neither trained on nor scored")
     label_mask_column: str | None = option(help="per-residue tasks: a column of one 0/1 per residue; 0 = neither trained on nor scored")
+    validation_part: int = option(
+        0,
+        "with validation carved from --train-file: carve the K-th tenth of its seeded shuffle instead of the first "
+        "(what member K of --ensemble --ensemble-validation rotate carves)",
+        type=bounded(int, minimum=0),
+        metavar="K",
+    )
     max_train_samples: int | None = option(help="use only the first N training sequences (quick runs)", type=POSITIVE_INT)
     max_eval_samples: int | None = option(help="use only the first N validation and test sequences", type=bounded(int, minimum=2))
 
@@ -137,9 +144,16 @@ class RunOptions:
     overwrite_output_dir: bool = option(False, "start afresh in a directory that holds a run")
     resume_from_checkpoint: str | None = option(help="a checkpoint directory, or 'latest' in --output-dir")
     ensemble: int | None = option(
-        help="train a seed ensemble of N members (seeds SEED..SEED+N-1, one data split) in OUTPUT_DIR/member_<i>/, saved together in OUTPUT_DIR/best",
+        help="train a seed ensemble of N members (seeds SEED..SEED+N-1) in OUTPUT_DIR/member_<i>/, saved together in OUTPUT_DIR/best",
         type=bounded(int, minimum=2),
         metavar="N",
+    )
+    ensemble_validation: str = option(
+        "shared",
+        "with --ensemble and validation carved from --train-file: every member validates on the same tenth (shared), or "
+        "member i on the i-th tenth (rotate), so that the ensemble learns from every row and is validated on rows its "
+        "members did not train on",
+        choices=("shared", "rotate"),
     )
     tune: int | None = option(
         help="search hyperparameters over N trials with Optuna (pip install \"lyra-hf[tune]\"), chosen on validation; the "
@@ -236,6 +250,9 @@ class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, 
         for name in ("folds", "test_fold"):
             if getattr(self, name) is not None and not self.fold_column:
                 yield f"{flag_name(name)} needs --fold-column"
+        if not self.carves_validation and (self.validation_part or self.ensemble_validation == "rotate"):
+            flag = "--validation-part" if self.validation_part else "--ensemble-validation rotate"
+            yield f"{flag} carves validation from --train-file; here the validation split is given (a validation file or column, or the synthetic data's)"
         if self.folds is not None and self.test_fold is not None:
             yield "give --folds (cross-validate those folds) or --test-fold (one run), not both"
         if len(self.split_values) != 2 or not all(self.split_values) or self.split_values[0] == self.split_values[1]:
@@ -253,6 +270,8 @@ class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, 
             yield f"--global-epistasis on is for regression; --task {self.task} is not"
         if self.ensemble is not None and self.fold_column:
             yield "give --ensemble or --fold-column, not both"
+        if self.ensemble_validation == "rotate" and self.ensemble is None:
+            yield "--ensemble-validation rotate needs --ensemble N"
         yield from self.tune_problems()
         if self.ensemble is not None and self.resume_from_checkpoint not in (None, "latest"):
             yield "--ensemble resumes with --resume-from-checkpoint latest (each member from its own last checkpoint)"
@@ -269,6 +288,11 @@ class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, 
             yield "give --tune or --fold-column, not both: the search chooses on one validation split"
         if self.tune and importlib.util.find_spec("optuna") is None:
             yield '--tune needs Optuna: pip install "lyra-hf[tune]"'
+
+    @property
+    def carves_validation(self) -> bool:
+        """Whether the validation split is carved from the training rows (no validation file or column is given)."""
+        return self.train_file is not None and not (self.validation_file or self.validation_column)
 
     def options_file_values(self) -> dict:
         """What `OUTPUT_DIR/options.json` holds: every option but those that only say how this run started."""

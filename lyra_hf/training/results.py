@@ -44,7 +44,8 @@ def describe_protocol(options: TrainOptions, results: dict) -> str:
     elif options.validation_column:
         validation = f"the rows marked in column `{options.validation_column}`"
     else:
-        validation = f"a validation split carved from train (seed {options.data_seed})"
+        part = f", slice {options.validation_part} of its shuffle" if options.validation_part else ""
+        validation = f"a validation split carved from train (seed {options.data_seed}{part})"
     split = ""
     if options.split_column:
         split = f"Splits from column `{options.split_column}` ({' / '.join(options.split_values)}). "
