@@ -65,8 +65,9 @@ def train_members(options: TrainOptions, members: dict[str, TrainOptions]) -> No
 def train_ensemble(options: TrainOptions) -> str:
     """`--ensemble N`: N complete runs in `OUTPUT_DIR/member_<i>/` (`member_options`), then in `OUTPUT_DIR/best/` each
     member's best model as a `save_pretrained` subfolder, `ensemble.json` and a model card, and in
-    `OUTPUT_DIR/results.json` the ensemble's validation and test metrics (its mean prediction, `Task.combine_logits`)
-    next to each member's. With `--resume-from-checkpoint latest`, finished members are kept and an interrupted one
+    `OUTPUT_DIR/results.json` the ensemble's validation and test metrics (its mean prediction, `Task.combine_logits`;
+    with `--ensemble-validation rotate`, validation pools each member's own tenth, `out_of_member_validation`) next to
+    each member's. With `--resume-from-checkpoint latest`, finished members are kept and an interrupted one
     continues from its last checkpoint."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--ensemble trains its members in processes of its own; run it without accelerate launch or torchrun.")
