@@ -108,7 +108,7 @@ def space_of(lab: Lab) -> list[str]:
     return [space.sequence(mutations) for mutations in enumerate_space(space)]
 
 
-def run_seed(seed: int, runs_dir: Path, rounds: int, ensemble_validation: str) -> dict:
+def run_seed(seed: int, runs_dir: Path, num_rounds: int, ensemble_validation: str) -> dict:
     """Every strategy's rounds on one seed: per round, the best true fitness measured so far and the batch's mean."""
     path = runs_dir / f"seed{seed}.json"
     if path.exists():
@@ -120,7 +120,7 @@ def run_seed(seed: int, runs_dir: Path, rounds: int, ensemble_validation: str) -
     record = {"seed": seed, "start_best": float(lab.landscape.fitness(start).max()), "ensemble_validation": ensemble_validation}
     for strategy in STRATEGIES:
         measured, rounds, started = dict(first), [], time.time()
-        for round_ in range(1, rounds + 1):
+        for round_ in range(1, num_rounds + 1):
             if strategy == "random":
                 excluded = {tuple(variant) for variant in lab.landscape.encode(list(measured))}
                 batch = lab.sequences(lab.landscape.random_variants(lab.rng, BATCH, excluded))
