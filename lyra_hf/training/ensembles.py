@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -81,10 +82,9 @@ def train_ensemble(options: TrainOptions) -> str:
         models = [TASKS[options.task].model_class.from_pretrained(RunLayout(member.output_dir).best) for member in members.values()]
         max_length = options.max_length or memory_bound_max_length(models[0].config, options.batch_size)
         dataset, names = load_data(options, tokenizer, max_length)
-        results = evaluate_ensemble(options, models, tokenizer, dataset, names, runs)
-        if options.ensemble_validation == "rotate":
-            results["validation"] = out_of_member_validation(list(members.values()), models, tokenizer, names, max_length)
-        results["ensemble_validation"] = options.ensemble_validation
+        rotate = options.ensemble_validation == "rotate"
+        pooled = out_of_member_validation(list(members.values()), models, tokenizer, names, max_length) if rotate else None
+        results = evaluate_ensemble(options, models, tokenizer, dataset, names, runs, pooled)
         card = save_ensemble(options, members, models[0], tokenizer, dataset, results, runs)
         write_json(layout.results, results)
         write_json(layout.options, options.options_file_values())
@@ -123,13 +123,18 @@ def save_ensemble(options: TrainOptions, members: dict[str, TrainOptions], model
     return card
 
 
-def evaluate_ensemble(options: TrainOptions, models: list, tokenizer, dataset, names: list[str], runs: dict[str, dict]) -> dict:
+def evaluate_ensemble(options: TrainOptions, models: list, tokenizer, dataset, names: list[str], runs: dict[str, dict], pooled_validation: dict | None) -> dict:
     """The ensemble's results.json: its own validation and test metrics (the members' best `models` together, on the
-    splits of `dataset`, which every member used), each member's (`runs`: their results.json), and the members' mean and
-    standard deviation (`member_statistics`)."""
+    splits of `dataset`, which every member used; or `pooled_validation`, `out_of_member_validation`'s, when each
+    member validated on its own tenth), each member's (`runs`: their results.json), and the members' mean and standard
+    deviation (`member_statistics`)."""
     task = TASKS[options.task]
     results = {"ensemble_size": len(runs), "seeds": [options.seed + index for index in range(len(runs))]}
-    results.update(score_saved_models(options, models, tokenizer, dataset, names, "ensemble"))
+    results["ensemble_validation"] = options.ensemble_validation
+    scored = dataset if pooled_validation is None else datasets.DatasetDict({split: rows for split, rows in dataset.items() if split != "validation"})
+    results.update(score_saved_models(options, models, tokenizer, scored, names, "ensemble"))
+    if pooled_validation is not None:
+        results["validation"] = pooled_validation
     results["members"] = {
         member: {"seed": results["seeds"][index], "best_epoch": run["best_epoch"], "validation": run["validation"], "test": run["test"]}
         for index, (member, run) in enumerate(runs.items())
