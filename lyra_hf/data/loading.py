@@ -181,11 +181,10 @@ def label_names(dataset: datasets.DatasetDict) -> list[str] | None:
 
 
 def tokenize_dataset(dataset: datasets.DatasetDict, tokenizer, max_length: int | None = None, num_proc: int | None = None) -> datasets.DatasetDict:
-    """Tokenize the `sequence` column with `Dataset.map(batched=True)` (no padding: the collator pads per batch)."""
-
-    per_residue = isinstance(dataset["train"].features.get(LABELS_COLUMN), datasets.Sequence) and isinstance(
-        dataset["train"].features[LABELS_COLUMN].feature, datasets.ClassLabel
-    )
+    """Tokenize the `sequence` column of every split given with `Dataset.map(batched=True)` (no padding: the collator
+    pads per batch). The splits share their features, so any one says whether labels are per residue."""
+    features = next(iter(dataset.values())).features
+    per_residue = isinstance(features.get(LABELS_COLUMN), datasets.Sequence) and isinstance(features[LABELS_COLUMN].feature, datasets.ClassLabel)
 
     def tokenize(batch):
         encoded = tokenizer(batch[SEQUENCE_COLUMN], truncation=max_length is not None, max_length=max_length)

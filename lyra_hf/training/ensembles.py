@@ -154,7 +154,8 @@ def out_of_member_validation(members: list[TrainOptions], models: list, tokenize
     accelerator = Accelerator(mixed_precision=members[0].mixed_precision)
     pooled = []
     for member, model in zip(members, models):
-        rows = tokenize_dataset(load_data(member, tokenizer, max_length)[0], tokenizer)["validation"]
+        validation = load_data(member, tokenizer, max_length)[0]["validation"]
+        rows = tokenize_dataset(datasets.DatasetDict(validation=validation), tokenizer)["validation"]
         loader = evaluation_loader(accelerator, rows, member.batch_size, task, tokenizer)
         model = accelerator.prepare_model(model, evaluation_mode=True)
         pooled.append(predict(model, loader, accelerator, task, f"member {member.validation_part} validation", not member.quiet))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -104,7 +105,8 @@ def score_saved_models(options: TrainOptions, models: list, tokenizer, dataset, 
     """Validation and test metrics (None for a split `dataset` lacks) of saved `models` together (their mean
     prediction, `Task.combine_logits`; one model alone is itself), in this process."""
     task = TASKS[options.task]
-    tokenized = tokenize_dataset(dataset, tokenizer)
+    evaluated = datasets.DatasetDict({split: dataset[split] for split in ("validation", "test") if split in dataset})
+    tokenized = tokenize_dataset(evaluated, tokenizer) if evaluated else evaluated
     accelerator = Accelerator(mixed_precision=options.mixed_precision)
     models = [accelerator.prepare_model(model, evaluation_mode=True) for model in models]
     compute_metrics, scores = task.compute_metrics(names), {}
