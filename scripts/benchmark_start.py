@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmark_accuracy import SHARED, subset  # noqa: E402
-from benchmark_design import START, Lab, one_hot  # noqa: E402
+from benchmark_design import START, Lab  # noqa: E402
 from lyra_hf import LyraTokenizer  # noqa: E402
 from lyra_hf.baseline import fit_baseline, leave_one_out_error  # noqa: E402
 from lyra_hf.data import load_sequence_dataset  # noqa: E402

@@ -635,6 +635,30 @@ def test_a_budget_without_epochs_fills_the_budget(tmp_path):
     assert 0.8 * 60 * budget_minutes <= results["fit_seconds"] <= 60 * budget_minutes
 
 
+def test_steps_that_slow_down_after_the_last_resize_end_the_schedule_within_the_budget(tmp_path, monkeypatch, capsys):
+    """A machine that gets busier after the schedule's last resize (at half the budget): from 70% of it on, each
+    training step takes 50 ms more. The run ends its schedule early, inside the budget, and says so."""
+    from lyra_hf import LyraForSequenceRegression
+
+    budget_minutes, first_step = 0.25, []
+    forward = LyraForSequenceRegression.forward
+
+    def slowing_forward(self, *args, **kwargs):
+        if self.training:
+            first_step.append(first_step[0] if first_step else time.monotonic())
+            if time.monotonic() - first_step[0] > 0.7 * 60 * budget_minutes:
+                time.sleep(0.05)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LyraForSequenceRegression, "forward", slowing_forward)
+    flags = [*TINY, "--max-train-minutes", str(budget_minutes), "--num-processes", "1", "--threads", "1", "--no-baseline", "--quiet"]
+    assert main([*flags, "--output-dir", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["fit_seconds"] <= 60 * budget_minutes
+    assert results["steps"] == results["schedule_steps"] < results["deadline_cut_schedule_steps"]
+    assert f"ran out before the {results['deadline_cut_schedule_steps']:,} steps" in capsys.readouterr().err
+
+
 def test_per_residue_models_are_bidirectional_by_default_unless_flags_or_a_config_say_otherwise(tmp_path):
     from lyra_hf.training import TrainOptions, build_tokenizer
     from lyra_hf.training.setup import build_config

@@ -3,7 +3,8 @@
     options.py           TrainOptions: every option, its help text and its checks
     setup.py             tokenizer, configuration, model, optimizer groups
     inputs.py            the splits, the checks only training needs, the batches
-    schedule.py          the learning-rate schedule and the time budget that sizes it
+    schedule.py          the learning-rate schedule and the steps a run plans
+    budget.py            --max-train-minutes: sizes the schedule, resizes it, ends it at the deadline
     loop.py              fit(): train_one_epoch() and evaluate(), per epoch
     state.py             checkpoints, the best model, resuming
     results.py           test score, results.json, model card, Hub push, closing line

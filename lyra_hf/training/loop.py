@@ -20,7 +20,8 @@ from ..metrics import defined_metrics, metric_is_better
 from ..tasks import TASKS, Task
 from .inputs import sort_by_length
 from .options import TrainOptions
-from .schedule import BUDGET_MEASURED_STEPS, BUDGET_RESIZE_SHARES, UNBOUNDED_STEPS, LearningRateSchedule, budgeted_steps, planned_steps, resized_steps
+from .budget import TimeBudget
+from .schedule import LearningRateSchedule
 from .state import save_best, save_checkpoint
 
 
@@ -129,17 +130,13 @@ def format_metric(value: float | None) -> str:
 
 
 class EpochTrainer:
-    """Trains epoch after epoch, counting optimizer steps in `state["steps"]`. With `--max-train-minutes` (and a run
-    that has not yet sized its schedule), the first steps are timed and the schedule is sized to the budget; once the
-    first epochs have run, their whole cost (training, validation and checkpoints) sizes it again (`resize_to_budget`)."""
+    """Trains epoch after epoch, counting optimizer steps in `state["steps"]`; with `--max-train-minutes`, `budget`
+    sizes the schedule and may end it early."""
 
     def __init__(self, options: TrainOptions, accelerator, parts: RunParts, state: dict):
         self.options, self.accelerator, self.parts, self.state = options, accelerator, parts, state
-        self.sized = not options.max_train_minutes or state["epoch"] > 0
-        # A resumed run keeps the schedule its checkpoint holds: only the process that ran the first epoch resizes.
-        self.keeps_schedule, self.resizes, self.first_epoch = self.sized, 0, state["epoch"]
-        self.started = self.lap_started = time.monotonic()
-        self.steps_started = None  # the first training step's start: what came before (epoch 0's validation) is no step
+        self.budget = TimeBudget(options, accelerator, parts, state)
+        self.lap_started = time.monotonic()
 
     def lap(self) -> float:
         """When the current lap (epoch) started; the next one starts now."""
@@ -152,9 +149,9 @@ class EpochTrainer:
         parts.model.train()
         parts.train_loader.set_epoch(epoch)
         started, samples, loss_sum, batches = time.perf_counter(), 0, 0.0, 0
-        self.steps_started = self.steps_started or time.monotonic()
         description = f"epoch {epoch}/{math.ceil(parts.schedule.steps / parts.steps_per_epoch)}"
         progress = tqdm(parts.train_loader, desc=description, disable=not accelerator.is_local_main_process or self.options.quiet)
+        step_started = time.monotonic()
         for batch in progress:
             with accelerator.accumulate(parts.model):
                 loss = parts.model(**batch).loss
@@ -167,44 +164,16 @@ class EpochTrainer:
             samples += len(batch["input_ids"]) * accelerator.num_processes
             loss_sum, batches = loss_sum + loss.item(), batches + 1
             progress.set_postfix(loss=f"{loss_sum / batches:.4f}", refresh=False)
-            state["steps"] += accelerator.sync_gradients
-            self.size_schedule_to_budget()
+            if accelerator.sync_gradients:
+                state["steps"] += 1
+                step_ended = time.monotonic()
+                self.budget.after_step(step_ended - step_started)
+                step_started = step_ended
             if state["steps"] >= parts.schedule.steps:
                 break
         state["train_seconds"] += time.perf_counter() - started
         state["train_samples"] += samples
         return loss_sum, batches
-
-    def size_schedule_to_budget(self) -> None:
-        parts, state = self.parts, self.state
-        if self.sized or state["steps"] != min(BUDGET_MEASURED_STEPS, parts.steps_per_epoch):
-            return
-        now, validation_batches = time.monotonic(), len(parts.eval_loaders["validation"])
-        seconds_per_step = (now - self.steps_started) / state["steps"]
-        cap = parts.schedule.steps if self.options.epochs else UNBOUNDED_STEPS  # without --epochs, the budget alone
-        state["schedule_steps"] = budgeted_steps(
-            self.options.max_train_minutes, self.accelerator, state["steps"], cap, now - self.started, seconds_per_step, parts.steps_per_epoch, validation_batches
-        )
-        parts.schedule.steps, self.sized = state["schedule_steps"], True
-
-    def resize_to_budget(self) -> None:
-        """At the first epoch's end past each of `BUDGET_RESIZE_SHARES` of the budget, size the schedule again from
-        what the epochs so far cost: their training steps, and their validations and checkpoints, which the first
-        steps alone leave out (many short epochs make them a large part of a run). The last resize comes at half the
-        budget, so that the last checkpoints hold the final schedule, which a resumed run keeps."""
-        parts, state = self.parts, self.state
-        if self.keeps_schedule or state["epoch"] < 1:
-            return
-        elapsed = time.monotonic() - self.started
-        due = [share for share in BUDGET_RESIZE_SHARES if elapsed >= share * 60 * self.options.max_train_minutes]
-        if len(due) <= self.resizes:
-            return
-        cap = UNBOUNDED_STEPS if self.options.epochs is None else planned_steps(self.options.epochs, parts.steps_per_epoch)
-        epochs = state["epoch"] - self.first_epoch
-        state["schedule_steps"] = resized_steps(
-            self.options.max_train_minutes, self.accelerator, state["steps"], cap, elapsed, state["train_seconds"], epochs, parts.steps_per_epoch
-        )
-        parts.schedule.steps, self.resizes = state["schedule_steps"], len(due)
 
 
 def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path, hooks: RunHooks = RunHooks()) -> None:
@@ -214,17 +183,21 @@ def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output
     if parts.start is not None and not state["history"]:
         # A model started from a linear fit is a candidate before any training: should training not improve
         # on it, validation keeps it (epoch 0).
+        validation_started = time.monotonic()
         validate(options, accelerator, parts, state, output_dir, 0, None)
+        trainer.budget.epoch_ended(time.monotonic() - validation_started)
     while state["steps"] < parts.schedule.steps and not patience_ran_out(options, state):
         epoch = state["epoch"] + 1
         loss_sum, batches = trainer.train_one_epoch(epoch)
+        epoch_end_started = time.monotonic()
         train_loss = accelerator.reduce(torch.tensor([loss_sum, batches], device=accelerator.device, dtype=torch.float64), "sum")
         validate(options, accelerator, parts, state, output_dir, epoch, float(train_loss[0] / train_loss[1]))
         state["epoch"] = epoch
-        trainer.resize_to_budget()  # before the checkpoint, which then holds the schedule a resume keeps
+        trainer.budget.resize()  # before the checkpoint, which then holds the schedule a resume keeps
         if hooks.on_validation is not None:
             hooks.on_validation(state["best_metric"], state["steps"] / parts.schedule.steps)
         save_checkpoint(accelerator, output_dir, epoch, state, parts.ema)
+        trainer.budget.epoch_ended(time.monotonic() - epoch_end_started)
         # The loop's own time (training, validation, checkpoints), which --max-train-minutes budgets, summed over
         # resumes; a checkpoint holds the time up to the epoch before its own.
         state["fit_seconds"] = state.get("fit_seconds", 0.0) + time.monotonic() - trainer.lap()

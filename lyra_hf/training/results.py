@@ -106,6 +106,7 @@ def run_results(options: TrainOptions, accelerator, parts: RunParts, state: dict
         "stopped_early": state["steps"] < parts.schedule.steps or parts.schedule.steps < planned_steps(options.epochs, parts.steps_per_epoch),
         "steps": state["steps"],
         "schedule_steps": parts.schedule.steps,
+        "deadline_cut_schedule_steps": state.get("deadline_cut_schedule_steps"),
         **run_record(options, state["settings"]["input_sha256"]),
     }
 
@@ -115,6 +116,11 @@ def schedule_note(options: TrainOptions, parts: RunParts, state: dict) -> str:
     ended = f"lyra-train: {state['steps']:,} optimizer steps in {state['epoch']} epoch(s)"
     if state["steps"] < parts.schedule.steps:
         return f"{ended}: stopped early, no better validation {options.metric_for_best_model} for {options.early_stopping_patience} epoch(s)."
+    if state.get("deadline_cut_schedule_steps"):
+        return (
+            f"{ended}: --max-train-minutes {options.max_train_minutes} ran out before the {state['deadline_cut_schedule_steps']:,} steps "
+            "it had sized the schedule to (the steps slowed down), so the learning rate did not decay to its end."
+        )
     return f"{ended}: --max-train-minutes {options.max_train_minutes} sized the schedule to {parts.schedule.steps:,} steps from the speed of the first ones."
 
 
