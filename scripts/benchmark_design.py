@@ -21,7 +21,8 @@ best variant of the design space and the mean of its best 96.
     python scripts/benchmark_design.py --table runs/design_sim
 
 `--ensemble-validation rotate` trains the ensembles with that lyra-train option (each member validates on its own
-tenth of the measured variants); `--rounds 1` stops after the first round; `--strategies` runs some of them (the
+tenth of the measured variants, lyra-train's default since issue 30's sixth session; this script's default stays
+`shared`, the protocol of the tables made before); `--rounds 1` stops after the first round; `--strategies` runs some of them (the
 table shows those every seed ran).
 """
 

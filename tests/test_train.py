@@ -249,6 +249,19 @@ def test_validation_parts_need_validation_carved_from_the_training_file(capsys, 
     assert exit_info.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1]
 
 
+def test_ensembles_rotate_validation_by_default_where_it_is_carved_from_the_training_file():
+    from lyra_hf.training import TrainOptions
+
+    def default(**flags):
+        return TrainOptions(label_columns=["fitness"], **flags).ensemble_validation
+
+    assert default(train_file="t.csv", ensemble=3) == "rotate"
+    assert default(train_file="t.csv", validation_file="v.csv", ensemble=3) == "shared"  # the validation split is given
+    assert default(ensemble=3) == "shared"  # the synthetic data's own validation split
+    assert default(train_file="t.csv") == "shared"  # one run
+    assert default(train_file="t.csv", ensemble=3, ensemble_validation="shared") == "shared"
+
+
 def test_trainer_fine_tuning_with_load_best_model_at_end(tmp_path):
     from transformers import Trainer, TrainingArguments
 
@@ -534,16 +547,17 @@ def test_a_seed_ensemble_trains_its_members_and_scores_their_mean(tmp_path, caps
 
 
 def test_a_rotating_ensemble_validates_each_member_on_its_own_tenth_and_pools_them(tmp_path, capsys):
-    """`--ensemble-validation rotate`: member i validates on the i-th tenth of one seeded shuffle of the training rows,
-    so that together the members learned from every row; the ensemble's validation metric is that of each member's
-    predictions on its own tenth, pooled (recomputed here model by model, sequence by sequence)."""
+    """`--ensemble-validation rotate`, the default with a training file: member i validates on the i-th tenth of one
+    seeded shuffle of the training rows, so that together the members learned from every row; the ensemble's
+    validation metric is that of each member's predictions on its own tenth, pooled (recomputed here model by model,
+    sequence by sequence)."""
     data = synthetic_fitness_dataset(num_train=200, num_validation=1, num_test=40, seed=5)
     for split, name in (("train", "train.csv"), ("test", "test.csv")):
         rows = data[split]
         (tmp_path / name).write_text("sequence,fitness\n" + "".join(f"{sequence},{labels[0]}\n" for sequence, labels in zip(rows["sequence"], rows["labels"])))
     output = tmp_path / "ensemble"
     flags = [*TINY[:4], "--train-file", str(tmp_path / "train.csv"), "--test-file", str(tmp_path / "test.csv"), "--label-columns", "fitness"]
-    flags += ["--epochs", "2", "--ensemble", "3", "--ensemble-validation", "rotate", "--seed", "7", "--output-dir", str(output)]
+    flags += ["--epochs", "2", "--ensemble", "3", "--seed", "7", "--output-dir", str(output)]
     assert main(flags) == 0
     assert "ensemble of 3: test spearmanr" in capsys.readouterr().out
     results = json.loads((output / "results.json").read_text())

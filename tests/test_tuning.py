@@ -162,3 +162,26 @@ def test_trials_report_their_best_so_far_at_each_tenth_of_their_schedule():
     pruned(0.2, 0.2)
     with pytest.raises(optuna.TrialPruned):
         pruned(0.2, 0.4)
+
+
+def test_tune_with_an_ensemble_retrains_the_chosen_configuration_with_k_seeds(tmp_path):
+    """`--tune 2 --ensemble 2` on a training file: the trials validate on one carved split; the chosen configuration
+    is then trained with 2 seeds, each member on its own tenth (the ensembles' default there), and saved together."""
+    from lyra_hf.data import synthetic_fitness_dataset
+
+    data = synthetic_fitness_dataset(num_train=300, num_validation=1, num_test=40, seed=2)
+    for split in ("train", "test"):
+        rows = data[split]
+        (tmp_path / f"{split}.csv").write_text("sequence,fitness\n" + "".join(f"{sequence},{labels[0]}\n" for sequence, labels in zip(rows["sequence"], rows["labels"])))
+    output = tmp_path / "tuned"
+    flags = ["--train-file", str(tmp_path / "train.csv"), "--test-file", str(tmp_path / "test.csv"), "--label-columns", "fitness", *SMALL[4:]]
+    assert main([*flags, "--tune", "2", "--ensemble", "2", "--output-dir", str(output)]) == 0
+    results = json.loads((output / "results.json").read_text())
+    chosen = results["tuned"]["params"]
+    assert json.loads((output / "best" / "ensemble.json").read_text())["seeds"] == [42, 43]  # the default --seed, and the next
+    for index in range(2):
+        member = json.loads((output / "ensemble" / f"member_{index}" / "options.json").read_text())
+        assert member["validation_part"] == index and member["hidden_size"] == chosen["hidden_size"]
+        assert member["learning_rate"] == pytest.approx(chosen["learning_rate"])
+    assert all(json.loads((output / "trials" / name / "options.json").read_text())["validation_part"] == 0 for name in ("trial_0", "trial_1"))
+    assert results["test"]["spearmanr"] is not None

@@ -1,6 +1,6 @@
 """Seed ensembles (`--ensemble N`): N complete runs that differ in their seed (and, with `--ensemble-validation rotate`,
-in the tenth of the training rows they validate on), saved together as one model whose prediction is the members'
-mean, with their standard deviation."""
+the default when validation is carved from the training file, in the tenth of the training rows they validate on),
+saved together as one model whose prediction is the members' mean, with their standard deviation."""
 
 import dataclasses
 import json

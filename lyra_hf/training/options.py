@@ -148,11 +148,10 @@ class RunOptions:
         type=bounded(int, minimum=2),
         metavar="N",
     )
-    ensemble_validation: str = option(
-        "shared",
-        "with --ensemble and validation carved from --train-file: every member validates on the same tenth (shared), or "
-        "member i on the i-th tenth (rotate), so that the ensemble learns from every row and is validated on rows its "
-        "members did not train on",
+    ensemble_validation: str | None = option(
+        help="with --ensemble: member i validates on the i-th tenth of the training rows (rotate), so that the ensemble "
+        "learns from every row and is validated on rows its members did not train on, or every member on the same "
+        "split (shared); default: rotate when validation is carved from --train-file, else shared",
         choices=("shared", "rotate"),
     )
     tune: int | None = option(
@@ -201,7 +200,7 @@ INPUT_FILES = ("train_file", "validation_file", "test_file", "config")
 @dataclass
 class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, ModelOptions, DataOptions):
     """Every option of one lyra-train run, checked when made (`OptionsError`), with the defaults that depend on other
-    options filled in (`data_seed`, `metric_for_best_model`). Runs derived from one (a fold, an ensemble member) are
+    options filled in (`data_seed`, `metric_for_best_model`, `ensemble_validation`). Runs derived from one (a fold, an ensemble member) are
     `dataclasses.replace` of it."""
 
     command: list[str] | None = None  # the command line that made the run, recorded in results.json
@@ -216,6 +215,8 @@ class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, 
             self.folds = [fold for fold in (comma_separated(self.folds) if isinstance(self.folds, str) else self.folds) if fold]
         if self.data_seed is None:
             self.data_seed = self.seed
+        if self.ensemble_validation is None:
+            self.ensemble_validation = "rotate" if self.ensemble and self.carves_validation else "shared"
         if self.metric_for_best_model is None and self.task in TASKS:
             self.metric_for_best_model = TASKS[self.task].default_metric
         self.check()

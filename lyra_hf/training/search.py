@@ -206,7 +206,7 @@ class Search:
         own outputs (Hub push, ensemble, baseline)."""
         return dataclasses.replace(
             self.options, **params, output_dir=str(self.output_dir / RunLayout.TRIALS / f"trial_{number}"), tune=None, tune_storage=None,
-            ensemble=None, push_to_hub=None, no_baseline=True, quiet=True, report_to=None, resume_from_checkpoint=None,
+            ensemble=None, ensemble_validation=None, push_to_hub=None, no_baseline=True, quiet=True, report_to=None, resume_from_checkpoint=None,
             overwrite_output_dir=True, num_processes=1, threads=1, max_train_minutes=self.trial_minutes,
         )  # fmt: skip
 

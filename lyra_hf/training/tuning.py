@@ -91,7 +91,9 @@ def finish_search(search: Search, tokenizer, dataset, names: list[str]) -> tuple
     chosen_options = search.trial_options(chosen.params, chosen.number)
     if options.ensemble:
         chosen_run = Path(options.output_dir) / RunLayout.ENSEMBLE
-        ensemble_options = dataclasses.replace(chosen_options, output_dir=str(chosen_run), ensemble=options.ensemble, quiet=options.quiet)
+        ensemble_options = dataclasses.replace(
+            chosen_options, output_dir=str(chosen_run), ensemble=options.ensemble, ensemble_validation=options.ensemble_validation, quiet=options.quiet
+        )
         train_ensemble(dataclasses.replace(ensemble_options, num_processes=options.num_processes, threads=options.threads))
     else:
         chosen_run = reachable_run(chosen, chosen_options)
