@@ -669,7 +669,7 @@ def test_steps_that_slow_down_after_the_last_resize_end_the_schedule_within_the_
     assert main([*flags, "--output-dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["fit_seconds"] <= 60 * budget_minutes
-    assert results["steps"] == results["schedule_steps"] < results["deadline_cut_schedule_steps"]
+    assert results["steps"] == results["schedule_steps"] < results["deadline_cut_schedule_steps"] and results["stopped_early"]
     assert f"ran out before the {results['deadline_cut_schedule_steps']:,} steps" in capsys.readouterr().err
 
 

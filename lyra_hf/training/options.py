@@ -200,8 +200,8 @@ INPUT_FILES = ("train_file", "validation_file", "test_file", "config")
 @dataclass
 class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, ModelOptions, DataOptions):
     """Every option of one lyra-train run, checked when made (`OptionsError`), with the defaults that depend on other
-    options filled in (`data_seed`, `metric_for_best_model`, `ensemble_validation`). Runs derived from one (a fold, an ensemble member) are
-    `dataclasses.replace` of it."""
+    options filled in (`data_seed`, `metric_for_best_model`, `ensemble_validation`). Runs derived from one (a fold, an
+    ensemble member) are `dataclasses.replace` of it."""
 
     command: list[str] | None = None  # the command line that made the run, recorded in results.json
 

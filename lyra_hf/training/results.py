@@ -103,7 +103,9 @@ def run_results(options: TrainOptions, accelerator, parts: RunParts, state: dict
         "train_seconds": state["train_seconds"],
         "fit_seconds": state.get("fit_seconds"),
         "samples_per_second": state["train_samples"] / state["train_seconds"] if state["train_seconds"] else None,
-        "stopped_early": state["steps"] < parts.schedule.steps or parts.schedule.steps < planned_steps(options.epochs, parts.steps_per_epoch),
+        "stopped_early": state["steps"] < parts.schedule.steps
+        or "deadline_cut_schedule_steps" in state
+        or parts.schedule.steps < planned_steps(options.epochs, parts.steps_per_epoch),
         "steps": state["steps"],
         "schedule_steps": parts.schedule.steps,
         "deadline_cut_schedule_steps": state.get("deadline_cut_schedule_steps"),
