@@ -36,6 +36,7 @@ class RunLayout:
         checkpoints/epoch_NNNN/    the last complete epochs (`accelerator.save_state`)
         logs/                      what `--report-to`'s trackers log
         member_<i>/, fold_<k>/     an ensemble's members and a cross-validation's folds, each a run folder
+        candidates/<name>/         the plain and full candidates lyra-train chose between, each a run folder
         trials/trial_<n>/          a --tune search's trials, each a run folder without test scores
         trials.csv, tuning.png     the search's trials and its figure
         tuning.journal             the search's Optuna study (unless --tune-storage names a database)
@@ -53,8 +54,11 @@ class RunLayout:
     TUNING_FIGURE: ClassVar[str] = "tuning.png"
     TUNING_JOURNAL: ClassVar[str] = "tuning.journal"
     ENSEMBLE: ClassVar[str] = "ensemble"
+    CANDIDATES: ClassVar[str] = "candidates"
     # What --overwrite-output-dir replaces.
-    OUTPUTS: ClassVar[tuple[str, ...]] = (RESULTS, OPTIONS, BEST, CHECKPOINTS, LOGS, TRIALS, TRIALS_TABLE, TUNING_FIGURE, TUNING_JOURNAL, ENSEMBLE)
+    OUTPUTS: ClassVar[tuple[str, ...]] = (
+        RESULTS, OPTIONS, BEST, CHECKPOINTS, LOGS, TRIALS, TRIALS_TABLE, TUNING_FIGURE, TUNING_JOURNAL, ENSEMBLE, CANDIDATES,
+    )  # fmt: skip
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
@@ -89,6 +93,9 @@ class RunLayout:
 
     def fold(self, fold: str) -> "RunLayout":
         return RunLayout(self.root / f"fold_{fold}")
+
+    def candidate(self, name: str) -> "RunLayout":
+        return RunLayout(self.root / self.CANDIDATES / name)
 
     def existing_outputs(self) -> list[str]:
         return [name for name in self.OUTPUTS if (self.root / name).exists()]

@@ -518,7 +518,7 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_and_the_first_stays_consi
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     output = tmp_path / "shared"
     command = [sys.executable, "-m", "lyra_hf.train", "--hidden-size", "16", "--state-size", "8", "--batch-size", "32",
-               "--max-train-samples", "1000", "--max-eval-samples", "101", "--output-dir", str(output), "--quiet"]  # fmt: skip
+               "--max-train-samples", "1000", "--max-eval-samples", "101", "--output-dir", str(output), "--quiet", "--site-effects", "on"]  # fmt: skip
     # A budget so that the first run ends by itself should this test stop before interrupting it.
     first = subprocess.Popen([*command, "--epochs", "1000", "--max-train-minutes", "3"], env=environment, cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip

@@ -9,6 +9,8 @@
     state.py             checkpoints, the best model, resuming
     results.py           test score, results.json, model card, Hub push, closing line
     runs.py              one run: here, in a torch.distributed job, or over this machine's CPUs
+    components.py        a new model's optional parts, chosen from the data
+    candidates.py        the plain and the full model side by side, the one validation supports kept
     cross_validation.py  one run per fold
     ensembles.py         one run per seed, saved together
     tuning.py            --tune: the search, then the chosen configuration scored, saved and compared
@@ -18,12 +20,13 @@
 `run(TrainOptions(...))` does what `lyra-train` does with the same options and returns its closing line.
 """
 
+from .candidates import train_one
 from .cross_validation import cross_validate
 from .ensembles import train_ensemble
 from .inputs import memory_bound_max_length
 from .loop import evaluate
 from .options import DataOptions, ModelOptions, OptimizationOptions, OptionsError, RunOptions, SharingOptions, TrainOptions
-from .runs import TrainingRun, train, train_here_or_on_cpus
+from .runs import TrainingRun, train
 from .schedule import LearningRateSchedule
 from .setup import build_model, build_tokenizer, parameter_groups
 from .search import SEARCH_SPACE
@@ -37,7 +40,7 @@ def run(options: TrainOptions) -> str | None:
         return tune(options)
     if options.fold_column and options.test_fold is None:
         return cross_validate(options)
-    return train_ensemble(options) if options.ensemble else train_here_or_on_cpus(options)
+    return train_ensemble(options) if options.ensemble else train_one(options)
 
 
 __all__ = [

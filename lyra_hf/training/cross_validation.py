@@ -16,7 +16,7 @@ from ..data import check_columns, fold_values, read_table
 from ..outputs import locked_output_dir, refuse_earlier_outputs, write_json
 from .loop import format_metric
 from .options import TrainOptions
-from .runs import train_here_or_on_cpus
+from .candidates import train_one
 
 
 def folds_to_run(options: TrainOptions) -> list[str]:
@@ -51,7 +51,7 @@ def cross_validate(options: TrainOptions) -> str | None:
         for fold in folds:
             folder = layout.fold(fold)
             if not (options.resume_from_checkpoint and folder.results.is_file()):
-                line = train_here_or_on_cpus(dataclasses.replace(options, output_dir=str(folder.root), test_fold=fold, folds=None))
+                line = train_one(dataclasses.replace(options, output_dir=str(folder.root), test_fold=fold, folds=None))
                 if line and main_process:
                     tqdm.write(f"fold {fold}: {line}")
             per_fold[fold] = json.loads(folder.results.read_text())

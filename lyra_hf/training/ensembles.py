@@ -10,23 +10,20 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from ..baseline import fit_baseline
 from ..checkpoints import ENSEMBLE_FILE, RunLayout
 
-from ..cpu import WorkerPool, usable_cpus
 from ..data import tokenize_dataset
 from ..outputs import atomic_directory, locked_output_dir, write_json, write_text
 from ..tasks import TASKS
 from .inputs import load_data, memory_bound_max_length
 from .loop import evaluation_loader, format_metric, predict, score_predictions, score_saved_models
 from .options import TrainOptions
-from .results import beside_baseline, describe_protocol, run_card, share, summary_line
-from .runs import train, train_here_or_on_cpus
+from .results import beside_baseline, describe_protocol, run_card, share
+from .runs import train_side_by_side
 from .state import check_output_dir
 
 
@@ -43,26 +40,6 @@ def member_options(options: TrainOptions) -> dict[str, TrainOptions]:
     }
 
 
-def train_member(state: dict, options: TrainOptions) -> str:
-    """One ensemble member, trained in a worker process of `train_ensemble` (single-threaded)."""
-    return summary_line(options, train(options).results)
-
-
-def train_members(options: TrainOptions, members: dict[str, TrainOptions]) -> None:
-    """Train the members not yet finished: on CPUs, without `--num-processes`, side by side (one single-threaded
-    process each, as many at once as there are usable CPUs); otherwise one after another, each as a single run would."""
-    pending = [name for name in members if not (options.resume_from_checkpoint and RunLayout(members[name].output_dir).results.is_file())]
-    side_by_side = min(len(pending), usable_cpus()) if options.num_processes is None and not torch.accelerator.is_available() else 1
-    if side_by_side > 1:
-        with WorkerPool({}, side_by_side) as workers:
-            quiet = [dataclasses.replace(members[name], quiet=True) for name in pending]
-            for name, line in zip(pending, workers.map(train_member, quiet)):
-                tqdm.write(f"{name}: {line}")
-    else:
-        for name in pending:
-            tqdm.write(f"{name}: {train_here_or_on_cpus(members[name])}")
-
-
 def train_ensemble(options: TrainOptions) -> str:
     """`--ensemble N`: N complete runs in `OUTPUT_DIR/member_<i>/` (`member_options`), then in `OUTPUT_DIR/best/` each
     member's best model as a `save_pretrained` subfolder, `ensemble.json` and a model card, and in
@@ -76,7 +53,7 @@ def train_ensemble(options: TrainOptions) -> str:
     members = member_options(options)
     with locked_output_dir(output_dir):
         check_output_dir(options, output_dir)
-        train_members(options, members)
+        train_side_by_side(members, resume=bool(options.resume_from_checkpoint), one_at_a_time=options.num_processes is not None)
         runs = {name: json.loads(RunLayout(member.output_dir).results.read_text()) for name, member in members.items()}
         tokenizer = AutoTokenizer.from_pretrained(RunLayout(members[next(iter(members))].output_dir).best)
         models = [TASKS[options.task].model_class.from_pretrained(RunLayout(member.output_dir).best) for member in members.values()]

@@ -45,6 +45,8 @@ class RunParts:
     ema: object = None
     baseline: dict | None = None  # the one-hot baseline's record, when the run fitted it while setting up
     start: dict | None = None  # the linear fit the site effects start from (its name and how it was chosen): epoch 0
+    components: dict | None = None  # a new model's optional parts, what was chosen and why (`components.py`)
+    started: float = 0.0  # when the run started (`time.time()`): --max-train-minutes counts from there
     compute_metrics: object = field(init=False)
 
     def __post_init__(self):
@@ -185,6 +187,7 @@ def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output
         # on it, validation keeps it (epoch 0).
         validation_started = time.monotonic()
         validate(options, accelerator, parts, state, output_dir, 0, None)
+        trainer.budget.validated(time.monotonic() - validation_started)
         trainer.budget.epoch_ended(time.monotonic() - validation_started)
     while state["steps"] < parts.schedule.steps and not patience_ran_out(options, state):
         epoch = state["epoch"] + 1
@@ -192,6 +195,7 @@ def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output
         epoch_end_started = time.monotonic()
         train_loss = accelerator.reduce(torch.tensor([loss_sum, batches], device=accelerator.device, dtype=torch.float64), "sum")
         validate(options, accelerator, parts, state, output_dir, epoch, float(train_loss[0] / train_loss[1]))
+        trainer.budget.validated(time.monotonic() - epoch_end_started)
         state["epoch"] = epoch
         trainer.budget.resize()  # before the checkpoint, which then holds the schedule a resume keeps
         if hooks.on_validation is not None:

@@ -86,14 +86,15 @@ class ModelOptions:
     pooling: str | None = option(help="how a sequence head pools the residues (default: the config's, mean)", choices=POOLING_MODES)
     site_effects: str = option(
         "auto",
-        "a learnt weight per position and letter in the sequence head, started from the one-hot baseline's fit: on, off, "
-        "or auto (on when every training sequence has one length, as in a variant library)",
+        "a learnt weight per position and letter in the sequence head, started from a linear fit: on, off, or auto "
+        "(regression on sequences of one length, with --global-epistasis auto: train the plain and the full model side "
+        "by side and keep the one validation supports; otherwise on for a variant library)",
         choices=("auto", "on", "off"),
     )
     global_epistasis: str = option(
         "auto",
-        "pass a regression head's output through a learnt monotone (sigmoid) curve, fitted first to the one-hot baseline: "
-        "on, off, or auto (on with site effects)",
+        "pass a regression head's output through a learnt monotone (sigmoid) curve, fitted first to the linear start: "
+        "on, off, or auto (the full candidate's, or on with site effects)",
         choices=("auto", "on", "off"),
     )
 
@@ -130,7 +131,9 @@ class OptimizationOptions:
         help="seed of the validation split carved from train and of the synthetic data (default: --seed)", type=bounded(int, minimum=0)
     )
     max_train_minutes: float | None = option(
-        help="size the schedule (warm-up, decay) to this budget from the speed of the first steps; the run ends with its schedule",
+        help="end the run within this many minutes of wall time, from its start (reading the data, the baseline and start "
+        "fits) to its results (the test split scored), Python's start and imports excepted: the schedule (warm-up, decay) "
+        "is sized to what the training loop gets, from the speed of the first steps",
         type=bounded(float, above=0),
     )
     num_workers: int = option(0, "DataLoader worker processes", type=bounded(int, minimum=0))

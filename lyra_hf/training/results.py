@@ -5,12 +5,12 @@ import dataclasses
 import json
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
 import transformers
 
-from ..baseline import fit_baseline
 from ..checkpoints import RunLayout
 
 from ..hub import build_model_card, push_run
@@ -97,6 +97,7 @@ def run_results(options: TrainOptions, accelerator, parts: RunParts, state: dict
         "ema_decay": options.ema_decay,
         "history": state["history"],
         "start": parts.start,
+        "components": parts.components,
         "num_parameters": accelerator.unwrap_model(parts.model).num_parameters(),
         "num_processes": accelerator.num_processes,
         "batch_size_per_process": parts.batch_size,
@@ -133,10 +134,9 @@ def finish_run(options: TrainOptions, accelerator, parts: RunParts, state: dict,
     layout = RunLayout(output_dir)
     best_model = accelerator.prepare_model(parts.task.model_class.from_pretrained(layout.best), evaluation_mode=True)
     results = run_results(options, accelerator, parts, state, best_model)
-    if accelerator.is_main_process and not options.no_baseline:
-        results["baseline"] = parts.baseline or fit_baseline(
-            parts.task, parts.dataset, parts.tokenizer.letters, parts.names, options.metric_for_best_model, options.data_seed
-        ).record
+    if parts.baseline is not None:
+        results["baseline"] = parts.baseline
+    results["run_seconds"] = time.time() - parts.started  # what --max-train-minutes budgets
     if options.report_to:
         accelerator.end_training()
     if accelerator.is_main_process:

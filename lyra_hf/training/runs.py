@@ -1,9 +1,11 @@
 """One run of lyra-train: in this process, as one process of a torch.distributed job (`accelerate launch`, torchrun),
 or spread by lyra-train itself over this machine's CPUs, one single-threaded process each (see `lyra_hf.cpu`)."""
 
+import dataclasses
 import math
 import os
 import sys
+import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -15,12 +17,13 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, patch_environment, set_seed
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
 
 from .. import cli
-from ..baseline import fit_baseline, fit_start
+from ..baseline import fit_baseline
 from ..checkpoints import RunLayout
-from ..cpu import WorkerError, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes
-from ..data import LABELS_COLUMN, SEQUENCE_COLUMN
+from ..cpu import WorkerError, WorkerPool, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes, usable_cpus
+from ..data import SEQUENCE_COLUMN
 from ..outputs import locked_output_dir, remove_outputs, write_json
 from ..tasks import TASKS
 from .inputs import build_loaders, check_metric_name, load_data, memory_bound_max_length, tokenized_splits
@@ -28,17 +31,20 @@ from .loop import RunHooks, RunParts, fit
 from .options import TrainOptions
 from .results import finish_run, summary_line
 from .schedule import LearningRateSchedule, planned_steps
-from .setup import build_config, build_model, build_optimizer, build_tokenizer, pretrained_checkpoint, site_effects_length, start_from_baseline, start_global_epistasis, uses_global_epistasis
+from .components import Components, choose_components
+from .setup import build_config, build_model, build_optimizer, build_tokenizer, pretrained_checkpoint, start_model
 from .state import check_output_dir, checkpoint_to_resume, new_state, restore_state
 
 
 @dataclass(frozen=True)
 class ProcessShare:
     """One process's part of a run that lyra-train spreads over CPU processes itself: its slice of the global batch,
-    and the length limit the launching process measured, so that every process reads the same rows."""
+    the length limit the launching process measured, so that every process reads the same rows, and when the run
+    started (`time.time()`), which `--max-train-minutes` counts from."""
 
     batch_size: int
-    max_length: int
+    max_length: int | None  # None: measured by the process (`memory_bound_max_length`)
+    started: float
 
 
 @dataclass
@@ -54,6 +60,7 @@ class TrainingRun:
 def train(options: TrainOptions, lock: bool = True, share: ProcessShare | None = None, hooks: RunHooks = RunHooks()) -> TrainingRun:
     """Train in this process, or as one process of a torch.distributed job (RANK/WORLD_SIZE set); `lock=False` when the
     process that launched the job holds the output folder's lock; `hooks` for a trial of a hyperparameter search."""
+    share = share or ProcessShare(options.batch_size, None, time.time())
     output_dir = Path(options.output_dir)
     # Several processes on a machine without an accelerator (e.g. `accelerate launch --multi_gpu --num_processes 2` or
     # torchrun on CPUs): accelerate forms the gloo process group only when told to use the CPU, and would otherwise
@@ -75,7 +82,7 @@ def train(options: TrainOptions, lock: bool = True, share: ProcessShare | None =
         return run_training(options, accelerator, output_dir, share, hooks)
 
 
-def run_training(options: TrainOptions, accelerator: Accelerator, output_dir: Path, share: ProcessShare | None, hooks: RunHooks) -> TrainingRun:
+def run_training(options: TrainOptions, accelerator: Accelerator, output_dir: Path, share: ProcessShare, hooks: RunHooks) -> TrainingRun:
     """Check, prepare, fit and finish one run; every input is checked before an earlier run's outputs are replaced."""
     if accelerator.is_main_process:
         check_output_dir(options, output_dir)
@@ -101,13 +108,13 @@ def run_training(options: TrainOptions, accelerator: Accelerator, output_dir: Pa
     return TrainingRun(results=results, model=accelerator.unwrap_model(parts.model), accelerator=accelerator)
 
 
-def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessShare | None, score_test: bool = True) -> RunParts:
+def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessShare, score_test: bool = True) -> RunParts:
     """The tokenizer, data, model, optimizer and schedule of a run, checked and prepared by Accelerate; without
     `score_test` (a search's trial) the test split is left out."""
     tokenizer = build_tokenizer(options)
     config = build_config(options, tokenizer)
-    batch_size = share.batch_size if share else options.batch_size
-    max_length = share.max_length if share else options.max_length or memory_bound_max_length(config, batch_size)
+    batch_size = share.batch_size
+    max_length = share.max_length or options.max_length or memory_bound_max_length(config, batch_size)
     with accelerator.main_process_first():
         dataset, names = load_data(options, tokenizer, max_length)
         tokenized = tokenized_splits(dataset, tokenizer)
@@ -117,25 +124,14 @@ def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessS
         print("lyra-train: no --test-file; results.json will have no test metrics.", file=sys.stderr)
     check_metric_name(options, names)
     new_model = pretrained_checkpoint(options) is None
+    components = choose_components(options, config, dataset["train"]) if new_model else Components()
     if new_model:
-        config.site_effects_length = site_effects_length(options, dataset["train"])
-        config.global_epistasis = uses_global_epistasis(options, config)
-        if config.site_effects_length and config.site_effects_learning_rate is None and not config.global_epistasis:
-            # Started from the one-hot fit, the per-position term stays there and the rest of the model learns what it
-            # misses: training it too lost validation and test Spearman on GFP (BENCHMARKS.md, "Small data"). Under
-            # a global-epistasis curve the fit's linear-scale effects are only a start, and train.
-            config.site_effects_learning_rate = 0.0
+        components.apply(config)
     model = build_model(options, tokenizer, names, config)
-    baseline = start = None  # the one-hot baseline's record, fitted here when the start needs the data anyway
-    if new_model and config.site_effects_length:  # every process fits them: the same start everywhere
-        fit_arguments = (TASKS[options.task], dataset, tokenizer.letters, names, options.metric_for_best_model, options.data_seed)
-        baseline = None if options.no_baseline else fit_baseline(*fit_arguments).record
-        start_fit = fit_start(*fit_arguments)
-        start_from_baseline(model, start_fit, tokenizer)
-        start = {key: start_fit.record[key] for key in ("name", "regularisation", "chosen_on")}
-    elif new_model and config.global_epistasis:
-        labels = np.asarray(dataset["train"][LABELS_COLUMN], dtype=np.float64).reshape(len(dataset["train"]), -1)
-        start_global_epistasis(model.global_epistasis, np.zeros_like(labels), labels)
+    fit_arguments = (TASKS[options.task], dataset, tokenizer.letters, names, options.metric_for_best_model, options.data_seed)
+    # Fitted before training, so that --max-train-minutes counts it.
+    baseline = fit_baseline(*fit_arguments).record if accelerator.is_main_process and not options.no_baseline else None
+    start = start_model(model, fit_arguments, tokenizer, components) if new_model else None
     loaders = build_loaders(tokenized, batch_size, options, tokenizer)
     optimizer = build_optimizer(model, options, accelerator.device)
     steps_per_epoch = math.ceil(len(loaders["train"]) / accelerator.num_processes / options.gradient_accumulation_steps)
@@ -151,6 +147,8 @@ def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessS
     return RunParts(
         TASKS[options.task], tokenizer, names, dataset, model, optimizer, scheduler, schedule, train_loader, dict(zip(evaluation, eval_loaders)), steps_per_epoch, batch_size, ema, baseline,
         start=start,
+        components=components.record if new_model else None,
+        started=share.started,
     )
 
 
@@ -176,7 +174,7 @@ def train_on_cpus(options: TrainOptions, processes: int) -> str | None:
     `--num-processes`, a run whose steps are too small to share out (`training_processes`) keeps one process. The global
     batch stays `--batch-size`, split evenly over the processes, so the run is the one a single process would make (with
     dropout masks drawn per process)."""
-    output_dir = Path(options.output_dir)
+    output_dir, started = Path(options.output_dir), time.time()
     with locked_output_dir(output_dir):
         # What could fail in one process and leave the others waiting for it is checked here, once.
         check_output_dir(options, output_dir)
@@ -193,11 +191,11 @@ def train_on_cpus(options: TrainOptions, processes: int) -> str | None:
             processes -= 1
         if processes == 1:
             configure_threads(options.threads or threads_from_environment() or 1)
-            return summary_line(options, train(options, lock=False, share=ProcessShare(options.batch_size, max_length)).results)
+            return summary_line(options, train(options, lock=False, share=ProcessShare(options.batch_size, max_length, started)).results)
         try:
             # One thread per process, said in the environment too (accelerate warns when OMP_NUM_THREADS is unset).
             with patch_environment(OMP_NUM_THREADS="1"):
-                summaries = launch_on_cpus(train_worker, (options, ProcessShare(options.batch_size // processes, max_length)), processes)
+                summaries = launch_on_cpus(train_worker, (options, ProcessShare(options.batch_size // processes, max_length, started)), processes)
         except WorkerError as error:
             if cli.is_expected_error(error.type_name):
                 raise ValueError(error.message) from None
@@ -214,3 +212,28 @@ def train_here_or_on_cpus(options: TrainOptions) -> str | None:
     configure_threads(threads)
     training = train(options)
     return summary_line(options, training.results) if training.accelerator.is_main_process else None
+
+
+def train_in_worker(state: dict, job: tuple[TrainOptions, float]) -> str:
+    """One run of `train_side_by_side`, in a worker process (single-threaded); `job` is its options and when the
+    command that asked for it started."""
+    options, started = job
+    return summary_line(options, train(options, share=ProcessShare(options.batch_size, None, started)).results)
+
+
+def train_side_by_side(runs: dict[str, TrainOptions], resume: bool, one_at_a_time: bool, started: float | None = None) -> None:
+    """Complete runs (an ensemble's members, the candidates of `candidates.py`), each in its own folder; with `resume`,
+    those that finished are kept. On CPUs, unless `one_at_a_time` (--num-processes given), side by side: one
+    single-threaded process each, as many at once as there are usable CPUs; otherwise one after another, each as a
+    single run would. `started`: when the command started, which each run's --max-train-minutes counts from."""
+    pending = [name for name in runs if not (resume and RunLayout(runs[name].output_dir).results.is_file())]
+    started = started or time.time()
+    side_by_side = min(len(pending), usable_cpus()) if not one_at_a_time and not torch.accelerator.is_available() else 1
+    if side_by_side > 1:
+        with WorkerPool({}, side_by_side) as workers:
+            jobs = [(dataclasses.replace(runs[name], quiet=True), started) for name in pending]
+            for name, line in zip(pending, workers.map(train_in_worker, jobs)):
+                tqdm.write(f"{name}: {line}")
+    else:
+        for name in pending:
+            tqdm.write(f"{name}: {train_here_or_on_cpus(runs[name])}")

@@ -11,9 +11,9 @@ import torch
 from transformers import AutoConfig
 
 from .. import LyraConfig, LyraTokenizer
-from ..baseline import BaselineFit
+from ..baseline import BaselineFit, fit_start
 from ..checkpoints import check_model_and_tokenizer, load_tokenizer, resolve_checkpoint
-from ..data import SEQUENCE_COLUMN
+from ..data import LABELS_COLUMN
 from ..tasks import TASKS
 from .options import ModelOptions, TrainOptions
 
@@ -140,27 +140,6 @@ def build_model(options: TrainOptions, tokenizer, names: list[str], config=None)
     return task.model_class(config)
 
 
-def site_effects_length(options: TrainOptions, train) -> int:
-    """How many positions the site-effects term covers (`LyraConfig.site_effects_length`): the longest training
-    sequence with `--site-effects on`; with `auto`, that length when every training sequence has it (a variant
-    library, where a position means the same residue in every sequence); else none."""
-    if options.site_effects == "off" or TASKS[options.task].labels_per_residue:
-        return 0
-    lengths = {len("".join(sequence.split())) for sequence in train[SEQUENCE_COLUMN]}
-    return max(lengths) if options.site_effects == "on" or len(lengths) == 1 else 0
-
-
-def uses_global_epistasis(options: TrainOptions, config) -> bool:
-    """Whether a new model gets the global-epistasis curve: as `--global-epistasis` says; with `auto`, as a --config
-    JSON says, else for a regression model with site effects (BENCHMARKS.md, "Shared substitution effects and global
-    epistasis")."""
-    if options.global_epistasis != "auto":
-        return options.global_epistasis == "on"
-    if options.config:
-        return config.global_epistasis
-    return bool(config.site_effects_length) and TASKS[options.task].numeric_labels
-
-
 def start_global_epistasis(curve, latent: np.ndarray, targets: np.ndarray) -> None:
     """Start the curve at the targets' range, its steepest point (slope 1) at the latent's median, then fit it to
     map `latent` to `targets` (both (rows, outputs); unlabelled targets are NaN and left out) by least squares, so
@@ -209,3 +188,19 @@ def start_from_baseline(model, fit: BaselineFit, tokenizer) -> None:
         model.score.bias.copy_(torch.as_tensor(intercept, dtype=model.score.bias.dtype))
     if model.global_epistasis is not None:
         start_global_epistasis(model.global_epistasis, fit.train_outputs, fit.train_targets)
+
+
+def start_model(model, fit_arguments: tuple, tokenizer, components) -> dict | None:
+    """Start a new model's site effects from the linear fit `fit_start` chooses (every process fits it: the same
+    start everywhere), or its curve at the training labels' range; the start's record (None without site effects),
+    also in `components.record` (`components.Components`)."""
+    task, dataset = fit_arguments[0], fit_arguments[1]
+    if model.config.site_effects_length:
+        start_fit = fit_start(*fit_arguments)
+        start_from_baseline(model, start_fit, tokenizer)
+        components.record["start"] = {key: start_fit.record[key] for key in ("name", "regularisation", "chosen_on")}
+        return components.record["start"]
+    if model.config.global_epistasis and task.numeric_labels:
+        labels = np.asarray(dataset["train"][LABELS_COLUMN], dtype=np.float64).reshape(len(dataset["train"]), -1)
+        start_global_epistasis(model.global_epistasis, np.zeros_like(labels), labels)
+    return None
