@@ -126,17 +126,17 @@ def outputs(task: Task, model, features, classes: int) -> np.ndarray:
     return log_probabilities[:, None, :] if task.labels_per_residue else log_probabilities
 
 
-def subsample(split, task: Task, seed: int):
-    """The training rows the baseline fits: all, or a seeded random subset of `MAX_TRAIN_SEQUENCES` sequences (per
-    residue: of as many sequences as hold about `MAX_TRAIN_RESIDUES` residues)."""
+def subsample_rows(split, task: Task, seed: int) -> np.ndarray | None:
+    """The training rows the baseline fits: all (None), or a seeded random subset of `MAX_TRAIN_SEQUENCES` sequences
+    (per residue: of as many sequences as hold about `MAX_TRAIN_RESIDUES` residues)."""
     if task.labels_per_residue:
         lengths = np.array([len(sequence) for sequence in split[SEQUENCE_COLUMN]])
         limit = max(1, int(MAX_TRAIN_RESIDUES / max(1.0, lengths.mean())))
     else:
         limit = MAX_TRAIN_SEQUENCES
     if len(split) <= limit:
-        return split
-    return split.select(np.random.default_rng(seed).permutation(len(split))[:limit])
+        return None
+    return np.random.default_rng(seed).permutation(len(split))[:limit]
 
 
 @dataclass
@@ -152,49 +152,73 @@ class BaselineFit:
     train_targets: np.ndarray
     train_outputs: np.ndarray
     feature_map: sparse.csr_matrix | None = None  # the shared-substitution columns, as a map of the one-hot ones
+    prior_scale: float | None = None  # with a prior: what its column was divided by (its training rows' deviation)
+    test_outputs: np.ndarray | None = None  # its outputs for the test rows, in their order (as `outputs` gives them)
 
     @property
     def site_coefficients(self) -> np.ndarray:
         """The fit as one weight per output, position and letter (outputs, width x letters): the one-hot columns'
         coefficients, plus the shared-substitution ones mapped back onto them."""
         coefficients = np.atleast_2d(self.estimator.coef_)
+        if self.prior_scale is not None:
+            coefficients = coefficients[:, :-1]
         one_hot_columns = self.width * len(self.letters)
         if self.feature_map is None:
             return coefficients
         return coefficients[:, :one_hot_columns] + (self.feature_map @ coefficients[:, one_hot_columns:].T).T
 
+    @property
+    def prior_coefficients(self) -> np.ndarray | None:
+        """The weight of a prior's score per output (outputs,), on the score's own scale; None without a prior."""
+        if self.prior_scale is None:
+            return None
+        return np.atleast_2d(self.estimator.coef_)[:, -1] / self.prior_scale
+
 
 @dataclass
 class BaselineInputs:
     """Each split of a dataset as the baseline sees it, the number of positions one-hot (`width`), the shared-
-    substitution map when asked for (its columns appended to every split's), and the training rows fitted."""
+    substitution map when asked for (its columns appended to every split's), a prior's column last (divided by
+    `prior_scale`), and the training rows fitted."""
 
     splits: dict[str, Design]
     width: int
     feature_map: sparse.csr_matrix | None
     train_rows: int
+    prior_scale: float | None = None
 
 
-def baseline_inputs(task: Task, dataset, letters: str, seed: int, shared_substitutions: bool) -> BaselineInputs:
-    train = subsample(dataset["train"], task, seed)
+def baseline_inputs(task: Task, dataset, letters: str, seed: int, shared_substitutions: bool, prior: dict | None = None) -> BaselineInputs:
+    """With `prior` (each split's prior scores), its column is appended: the augmented model of ProteinGym's
+    "+ One-Hot Encodings" baselines and of Hsu et al. (2022)."""
+    rows = subsample_rows(dataset["train"], task, seed)
+    train = dataset["train"].select(rows) if rows is not None else dataset["train"]
     width = max(len("".join(sequence.split())) for sequence in train[SEQUENCE_COLUMN])
     splits = {name: design(task, rows, letters, width) for name, rows in (("train", train), *((n, dataset[n]) for n in ("validation", "test") if n in dataset))}
     feature_map = substitution_map(splits["train"].features, len(letters), width) if shared_substitutions else None
     if feature_map is not None:
         for split in splits.values():
             split.features = sparse.hstack([split.features, split.features @ feature_map]).tocsr()
-    return BaselineInputs(splits, width, feature_map, len(train))
+    prior_scale = None
+    if prior is not None:
+        train_scores = prior["train"] if rows is None else prior["train"][rows]
+        prior_scale = float(train_scores.std()) or 1.0
+        for name, split in splits.items():
+            scores = train_scores if name == "train" else prior[name]
+            split.features = sparse.hstack([split.features, sparse.csr_matrix(scores[:, None] / prior_scale)]).tocsr()
+    return BaselineInputs(splits, width, feature_map, len(train), prior_scale)
 
 
 def fit_baseline(
-    task: Task, dataset, letters: str, names: list[str], metric: str, seed: int, shared_substitutions: bool = False, strengths: tuple[float, ...] | None = None
-) -> BaselineFit:
+    task: Task, dataset, letters: str, names: list[str], metric: str, seed: int, shared_substitutions: bool = False, strengths: tuple[float, ...] | None = None,
+    prior: dict | None = None,
+) -> BaselineFit:  # fmt: skip
     """Fit the task's one-hot baseline on `dataset["train"]` once per regularisation strength (`strengths`, default
     the task's grid), keep the strength with the best validation `metric`, and score the test split once with it;
     with `shared_substitutions` (sequence tasks), the features of the model's start described in the module's
-    docstring."""
+    docstring; with `prior` (each split's prior scores), a prior's column too."""
     started = time.perf_counter()
-    inputs = baseline_inputs(task, dataset, letters, seed, shared_substitutions)
+    inputs = baseline_inputs(task, dataset, letters, seed, shared_substitutions, prior)
     splits = inputs.splits
     compute_metrics = task.compute_metrics(names)
 
@@ -213,7 +237,7 @@ def fit_baseline(
             best = (strength, model, validation)
     strength, model, validation = best
     record = {
-        "name": task.baseline_name + (" with shared substitution effects" if shared_substitutions else ""),
+        "name": task.baseline_name + (" with shared substitution effects" if shared_substitutions else "") + (" + prior" if prior is not None else ""),
         "regularisation": {"alpha" if task.numeric_labels else "C": strength},
         "validation": validation,
         "test": score(model, "test") if "test" in splits else None,
@@ -221,32 +245,49 @@ def fit_baseline(
         "seconds": time.perf_counter() - started,
     }
     train_outputs = outputs(task, model, splits["train"].features, len(names))
-    return BaselineFit(record, model, letters, inputs.width, splits["train"].targets, train_outputs, inputs.feature_map)
+    test_outputs = outputs(task, model, splits["test"].features, len(names)) if "test" in splits else None
+    return BaselineFit(record, model, letters, inputs.width, splits["train"].targets, train_outputs, inputs.feature_map, inputs.prior_scale, test_outputs)
 
 
-def leave_one_out_error(task: Task, dataset, letters: str, seed: int, shared_substitutions: bool) -> tuple[float, float]:
+def leave_one_out_error(task: Task, dataset, letters: str, seed: int, shared_substitutions: bool, prior: dict | None = None) -> tuple[float, float]:
     """Ridge's least exact leave-one-out squared error on the training rows over `RIDGE_ALPHAS` (scikit-learn's
     closed form, one fit), and the alpha that reaches it."""
     from sklearn.linear_model import RidgeCV
 
-    train = baseline_inputs(task, {"train": dataset["train"]}, letters, seed, shared_substitutions).splits["train"]
+    train = baseline_inputs(task, {"train": dataset["train"]}, letters, seed, shared_substitutions, prior).splits["train"]
     model = RidgeCV(alphas=RIDGE_ALPHAS).fit(train.features, train.targets)
     return -float(model.best_score_), float(model.alpha_)
 
 
-def fit_start(task: Task, dataset, letters: str, names: list[str], metric: str, seed: int) -> BaselineFit:
+def fit_start(task: Task, dataset, letters: str, names: list[str], metric: str, seed: int, prior: dict | None = None) -> BaselineFit:
     """The linear fit a model with site effects starts from (`lyra-train`). For regression on at most
     `LEAVE_ONE_OUT_MAX_ROWS` training rows, one-hot ridge or ridge with shared substitution effects, whichever
     (with its best alpha) has the smaller exact leave-one-out error on the training rows: a validation split carved
     from a few hundred rows is too small to choose by, and shared effects help a real protein's library but cost a
     library without such structure. Otherwise (classes, or more rows) the shared fit, its strength chosen on
-    validation. The record says which, and how it was chosen."""
+    validation. With `prior` (each split's prior scores), both have its column too. The record says which, and how it
+    was chosen."""
     if task.numeric_labels and len(dataset["train"]) <= LEAVE_ONE_OUT_MAX_ROWS:
-        errors = {shared: leave_one_out_error(task, dataset, letters, seed, shared) for shared in (False, True)}
+        errors = {shared: leave_one_out_error(task, dataset, letters, seed, shared, prior) for shared in (False, True)}
         shared = min(errors, key=lambda option: errors[option][0])
-        fit = fit_baseline(task, dataset, letters, names, metric, seed, shared_substitutions=shared, strengths=(errors[shared][1],))
+        fit = fit_baseline(task, dataset, letters, names, metric, seed, shared_substitutions=shared, strengths=(errors[shared][1],), prior=prior)
         fit.record["chosen_on"] = "leave-one-out on train"
         return fit
-    fit = fit_baseline(task, dataset, letters, names, metric, seed, shared_substitutions=True)
+    fit = fit_baseline(task, dataset, letters, names, metric, seed, shared_substitutions=True, prior=prior)
     fit.record["chosen_on"] = "validation"
     return fit
+
+
+def score_prior(task: Task, dataset, names: list[str], prior: dict) -> dict:
+    """The prior alone as a zero-shot predictor (its score of each variant, unfitted): its correlations with the labels
+    on validation and test (a scale-free score has no squared error to speak of)."""
+    compute_metrics = task.compute_metrics(names)
+    record = {"name": "the prior alone"}
+    for split in ("validation", "test"):
+        if split in dataset:
+            labels = np.asarray(dataset[split][LABELS_COLUMN], dtype=np.float64).reshape(len(dataset[split]), -1)
+            predictions = np.repeat(prior[split][:, None], labels.shape[1], axis=1)
+            metrics = compute_metrics(EvalPrediction(predictions=predictions, label_ids=labels))
+            correlations = {key: float(value) for key, value in metrics.items() if key.startswith(("spearmanr", "pearsonr"))}
+            record[split] = defined_metrics({**correlations, task.count_key: len(labels)})
+    return record

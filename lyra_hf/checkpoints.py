@@ -31,6 +31,8 @@ class RunLayout:
     """The folder of a lyra-train run, the one layout that training, the Hub, loading, prediction and scanning read:
 
         results.json               the run's results and how it was made
+        test_predictions.csv       the best model's prediction of each test row (regression)
+        oof_predictions.csv        cross-validation: every fold's test predictions, pooled (per scheme)
         options.json               the run's options, which `lyra-train OUTPUT_DIR/options.json` runs again
         best/                      the chosen model and tokenizer (`save_pretrained`), or an ensemble's members
         checkpoints/epoch_NNNN/    the last complete epochs (`accelerator.save_state`)
@@ -45,6 +47,8 @@ class RunLayout:
 
     root: Path
     RESULTS: ClassVar[str] = "results.json"
+    TEST_PREDICTIONS: ClassVar[str] = "test_predictions.csv"
+    OUT_OF_FOLD: ClassVar[str] = "oof_predictions.csv"
     OPTIONS: ClassVar[str] = "options.json"
     BEST: ClassVar[str] = "best"
     CHECKPOINTS: ClassVar[str] = "checkpoints"
@@ -58,6 +62,7 @@ class RunLayout:
     # What --overwrite-output-dir replaces.
     OUTPUTS: ClassVar[tuple[str, ...]] = (
         RESULTS, OPTIONS, BEST, CHECKPOINTS, LOGS, TRIALS, TRIALS_TABLE, TUNING_FIGURE, TUNING_JOURNAL, ENSEMBLE, CANDIDATES,
+        TEST_PREDICTIONS, OUT_OF_FOLD,
     )  # fmt: skip
 
     def __post_init__(self):
@@ -66,6 +71,10 @@ class RunLayout:
     @property
     def results(self) -> Path:
         return self.root / self.RESULTS
+
+    @property
+    def test_predictions(self) -> Path:
+        return self.root / self.TEST_PREDICTIONS
 
     @property
     def options(self) -> Path:

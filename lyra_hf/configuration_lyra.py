@@ -70,6 +70,12 @@ class LyraConfig(PreTrainedConfig):
         site_effects_learning_rate (`float`, *optional*):
             Learning rate of the site effects; 0 keeps them where they start (a linear fit), so that the rest of the
             model learns what that fit misses. `None` uses the optimizer's learning rate.
+        prior_length (`int`, *optional*, defaults to 0):
+            With `L > 0`, sequence heads add to their output a zero-shot prior's score of the sequence, times a learnt
+            weight per output: a fixed table of one score per position (of the first `L`) and token, relative to the
+            wild type (0 at its letters, NaN where the prior has none), summed over the sequence, so that a variant's
+            score is the sum of its substitutions' (`lyra-train --prior`). The table is a buffer of the model, saved
+            and loaded with its weights. 0 adds nothing.
         global_epistasis (`bool`, *optional*, defaults to `False`):
             Whether a regression head passes each output through a learnt monotone curve, `lower + span *
             sigmoid(slope * (z - center))` of the sum `z` of its terms: the global-epistasis model of fitness-landscape
@@ -116,6 +122,7 @@ class LyraConfig(PreTrainedConfig):
     pad_token_id: int | None = 0
     site_effects_length: int = 0
     site_effects_learning_rate: float | None = None
+    prior_length: int = 0
     global_epistasis: bool = False
     alphabet: str | None = None
 
@@ -170,8 +177,9 @@ class LyraConfig(PreTrainedConfig):
             raise ValueError(f"`dropout` must be in [0, 1), got {self.dropout}.")
         if self.site_effects_learning_rate is not None and self.site_effects_learning_rate < 0:
             raise ValueError(f"`site_effects_learning_rate` must be non-negative or None, got {self.site_effects_learning_rate}.")
-        if self.site_effects_length < 0:
-            raise ValueError(f"`site_effects_length` must be 0 (none) or a number of positions, got {self.site_effects_length}.")
+        for field in ("site_effects_length", "prior_length"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"`{field}` must be 0 (none) or a number of positions, got {getattr(self, field)}.")
         if self.global_epistasis and self.problem_type in ("single_label_classification", "multi_label_classification"):
             raise ValueError(f"`global_epistasis` is for regression heads; this config's problem_type is {self.problem_type!r}.")
         if not 0.0 < self.dt_min <= self.dt_max:

@@ -83,9 +83,10 @@ class IncrementalScorer:
             self.wild_output = self.wild_hidden + wild_mixed
             self.wild_mixed_prefix = nn.functional.pad(torch.cumsum(self.pooling_weights[:, None] * wild_mixed, 0), (0, 0, 1, 0))
             self.single_prefix_cache = {}
-            # Site effects are a sum over positions: the wild type's, and each substitution's change of it.
+            # Site effects and a prior are sums over positions: the wild type's, and each substitution's change of it.
             self.wild_ids = wild_ids.to(self.device)
-            self.wild_site_effects = model.site_effects(self.wild_ids[None], self.attention_mask[None])[0] if model.site_effects is not None else None
+            self.additive_terms = [term for term in (model.site_effects, model.prior) if term is not None]
+            self.wild_additive = sum((term(self.wild_ids[None], self.attention_mask[None])[0] for term in self.additive_terms), 0.0)
             # The table of single-substitution windows, for multiple mutants, is filled one position at a time when a
             # mutant first needs it (`substitutions_at`): worker processes each fill what their own mutants use, in
             # parallel, and a position's rows come from the same batch of V windows whichever process computes them,
@@ -220,13 +221,18 @@ class IncrementalScorer:
     @torch.no_grad()
     def head_output(self, logits: torch.Tensor, positions: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The head's output for the mutants putting `tokens` at `positions` (B, k), from its pooled term `logits`
-        (B, labels): plus the site-effects term of each (the wild type's, changed at its substituted positions), then
-        through the global-epistasis curve, for a model that has them."""
-        site_effects, curve = self.model.site_effects, self.model.global_epistasis
-        if site_effects is not None:
-            change = site_effects.rows(positions, tokens) - site_effects.rows(positions, self.wild_ids[positions])
-            masked = self.attention_mask[positions][..., None].to(change.dtype)  # padding positions add nothing
-            logits = logits + self.wild_site_effects + (change * masked).sum(1)
+        (B, labels): plus the site-effects and prior terms of each (the wild type's, changed at its substituted
+        positions), then through the global-epistasis curve, for a model that has them. A substitution the prior has
+        no score for is refused, naming it."""
+        if self.additive_terms:
+            masked = self.attention_mask[positions][..., None]  # padding positions add nothing
+            for term in self.additive_terms:
+                change = torch.where(masked.bool(), term.rows(positions, tokens) - term.rows(positions, self.wild_ids[positions]), 0.0)
+                if term is self.model.prior:
+                    term.refuse_unscored(positions, tokens, change[..., 0])
+                logits = logits + change.sum(1)
+            logits = logits + self.wild_additive
+        curve = self.model.global_epistasis
         return logits if curve is None else curve(logits)
 
     def score(self, sites: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

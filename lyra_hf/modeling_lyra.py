@@ -452,6 +452,8 @@ class LyraPreTrainedModel(PreTrainedModel):
             init.normal_(module.D, mean=0.0, std=1.0)
         elif isinstance(module, LyraSiteEffects):
             init.zeros_(module.weight)  # no effect until trained (or set from a one-hot fit)
+        elif isinstance(module, LyraPrior):
+            init.zeros_(module.scale)  # no effect until trained (or set from a linear fit); the table is set, not learnt
         elif isinstance(module, LyraGlobalEpistasis):
             for parameter, value in ((module.lower, 0.0), (module.span, 1.0), (module.center, 0.0), (module.log_slope, 0.0)):
                 init.constant_(parameter, value)
@@ -645,6 +647,57 @@ class LyraSiteEffects(nn.Module):
         return terms.sum(1)
 
 
+class LyraPrior(nn.Module):
+    """A zero-shot prior as a term of the sequence head (`config.prior_length`): a fixed score for each position and
+    token, relative to the wild type (0 at its letters; NaN where the prior has no score), summed over a sequence's
+    first `prior_length` positions and multiplied by a learnt weight per output. A variant's prior score is then the
+    sum of its substitutions' scores, the additive approximation of zero-shot fitness work (Hsu et al., 2022)."""
+
+    def __init__(self, config: LyraConfig):
+        super().__init__()
+        self.length, self.vocab_size, self.alphabet = config.prior_length, config.vocab_size, config.alphabet
+        self.register_buffer("table", torch.zeros(self.length * self.vocab_size))
+        self.scale = nn.Parameter(torch.zeros(config.num_labels))
+
+    def scores(self, positions: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """The prior's score of tokens `input_ids` at `positions` (same shape), 0 beyond the first `length`."""
+        inside = positions < self.length
+        return torch.where(inside, self.table[torch.where(inside, positions * self.vocab_size + input_ids, 0)], 0.0)
+
+    def rows(self, positions: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """The term's part for tokens `input_ids` at `positions`: (..., num_labels)."""
+        return self.scores(positions, input_ids)[..., None] * self.scale
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): the tokens, right-padded.
+            attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): 0 at padding.
+
+        Returns:
+            `torch.Tensor` of shape `(batch_size, num_labels)`.
+
+        Raises:
+            `ValueError` naming the first substitution the prior has no score for.
+        """
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        scores = self.scores(positions, input_ids)
+        if attention_mask is not None:
+            scores = torch.where(attention_mask.bool(), scores, 0.0)
+        self.refuse_unscored(positions, input_ids, scores)
+        return scores.sum(1, keepdim=True) * self.scale
+
+    def refuse_unscored(self, positions: torch.Tensor, input_ids: torch.Tensor, scores: torch.Tensor) -> None:
+        """Raise a `ValueError` naming the first token the prior has no score for (NaN among `scores`)."""
+        unscored = torch.isnan(scores)
+        if unscored.any():
+            first = tuple(torch.nonzero(unscored)[0])
+            token, position = int(input_ids[first]), int(positions[first])
+            letter_index = token - (self.vocab_size - len(self.alphabet or ""))  # the letters follow the special tokens
+            letter = self.alphabet[letter_index] if self.alphabet and letter_index >= 0 else f"token {token}"
+            raise ValueError(f"{letter} at position {position + 1}: the model's prior has no score for this substitution.")
+
+
 class LyraGlobalEpistasis(nn.Module):
     """The global-epistasis curve of a regression head (`config.global_epistasis`): per output, `lower + span *
     sigmoid(slope * (z - center))` of the head's sum `z`, with `slope = exp(log_slope) > 0`, so the curve is monotone
@@ -674,6 +727,7 @@ class LyraForSequenceClassification(LyraPreTrainedModel):
         self.lyra = LyraModel(config)
         self.score = nn.Linear(config.hidden_size, config.num_labels)
         self.site_effects = LyraSiteEffects(config) if config.site_effects_length else None
+        self.prior = LyraPrior(config) if config.prior_length else None
         self.global_epistasis = LyraGlobalEpistasis(config) if config.global_epistasis else None
         # The loss is the sequence-classification loss for every face of this head (see LyraForSequenceRegression).
         self.loss_type = "ForSequenceClassification"
@@ -713,6 +767,10 @@ class LyraForSequenceClassification(LyraPreTrainedModel):
             if input_ids is None:
                 raise ValueError("A model with site effects (`config.site_effects_length`) needs `input_ids`, not `inputs_embeds`.")
             logits = logits + self.site_effects(input_ids, attention_mask)
+        if self.prior is not None:
+            if input_ids is None:
+                raise ValueError("A model with a prior (`config.prior_length`) needs `input_ids`, not `inputs_embeds`.")
+            logits = logits + self.prior(input_ids, attention_mask)
         if self.global_epistasis is not None:
             logits = self.global_epistasis(logits)
         loss = None

@@ -92,6 +92,11 @@ def train_case(data: str | bytes | None = None, extra=(), name="train.csv", file
     return setup
 
 
+def prior_case(prior: str, data: str = "sequence,label\n" + GOOD_ROWS, extra=()):
+    """lyra-train on `data` with `--prior` a file of `prior`."""
+    return train_case(data, ("--prior", "{work}/prior.csv", *extra), files={"prior.csv": prior})
+
+
 def over_previous_run(data: str, extra=()):
     """A finished run in the output folder, and a new run over it with bad data."""
 
@@ -298,6 +303,14 @@ CASES = [
     Case("train-constant-label", "train", train_case("sequence,label\n" + "".join(f"{line.split(',')[0]},0.5\n" for line in GOOD_LINES)), ("every train label of 'label' is 0.5", "nothing to learn")),
     Case("train-constant-validation-label", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--validation-file", "{work}/constant.csv"), files={"constant.csv": "sequence,label\nMKTAYIAK,1\nMKTAYIAV,1\n"}), ("every validation label of 'label' is 1", "spearmanr", "--metric-for-best-model mse")),
     Case("train-custom-alphabet-like-a-name", "train", train_case(extra=("--alphabet", "protien")), ("'protien'", "looks like 'protein'")),
+    # lyra-train: zero-shot priors (the training rows are variants of ?KTAYIAK?)
+    Case("train-prior-for-another-sequence", "train", prior_case("mutant,score\nM2D,0.5\n"), ("prior.csv", "position 2 is M in the prior and K", "another sequence")),
+    Case("train-prior-mutant-unparsed", "train", prior_case("mutant,score\nK2-D,0.5\n"), ("prior.csv", "row 1", "'K2-D'", "A14D")),
+    Case("train-prior-position-outside", "train", prior_case("mutant,score\nK2D,0.5\nQ20A,0.1\n"), ("prior.csv", "position 20", "outside the 9-residue")),
+    Case("train-prior-nan-score", "train", prior_case("mutant,score\nK2D,nan\n"), ("prior.csv", "row 1 (K2D)", "finite number")),
+    Case("train-prior-protein-for-dna", "train", prior_case("mutant,score\nM1K,0.5\n", data="sequence,label\n" + "".join(f"ACGT{'ACGT'[i % 4]}A,{i}\n" for i in range(40)), extra=("--alphabet", "dna")), ("prior.csv", "'M'", "alphabet 'ACGTN'")),
+    Case("train-prior-without-a-score", "train", prior_case("mutant,score\nK2D,0.5\n"), ("the train split holds F1V", "which the prior prior.csv has no score for", "--prior-missing")),
+    Case("train-prior-missing-without-prior", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--prior-missing", "0")), ("--prior-missing needs --prior",), 2),
     # lyra-train: output folders
     Case("train-over-previous-run", "train", train_case(extra=("--output-dir", "{run}")), ("already holds a run", "--overwrite-output-dir")),
     Case("train-overwrite-with-nan-label", "train", over_previous_run("sequence,label\n" + GOOD_ROWS + "ACDE,nan\n", ("--overwrite-output-dir",)), ("NaN label", "row 41")),

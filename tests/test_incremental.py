@@ -35,6 +35,7 @@ def full_forward(model, wild, attention_mask, sites, tokens):
         {"site_effects_length": LENGTH, "bidirectional": True, "pooling": "max"},
         {"site_effects_length": LENGTH, "global_epistasis": True},
         {"global_epistasis": True, "bidirectional": True, "num_s4d_layers": 2},
+        {"prior_length": 30, "site_effects_length": LENGTH, "global_epistasis": True},  # positions 30 on: no prior
     ],
 )
 def test_incremental_scores_equal_full_forward_passes(config):
@@ -43,6 +44,9 @@ def test_incremental_scores_equal_full_forward_passes(config):
     model = LyraForSequenceRegression(LyraConfig(vocab_size=len(tokenizer), num_labels=2, **config)).eval()
     if model.site_effects is not None:  # they start at 0; a test of them needs effects
         torch.nn.init.normal_(model.site_effects.weight)
+    if model.prior is not None:  # a prior's table and scale, which start at 0
+        torch.nn.init.normal_(model.prior.table)
+        torch.nn.init.normal_(model.prior.scale)
     if model.global_epistasis is not None:  # a curve steep enough to bend the scores
         torch.nn.init.constant_(model.global_epistasis.log_slope, 1.0)
     wild = torch.randint(5, 25, (LENGTH,))
@@ -99,3 +103,23 @@ def test_without_the_substitution_table_every_window_is_computed_alike(monkeypat
     full = full_forward(model, wild, torch.ones(LENGTH, dtype=torch.long), sites, tokens)
     for scorer in (with_table, without):
         assert (scorer.score(sites, tokens).flatten(0, 1) - full).abs().max() < 1e-5 * full.abs().max()
+
+
+def test_a_substitution_the_prior_cannot_score_is_refused_naming_it():
+    """Full forward passes and incremental scores alike refuse a substitution whose prior score is missing (NaN),
+    naming its letter and 1-based position; the wild type and scored substitutions go through."""
+    tokenizer = LyraTokenizer()
+    config = LyraConfig(vocab_size=len(tokenizer), hidden_size=16, state_size=8, prior_length=LENGTH, alphabet=tokenizer.letters)
+    model = LyraForSequenceRegression(config).eval()
+    wild = torch.tensor(tokenizer.convert_tokens_to_ids(list("ACDEFGHIKL" * 4)))
+    unscored = int(tokenizer.convert_tokens_to_ids("W"))
+    with torch.no_grad():
+        model.prior.table.view(LENGTH, -1)[7, unscored] = float("nan")
+    scorer = IncrementalScorer(model, wild)
+    assert torch.isfinite(scorer.score(torch.tensor([[7]]), torch.tensor([[[int(tokenizer.convert_tokens_to_ids("Y"))]]]))).all()
+    with pytest.raises(ValueError, match="W at position 8: the model's prior has no score"):
+        scorer.score(torch.tensor([[2, 7]]), torch.tensor([[[5, unscored]]]))
+    mutant = wild.clone()
+    mutant[7] = unscored
+    with pytest.raises(ValueError, match="W at position 8"):
+        model(input_ids=mutant[None])

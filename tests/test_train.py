@@ -344,19 +344,44 @@ def test_fine_tuning_a_checkpoint_keeps_the_encoder_and_gives_the_new_task_a_new
         build_model(parse_options(["--config", str(tmp_path / "pretrained"), "--hidden-size", "32"]), tokenizer, ["fitness"])
 
 
+PROTEINGYM_WILD_TYPE = "MKTAYIAKQRQISFVKSHFSRQ"
+
+
 def write_proteingym_file(path: Path, rows: int = 240, folds: int = 3) -> Path:
-    """A ProteinGym-format DMS file: mutant, mutated_sequence, DMS_score and a fold column."""
+    """A ProteinGym-format DMS file: mutant, mutated_sequence, DMS_score and ProteinGym's three fold columns (random,
+    position modulo the folds, contiguous segments of the sequence)."""
     generator = np.random.default_rng(0)
-    wild_type = "MKTAYIAKQRQISFVKSHFSRQ"
-    lines = ["mutant,mutated_sequence,DMS_score,fold_random_5"]
+    wild_type = PROTEINGYM_WILD_TYPE
+    lines = ["mutant,mutated_sequence,DMS_score,fold_random_5,fold_modulo_5,fold_contiguous_5"]
     for row in range(rows):
         position = int(generator.integers(len(wild_type)))
         letter = "ACDEFGHIKLMNPQRSTVWY"[int(generator.integers(20))]
         mutated = wild_type[:position] + letter + wild_type[position + 1 :]
         score = float(letter in "DEKR") + 0.1 * generator.normal()
-        lines.append(f"{wild_type[position]}{position + 1}{letter},{mutated},{score:.4f},{row % folds}")
+        folds_of_row = f"{row % folds},{position % folds},{position * folds // len(wild_type)}"
+        lines.append(f"{wild_type[position]}{position + 1}{letter},{mutated},{score:.4f},{folds_of_row}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_prior_file(path: Path) -> Path:
+    """A zero-shot prior of every single substitution of `PROTEINGYM_WILD_TYPE`, ProteinGym's layout (mutant,score)."""
+    generator = np.random.default_rng(1)
+    rows = [
+        f"{wild}{position}{letter},{float(letter in 'DEKR') + generator.normal():.4f}"
+        for position, wild in enumerate(PROTEINGYM_WILD_TYPE, 1)
+        for letter in "ACDEFGHIKLMNPQRSTVWY"
+        if letter != wild
+    ]
+    path.write_text("mutant,score\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def read_csv(path: Path) -> dict[str, list]:
+    """A CSV file's columns, numbers as floats."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {name: [float(row[name]) if name.startswith(("prediction", "label", "baseline")) else row[name] for row in rows] for name in rows[0]}
 
 
 def test_cross_validation_over_a_fold_column(tmp_path, capsys):
@@ -365,9 +390,14 @@ def test_cross_validation_over_a_fold_column(tmp_path, capsys):
     flags = [*TINY, "--train-file", str(source), "--sequence-column", "mutated_sequence", "--label-columns", "DMS_score"]
     flags += ["--fold-column", "fold_random_5", "--epochs", "2", "--num-processes", "1", "--output-dir", str(output)]
     assert main(flags) == 0
-    assert "3 folds of fold_random_5: test spearmanr" in capsys.readouterr().out
+    assert "fold_random_5, 3 folds: pooled test spearmanr" in capsys.readouterr().out
     results = json.loads((output / "results.json").read_text())
     assert list(results["folds"]) == ["0", "1", "2"]
+    # ProteinGym's figure: every fold's test predictions pooled, in oof_predictions.csv, and their Spearman.
+    pooled = read_csv(output / "oof_predictions.csv")
+    assert len(pooled["variant"]) == 240 and sorted(set(pooled["fold"])) == ["0", "1", "2"]
+    assert results["test_pooled"]["spearmanr"] == pytest.approx(spearmanr(pooled["prediction_DMS_score"], pooled["label_DMS_score"])[0], abs=1e-9)
+    assert results["baseline"]["test_pooled"]["spearmanr"] == pytest.approx(spearmanr(pooled["baseline_DMS_score"], pooled["label_DMS_score"])[0], abs=1e-9)
     for fold in "012":
         fold_results = json.loads((output / f"fold_{fold}" / "results.json").read_text())
         assert fold_results["test"]["num_samples"] == 80  # exactly that fold's rows
@@ -399,9 +429,9 @@ def test_cross_validation_over_a_fold_column(tmp_path, capsys):
     assert main([*flags[:-1], str(tmp_path / "bad"), "--folds", "0,9"]) == 1
     assert "--folds 9: not in column 'fold_random_5', whose folds are ['0', '1', '2']" in capsys.readouterr().err
     wrong_column = [*flags[:-1], str(tmp_path / "bad")]
-    wrong_column[wrong_column.index("fold_random_5")] = "fold_contiguous_5"
+    wrong_column[wrong_column.index("fold_random_5")] = "fold_random_10"
     assert main(wrong_column) == 1
-    assert "no column 'fold_contiguous_5'; available columns:" in capsys.readouterr().err
+    assert "no column 'fold_random_10'; available columns:" in capsys.readouterr().err
 
 
 def test_unknown_residues_stop_a_run_unless_mapped_to_unk(tmp_path, capsys):
@@ -477,6 +507,7 @@ def test_readme_benchmark_file_commands_run_as_written(tmp_path, monkeypatch, ca
     generator = np.random.default_rng(2)
     letters = list("ACDEFGHIKLMNPQRSTVWY")
     write_proteingym_file(tmp_path / "DMS.csv", rows=150, folds=5)
+    write_prior_file(tmp_path / "DMS_prior.csv")
     flip = ["sequence,target,set,validation"]
     for row in range(120):
         sequence = "".join(generator.choice(letters + ["U"] * (row % 10 == 0), 12))
@@ -496,8 +527,12 @@ def test_readme_benchmark_file_commands_run_as_written(tmp_path, monkeypatch, ca
     for command in commands:
         assert main(command.split()) == 0, command
     out = capsys.readouterr().out
-    assert "5 folds of fold_random_5: test spearmanr" in out and "ensemble of 5: test spearmanr" in out
-    assert sorted(json.loads((tmp_path / "runs" / "dms_cv" / "results.json").read_text())["folds"]) == ["0", "1", "2", "3", "4"]
+    assert "ensemble of 5: test spearmanr" in out
+    for scheme in ("fold_random_5", "fold_modulo_5", "fold_contiguous_5"):
+        assert f"{scheme}, 5 folds: pooled test spearmanr" in out
+        scheme_results = json.loads((tmp_path / "runs" / "dms_cv" / "results.json").read_text())["schemes"][scheme]
+        assert sorted(scheme_results["folds"]) == ["0", "1", "2", "3", "4"] and scheme_results["test_pooled"]["num_samples"] == 150
+        assert {"with_prior", "prior_alone"} <= set(scheme_results["baseline"])
     assert json.loads((tmp_path / "runs" / "ss" / "results.json").read_text())["metric_for_best_model"] == "accuracy"
     # The ensemble section's lyra-predict command, on the ensemble the fourth command trained.
     (predict_block,) = [block for block in bash_blocks(guide, "Seed ensembles: predictions with an uncertainty") if any("lyra-predict" in line for line in block)]

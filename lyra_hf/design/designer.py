@@ -82,7 +82,7 @@ def design(models, tokenizer, sequence: str, options: DesignOptions, library: li
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     check_model(models[0])
     targets, class_index = target_columns(models[0], None)
-    space = build_space(WildType.encode(tokenizer, sequence), options.positions, options.letters, options.max_mutations)
+    space = build_space(WildType.encode(tokenizer, sequence, models[0]), options.positions, options.letters, options.max_mutations)
     measured_set = {entry.strip().upper() for entry in measured or []}
     objective = parse_objective(options.objective or targets[0], targets)
     constraints = [parse_constraint(text, targets) for text in options.constraint if text.strip()]

@@ -49,12 +49,22 @@ class WildType:
     choices: dict[int, list[int]]
 
     @classmethod
-    def encode(cls, tokenizer, sequence: str) -> "WildType":
+    def encode(cls, tokenizer, sequence: str, model=None) -> "WildType":
+        """`sequence` to scan; with `model`, without the substitutions its prior (if it has one) has no score for,
+        which are named in one line on stderr (a prior from an alignment has none where the query has an insertion)."""
         sequence, ids, mutable = encode_wild_type(tokenizer, sequence)
         letters = mutant_letters(tokenizer)
         letter_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(letters)))
         replacing = {position: [index for index, token in enumerate(letter_ids.tolist()) if token != int(ids[position])] for position in mutable}
-        return cls(sequence, ids, mutable, letters, letter_ids, replacing)
+        prior = getattr(model, "prior", None)
+        if prior is not None:
+            scores = prior.scores(torch.tensor(mutable)[:, None], letter_ids[None, :])  # (mutable positions, letters)
+            unscored = {position: set(torch.nonzero(row.isnan()).flatten().tolist()) for position, row in zip(mutable, scores)}
+            if left_out := sorted(position + 1 for position, indices in unscored.items() if indices & set(replacing[position])):
+                shown = ", ".join(map(str, left_out[:10])) + (", ..." if len(left_out) > 10 else "")
+                print(f"lyra-hf: the model's prior has no score for some substitutions at position(s) {shown}; they are left out.", file=sys.stderr)
+            replacing = {position: [index for index in choices if index not in unscored[position]] for position, choices in replacing.items()}
+        return cls(sequence, ids, mutable, letters, letter_ids, {position: choices for position, choices in replacing.items() if choices})
 
     def attention_mask(self) -> torch.Tensor:
         """Padding characters stay padding (attention mask 0), as lyra-predict reads them."""
@@ -120,7 +130,7 @@ def scan(
     for member in models:
         member.eval().to(device)
     targets, class_index = target_columns(models[0], target)
-    wild = WildType.encode(tokenizer, sequence)
+    wild = WildType.encode(tokenizer, sequence, models[0])
     state = scoring_state(models, wild.ids, wild.attention_mask(), device, class_index)
     batch_size = batch_size or auto_batch_size(models[0], len(wild.ids), device, incremental=None not in state["scorers"])
     if progress:
@@ -147,7 +157,7 @@ def scan(
 def score_singles(workers: WorkerPool, wild: WildType, targets: list[str], wild_score: np.ndarray, batch_size: int, progress: bool):
     """The singles' table (a `ScanResult` without pairs), their scores (rows, members, targets) and, per (position,
     letter index), their row (-1: none), which a double mutant's epistasis reads."""
-    sites, letters, real = substitution_table([(position,) for position in wild.mutable], wild.choices)
+    sites, letters, real = substitution_table([(position,) for position in wild.choices], wild.choices)
     scores = score_sites(workers, sites, letters, real, wild.letter_ids, batch_size, "single mutants", progress)
     positions, letter_indices = np.repeat(sites[:, 0], real.sum(1)), letters[real][:, 0]
     singles = datasets.Dataset.from_dict(

@@ -131,20 +131,21 @@ class TimeBudget:
         """A validation pass took `seconds` (what the test split's scoring is estimated from)."""
         self.validation_batch_seconds = self.main_process_value(seconds / max(1, len(self.parts.eval_loaders["validation"])))
 
-    def resize(self) -> None:
+    def resize(self) -> bool:
         """At the first epoch's end past each of `BUDGET_RESIZE_SHARES` of the budget, size the schedule again from
         what the epochs so far cost: their training steps, and their validations and checkpoints, which the first
         steps alone leave out (many short epochs make them a large part of a run). The last resize comes at half the
-        budget, so that the last checkpoints hold the final schedule, which a resumed run keeps."""
+        budget, so that the last checkpoints hold the final schedule, which a resumed run keeps. Whether it resized."""
         parts, state = self.parts, self.state
         if not self.minutes or self.keeps_schedule or state["epoch"] < 1:
-            return
+            return False
         elapsed = self.elapsed()
         due = [share for share in BUDGET_RESIZE_SHARES if elapsed >= share * 60 * self.minutes]
         if len(due) <= self.resizes:
-            return
+            return False
         cap = UNBOUNDED_STEPS if self.epochs is None else planned_steps(self.epochs, parts.steps_per_epoch)
         epochs = state["epoch"] - self.first_epoch
         loop_seconds = self.loop_seconds(state["train_seconds"] / max(1, state["steps"]))
         state["schedule_steps"] = resized_steps(loop_seconds, self.accelerator, state["steps"], cap, elapsed, state["train_seconds"], epochs, parts.steps_per_epoch)
         parts.schedule.steps, self.resizes = state["schedule_steps"], len(due)
+        return True

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -27,9 +28,9 @@ from tqdm.auto import tqdm
 from ..checkpoints import RunLayout
 from ..data import SEQUENCE_COLUMN, tokenize_dataset
 from ..data.library import LibraryCheck, check_library
-from ..outputs import atomic_directory, locked_output_dir, write_json, write_text
+from ..outputs import atomic_directory, atomic_file, locked_output_dir, write_json, write_text
 from ..tasks import TASKS
-from .inputs import load_data, memory_bound_max_length
+from .inputs import load_data, load_prior, memory_bound_max_length
 from .loop import evaluation_loader, format_metric, predict
 from .options import TrainOptions
 from .results import beside_baseline, describe_protocol, run_card, run_record, share
@@ -54,16 +55,44 @@ def candidates_are_open(options: TrainOptions) -> bool:
     return left_open and TASKS[options.task].numeric_labels and not (options.ensemble or options.tune)
 
 
+@dataclass
+class Plan:
+    """A run as lyra-train makes it: its options, and where its parts are open and its training sequences share one
+    length, the candidates to train (with the data read to decide); `runs` are what is trained."""
+
+    options: TrainOptions
+    candidates: dict[str, TrainOptions] | None = None
+    dataset: object = None
+
+    @property
+    def runs(self) -> dict[str, TrainOptions]:
+        return self.candidates or {"": self.options}
+
+
+def plan_run(options: TrainOptions) -> Plan:
+    """Whether `options` make one run or a choice between candidates (the data are read, and a bad file or prior is
+    refused, here, once, rather than in each candidate)."""
+    if not candidates_are_open(options) or pretrained_checkpoint(options) is not None:
+        return Plan(options)
+    tokenizer = build_tokenizer(options)
+    max_length = options.max_length or memory_bound_max_length(build_config(options, tokenizer), options.batch_size)
+    dataset = load_data(options, tokenizer, max_length)[0]
+    load_prior(options, dataset, tokenizer)
+    if len({len("".join(sequence.split())) for sequence in dataset["train"][SEQUENCE_COLUMN]}) != 1:
+        return Plan(options)
+    return Plan(options, candidate_options(options), dataset)
+
+
 def train_one(options: TrainOptions) -> str | None:
     """One run, or where the optional parts are open and the training sequences share one length, its candidates
-    and the choice between them; the closing line."""
-    if candidates_are_open(options) and pretrained_checkpoint(options) is None:
-        tokenizer = build_tokenizer(options)
-        max_length = options.max_length or memory_bound_max_length(build_config(options, tokenizer), options.batch_size)
-        dataset = load_data(options, tokenizer, max_length)[0]
-        if len({len("".join(sequence.split())) for sequence in dataset["train"][SEQUENCE_COLUMN]}) == 1:
-            return train_candidates(options, dataset)
-    return train_here_or_on_cpus(options)
+    (side by side on CPUs) and the choice between them; the closing line."""
+    started, plan = time.time(), plan_run(options)
+    if plan.candidates is None:
+        return train_here_or_on_cpus(options)
+    with locked_output_dir(options.output_dir):
+        check_output_dir(options, Path(options.output_dir))
+        train_side_by_side(plan.candidates, resume=bool(options.resume_from_checkpoint), one_at_a_time=options.num_processes is not None, started=started)
+        return finish_candidates(plan, started)
 
 
 def candidate_options(options: TrainOptions) -> dict[str, TrainOptions]:
@@ -75,24 +104,25 @@ def candidate_options(options: TrainOptions) -> dict[str, TrainOptions]:
     }
 
 
-def train_candidates(options: TrainOptions, dataset) -> str:
-    """Train the candidates (side by side on CPUs), keep the one `choose` picks in `OUTPUT_DIR/best/`, and write
-    `OUTPUT_DIR/results.json`: the kept run's results, with the choice and its evidence under `components`."""
-    started, output_dir, layout = time.time(), Path(options.output_dir), RunLayout(options.output_dir)
-    runs = candidate_options(options)
-    with locked_output_dir(output_dir):
-        check_output_dir(options, output_dir)
-        train_side_by_side(runs, resume=bool(options.resume_from_checkpoint), one_at_a_time=options.num_processes is not None, started=started)
-        predictions, labels = validation_predictions(runs)
-        chosen, evidence = choose(predictions, labels, check_library(dataset["train"][SEQUENCE_COLUMN]), options.data_seed)
-        tqdm.write(f"lyra-train: {evidence['why']}; keeping the {chosen} model.")
-        results = json.loads(RunLayout(runs[chosen].output_dir).results.read_text())
-        results["components"] = {**(results.get("components") or {}), "candidates": evidence}
-        results.update(run_record(options, results["input_sha256"]), run_seconds=time.time() - started)
-        card = save_chosen(options, runs[chosen], results, dataset)
-        write_json(layout.results, results)
-        write_json(layout.options, options.options_file_values())
-        share(options, output_dir, card)
+def finish_candidates(plan: Plan, started: float) -> str:
+    """Once the candidates have trained: keep the one `choose` picks in `OUTPUT_DIR/best/`, and write
+    `OUTPUT_DIR/results.json` (the kept run's results, with the choice and its evidence under `components`) and its
+    test predictions; the closing line."""
+    options, runs, layout = plan.options, plan.candidates, RunLayout(plan.options.output_dir)
+    predictions, labels = validation_predictions(runs)
+    chosen, evidence = choose(predictions, labels, check_library(plan.dataset["train"][SEQUENCE_COLUMN]), options.data_seed)
+    tqdm.write(f"lyra-train: {evidence['why']}; keeping the {chosen} model.")
+    kept = RunLayout(runs[chosen].output_dir)
+    results = json.loads(kept.results.read_text())
+    results["components"] = {**(results.get("components") or {}), "candidates": evidence}
+    results.update(run_record(options, results["input_sha256"]), run_seconds=time.time() - started)
+    card = save_chosen(options, runs[chosen], results, plan.dataset)
+    if kept.test_predictions.is_file():
+        with atomic_file(layout.test_predictions) as temporary:
+            shutil.copyfile(kept.test_predictions, temporary)
+    write_json(layout.results, results)
+    write_json(layout.options, options.options_file_values())
+    share(options, Path(options.output_dir), card)
     return candidates_line(options, results, evidence)
 
 

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from ..data import LABELS_COLUMN, label_names, load_sequence_dataset, synthetic_fitness_dataset, tokenize_dataset
 from ..metrics import metric_of
+from ..prior.table import prior_for_splits
 from ..tasks import TASKS
 from .options import TrainOptions
 
@@ -65,6 +66,14 @@ def load_files(options: TrainOptions, tokenizer, max_length: int):
     return dataset, (options.label_columns if TASKS[options.task].numeric_labels else label_names(dataset))
 
 
+def load_prior(options: TrainOptions, dataset, tokenizer):
+    """`--prior` laid over the run's sequences, and each split's prior scores (`lyra_hf.prior.table.prior_for_splits`);
+    (None, None) without one."""
+    if not options.prior:
+        return None, None
+    return prior_for_splits(options.prior, options.prior_missing, dataset, tokenizer.letters)
+
+
 def check_labels_vary(dataset, names: list[str], metric: str) -> None:
     """Refuse regression targets that are constant in train (nothing to learn), or in validation when the metric that
     picks the best epoch is undefined for constant labels (a correlation with a constant has no value)."""
@@ -89,19 +98,25 @@ def check_metric_name(options: TrainOptions, names: list[str]) -> None:
         raise ValueError(f"--metric-for-best-model {options.metric_for_best_model!r} is not among the validation metrics {available}.")
 
 
+def length_order(dataset) -> np.ndarray:
+    """The rows of a tokenized dataset by length, shortest first, ties in their order (a stable sort)."""
+    return np.argsort([len(ids) for ids in dataset["input_ids"]], kind="stable")
+
+
 def sort_by_length(dataset):
-    lengths = dataset.map(lambda batch: {"length": [len(ids) for ids in batch["input_ids"]]}, batched=True)
-    return lengths.sort("length").remove_columns("length")
+    return dataset.select(length_order(dataset))
 
 
 def tokenized_splits(dataset, tokenizer):
     """The splits tokenized; all but train sorted by length (evaluation order is free, and batches of similar length
-    waste little on padding)."""
-    tokenized = tokenize_dataset(dataset, tokenizer)
+    waste little on padding); and for those, the order they were sorted in (row i of a sorted split is row `order[i]`
+    of `dataset`'s)."""
+    tokenized, orders = tokenize_dataset(dataset, tokenizer), {}
     for split in tokenized:
         if split != "train":
-            tokenized[split] = sort_by_length(tokenized[split])
-    return tokenized
+            orders[split] = length_order(tokenized[split])
+            tokenized[split] = tokenized[split].select(orders[split])
+    return tokenized, orders
 
 
 def build_loaders(tokenized, batch_size: int, options: TrainOptions, tokenizer) -> dict[str, DataLoader]:

@@ -1,6 +1,7 @@
 """The training loop: `fit` runs `train_one_epoch` and `evaluate` epoch after epoch, keeps the best epoch's model and
 checkpoints each epoch; `evaluate` also scores the test split and ensembles."""
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ import datasets
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import EvalPrediction
@@ -23,6 +25,11 @@ from .options import TrainOptions
 from .budget import TimeBudget
 from .schedule import LearningRateSchedule
 from .state import save_best, save_checkpoint
+
+
+# The share of the training loop's time that checkpoints (and writing the best model) may take: a small data set's
+# many short epochs skip checkpoints beyond it (BENCHMARKS.md, "Small data stays fast"); the last epoch is always saved.
+CHECKPOINT_SHARE = 0.05
 
 
 @dataclass
@@ -47,6 +54,8 @@ class RunParts:
     start: dict | None = None  # the linear fit the site effects start from (its name and how it was chosen): epoch 0
     components: dict | None = None  # a new model's optional parts, what was chosen and why (`components.py`)
     started: float = 0.0  # when the run started (`time.time()`): --max-train-minutes counts from there
+    eval_orders: dict = field(default_factory=dict)  # per evaluation split, the rows of `dataset` its loader visits in turn
+    baseline_outputs: dict = field(default_factory=dict)  # the baselines' test outputs, by kind (`runs.baselines`)
     compute_metrics: object = field(init=False)
 
     def __post_init__(self):
@@ -138,7 +147,7 @@ class EpochTrainer:
     def __init__(self, options: TrainOptions, accelerator, parts: RunParts, state: dict):
         self.options, self.accelerator, self.parts, self.state = options, accelerator, parts, state
         self.budget = TimeBudget(options, accelerator, parts, state)
-        self.lap_started = time.monotonic()
+        self.started = self.lap_started = time.monotonic()
 
     def lap(self) -> float:
         """When the current lap (epoch) started; the next one starts now."""
@@ -180,13 +189,15 @@ class EpochTrainer:
 
 def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path, hooks: RunHooks = RunHooks()) -> None:
     """Train from `state` (a fresh run's or a checkpoint's) to the end of the schedule: per epoch, validation
-    metrics, the best epoch's model in `best/` and a checkpoint."""
-    trainer = EpochTrainer(options, accelerator, parts, state)
+    metrics and the best epoch's model kept; a checkpoint with that model in `best/` at the epoch's end, unless the
+    checkpoints so far took more than `CHECKPOINT_SHARE` of the loop's time (many short epochs of a small data set),
+    and after the last epoch."""
+    trainer, checkpoints = EpochTrainer(options, accelerator, parts, state), Checkpoints(accelerator, output_dir, parts, state)
     if parts.start is not None and not state["history"]:
         # A model started from a linear fit is a candidate before any training: should training not improve
         # on it, validation keeps it (epoch 0).
         validation_started = time.monotonic()
-        validate(options, accelerator, parts, state, output_dir, 0, None)
+        checkpoints.keep_if_best(validate(options, accelerator, parts, state, 0, None))
         trainer.budget.validated(time.monotonic() - validation_started)
         trainer.budget.epoch_ended(time.monotonic() - validation_started)
     while state["steps"] < parts.schedule.steps and not patience_ran_out(options, state):
@@ -194,21 +205,56 @@ def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output
         loss_sum, batches = trainer.train_one_epoch(epoch)
         epoch_end_started = time.monotonic()
         train_loss = accelerator.reduce(torch.tensor([loss_sum, batches], device=accelerator.device, dtype=torch.float64), "sum")
-        validate(options, accelerator, parts, state, output_dir, epoch, float(train_loss[0] / train_loss[1]))
+        checkpoints.keep_if_best(validate(options, accelerator, parts, state, epoch, float(train_loss[0] / train_loss[1])))
         trainer.budget.validated(time.monotonic() - epoch_end_started)
         state["epoch"] = epoch
-        trainer.budget.resize()  # before the checkpoint, which then holds the schedule a resume keeps
+        resized = trainer.budget.resize()  # before the checkpoint, which then holds the schedule a resume keeps
         if hooks.on_validation is not None:
             hooks.on_validation(state["best_metric"], state["steps"] / parts.schedule.steps)
-        save_checkpoint(accelerator, output_dir, epoch, state, parts.ema)
+        last = state["steps"] >= parts.schedule.steps or patience_ran_out(options, state)
+        checkpoints.at_epoch_end(epoch, last or resized, time.monotonic() - trainer.started)
         trainer.budget.epoch_ended(time.monotonic() - epoch_end_started)
         # The loop's own time (training, validation, checkpoints), which --max-train-minutes budgets, summed over
         # resumes; a checkpoint holds the time up to the epoch before its own.
         state["fit_seconds"] = state.get("fit_seconds", 0.0) + time.monotonic() - trainer.lap()
+    checkpoints.write_best()  # a run resumed after its last epoch, or one that never trained
 
 
-def validate(options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path, epoch: int, train_loss: float | None) -> None:
-    """Score the model on validation after `epoch`, record it, and keep it in `best/` when it is the best so far."""
+class Checkpoints:
+    """A run's checkpoints and its best model: the best epoch's model is kept in memory when validation finds it and
+    written to `best/` with the next checkpoint, so that `best/` is always the best epoch its last checkpoint
+    records; a checkpoint is skipped while checkpoints have taken more than `CHECKPOINT_SHARE` of the loop."""
+
+    def __init__(self, accelerator, output_dir: Path, parts: RunParts, state: dict):
+        self.accelerator, self.output_dir, self.parts, self.state = accelerator, output_dir, parts, state
+        self.best_model, self.seconds = None, 0.0
+
+    def keep_if_best(self, improved: bool) -> None:
+        if improved and self.accelerator.is_main_process:
+            self.best_model = copy.deepcopy(self.accelerator.unwrap_model(self.parts.evaluated_model)).cpu()
+
+    def write_best(self) -> None:
+        if self.accelerator.is_main_process and self.best_model is not None:
+            save_best(self.best_model, self.parts.tokenizer, self.output_dir)
+            self.best_model = None
+        self.accelerator.wait_for_everyone()
+
+    def at_epoch_end(self, epoch: int, required: bool, loop_seconds: float) -> None:
+        """Checkpoint after `epoch` (with `best/`) if `required` (the last epoch, or one whose checkpoint must hold a
+        resized schedule) or the checkpoints' share of the loop allows it (every process decides on the main
+        process's clock)."""
+        due = required or self.seconds <= CHECKPOINT_SHARE * loop_seconds
+        if self.accelerator.num_processes > 1:
+            due = bool(broadcast(torch.tensor([due], device=self.accelerator.device))[0])
+        if due:
+            started = time.monotonic()
+            self.write_best()
+            save_checkpoint(self.accelerator, self.output_dir, epoch, self.state, self.parts.ema)
+            self.seconds += time.monotonic() - started
+
+
+def validate(options: TrainOptions, accelerator, parts: RunParts, state: dict, epoch: int, train_loss: float | None) -> bool:
+    """Score the model on validation after `epoch` and record it; whether it is the best so far."""
     metrics = evaluate(parts.evaluated_model, parts.eval_loaders["validation"], accelerator, parts.compute_metrics, parts.task, "validation", not options.quiet)
     if options.metric_for_best_model not in metrics:  # AUROC is left out when a class is missing from validation
         raise ValueError(f"--metric-for-best-model {options.metric_for_best_model!r} is not among the validation metrics {sorted(metrics)}.")
@@ -216,7 +262,8 @@ def validate(options: TrainOptions, accelerator, parts: RunParts, state: dict, o
     report_epoch(options, accelerator, state["history"][-1], metrics)
     if metric_is_better(options.metric_for_best_model, metrics[options.metric_for_best_model], state["best_metric"]):
         state["best_epoch"], state["best_metric"] = epoch, metrics[options.metric_for_best_model]
-        save_best(accelerator, parts.evaluated_model, parts.tokenizer, output_dir)
+        return True
+    return False
 
 
 def patience_ran_out(options: TrainOptions, state: dict) -> bool:

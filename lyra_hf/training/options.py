@@ -54,7 +54,9 @@ class DataOptions:
     split_values: list[str] = option(["train", "test"], "the --split-column values for train and test", type=comma_separated)
     validation_column: str | None = option(help="with --split-column: train rows true here (true/1/yes) are validation (FLIP's `validation`)")
     fold_column: str | None = option(
-        help="cross-validation: one run per fold of this column (e.g. ProteinGym's fold_random_5), each fold the test split once"
+        help="cross-validation: one run per fold of this column, each fold the test split once, side by side over the CPUs; "
+        "several comma-separated columns are several schemes (ProteinGym's fold_random_5,fold_modulo_5,fold_contiguous_5), "
+        "each with its out-of-fold predictions, pooled and per-fold metrics"
     )
     folds: list[str] | None = option(help="with --fold-column: only these folds, e.g. 0,2", type=comma_separated)
     test_fold: str | None = option(
@@ -90,6 +92,17 @@ class ModelOptions:
         "(regression on sequences of one length, with --global-epistasis auto: train the plain and the full model side "
         "by side and keep the one validation supports; otherwise on for a variant library)",
         choices=("auto", "on", "off"),
+    )
+    prior: str | None = option(
+        help="a zero-shot prior of the sequences (e.g. an alignment's or a language model's scores; `lyra-prior` makes one): "
+        "a CSV of mutant,score (ProteinGym's layout: A14D, A14D:G20K) or position,wild_type,letter,score; the model adds "
+        "each variant's score, the sum of its substitutions', with a learnt weight",
+        metavar="FILE",
+    )
+    prior_missing: float | None = option(
+        help="with --prior: the score of a substitution the prior has none for (default: refuse the data that holds one)",
+        type=bounded(float),
+        metavar="SCORE",
     )
     global_epistasis: str = option(
         "auto",
@@ -197,7 +210,7 @@ RUN_ONLY_OPTIONS = (
 )  # fmt: skip
 NOT_IN_OPTIONS_FILE = ("overwrite_output_dir", "resume_from_checkpoint", "command")
 # Options naming files whose content, not path, a run depends on.
-INPUT_FILES = ("train_file", "validation_file", "test_file", "config")
+INPUT_FILES = ("train_file", "validation_file", "test_file", "config", "prior")
 
 
 @dataclass
@@ -257,6 +270,8 @@ class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, 
         if not self.carves_validation and (self.validation_part or self.ensemble_validation == "rotate"):
             flag = "--validation-part" if self.validation_part else "--ensemble-validation rotate"
             yield f"{flag} carves validation from --train-file; here the validation split is given (a validation file or column, or the synthetic data's)"
+        if self.fold_column and "," in self.fold_column and self.test_fold is not None:
+            yield f"--test-fold runs one fold of one scheme; --fold-column {self.fold_column!r} names several"
         if self.folds is not None and self.test_fold is not None:
             yield "give --folds (cross-validate those folds) or --test-fold (one run), not both"
         if len(self.split_values) != 2 or not all(self.split_values) or self.split_values[0] == self.split_values[1]:
@@ -270,6 +285,10 @@ class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, 
             )
         if self.site_effects == "on" and TASKS[self.task].labels_per_residue:
             yield "--site-effects on adds a term to sequence heads; --task token-classification has a head per residue"
+        if self.prior and TASKS[self.task].labels_per_residue:
+            yield "--prior adds a term to sequence heads; --task token-classification has a head per residue"
+        if self.prior_missing is not None and not self.prior:
+            yield "--prior-missing needs --prior"
         if self.global_epistasis == "on" and not TASKS[self.task].numeric_labels:
             yield f"--global-epistasis on is for regression; --task {self.task} is not"
         if self.ensemble is not None and self.fold_column:

@@ -8,14 +8,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import transformers
 
 from ..checkpoints import RunLayout
 
 from ..hub import build_model_card, push_run
-from ..outputs import write_json, write_text
-from .loop import RunParts, evaluate, format_metric
+from ..data import LABELS_COLUMN, SEQUENCE_COLUMN
+from ..outputs import write_csv, write_json, write_text
+from .loop import RunParts, format_metric, predict, score_predictions
 from .options import TrainOptions
 from .schedule import planned_steps
 
@@ -88,7 +90,10 @@ def run_results(options: TrainOptions, accelerator, parts: RunParts, state: dict
     here), the history, the cost and how the run was made."""
     test = None
     if "test" in parts.eval_loaders:
-        test = evaluate(best_model, parts.eval_loaders["test"], accelerator, parts.compute_metrics, parts.task, "test", not options.quiet)
+        predictions, references = predict(best_model, parts.eval_loaders["test"], accelerator, parts.task, "test", not options.quiet)
+        test = score_predictions(predictions, references, parts.compute_metrics, parts.task)
+        if accelerator.is_main_process and parts.task.numeric_labels:
+            write_test_predictions(RunLayout(options.output_dir).test_predictions, parts, predictions)
     return {
         "validation": next(entry for entry in state["history"] if entry["epoch"] == state["best_epoch"]),
         "test": test,
@@ -112,6 +117,23 @@ def run_results(options: TrainOptions, accelerator, parts: RunParts, state: dict
         "deadline_cut_schedule_steps": state.get("deadline_cut_schedule_steps"),
         **run_record(options, state["settings"]["input_sha256"]),
     }
+
+
+def write_test_predictions(path: Path, parts: RunParts, predictions: np.ndarray) -> None:
+    """The best model's prediction of each test row, in the test split's order: its sequence, then per target the
+    prediction, the label, and the baselines' predictions (`<kind>_<target>`: `baseline`, and with a prior
+    `with_prior` and `prior_alone`), what cross-validation pools into out-of-fold predictions."""
+    rows = np.empty_like(parts.eval_orders["test"])
+    rows[parts.eval_orders["test"]] = np.arange(len(rows))  # sorted position of each row of the split
+    test = parts.dataset["test"]
+    labels = np.asarray(test[LABELS_COLUMN], dtype=np.float64).reshape(len(test), -1)
+    predicted = predictions.reshape(len(predictions), -1)[rows]
+    columns = {"sequence": list(test[SEQUENCE_COLUMN])}
+    baselines = {kind: np.asarray(values, dtype=np.float64).reshape(len(test), -1) for kind, values in parts.baseline_outputs.items() if values is not None}
+    for index, name in enumerate(parts.names):
+        columns.update({f"prediction_{name}": predicted[:, index].tolist(), f"label_{name}": labels[:, index].tolist()})
+        columns.update({f"{kind}_{name}": values[:, min(index, values.shape[1] - 1)].tolist() for kind, values in baselines.items()})
+    write_csv(path, columns)
 
 
 def schedule_note(options: TrainOptions, parts: RunParts, state: dict) -> str:
@@ -149,11 +171,16 @@ def finish_run(options: TrainOptions, accelerator, parts: RunParts, state: dict,
 
 
 def beside_baseline(results: dict, split: str, metric: str) -> str:
-    """The baseline's score to show beside the model's, e.g. " (one-hot ridge 0.7490)"; empty without a baseline."""
+    """The baselines' scores to show beside the model's, e.g. " (one-hot ridge 0.7490)", with a prior also the
+    augmented model's and the prior's own; empty without a baseline."""
     baseline = results.get("baseline")
     if not baseline or not baseline.get(split):
         return ""
-    return f" ({baseline['name']} {format_metric(baseline[split].get(metric))})"
+    shown = [f"{baseline['name']} {format_metric(baseline[split].get(metric))}"]
+    for entry in (baseline.get("with_prior"), baseline.get("prior_alone")):
+        if entry and entry.get(split) and metric in entry[split]:
+            shown.append(f"{entry['name']} {format_metric(entry[split][metric])}")
+    return f" ({'; '.join(shown)})"
 
 
 def summary_line(options: TrainOptions, results: dict) -> str:

@@ -20,13 +20,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from .. import cli
-from ..baseline import fit_baseline
+from ..baseline import fit_baseline, score_prior
 from ..checkpoints import RunLayout
 from ..cpu import WorkerError, WorkerPool, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes, usable_cpus
 from ..data import SEQUENCE_COLUMN
 from ..outputs import locked_output_dir, remove_outputs, write_json
+from ..prior.table import token_table
 from ..tasks import TASKS
-from .inputs import build_loaders, check_metric_name, load_data, memory_bound_max_length, tokenized_splits
+from .inputs import build_loaders, check_metric_name, load_data, load_prior, memory_bound_max_length, tokenized_splits
 from .loop import RunHooks, RunParts, fit
 from .options import TrainOptions
 from .results import finish_run, summary_line
@@ -117,21 +118,25 @@ def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessS
     max_length = share.max_length or options.max_length or memory_bound_max_length(config, batch_size)
     with accelerator.main_process_first():
         dataset, names = load_data(options, tokenizer, max_length)
-        tokenized = tokenized_splits(dataset, tokenizer)
+        tokenized, orders = tokenized_splits(dataset, tokenizer)
     if not score_test:
         tokenized.pop("test", None)
     elif "test" not in tokenized and accelerator.is_main_process:
         print("lyra-train: no --test-file; results.json will have no test metrics.", file=sys.stderr)
     check_metric_name(options, names)
     new_model = pretrained_checkpoint(options) is None
+    prior, prior_scores = load_prior(options, dataset, tokenizer)
     components = choose_components(options, config, dataset["train"]) if new_model else Components()
     if new_model:
         components.apply(config)
+        config.prior_length = len(prior.wild_type) if prior else 0
     model = build_model(options, tokenizer, names, config)
+    if prior is not None:
+        model.prior.table.copy_(torch.as_tensor(token_table(prior, tokenizer)))
     fit_arguments = (TASKS[options.task], dataset, tokenizer.letters, names, options.metric_for_best_model, options.data_seed)
-    # Fitted before training, so that --max-train-minutes counts it.
-    baseline = fit_baseline(*fit_arguments).record if accelerator.is_main_process and not options.no_baseline else None
-    start = start_model(model, fit_arguments, tokenizer, components) if new_model else None
+    # Fitted before training, so that --max-train-minutes counts them.
+    baseline, baseline_outputs = baselines(options, fit_arguments, prior_scores) if accelerator.is_main_process and not options.no_baseline else (None, {})
+    start = start_model(model, fit_arguments, tokenizer, components, prior_scores) if new_model else None
     loaders = build_loaders(tokenized, batch_size, options, tokenizer)
     optimizer = build_optimizer(model, options, accelerator.device)
     steps_per_epoch = math.ceil(len(loaders["train"]) / accelerator.num_processes / options.gradient_accumulation_steps)
@@ -146,10 +151,26 @@ def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessS
         ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay))
     return RunParts(
         TASKS[options.task], tokenizer, names, dataset, model, optimizer, scheduler, schedule, train_loader, dict(zip(evaluation, eval_loaders)), steps_per_epoch, batch_size, ema, baseline,
+        baseline_outputs=baseline_outputs,
         start=start,
         components=components.record if new_model else None,
         started=share.started,
+        eval_orders=orders,
     )
+
+
+def baselines(options: TrainOptions, fit_arguments: tuple, prior_scores: dict | None) -> tuple[dict, dict]:
+    """The one-hot baseline's record; with a prior, also the augmented model's (one-hot ridge + the prior's column,
+    `with_prior`) and the prior's own scores (`prior_alone`). And their test outputs, by those names (`baseline` for
+    the one-hot baseline), for the test predictions file."""
+    fit = fit_baseline(*fit_arguments)
+    record, test_outputs = fit.record, {"baseline": fit.test_outputs}
+    if prior_scores is not None:
+        task, dataset, _, names = fit_arguments[:4]
+        augmented = fit_baseline(*fit_arguments, prior=prior_scores)
+        record = {**record, "with_prior": augmented.record, "prior_alone": score_prior(task, dataset, names, prior_scores)}
+        test_outputs.update(with_prior=augmented.test_outputs, prior_alone=prior_scores.get("test"))
+    return record, test_outputs
 
 
 def start_run_folder(options: TrainOptions, output_dir: Path) -> None:
@@ -184,6 +205,7 @@ def train_on_cpus(options: TrainOptions, processes: int) -> str | None:
         max_length = options.max_length or memory_bound_max_length(config, options.batch_size)
         dataset, names = load_data(options, tokenizer, max_length)
         check_metric_name(options, names)
+        load_prior(options, dataset, tokenizer)
         if options.num_processes is None:
             tokens_per_step = options.batch_size * np.mean([len(sequence) for sequence in dataset["train"][SEQUENCE_COLUMN]])
             processes = training_processes(processes, tokens_per_step, config.hidden_size)

@@ -106,6 +106,8 @@ def pretrained_checkpoint(options: TrainOptions) -> str | None:
     """The checkpoint `--config` names to fine-tune (None for a config JSON or none), refused with size flags."""
     if not (options.config and is_checkpoint(options.config)):
         return None
+    if options.prior:
+        raise ValueError(f"--prior cannot be added to the pretrained checkpoint {options.config}; train a new model with it.")
     if sizes := size_overrides(options):
         flags = ", ".join(f"--{field.replace('_', '-')}" for field in sizes)
         raise ValueError(f"{flags} cannot resize the pretrained checkpoint {options.config}; drop them or start from a config JSON.")
@@ -186,21 +188,43 @@ def start_from_baseline(model, fit: BaselineFit, tokenizer) -> None:
             site_effects.weight[position * site_effects.vocab_size + token_ids] = torch.as_tensor(block, dtype=site_effects.weight.dtype)
         model.score.weight.zero_()
         model.score.bias.copy_(torch.as_tensor(intercept, dtype=model.score.bias.dtype))
+        if model.prior is not None:
+            weights = fit.prior_coefficients if len(fit.prior_coefficients) == model.config.num_labels else np.concatenate([[0.0], fit.prior_coefficients])
+            model.prior.scale.copy_(torch.as_tensor(weights, dtype=model.prior.scale.dtype))
     if model.global_epistasis is not None:
         start_global_epistasis(model.global_epistasis, fit.train_outputs, fit.train_targets)
 
 
-def start_model(model, fit_arguments: tuple, tokenizer, components) -> dict | None:
-    """Start a new model's site effects from the linear fit `fit_start` chooses (every process fits it: the same
-    start everywhere), or its curve at the training labels' range; the start's record (None without site effects),
-    also in `components.record` (`components.Components`)."""
+def start_model(model, fit_arguments: tuple, tokenizer, components, prior: dict | None = None) -> dict | None:
+    """Start a new model's site effects (and a prior's weight) from the linear fit `fit_start` chooses (every process
+    fits it: the same start everywhere), or without site effects, a prior's weight and the intercept from a linear fit
+    of the labels to the prior alone, or a curve at the training labels' range; the start's record (None without site
+    effects), also in `components.record` (`components.Components`). `prior`: each split's prior scores."""
     task, dataset = fit_arguments[0], fit_arguments[1]
     if model.config.site_effects_length:
-        start_fit = fit_start(*fit_arguments)
+        start_fit = fit_start(*fit_arguments, prior=prior)
         start_from_baseline(model, start_fit, tokenizer)
         components.record["start"] = {key: start_fit.record[key] for key in ("name", "regularisation", "chosen_on")}
         return components.record["start"]
-    if model.config.global_epistasis and task.numeric_labels:
-        labels = np.asarray(dataset["train"][LABELS_COLUMN], dtype=np.float64).reshape(len(dataset["train"]), -1)
-        start_global_epistasis(model.global_epistasis, np.zeros_like(labels), labels)
+    if not task.numeric_labels:
+        return None
+    labels = np.asarray(dataset["train"][LABELS_COLUMN], dtype=np.float64).reshape(len(dataset["train"]), -1)
+    latent = start_prior_alone(model, prior["train"], labels) if model.prior is not None else np.zeros_like(labels)
+    if model.config.global_epistasis:
+        start_global_epistasis(model.global_epistasis, latent, labels)
     return None
+
+
+def start_prior_alone(model, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """A model without site effects starts its prior's weight and its head's intercept at the least-squares line
+    through the training labels (unlabelled, NaN, left out) and the prior's scores; the line's values (rows,
+    outputs)."""
+    lines = np.zeros_like(labels)
+    with torch.no_grad():
+        for output, column in enumerate(labels.T):
+            known = np.isfinite(column)
+            slope, intercept = np.polyfit(scores[known], column[known], 1) if np.ptp(scores[known]) > 0 else (0.0, column[known].mean())
+            model.prior.scale[output] = float(slope)
+            model.score.bias[output] += float(intercept)
+            lines[:, output] = slope * scores + intercept
+    return lines

@@ -135,9 +135,8 @@ def save_checkpoint(accelerator, output_dir: Path, epoch: int, state: dict, ema=
     accelerator.wait_for_everyone()
 
 
-def save_best(accelerator, model, tokenizer, output_dir: Path) -> None:
-    if accelerator.is_main_process:
-        with atomic_directory(RunLayout(output_dir).best) as temporary:
-            accelerator.unwrap_model(model).save_pretrained(temporary)
-            tokenizer.save_pretrained(temporary)
-    accelerator.wait_for_everyone()
+def save_best(model, tokenizer, output_dir: Path) -> None:
+    """The best epoch's model (unwrapped) and the tokenizer in `best/`, atomically (main process)."""
+    with atomic_directory(RunLayout(output_dir).best) as temporary:
+        model.save_pretrained(temporary)
+        tokenizer.save_pretrained(temporary)
