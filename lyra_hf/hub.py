@@ -47,20 +47,22 @@ def results_table(task, test: dict, results: dict | None, ensemble_members: list
     if not test:
         return "No test results were recorded for this checkpoint."
     baseline = (results or {}).get("baseline") or {}
-    beside = baseline.get("test") or {}
+    columns = [entry for entry in (baseline, baseline.get("with_prior"), baseline.get("prior_alone")) if entry and entry.get("test")]
 
     def shown(values: dict, metric: str) -> str:
-        return "undefined" if values.get(metric) is None else f"{values[metric]:.4f}"
+        return "undefined" if values.get(metric) is None else f"{values[metric]:.4f}" if metric in values else "-"
 
-    header = f"| metric | value | {baseline['name']} |\n| --- | ---: | ---: |" if beside else "| metric | value |\n| --- | ---: |"
+    header = "| metric | value |" + "".join(f" {entry['name']} |" for entry in columns) + "\n| --- | ---: |" + " ---: |" * len(columns)
     rows = "\n".join(
-        f"| {METRICS[metric].title} | {shown(test, metric)} |" + (f" {shown(beside, metric)} |" if beside else "")
+        f"| {METRICS[metric].title} | {shown(test, metric)} |" + "".join(f" {shown(entry['test'], metric)} |" for entry in columns)
         for metric in task.metric_names
         if metric in test
     )
     rows += f"\n\n{test['note']}." if "note" in test else ""
-    if beside:
+    if columns:
         rows += f"\n\nThe {baseline['name']} baseline (each position's letter one-hot) was fitted on the same train split, its regularisation chosen on validation."
+    if len(columns) > 1:
+        rows += " With the model's zero-shot prior, the same ridge with the prior's score as one more feature, and the prior's score alone, stand beside it."
     chosen = f"the mean prediction of {len(ensemble_members)} members" if ensemble_members else f"best epoch {results.get('best_epoch')}"
     return f"On the test split ({test.get('num_samples', test.get('num_residues', '?'))} samples), {chosen}:\n\n{header}\n{rows}"
 

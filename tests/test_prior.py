@@ -114,11 +114,11 @@ def test_masked_marginals_equal_a_direct_esm_computation(tmp_path):
     np.testing.assert_allclose(wild_type_marginals.scores[:, CANONICAL.index("W")], (unmasked[:, letter] - unmasked[torch.arange(len(WILD_TYPE)), wild]).numpy(), atol=1e-5)
 
 
-def write_library(path, rows: int = 160, unmutated: int = 20) -> None:
+def write_library(path, rows: int = 160, unmutated: int = 20, seed: int = 0) -> None:
     """Single and double mutants of `WILD_TYPE` whose fitness follows a hidden per-substitution effect; position
     `unmutated` (0-based) keeps its letter."""
-    rng = np.random.default_rng(0)
-    effects = rng.normal(size=(len(WILD_TYPE), 20))
+    effects = np.random.default_rng(0).normal(size=(len(WILD_TYPE), 20))
+    rng = np.random.default_rng(seed)
     lines = ["sequence,fitness"]
     mutable = [position for position in range(len(WILD_TYPE)) if position != unmutated]
     for _ in range(rows):
@@ -165,11 +165,13 @@ def test_a_prior_from_lyra_prior_trains_and_reaches_every_tool(tmp_path, capsys)
     assert prior_main(["--alignment", str(tmp_path / "family.a2m"), "--output", str(tmp_path / "prior.csv")]) == 0
     assert (tmp_path / "prior.png").stat().st_size > 0 and "substitutions of a 22-residue wild type" in capsys.readouterr().out
     write_library(tmp_path / "library.csv")
-    flags = ["--train-file", str(tmp_path / "library.csv"), "--label-columns", "fitness", "--prior", str(tmp_path / "prior.csv")]
+    write_library(tmp_path / "test.csv", rows=40, seed=1)
+    flags = ["--train-file", str(tmp_path / "library.csv"), "--test-file", str(tmp_path / "test.csv"), "--label-columns", "fitness", "--prior", str(tmp_path / "prior.csv")]
     flags += ["--hidden-size", "16", "--state-size", "8", "--epochs", "2", "--site-effects", "on", "--quiet", "--output-dir", str(tmp_path / "run")]
     assert train_main(flags) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["baseline"]["with_prior"]["name"] == "one-hot ridge + prior" and "spearmanr" in results["baseline"]["prior_alone"]["validation"]
+    assert results["baseline"]["with_prior"]["name"] == "one-hot ridge + prior" and "spearmanr" in results["baseline"]["prior_alone"]["test"]
+    assert "| one-hot ridge + prior | the prior alone |" in (tmp_path / "run" / "best" / "README.md").read_text()
     best = tmp_path / "run" / "best"
     model, tokenizer = AutoModelForSequenceClassification.from_pretrained(best).eval(), AutoTokenizer.from_pretrained(best)
     prior = site_independent_prior(str(tmp_path / "family.a2m"))
