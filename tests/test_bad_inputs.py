@@ -309,7 +309,7 @@ CASES = [
     Case("train-prior-position-outside", "train", prior_case("mutant,score\nK2D,0.5\nQ20A,0.1\n"), ("prior.csv", "position 20", "outside the 9-residue")),
     Case("train-prior-nan-score", "train", prior_case("mutant,score\nK2D,nan\n"), ("prior.csv", "row 1 (K2D)", "finite number")),
     Case("train-prior-protein-for-dna", "train", prior_case("mutant,score\nM1K,0.5\n", data="sequence,label\n" + "".join(f"ACGT{'ACGT'[i % 4]}A,{i}\n" for i in range(40)), extra=("--alphabet", "dna")), ("prior.csv", "'M'", "alphabet 'ACGTN'")),
-    Case("train-prior-without-a-score", "train", prior_case("mutant,score\nK2D,0.5\n"), ("the train split holds F1V", "which the prior prior.csv has no score for", "--prior-missing")),
+    Case("train-prior-without-a-score", "train", prior_case("mutant,score\nK2D,0.5\n"), ("the train split holds F1V", "prior.csv has no score for", "--prior-missing")),
     Case("train-prior-missing-without-prior", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--prior-missing", "0")), ("--prior-missing needs --prior",), 2),
     # lyra-train: output folders
     Case("train-over-previous-run", "train", train_case(extra=("--output-dir", "{run}")), ("already holds a run", "--overwrite-output-dir")),

@@ -73,7 +73,12 @@ batch = tokenizer(["ACDEFGHIKJJ", "MNPQ"], padding=True, return_tensors="pt")
 outputs = {}
 for name in %r:
     torch.manual_seed(0)
-    model = getattr(lyra_hf, name)(LyraConfig(hidden_size=16, state_size=8, num_labels=3, vocab_size=len(tokenizer))).eval()
+    # The sequence heads hold a zero-shot prior: its table, a buffer, must travel with the weights.
+    prior_length = 11 if "Sequence" in name else 0
+    model = getattr(lyra_hf, name)(LyraConfig(hidden_size=16, state_size=8, num_labels=3, vocab_size=len(tokenizer), prior_length=prior_length)).eval()
+    if prior_length:
+        torch.nn.init.normal_(model.prior.table)
+        torch.nn.init.normal_(model.prior.scale)
     model.push_to_hub(f"lab/{name.lower()}")
     tokenizer.push_to_hub(f"lab/{name.lower()}")
     with torch.no_grad():

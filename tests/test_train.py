@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The synthetic landscape's sequences share one length, which turns site effects on: tests of other mechanisms train
 # the authors' model (site effects are tested in test_baseline.py, and by the end-to-end test here).
 TINY = ["--hidden-size", "16", "--state-size", "8", "--max-train-samples", "600", "--max-eval-samples", "101", "--batch-size", "32", "--site-effects", "off"]
-TIMING_KEYS = ("train_seconds", "samples_per_second", "fit_seconds", "run_seconds")
+TIMING_KEYS = ("train_seconds", "samples_per_second", "fit_seconds", "run_seconds", "checkpoint_seconds")
 
 
 def what_a_run_computed(results: dict) -> dict:

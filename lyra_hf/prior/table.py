@@ -6,7 +6,6 @@ writes), checked against the sequences it is used on, and turned into a model's 
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -106,7 +105,7 @@ def build_table(entries: list[tuple], letters: str, path: str) -> PriorTable:
     for position, wild in enumerate(wild_type):
         if wild != "-":
             scores[position, letters.index(wild)] = 0.0
-    return PriorTable("".join(wild_type), letters, scores, str(Path(path).name))
+    return PriorTable("".join(wild_type), letters, scores, str(path))
 
 
 def fit_to_wild_type(prior: PriorTable, wild_type: str, where: str, missing: float | None) -> PriorTable:

@@ -227,7 +227,7 @@ class Checkpoints:
 
     def __init__(self, accelerator, output_dir: Path, parts: RunParts, state: dict):
         self.accelerator, self.output_dir, self.parts, self.state = accelerator, output_dir, parts, state
-        self.best_model, self.seconds = None, 0.0
+        self.best_model, self.seconds = None, 0.0  # this process's checkpoint time (a resumed run's since it resumed)
 
     def keep_if_best(self, improved: bool) -> None:
         if improved and self.accelerator.is_main_process:
@@ -251,6 +251,8 @@ class Checkpoints:
             self.write_best()
             save_checkpoint(self.accelerator, self.output_dir, epoch, self.state, self.parts.ema)
             self.seconds += time.monotonic() - started
+            # What checkpoints and best/ cost, summed over resumes (a checkpoint holds the time before its own).
+            self.state["checkpoint_seconds"] = self.state.get("checkpoint_seconds", 0.0) + time.monotonic() - started
 
 
 def validate(options: TrainOptions, accelerator, parts: RunParts, state: dict, epoch: int, train_loss: float | None) -> bool:

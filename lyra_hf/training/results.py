@@ -108,6 +108,7 @@ def run_results(options: TrainOptions, accelerator, parts: RunParts, state: dict
         "batch_size_per_process": parts.batch_size,
         "train_seconds": state["train_seconds"],
         "fit_seconds": state.get("fit_seconds"),
+        "checkpoint_seconds": state.get("checkpoint_seconds"),
         "samples_per_second": state["train_samples"] / state["train_seconds"] if state["train_seconds"] else None,
         "stopped_early": state["steps"] < parts.schedule.steps
         or "deadline_cut_schedule_steps" in state
