@@ -128,7 +128,7 @@ def write_pair_map(
     limit = DEFAULT_MAX_MUTANTS if max_mutants is None else max_mutants
     total = check_pair_count(workers, sites, choices, letter_ids, batch_size, limit)
     pair_map = PairMapWriter(result, letters, single_scores, wild_score)
-    with atomic_file(path) as temporary, tqdm(total=total, desc="all double mutants", unit=" mutants", disable=not progress) as bar:
+    with atomic_file(path) as temporary, tqdm(total=total, desc="all double mutants", unit=" mutants", disable=not progress or None) as bar:
         writer = pq.ParquetWriter(temporary, pair_map.schema, compression="zstd")
         try:
             pending = []  # two chunks in flight: the workers score the newer while this process writes the older

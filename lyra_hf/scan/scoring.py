@@ -180,7 +180,7 @@ def submit_sites(workers: WorkerPool, sites: np.ndarray, letters: np.ndarray, re
 
 def score_sites(workers: WorkerPool, sites: np.ndarray, letters: np.ndarray, real: np.ndarray, letter_ids: torch.Tensor, batch_size: int, description: str, progress: bool = True) -> np.ndarray:
     """`submit_sites`, waited for, with a progress bar."""
-    with tqdm(total=real.size, desc=description, unit=" mutants", disable=not progress, leave=False) as bar:
+    with tqdm(total=real.size, desc=description, unit=" mutants", disable=not progress or None, leave=False) as bar:
         return submit_sites(workers, sites, letters, real, letter_ids, batch_size, bar)()
 
 

@@ -89,7 +89,7 @@ def predict(models, dataloader, accelerator, task: Task, description: str, progr
     for model in models:
         model.eval()
     predictions, references = [], []
-    for batch in tqdm(dataloader, desc=description, leave=False, disable=not (progress and accelerator.is_local_main_process)):
+    for batch in tqdm(dataloader, desc=description, leave=False, disable=not (progress and accelerator.is_local_main_process) or None):
         labels = batch.pop("labels")
         with torch.no_grad():
             logits = task.combine_logits([model(**batch).logits.float() for model in models])
@@ -161,7 +161,8 @@ class EpochTrainer:
         parts.train_loader.set_epoch(epoch)
         started, samples, loss_sum, batches = time.perf_counter(), 0, 0.0, 0
         description = f"epoch {epoch}/{math.ceil(parts.schedule.steps / parts.steps_per_epoch)}"
-        progress = tqdm(parts.train_loader, desc=description, disable=not accelerator.is_local_main_process or self.options.quiet)
+        # `disable=None` is tqdm's own rule: a bar only on a terminal, so that a log file holds the epoch lines alone.
+        progress = tqdm(parts.train_loader, desc=description, disable=not accelerator.is_local_main_process or self.options.quiet or None)
         step_started = time.monotonic()
         for batch in progress:
             with accelerator.accumulate(parts.model):
