@@ -181,6 +181,11 @@ def test_cli_writes_designs_candidates_and_figure_and_a_second_round_never_repro
         (["--objective", "stability*2"], "'stability' is not a target of this model"),
         (["--acquisition", "ucb:2"], "reads the spread of a seed ensemble"),
         (["--acquisition", "greedy"], "'greedy' is not one of mean"),
+        (["--acquisition", "ucb:nan"], "--acquisition 'ucb:nan': ucb takes a finite number"),
+        (["--acquisition", "ucb:inf"], "--acquisition 'ucb:inf': ucb takes a finite number"),
+        (["--objective", "1e999*fitness"], "1e999 is too large to be a number"),
+        (["--constraint", "fitness>1e999"], "1e999 is too large to be a number"),
+        (["--objective", "1e300*1e300*fitness", "--positions", "1-3"], "--objective '1e300*1e300*fitness' is not a finite number for"),
     ],
 )
 def test_bad_inputs_fail_in_one_line_and_write_nothing(tmp_path, capsys, flags, message):

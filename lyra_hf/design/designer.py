@@ -86,6 +86,7 @@ def design(models, tokenizer, sequence: str, options: DesignOptions, library: li
     measured_set = {entry.strip().upper() for entry in measured or []}
     objective = parse_objective(options.objective or targets[0], targets)
     constraints = [parse_constraint(text, targets) for text in options.constraint if text.strip()]
+    Acquisition.parse(options.acquisition)  # refused before any work
     exhaustive = library is not None or check_search(options, space)
     candidates = library_mutations(space, library) if library is not None else enumerate_space(space) if exhaustive else None
     available = space.size() if candidates is None else len(candidates)
@@ -109,6 +110,7 @@ def design(models, tokenizer, sequence: str, options: DesignOptions, library: li
     sequences = [space.sequence(mutations) for mutations in candidates]
     eligible = constraints_hold(predictions, targets, constraints) & np.array([bool(mutations) and entry not in measured_set for mutations, entry in zip(candidates, sequences)])
     objective_values = per_member(predictions, targets, objective)
+    check_finite(options, objective_values, sequences)
     chosen, ranked_by = choose_designs(options, objective_values, candidates, eligible)
     if len(chosen) < options.num_designs and progress:
         print(f"lyra-design: {len(chosen)} of {options.num_designs} designs keep the constraints and diversity rules.", file=sys.stderr)
@@ -116,6 +118,17 @@ def design(models, tokenizer, sequence: str, options: DesignOptions, library: li
     designs = {"rank": list(range(1, len(chosen) + 1)), **{name: [values[index] for index in chosen] for name, values in columns.items()}}
     designs["distance_to_measured"] = nearest_distances(designs["sequence"], measured_set)
     return DesignResult(datasets.Dataset.from_dict(designs), columns, chosen, space.size() if library is None else len(candidates))
+
+
+def check_finite(options: DesignOptions, objective_values: np.ndarray, sequences: list[str]) -> None:
+    """Refuse an objective or acquisition that overflows to infinity (or NaN) for some candidate, naming the
+    expression: its ranking would be arbitrary."""
+    values = {"--objective": objective_values, "--acquisition": Acquisition.parse(options.acquisition).values(objective_values)}
+    for flag, array in values.items():
+        bad = ~np.isfinite(array.reshape(len(array), -1)).all(1)
+        if bad.any():
+            expression = (options.objective or "the target") if flag == "--objective" else options.acquisition
+            raise ValueError(f"{flag} {expression!r} is not a finite number for {int(bad.sum()):,} candidates (e.g. {sequences[int(np.argmax(bad))]}): its values overflow.")
 
 
 def check_search(options: DesignOptions, space: DesignSpace) -> bool:

@@ -13,6 +13,7 @@ names.
 """
 
 import functools
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ class Parser:
         kind, text = self.items[self.at]
         self.at += 1
         if kind == "number":
+            if not math.isfinite(float(text)):
+                self.fail(f"{text} is too large to be a number (it overflows to infinity)")
             return lambda values, number=float(text): np.float64(number)
         if kind == "name":
             if text not in self.targets:

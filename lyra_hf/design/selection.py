@@ -5,6 +5,7 @@ or Thompson sampling over ensemble members), the constraints, and the diversity 
 member's targets into one value, so that (candidates, members) objective values are what the acquisition reads.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,9 +26,12 @@ class Acquisition:
         kind, _, beta = text.partition(":")
         if kind == "ucb":
             try:
-                return cls("ucb", float(beta))
+                value = float(beta)
             except ValueError:
-                raise ValueError(f"--acquisition {text!r}: ucb takes a number, e.g. ucb:2 (mean + 2 standard deviations).") from None
+                value = math.nan
+            if not math.isfinite(value):
+                raise ValueError(f"--acquisition {text!r}: ucb takes a finite number, e.g. ucb:2 (mean + 2 standard deviations).")
+            return cls("ucb", value)
         if kind in ("mean", "thompson") and not beta:
             return cls(kind)
         raise ValueError(f"--acquisition {text!r} is not one of mean, ucb:BETA (e.g. ucb:2), thompson.")
