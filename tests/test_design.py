@@ -174,6 +174,7 @@ def test_cli_writes_designs_candidates_and_figure_and_a_second_round_never_repro
     "flags, message",
     [
         (["--positions", "3-40"], "--positions: positions 3-40 are outside the sequence"),
+        (["--positions", "6-3"], "--positions: the range 6-3 runs backwards; write it 3-6"),
         (["--letters", "ABZ"], "--letters 'ABZ': 'B', 'Z'"),
         (["--positions", "1", "--letters", "M"], "the design space is empty"),
         (["--positions", "1-2", "--max-mutations", "1", "--num-designs", "39"], "--num-designs 39 is more than the 38 candidates"),

@@ -96,7 +96,7 @@ def test_classifier_scores_the_chosen_class_probability():
 
 def test_positions_parse_and_check():
     assert parse_positions("2-4, 7", 10) == [2, 3, 4, 7]
-    for bad, message in [("0-3", "outside the sequence"), ("5-11", "outside"), ("a-b", "not a position"), ("4", "fewer than two")]:
+    for bad, message in [("0-3", "outside the sequence"), ("5-11", "outside"), ("a-b", "not a position"), ("4", "fewer than two"), ("8-3", "the range 8-3 runs backwards; write it 3-8")]:
         with pytest.raises(ValueError, match=message):
             parse_positions(bad, 10)
 

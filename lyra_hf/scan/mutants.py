@@ -85,6 +85,8 @@ def parse_positions(spec: str, length: int, flag: str = "--pairs", minimum: int 
             first, last = int(first), int(last or first)
         except ValueError:
             raise ValueError(f"{flag}: {part!r} is not a position or a range like 10-20.") from None
+        if first > last:
+            raise ValueError(f"{flag}: the range {part} runs backwards; write it {last}-{first}.")
         if not 1 <= first <= last <= length:
             raise ValueError(f"{flag}: positions {part} are outside the sequence (1-{length}).")
         positions.update(range(first, last + 1))
