@@ -193,6 +193,7 @@ def test_bad_inputs_fail_in_one_line_and_write_nothing(tmp_path, capsys, flags, 
     model, tokenizer = tiny_model()
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
+    capsys.readouterr()  # what saving printed (transformers' own progress bar, before a command turned it off)
     output = tmp_path / "out"
     assert main(["--model", str(tmp_path / "model"), "--sequence", WILD_TYPE, "--output-dir", str(output), *flags]) == 1
     error = capsys.readouterr().err.strip().splitlines()
