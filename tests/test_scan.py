@@ -124,6 +124,8 @@ def test_cli_writes_csvs_and_figures(tmp_path):
         (["--sequence", "MKTA", "--pairs", "2-9"], "outside the sequence (1-4)"),
         (["--sequence", "  "], "The wild-type sequence is empty"),
         (["--sequence", "MKTA", "--token-model"], "Token-classification checkpoints are not supported"),
+        (["--sequence", "MKTA", "--target", "foo"], "--target 'foo': it names a classifier's class, and this model is a regression"),
+        (["--sequence", "MKTAYIAK", "--pairs", "8-3"], "--pairs: the range 8-3 runs backwards"),
     ],
 )
 def test_bad_input_gives_one_error_line(tmp_path, capsys, flags, message):

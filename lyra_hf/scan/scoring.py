@@ -20,6 +20,8 @@ def target_columns(model, target: str | int | None) -> tuple[list[str], int | No
     config = model.config
     names = [str(config.id2label[index]) for index in range(config.num_labels)]
     if task_of(config).numeric_labels:
+        if target is not None:
+            raise ValueError(f"--target {target!r}: it names a classifier's class, and this model is a regression of {', '.join(names)}, all of which the scan scores.")
         return names, None
     if target is None:
         index = len(names) - 1
