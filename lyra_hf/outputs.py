@@ -6,6 +6,7 @@ temporary name in the same folder and renamed into place only once complete, so 
 previous file intact and no temporary behind.
 """
 
+import contextlib
 import csv
 import fcntl
 import glob
@@ -194,19 +195,35 @@ def refuse_earlier_outputs(where: str, found: list[str], what: str | None, remed
 def locked_output_dir(path: str | Path) -> Iterator[Path]:
     """Hold an exclusive lock on the output folder `path` (created if needed) for the block: a second run into the same
     folder fails at once. The lock is an OS file lock (`flock` on `path/.lyra-hf.lock`): the kernel releases it when
-    the process ends, so a run that was killed never blocks the next one."""
+    the process ends, so a run that was killed never blocks the next one. The lock file is removed when the block
+    ends, while still held; a process that opened it just before locks a file no longer there, sees that, and locks
+    the new one instead."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    handle = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(handle)
-        raise ValueError(f"output folder {path} is in use by another run; wait for it to end or choose another folder.") from None
+    while True:
+        handle = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise ValueError(f"output folder {path} is in use by another run; wait for it to end or choose another folder.") from None
+        if is_the_file(handle, path / LOCK_FILE):
+            break
+        os.close(handle)  # locked the file a finished run had just removed
     try:
         yield path
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path / LOCK_FILE)
         os.close(handle)  # releases the lock
+
+
+def is_the_file(handle: int, path: Path) -> bool:
+    """Whether the open file `handle` is the file at `path` now."""
+    try:
+        return os.path.samestat(os.fstat(handle), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 __all__ = [

@@ -491,7 +491,7 @@ def test_scan_overwrite_leaves_no_stale_files(tmp_path):
     write(output / "my_notes.txt", "mine\n")
     assert (output / "pairs.csv").exists()
     assert scan_command.main([*flags, "--overwrite"]) == 0
-    assert sorted(path.name for path in output.iterdir()) == [LOCK_FILE, "my_notes.txt", "singles.csv"]
+    assert sorted(path.name for path in output.iterdir()) == ["my_notes.txt", "singles.csv"]
 
 
 def test_scan_proposes_only_real_residues_and_plots_without_warnings(tmp_path, recwarn):
@@ -507,6 +507,31 @@ def test_scan_proposes_only_real_residues_and_plots_without_warnings(tmp_path, r
 
 
 # --- two real processes on one output folder ------------------------------------------------------------------------
+
+
+def test_the_lock_file_goes_with_the_command_and_a_stale_handle_locks_the_new_one(tmp_path):
+    """A folder's lock file exists while a command holds it and is removed when it ends; a process that opened the
+    file just before it was removed does not take that lock for the folder's, but the new file's; a lock another
+    process holds is left alone."""
+    from lyra_hf.outputs import locked_output_dir
+
+    folder = tmp_path / "out"
+    with locked_output_dir(folder):
+        assert (folder / LOCK_FILE).exists()
+        stale = os.open(folder / LOCK_FILE, os.O_RDWR)  # another process about to lock it
+    assert not (folder / LOCK_FILE).exists()
+    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the removed file's lock: worth nothing
+    with locked_output_dir(folder):
+        assert (folder / LOCK_FILE).exists()
+    os.close(stale)
+    write(folder / LOCK_FILE, "")
+    held = os.open(folder / LOCK_FILE, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with pytest.raises(ValueError, match="in use by another run"):
+        with locked_output_dir(folder):
+            pass
+    assert (folder / LOCK_FILE).exists()
+    os.close(held)
 
 
 def lock_held(path: Path) -> bool:
