@@ -3,12 +3,15 @@ folder or the Hub (safetensors weights only; pickled weights are refused, never 
 
 import json
 import re
+import socket
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-from huggingface_hub import hf_hub_download
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import EntryNotFoundError
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer
@@ -22,6 +25,8 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 # A seed ensemble's folder or Hub repo: `save_pretrained` folders of its members beside this manifest.
 ENSEMBLE_FILE = "ensemble.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+# How long one attempt to reach the Hub may take before a name that is not a local folder is refused.
+HUB_CONNECT_SECONDS = 5.0
 # `owner/name` or `name`: anything else (two slashes, a leading dot, a drive or absolute path) is a local path.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
@@ -122,6 +127,8 @@ def resolve_checkpoint(name: str) -> str:
     if not path.exists():
         if not HUB_ID.match(name):
             raise FileNotFoundError(f"No such directory: {name}")
+        if (unreachable := hub_out_of_reach()) and try_to_load_from_cache(name, "config.json") is None:
+            raise FileNotFoundError(f"{name}: no such local directory, and the Hub is out of reach ({unreachable}); give a local folder, or connect.")
         return name
     if not path.is_dir():
         raise ValueError(f"{name} is a file; a checkpoint is a folder with config.json and model.safetensors.")
@@ -137,6 +144,20 @@ def resolve_checkpoint(name: str) -> str:
             )
         raise ValueError(f"{name} holds no model.safetensors.")
     return str(path)
+
+
+def hub_out_of_reach(timeout: float = HUB_CONNECT_SECONDS) -> str | None:
+    """Why the Hub's endpoint (`HF_ENDPOINT`) cannot be reached, from one connection attempt (None when it can, or
+    offline mode is on): so that a name that is not a local folder fails in one line rather than after the Hub
+    client's retries."""
+    if hf_constants.HF_HUB_OFFLINE:
+        return None
+    address = urllib.parse.urlsplit(hf_constants.ENDPOINT)
+    try:
+        socket.create_connection((address.hostname, address.port or (443 if address.scheme == "https" else 80)), timeout=timeout).close()
+    except OSError as error:
+        return f"{address.netloc}: {error.strerror or error}"
+    return None
 
 
 TOKENIZER_FILE = "tokenizer_config.json"
@@ -216,6 +237,7 @@ def ensemble_members(name: str, revision: str | None = None) -> list[str] | None
         if not manifest.is_file():
             return None
     elif HUB_ID.match(name):
+        resolve_checkpoint(name)  # refused at once when the Hub is out of reach and nothing is cached
         try:
             manifest = Path(hf_hub_download(name, ENSEMBLE_FILE, revision=revision))
         except (EntryNotFoundError, OSError):

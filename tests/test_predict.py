@@ -213,3 +213,20 @@ def test_ensemble_members_must_agree_and_the_manifest_must_list_them(tmp_path, c
     assert main(["--model", str(tmp_path / "ensemble"), *flags]) == 1
     assert "ensemble.json must list the members' subfolder names, got ['../elsewhere']" in capsys.readouterr().err
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_hub_name_with_the_hub_out_of_reach_fails_in_one_line_without_retries(tmp_path, capsys, monkeypatch):
+    """A name that is not a local folder, with the Hub's endpoint closed (and nothing cached): one line naming the
+    name and the endpoint, at once, rather than the Hub client's retries."""
+    import time
+
+    from lyra_hf import checkpoints
+
+    monkeypatch.setattr(checkpoints.hf_constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on port 9
+    monkeypatch.setattr(checkpoints.hf_constants, "HF_HUB_OFFLINE", False)
+    (tmp_path / "in.csv").write_text("sequence\nMKTA\n")
+    started = time.monotonic()
+    assert main(["--model", "someone/no-model", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "someone/no-model: no such local directory, and the Hub is out of reach (127.0.0.1:9" in line
+    assert time.monotonic() - started < 10 and not (tmp_path / "out.csv").exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .. import cli
+from ..checkpoints import resolve_checkpoint
 from ..outputs import refuse_earlier_outputs
 from ..tokenization_lyra import alphabet_letters
 from .alignment import site_independent_prior
@@ -85,12 +86,13 @@ def run(args: argparse.Namespace) -> str:
 
 
 def load_language_model(name: str, revision: str | None):
-    """A masked language model and its tokenizer; a name that is neither a local folder nor reachable is refused in
-    one line."""
+    """A masked language model and its tokenizer, safetensors weights only (pickled ones can run code when loaded); a
+    name that is neither a local folder nor reachable on the Hub is refused in one line."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+    source = resolve_checkpoint(name)
     try:
-        return AutoModelForMaskedLM.from_pretrained(name, revision=revision), AutoTokenizer.from_pretrained(name, revision=revision)
+        return AutoModelForMaskedLM.from_pretrained(source, revision=revision, use_safetensors=True), AutoTokenizer.from_pretrained(source, revision=revision)
     except OSError as error:
         raise ValueError(f"--model {name}: {cli.one_line(error)}") from None
 
