@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TrainOptions:
     """The options the flags give, or a usage error (exit 2) naming the flags that contradict each other."""
     try:
-        return TrainOptions(**{key: value for key, value in vars(args).items() if key != "options_file"})
+        return TrainOptions(**{key: value for key, value in vars(args).items() if key != "options_file"}, rerun_of=args.options_file)
     except OptionsError as error:
         parser.error(str(error))
 

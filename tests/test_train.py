@@ -739,3 +739,37 @@ def test_per_residue_models_are_bidirectional_by_default_unless_flags_or_a_confi
     assert config(config=str(tmp_path / "config.json")).bidirectional is False  # the JSON's (LyraConfig's) value
     regression = TrainOptions(train_file=str(csv_file), label_columns=["ss"], task="regression")
     assert build_config(regression, build_tokenizer(regression)).bidirectional is False
+
+
+def test_an_options_file_reruns_its_run_from_any_folder_or_refuses_other_inputs(tmp_path, monkeypatch, capsys):
+    """options.json names its inputs by absolute path: run from another folder that holds another train.csv, it reads
+    the run's own file and reproduces its metrics exactly. Once that file changes, the rerun is refused in one line
+    naming the input and both digests, writing nothing, unless --allow-changed-inputs, which results.json records."""
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    rows = [f"{'ACDEFGHIKL'[i % 10]}KTAYIAK{'QRS'[i % 3]},{(i % 7) / 3}\n" for i in range(120)]
+    for folder in (first, elsewhere):
+        folder.mkdir()
+    (first / "train.csv").write_text("sequence,label\n" + "".join(rows))
+    (elsewhere / "train.csv").write_text("sequence,label\n" + "".join(reversed(rows)))
+    monkeypatch.chdir(first)
+    assert main([*TINY, "--train-file", "train.csv", "--epochs", "1", "--num-processes", "1", "--quiet", "--output-dir", "run"]) == 0
+    results = json.loads((first / "run" / "results.json").read_text())
+    assert json.loads((first / "run" / "options.json").read_text())["train_file"] == str(first / "train.csv")
+
+    monkeypatch.chdir(elsewhere)
+    options_file = str(first / "run" / "options.json")
+    assert main([options_file, "--output-dir", "again"]) == 0
+    again = json.loads((elsewhere / "again" / "results.json").read_text())
+    assert (again["validation"], again["test"], again["history"]) == (results["validation"], results["test"], results["history"])
+    assert "changed_inputs" not in again
+
+    (first / "train.csv").write_text("sequence,label\n" + "".join(rows[:-1]) + "ACDEFGHIK,9\n")
+    capsys.readouterr()
+    assert main([options_file, "--output-dir", "changed"]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    recorded = results["input_sha256"]["train_file"]
+    assert f"--train-file had SHA-256 {recorded[:16]}" in line and str(first / "train.csv") in line and "--allow-changed-inputs" in line
+    assert not (elsewhere / "changed").exists()
+    assert main([options_file, "--output-dir", "changed", "--allow-changed-inputs"]) == 0
+    changed = json.loads((elsewhere / "changed" / "results.json").read_text())["changed_inputs"]["train_file"]
+    assert changed["recorded_sha256"] == recorded and changed["sha256"] != recorded

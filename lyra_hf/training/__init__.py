@@ -29,13 +29,15 @@ from .options import DataOptions, ModelOptions, OptimizationOptions, OptionsErro
 from .runs import TrainingRun, train
 from .schedule import LearningRateSchedule
 from .setup import build_model, build_tokenizer, parameter_groups
+from .state import check_rerun_inputs
 from .search import SEARCH_SPACE
 from .tuning import tune
 
 
 def run(options: TrainOptions) -> str | None:
     """Search hyperparameters (`--tune`), cross-validate (`--fold-column`), train an ensemble (`--ensemble`), or train
-    once; the closing line."""
+    once; the closing line. A rerun of an options.json first checks that its inputs are its run's."""
+    check_rerun_inputs(options)
     if options.tune:
         return tune(options)
     if options.fold_column and options.test_fold is None:

@@ -8,6 +8,7 @@ object from its flags (`cli.add_options`), and every run writes it to `OUTPUT_DI
 
 import dataclasses
 import importlib.util
+import os
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -182,6 +183,9 @@ class RunOptions:
     )
     quiet: bool = option(False, "no progress bars or per-epoch lines, only the closing line")
     no_baseline: bool = option(False, "skip the one-hot baseline fitted beside the model (same train split, regularisation chosen on validation)")
+    allow_changed_inputs: bool = option(
+        False, "rerun an OPTIONS_JSON although an input file is not the one its run read (its SHA-256 differs); results.json says which"
+    )
     report_to: str | None = option(
         help="log the training loss and validation metrics per epoch to this experiment tracker, in OUTPUT_DIR/logs (Accelerate's trackers)",
         choices=TRACKERS,
@@ -207,8 +211,9 @@ OPTION_GROUPS = (DataOptions, ModelOptions, OptimizationOptions, RunOptions, Cpu
 RUN_ONLY_OPTIONS = (
     "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "quiet", "num_workers", "num_processes", "threads",
     "report_to", "no_baseline", "tune_storage", "push_to_hub", "hub_private", "hub_revision", "hub_license", "hub_dataset_name", "command",
+    "rerun_of", "allow_changed_inputs",
 )  # fmt: skip
-NOT_IN_OPTIONS_FILE = ("overwrite_output_dir", "resume_from_checkpoint", "command")
+NOT_IN_OPTIONS_FILE = ("overwrite_output_dir", "resume_from_checkpoint", "command", "rerun_of", "allow_changed_inputs")
 # Options naming files whose content, not path, a run depends on.
 INPUT_FILES = ("train_file", "validation_file", "test_file", "config", "prior")
 
@@ -220,6 +225,7 @@ class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, 
     ensemble member) are `dataclasses.replace` of it."""
 
     command: list[str] | None = None  # the command line that made the run, recorded in results.json
+    rerun_of: str | None = None  # the options.json this run reads (`lyra-train OPTIONS_JSON`), whose inputs it must match
 
     def __post_init__(self):
         if isinstance(self.label_columns, str):
@@ -318,13 +324,15 @@ class TrainOptions(SharingOptions, CpuOptions, RunOptions, OptimizationOptions, 
         return self.train_file is not None and not (self.validation_file or self.validation_column)
 
     def options_file_values(self) -> dict:
-        """What `OUTPUT_DIR/options.json` holds: every option but those that only say how this run started."""
-        return {key: value for key, value in dataclasses.asdict(self).items() if key not in NOT_IN_OPTIONS_FILE}
+        """What `OUTPUT_DIR/options.json` holds: every option but those that only say how this run started, its input
+        files by absolute path, so that the file reruns the same run from any folder."""
+        values = {key: value for key, value in dataclasses.asdict(self).items() if key not in NOT_IN_OPTIONS_FILE}
+        return {key: os.path.abspath(value) if key in INPUT_FILES and value and os.path.exists(value) else value for key, value in values.items()}
 
     def tracker_config(self) -> dict:
         """The options as the trackers' hyperparameters, which take numbers, strings and booleans only."""
         values = dataclasses.asdict(self)
-        return {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in values.items() if key != "command"}
+        return {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in values.items() if key not in ("command", "rerun_of")}
 
 
 __all__ = [

@@ -20,6 +20,7 @@ from ..outputs import write_csv, write_json, write_text
 from .loop import RunParts, format_metric, predict, score_predictions
 from .options import TrainOptions
 from .schedule import planned_steps
+from .state import rerun_changes
 
 
 def run_record(options: TrainOptions, input_sha256: dict[str, str]) -> dict:
@@ -28,8 +29,11 @@ def run_record(options: TrainOptions, input_sha256: dict[str, str]) -> dict:
     from .. import __version__
 
     versions = {"lyra_hf": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
-    settings = {key: value for key, value in dataclasses.asdict(options).items() if key != "command"}
-    return {"command": options.command, "settings": json.loads(json.dumps(settings)), "input_sha256": input_sha256, "versions": versions}
+    settings = {key: value for key, value in dataclasses.asdict(options).items() if key not in ("command", "rerun_of")}
+    record = {"command": options.command, "settings": json.loads(json.dumps(settings)), "input_sha256": input_sha256, "versions": versions}
+    if changes := rerun_changes(options):  # only with --allow-changed-inputs: otherwise the run was refused
+        record["changed_inputs"] = {key: {"recorded_sha256": recorded, "sha256": now} for key, (recorded, now) in changes.items()}
+    return record
 
 
 def describe_data(options: TrainOptions, dataset) -> str:

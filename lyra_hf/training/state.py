@@ -53,6 +53,34 @@ def new_state(options: TrainOptions) -> dict:
     return {**state, "settings": run_settings(options)}
 
 
+def changed_inputs(options: TrainOptions, recorded: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """The input files whose content is not what a run recorded (`recorded`: input -> SHA-256, as `run_settings`
+    takes them): input -> (recorded digest, now's digest, or "none" for an input now missing)."""
+    now = run_settings(options)["input_sha256"]
+    return {key: (recorded.get(key, "none"), now.get(key, "none")) for key in sorted(set(now) | set(recorded)) if now.get(key) != recorded.get(key)}
+
+
+def rerun_changes(options: TrainOptions) -> dict[str, tuple[str, str]]:
+    """For a run made from an options.json (`lyra-train OPTIONS_JSON`), the inputs that differ from those the run it
+    records read (its results.json, beside it; none when there is no results.json)."""
+    results = Path(options.rerun_of).parent / RunLayout.RESULTS if options.rerun_of else None
+    if results is None or not results.is_file():
+        return {}
+    return changed_inputs(options, json.loads(results.read_text()).get("input_sha256", {}))
+
+
+def check_rerun_inputs(options: TrainOptions) -> None:
+    """Refuse to rerun an options.json on input files other than its run's, naming the first and both digests,
+    unless --allow-changed-inputs (results.json then records them, `run_record`)."""
+    if options.allow_changed_inputs or not (changes := rerun_changes(options)):
+        return
+    key, (recorded, now) = next(iter(changes.items()))
+    raise ValueError(
+        f"{options.rerun_of} reruns a run whose {flag_name(key)} had SHA-256 {recorded[:16]}…; {getattr(options, key)} now has "
+        f"{now[:16]}…: not the same data. Pass --allow-changed-inputs to run it anyway."
+    )
+
+
 def check_resume_settings(options: TrainOptions, checkpoint: Path) -> None:
     """Refuse to resume `checkpoint` with settings other than those it was trained with, naming each difference
     (a resumed run continues that run: its data, architecture, optimizer and schedule)."""
@@ -65,8 +93,7 @@ def check_resume_settings(options: TrainOptions, checkpoint: Path) -> None:
         for key in sorted((set(now) | set(saved)) - {"input_sha256"})
         if now.get(key) != saved.get(key)
     ]
-    files = sorted(set(now["input_sha256"]) | set(saved.get("input_sha256", {})))
-    differences += [f"{flag_name(key)} is not the file it was" for key in files if now["input_sha256"].get(key) != saved.get("input_sha256", {}).get(key)]
+    differences += [f"{flag_name(key)} is not the file it was" for key in changed_inputs(options, saved.get("input_sha256", {}))]
     if differences:
         raise ValueError(
             f"--resume-from-checkpoint {checkpoint}: this run differs from the one checkpointed: {'; '.join(differences)}. "
