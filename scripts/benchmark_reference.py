@@ -52,7 +52,7 @@ def splits(name: str, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]
     sequence, label = COLUMNS[name]
     train = datasets.Dataset.from_csv(str(SHARED / name / "train.csv"))
     test = datasets.Dataset.from_csv(str(SHARED / name / "test.csv"))
-    train, validation = carve_validation(train, 0.1, seed, name)
+    train, validation = carve_validation(train, 0.1, seed, name, sequence_column=sequence)
     width = max(len(text) for text in train[sequence])
     return {
         split: (torch.tensor(one_hot(rows[sequence], LETTERS, width).toarray(), dtype=torch.float32), torch.tensor(rows[label], dtype=torch.float32))

@@ -47,6 +47,20 @@ def test_validation_parts_are_disjoint_tenths_of_one_shuffle_and_part_0_is_datas
     assert validation[0] == table["test"]["label"] and [labels[0] for labels in parts[0]["train"]["labels"]] == table["train"]["label"]
 
 
+def test_a_carved_validation_split_keeps_every_duplicate_on_one_side(tmp_path):
+    """20 sequences appear twice (in any case, once with a space): each one's rows are all in train or all in
+    validation, in every part, and every row is in one of the two."""
+    rng = np.random.default_rng(1)
+    sequences = ["".join(rng.choice(list("ACDEFGHIK"), 8)) for _ in range(80)]
+    rows = [(sequence, row) for row, sequence in enumerate(sequences)] + [(sequences[row].lower()[:4] + " " + sequences[row][4:], 100 + row) for row in range(20)]
+    csv = write(tmp_path / "train.csv", "sequence,label\n" + "".join(f"{sequence},{label}\n" for sequence, label in rows))
+    for part in range(3):
+        dataset = load_sequence_dataset(csv, alphabet=LyraTokenizer().letters, seed=5, validation_part=part)
+        sides = {split: {"".join(sequence.split()).upper() for sequence in dataset[split]["sequence"]} for split in ("train", "validation")}
+        assert not sides["train"] & sides["validation"] and len(sides["validation"]) >= 2
+        assert len(dataset["train"]) + len(dataset["validation"]) == 100
+
+
 def test_tsv_with_several_targets(tmp_path):
     tsv = write(tmp_path / "data.tsv", "seq\ty1\ty2\nACG\t1.0\t2.0\nTTA\t3\t4\nGGC\t5\t6\nCCA\t0\t1\n")
     dataset = load_sequence_dataset(tsv, validation_file=tsv, sequence_column="seq", label_columns=["y1", "y2"], alphabet="ACGTN")

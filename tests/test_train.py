@@ -390,7 +390,8 @@ def test_cross_validation_over_a_fold_column(tmp_path, capsys):
     flags = [*TINY, "--train-file", str(source), "--sequence-column", "mutated_sequence", "--label-columns", "DMS_score"]
     flags += ["--fold-column", "fold_random_5", "--epochs", "2", "--num-processes", "1", "--output-dir", str(output)]
     assert main(flags) == 0
-    assert "fold_random_5, 3 folds: pooled test spearmanr" in capsys.readouterr().out
+    warned = capsys.readouterr().out
+    assert "fold_random_5, 3 folds: pooled test spearmanr" in warned
     results = json.loads((output / "results.json").read_text())
     assert list(results["folds"]) == ["0", "1", "2"]
     # ProteinGym's figure: every fold's test predictions pooled, in oof_predictions.csv, and their Spearman.
@@ -412,6 +413,15 @@ def test_cross_validation_over_a_fold_column(tmp_path, capsys):
     # The one-hot baseline of each fold, and its mean over folds beside the model's.
     baseline = [results["folds"][fold]["baseline"]["test"]["spearmanr"] for fold in "012"]
     assert results["baseline"]["test_mean"]["spearmanr"] == pytest.approx(np.mean(baseline), abs=1e-12)
+
+    # A fold column that puts one sequence in two folds gets a one-line warning (this file's random single mutants
+    # repeat some variants), counting the sequences.
+    with open(source) as handle:
+        folds_of = {}
+        for row in csv.DictReader(handle):
+            folds_of.setdefault(row["mutated_sequence"], set()).add(row["fold_random_5"])
+    straddling = sum(len(folds) > 1 for folds in folds_of.values())
+    assert straddling > 0 and f"--fold-column fold_random_5 puts {straddling} sequences in more than one fold" in warned
 
     # An interrupted cross-validation: fold 2 had finished its epochs but not its results; folds 0 and 1 are kept.
     (output / "fold_2" / "results.json").unlink()
@@ -773,3 +783,10 @@ def test_an_options_file_reruns_its_run_from_any_folder_or_refuses_other_inputs(
     assert main([options_file, "--output-dir", "changed", "--allow-changed-inputs"]) == 0
     changed = json.loads((elsewhere / "changed" / "results.json").read_text())["changed_inputs"]["train_file"]
     assert changed["recorded_sha256"] == recorded and changed["sha256"] != recorded
+
+
+def test_a_run_says_how_many_sequences_repeat_and_keeps_them_out_of_validation(tmp_path, capsys):
+    rows = [f"{'ACDEFGHIKL'[i % 10]}KTAYIAK{'QRS'[i % 3]}{'MN'[i % 2]},{i / 10}\n" for i in range(60)]
+    (tmp_path / "train.csv").write_text("sequence,label\n" + "".join(rows))
+    assert main([*TINY, "--train-file", str(tmp_path / "train.csv"), "--epochs", "1", "--num-processes", "1", "--output-dir", str(tmp_path / "run")]) == 0
+    assert "30 sequences occur more than once (60 rows); a carved validation split keeps each one's rows on one side" in capsys.readouterr().err

@@ -65,7 +65,7 @@ def load_sequence_dataset(
     files = {"train": train_file, "validation": validation_file, "test": test_file}
     splits = read_splits(read, files, split_column, split_names, validation_column, fold_column, test_fold, mask_column)
     if "validation" not in splits:
-        splits["train"], splits["validation"] = carve_validation(splits["train"], validation_fraction, seed, train_file, validation_part)
+        splits["train"], splits["validation"] = carve_validation(splits["train"], validation_fraction, seed, train_file, validation_part, sequence_column)
     check_split_sizes(splits)
     names = class_names(task, splits, label_columns[0], set(ignore_label_characters))
     convert = ModelColumns(task, sequence_column, label_columns, mask_column, names, set(ignore_label_characters))
@@ -123,18 +123,31 @@ def read_checked(path, where: str, *, routing: list[str], sequence_column: str, 
     return dataset
 
 
-def carve_validation(train: datasets.Dataset, fraction: float, seed: int, train_file, part: int = 0) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """A seeded validation split carved from train: at least two rows (a small file's 10% can be one), ceil(fraction x
-    rows) as datasets' `train_test_split` takes them. `part` k carves the k-th such slice of the same seeded shuffle
-    instead of the first (part 0 is exactly `train_test_split`'s split), so that different parts never share a row;
+def carve_validation(train: datasets.Dataset, fraction: float, seed: int, train_file, part: int = 0, sequence_column: str = SEQUENCE_COLUMN) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """A seeded validation split carved from train: at least two rows (a small file's 10% can be one), about ceil(fraction
+    x rows) as datasets' `train_test_split` takes them. Rows of one sequence (duplicates) go to the same side, so that
+    validation never scores a sequence training saw: the shuffle is of the distinct sequences (with no duplicates,
+    exactly `train_test_split`'s), and a sequence is carved when its first row falls in the slice. `part` k carves the
+    k-th such slice of the same seeded shuffle instead of the first, so that different parts never share a row;
     parts beyond the last whole slice wrap around."""
     carved_rows = max(MIN_EVALUATION_ROWS, math.ceil(fraction * len(train)))
     if len(train) < 2 * carved_rows:
         raise ValueError(f"file {train_file}: {len(train)} training rows are too few to carve a validation split from; give more rows or a validation file.")
-    shuffled = np.random.default_rng(seed).permutation(len(train))
+    groups = sequence_groups(train[sequence_column])
+    shuffled = [groups[index] for index in np.random.default_rng(seed).permutation(len(groups))]
+    starts = np.cumsum([0] + [len(group) for group in shuffled[:-1]])
     first = part % (len(train) // carved_rows) * carved_rows
-    carved = shuffled[first : first + carved_rows]
-    return train.select(np.concatenate([shuffled[:first], shuffled[first + carved_rows :]])), train.select(carved)
+    carved = [index for start, group in zip(starts, shuffled) if first <= start < first + carved_rows for index in group]
+    kept = [index for start, group in zip(starts, shuffled) if not first <= start < first + carved_rows for index in group]
+    return train.select(kept), train.select(carved)
+
+
+def sequence_groups(sequences: list[str]) -> list[list[int]]:
+    """The rows of each distinct sequence (whitespace removed, case ignored), in the order of their first rows."""
+    groups: dict[str, list[int]] = {}
+    for row, sequence in enumerate(sequences):
+        groups.setdefault("".join(str(sequence).split()).upper(), []).append(row)
+    return list(groups.values())
 
 
 def class_names(task, splits: dict[str, datasets.Dataset], column: str, ignored: set[str]) -> list[str] | None:

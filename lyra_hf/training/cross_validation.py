@@ -16,6 +16,7 @@ from transformers import EvalPrediction
 
 from ..checkpoints import RunLayout
 from ..data import check_columns, fold_values, read_table
+from ..data.loading import sequence_groups
 from ..metrics import defined_metrics
 from ..outputs import locked_output_dir, refuse_earlier_outputs, write_csv, write_json
 from ..tasks import TASKS
@@ -49,12 +50,29 @@ def scheme_layout(options: TrainOptions, scheme: str) -> RunLayout:
     return RunLayout(options.output_dir) if len(schemes_of(options)) == 1 else RunLayout(Path(options.output_dir) / scheme)
 
 
+def warn_of_duplicates_across_folds(options: TrainOptions, scheme: str) -> None:
+    """A line when a fold column puts rows of one sequence in more than one fold: a fold's test split then scores
+    sequences its training split holds, and its score leaks."""
+    table = read_table(options.train_file)
+    check_columns(table, [scheme, options.sequence_column], f"--train-file {options.train_file}")
+    folds = [str(value).strip() for value in table[scheme]]
+    straddling = [group for group in sequence_groups(table[options.sequence_column]) if len({folds[row] for row in group}) > 1]
+    if straddling:
+        tqdm.write(
+            f"lyra-train: warning: --fold-column {scheme} puts {len(straddling):,} sequences in more than one fold; their test scores "
+            "read sequences training saw (merge duplicates, or give their rows one fold)."
+        )
+
+
 def fold_plans(options: TrainOptions) -> dict[tuple[str, str], Plan]:
     """Each scheme's folds as runs (`candidates.plan_run`: one model, or candidates), their data checked here."""
+    folds = {scheme: folds_to_run(options, scheme) for scheme in schemes_of(options)}
+    for scheme in folds:
+        warn_of_duplicates_across_folds(options, scheme)
     return {
         (scheme, fold): plan_run(dataclasses.replace(options, fold_column=scheme, output_dir=str(scheme_layout(options, scheme).fold(fold).root), test_fold=fold, folds=None))
-        for scheme in schemes_of(options)
-        for fold in folds_to_run(options, scheme)
+        for scheme, scheme_folds in folds.items()
+        for fold in scheme_folds
     }
 
 

@@ -6,7 +6,8 @@ import os
 import numpy as np
 from torch.utils.data import DataLoader
 
-from ..data import LABELS_COLUMN, label_names, load_sequence_dataset, synthetic_fitness_dataset, tokenize_dataset
+from ..data import LABELS_COLUMN, SEQUENCE_COLUMN, label_names, load_sequence_dataset, synthetic_fitness_dataset, tokenize_dataset
+from ..data.loading import sequence_groups
 from ..metrics import metric_of
 from ..prior.table import prior_for_splits
 from ..tasks import TASKS
@@ -64,6 +65,18 @@ def load_files(options: TrainOptions, tokenizer, max_length: int):
         mask_column=options.label_mask_column,
     )
     return dataset, (options.label_columns if TASKS[options.task].numeric_labels else label_names(dataset))
+
+
+def duplicates_note(dataset) -> str | None:
+    """A line saying how many sequences the training and validation rows hold more than once, and what was done."""
+    sequences = [sequence for split in ("train", "validation") if split in dataset for sequence in dataset[split][SEQUENCE_COLUMN]]
+    repeated = [group for group in sequence_groups(sequences) if len(group) > 1]
+    if not repeated:
+        return None
+    return (
+        f"lyra-train: {len(repeated):,} sequences occur more than once ({sum(map(len, repeated)):,} rows); a carved validation "
+        "split keeps each one's rows on one side, so that validation never scores a sequence training saw."
+    )
 
 
 def load_prior(options: TrainOptions, dataset, tokenizer):

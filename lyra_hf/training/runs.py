@@ -27,7 +27,7 @@ from ..data import SEQUENCE_COLUMN
 from ..outputs import locked_output_dir, remove_outputs, write_json
 from ..prior.table import token_table
 from ..tasks import TASKS
-from .inputs import build_loaders, check_metric_name, load_data, load_prior, memory_bound_max_length, tokenized_splits
+from .inputs import build_loaders, check_metric_name, duplicates_note, load_data, load_prior, memory_bound_max_length, tokenized_splits
 from .loop import RunHooks, RunParts, fit
 from .options import TrainOptions
 from .results import finish_run, summary_line
@@ -123,6 +123,8 @@ def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessS
         tokenized.pop("test", None)
     elif "test" not in tokenized and accelerator.is_main_process:
         print("lyra-train: no --test-file; results.json will have no test metrics.", file=sys.stderr)
+    if accelerator.is_main_process and not options.quiet and (note := duplicates_note(dataset)):
+        print(note, file=sys.stderr)
     check_metric_name(options, names)
     new_model = pretrained_checkpoint(options) is None
     prior, prior_scores = load_prior(options, dataset, tokenizer)
