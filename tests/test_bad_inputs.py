@@ -276,6 +276,7 @@ CASES = [
     Case("train-empty-sequence", "train", train_case("sequence,label\n" + GOOD_ROWS + '"",1\n'), ("empty sequence", "row 41")),
     Case("train-nan-label", "train", train_case("sequence,label\n" + GOOD_ROWS + "ACDE,nan\n"), ("NaN label", "row 41")),
     Case("train-inf-label", "train", train_case("sequence,label\n" + GOOD_ROWS + "ACDE,inf\n"), ("label inf", "row 41", "not finite")),
+    Case("train-label-too-large", "train", train_case("sequence,label\n" + GOOD_ROWS + "ACDE,1e300\n"), ("label 1e+300", "column 'label' at row 41", "too large")),
     Case("train-text-label", "train", train_case("sequence,label\n" + GOOD_ROWS + "ACDE,high\n"), ("label 'high'", "row 41", "not a number")),
     Case(
         "train-all-padding-row",

@@ -4,6 +4,7 @@ number in a FASTA file) and the offending value, before anything runs."""
 import math
 
 import datasets
+import numpy as np
 
 from ..tasks import get_task
 from .files import _as_number
@@ -11,6 +12,8 @@ from .files import _as_number
 
 # Metrics need at least two rows (a correlation of one value is undefined).
 MIN_EVALUATION_ROWS = 2
+# The largest regression label: training and the baseline hold labels, and their squared errors, in 32-bit floats.
+MAX_LABEL = math.sqrt(float(np.finfo(np.float32).max))
 
 
 def check_columns(dataset: datasets.Dataset | list[str], columns: list[str], where: str) -> None:
@@ -77,6 +80,11 @@ def check_rows(
                     raise ValueError(f"{where}: label {value!r} in column {column!r} at row {row} is not a number.")
                 if not math.isfinite(number):
                     raise ValueError(f"{where}: label {value!r} in column {column!r} at row {row} is not finite.")
+                if abs(number) > MAX_LABEL:
+                    raise ValueError(
+                        f"{where}: label {value!r} in column {column!r} at row {row} is too large: its square, which the "
+                        f"squared error holds, overflows 32-bit floats beyond {MAX_LABEL:.1e}; rescale the column."
+                    )
             if task.labels_per_residue and len("".join(str(value).split())) != len(compact):
                 raise ValueError(
                     f"{where}: row {row} has {len(''.join(str(value).split()))} per-residue labels in column "
