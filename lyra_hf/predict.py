@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=cli.POSITIVE_INT, default=256, help=f"rows per batch at most; on a CPU also at most {cpu_batch_tokens(64):,} tokens (at width 64; fewer for wider models)")
     parser.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
     parser.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="where the model runs")
-    parser.add_argument("--unknown", choices=("error", "unk"), default="error", help="characters outside the alphabet: reject the file, or map them to [UNK]")
+    parser.add_argument(
+        "--unknown", choices=("error", "unk"), help="characters outside the alphabet: reject the file, or map them to [UNK] (default: as the model's tokenizer does, which is how it was trained)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--trust-remote-code", action="store_true", help="run a checkpoint's own modeling code (not needed with lyra-hf installed)")
     cli.add_cpu_flags(parser)
@@ -153,7 +155,10 @@ def run(args: argparse.Namespace) -> str:
     columns, chunks = stream_table(args.input, CHUNK_ROWS)
     check_columns(columns, [args.sequence_column], where)
     tokenizer, models = load_models(args.model, args.revision, args.trust_remote_code)
-    letters = getattr(tokenizer, "letters", None) if args.unknown == "error" else None
+    unknown = args.unknown or getattr(tokenizer, "unknown", "error")
+    if unknown == "unk" and hasattr(tokenizer, "unknown"):
+        tokenizer.unknown = "unk"  # --unknown unk over a tokenizer saved to refuse: map, as asked
+    letters = getattr(tokenizer, "letters", None) if unknown == "error" else None
     padding = getattr(tokenizer, "padding_characters", "")
     # Every row is checked before any is predicted: a bad row near the end of a large file fails in seconds.
     first_row = 1

@@ -55,8 +55,9 @@ def write(path: Path, content: str | bytes) -> Path:
 
 
 def save_tiny_checkpoint(path: Path, hidden_size: int = 16) -> Path:
+    """A tiny model and its tokenizer, which refuses characters outside its alphabet as lyra-train's do by default."""
     torch.manual_seed(0)
-    tokenizer = LyraTokenizer(padding_characters="J")
+    tokenizer = LyraTokenizer(padding_characters="J", unknown="error")
     model = LyraForSequenceRegression(LyraConfig(hidden_size=hidden_size, state_size=8, dropout=0.0, vocab_size=len(tokenizer)))
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -303,6 +304,7 @@ CASES = [
     Case("train-one-row-validation", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--validation-file", "{work}/validation.csv"), files={"validation.csv": "sequence,label\nMKTAYIAK,0.3\n"}), ("validation split: 1 row", "at least 2")),
     Case("train-constant-label", "train", train_case("sequence,label\n" + "".join(f"{line.split(',')[0]},0.5\n" for line in GOOD_LINES)), ("every train label of 'label' is 0.5", "nothing to learn")),
     Case("train-constant-validation-label", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--validation-file", "{work}/constant.csv"), files={"constant.csv": "sequence,label\nMKTAYIAK,1\nMKTAYIAV,1\n"}), ("every validation label of 'label' is 1", "spearmanr", "--metric-for-best-model mse")),
+    Case("train-protein-file-as-dna", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--alphabet", "dna", "--unknown", "unk")), ("train split", "of its letters lie outside the alphabet 'ACGTN'", "read like protein (--alphabet protein)")),
     Case("train-custom-alphabet-like-a-name", "train", train_case(extra=("--alphabet", "protien")), ("'protien'", "looks like 'protein'")),
     # lyra-train: zero-shot priors (the training rows are variants of ?KTAYIAK?)
     Case("train-prior-for-another-sequence", "train", prior_case("mutant,score\nM2D,0.5\n"), ("prior.csv", "position 2 is M in the prior and K", "another sequence")),

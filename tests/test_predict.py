@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from lyra_hf import (
     LyraConfig,
@@ -20,9 +21,10 @@ from lyra_hf.predict import batch_tokens, length_buckets, main
 SEQUENCES = ["ACDEFGHIK", "MNPQ", "RSTVWYACDEFGHIKLMN", "AC", "KLMNPQRSTV", "W" * 25, "ACJJ"]
 
 
-def save_checkpoint(path, model_class, **config):
+def save_checkpoint(path, model_class, unknown: str = "error", **config):
+    """A tiny model and its tokenizer, which refuses characters outside its alphabet as lyra-train's do by default."""
     torch.manual_seed(0)
-    tokenizer = LyraTokenizer(padding_characters="J")
+    tokenizer = LyraTokenizer(padding_characters="J", unknown=unknown)
     model = model_class(LyraConfig(hidden_size=16, state_size=8, dropout=0.0, **config)).eval()
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -230,3 +232,26 @@ def test_a_hub_name_with_the_hub_out_of_reach_fails_in_one_line_without_retries(
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "someone/no-model: no such local directory, and the Hub is out of reach (127.0.0.1:9" in line
     assert time.monotonic() - started < 10 and not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize("unknown", ["error", "unk"])
+def test_lyra_predict_and_pipeline_treat_an_unknown_character_alike(tmp_path, capsys, unknown):
+    """A sequence with `*`: a tokenizer saved to refuse such characters (lyra-train's default) makes lyra-predict and
+    pipeline() both refuse it; one saved to map them to [UNK] makes both score it, the same."""
+    from transformers import pipeline
+
+    model, tokenizer = save_checkpoint(tmp_path / "model", LyraForSequenceRegression, unknown=unknown)
+    (tmp_path / "in.csv").write_text("sequence\nMKT*AYI\n")
+    capsys.readouterr()
+    code = main(["--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")])
+    scorer = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(tmp_path / "model"))
+    if unknown == "error":
+        assert code == 1 and "'*'" in capsys.readouterr().err and not (tmp_path / "out.csv").exists()
+        with pytest.raises(ValueError, match="'\\*'"):
+            scorer("MKT*AYI")
+    else:
+        assert code == 0
+        with open(tmp_path / "out.csv") as handle:
+            row = next(csv.DictReader(handle))
+        predicted = float(next(value for name, value in row.items() if name.startswith("predicted_")))
+        assert scorer("MKT*AYI")[0]["score"] == pytest.approx(predicted, abs=1e-5)

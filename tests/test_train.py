@@ -790,3 +790,10 @@ def test_a_run_says_how_many_sequences_repeat_and_keeps_them_out_of_validation(t
     (tmp_path / "train.csv").write_text("sequence,label\n" + "".join(rows))
     assert main([*TINY, "--train-file", str(tmp_path / "train.csv"), "--epochs", "1", "--num-processes", "1", "--output-dir", str(tmp_path / "run")]) == 0
     assert "30 sequences occur more than once (60 rows); a carved validation split keeps each one's rows on one side" in capsys.readouterr().err
+
+
+def test_nucleotides_under_the_protein_alphabet_get_a_hint(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    (tmp_path / "dna.csv").write_text("sequence,label\n" + "".join(f"{''.join(rng.choice(list('ACGT'), 12))},{row / 10}\n" for row in range(60)))
+    assert main([*TINY, "--train-file", str(tmp_path / "dna.csv"), "--epochs", "1", "--num-processes", "1", "--output-dir", str(tmp_path / "run")]) == 0
+    assert "every training sequence is made of A, C, G, T alone: if these are nucleotides, pass --alphabet dna" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 number in a FASTA file) and the offending value, before anything runs."""
 
 import math
+from collections import Counter
 
 import datasets
 import numpy as np
@@ -90,6 +91,49 @@ def check_rows(
                     f"{where}: row {row} has {len(''.join(str(value).split()))} per-residue labels in column "
                     f"{column!r} for a sequence of {len(compact)} residues."
                 )
+
+
+# A file is refused when more than this share of its letters lie outside the alphabet, even with --unknown unk, which
+# maps a few odd characters and would otherwise train on a sequence of [UNK]s.
+MOSTLY_OUTSIDE = 0.5
+
+
+def letter_counts(sequences, padding_characters: str = "") -> Counter:
+    """How often each character (upper-cased; whitespace and padding characters left out) occurs in `sequences`."""
+    padding = set(padding_characters.upper())
+    counts = Counter("".join("".join(str(sequence).split()) for sequence in sequences).upper())
+    return Counter({character: count for character, count in counts.items() if character not in padding})
+
+
+def fitting_alphabets(counts: Counter) -> list[str]:
+    """The named alphabets that hold every character counted, nucleotides first."""
+    from ..tokenization_lyra import ALPHABETS
+
+    names = sorted(ALPHABETS, key=lambda name: len(ALPHABETS[name]))
+    return [name for name in names if set(counts) <= set(ALPHABETS[name])]
+
+
+def check_alphabet_fits(sequences, letters: str, padding_characters: str, where: str) -> None:
+    """Refuse sequences most of whose letters lie outside `letters`, naming the alphabet they fit."""
+    counts = letter_counts(sequences, padding_characters)
+    total = sum(counts.values())
+    outside = sum(count for character, count in counts.items() if character not in letters.upper())
+    if total and outside > MOSTLY_OUTSIDE * total:
+        fits = fitting_alphabets(counts)
+        hint = f"; they read like {fits[0]} (--alphabet {fits[0]})" if fits else ""
+        raise ValueError(f"{where}: {outside / total:.0%} of its letters lie outside the alphabet {letters!r}{hint}.")
+
+
+def alphabet_hint(sequences, letters: str, padding_characters: str = "") -> str | None:
+    """A line for training sequences made only of nucleotides when the alphabet is the protein one (whose A, C, G and
+    T are amino acids)."""
+    from ..tokenization_lyra import ALPHABETS
+
+    counts = letter_counts(sequences, padding_characters)
+    if letters != ALPHABETS["protein"] or not counts or not set(counts) <= set("ACGTUN"):
+        return None
+    name = "rna" if "U" in counts else "dna"
+    return f"lyra-train: every training sequence is made of {', '.join(sorted(counts))} alone: if these are nucleotides, pass --alphabet {name} (the protein alphabet reads them as amino acids)."
 
 
 def check_mask_column(dataset: datasets.Dataset, sequence_column: str, mask_column: str, where: str) -> None:

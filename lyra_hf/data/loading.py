@@ -8,7 +8,7 @@ import datasets
 import numpy as np
 
 from ..tasks import get_task
-from .checks import MIN_EVALUATION_ROWS, check_columns, check_mask_column, check_rows, check_split_sizes
+from .checks import MIN_EVALUATION_ROWS, check_alphabet_fits, check_columns, check_mask_column, check_rows, check_split_sizes
 from .files import LABELS_COLUMN, SEQUENCE_COLUMN, read_table
 from .splits import routing_problems, split_by_column, split_by_fold
 
@@ -64,6 +64,9 @@ def load_sequence_dataset(
     )  # fmt: skip
     files = {"train": train_file, "validation": validation_file, "test": test_file}
     splits = read_splits(read, files, split_column, split_names, validation_column, fold_column, test_fold, mask_column)
+    if alphabet is not None:
+        for split, rows in splits.items():
+            check_alphabet_fits(rows[sequence_column], alphabet, padding_characters, f"{split} split ({files[split] or train_file})")
     if "validation" not in splits:
         splits["train"], splits["validation"] = carve_validation(splits["train"], validation_fraction, seed, train_file, validation_part, sequence_column)
     check_split_sizes(splits)

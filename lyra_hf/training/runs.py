@@ -24,6 +24,7 @@ from ..baseline import fit_baseline, score_prior
 from ..checkpoints import RunLayout
 from ..cpu import WorkerError, WorkerPool, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes, usable_cpus
 from ..data import SEQUENCE_COLUMN
+from ..data.checks import alphabet_hint
 from ..outputs import locked_output_dir, remove_outputs, write_json
 from ..prior.table import token_table
 from ..tasks import TASKS
@@ -123,8 +124,10 @@ def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessS
         tokenized.pop("test", None)
     elif "test" not in tokenized and accelerator.is_main_process:
         print("lyra-train: no --test-file; results.json will have no test metrics.", file=sys.stderr)
-    if accelerator.is_main_process and not options.quiet and (note := duplicates_note(dataset)):
-        print(note, file=sys.stderr)
+    if accelerator.is_main_process and not options.quiet:
+        for note in (duplicates_note(dataset), alphabet_hint(dataset["train"][SEQUENCE_COLUMN], tokenizer.letters, tokenizer.padding_characters)):
+            if note:
+                print(note, file=sys.stderr)
     check_metric_name(options, names)
     new_model = pretrained_checkpoint(options) is None
     prior, prior_scores = load_prior(options, dataset, tokenizer)

@@ -74,7 +74,9 @@ def build_tokenizer(options: TrainOptions) -> LyraTokenizer:
             raise ValueError(f"--config {options.config} holds a {type(tokenizer).__name__}, not a LyraTokenizer.")
         check_model_and_tokenizer(AutoConfig.from_pretrained(source), tokenizer, f"--config {options.config}")
         return tokenizer
-    return LyraTokenizer.for_alphabet(options.alphabet, padding_characters=options.padding_characters)
+    # The saved tokenizer keeps the run's rule for characters outside the alphabet, so that lyra-predict and
+    # pipeline() treat them as training did: both refuse them, or both map them to [UNK].
+    return LyraTokenizer.for_alphabet(options.alphabet, padding_characters=options.padding_characters, unknown=options.unknown)
 
 
 def read_config_file(path: str) -> LyraConfig:
