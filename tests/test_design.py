@@ -177,7 +177,7 @@ def test_cli_writes_designs_candidates_and_figure_and_a_second_round_never_repro
         (["--positions", "6-3"], "--positions: the range 6-3 runs backwards; write it 3-6"),
         (["--letters", "ABZ"], "--letters 'ABZ': 'B', 'Z'"),
         (["--positions", "1", "--letters", "M"], "the design space is empty"),
-        (["--positions", "1-2", "--max-mutations", "1", "--num-designs", "39"], "--num-designs 39 is more than the 38 candidates"),
+        (["--positions", "1-3", "--letters", "A", "--max-mutations", "1", "--constraint", "fitness>1e9"], "--constraint 'fitness>1e9' holds for none of the 3 candidates"),
         (["--positions", "1-10", "--max-mutations", "3", "--max-candidates", "1000", "--search", "exhaustive"], "more than --max-candidates 1,000"),
         (["--objective", "stability*2"], "'stability' is not a target of this model"),
         (["--acquisition", "ucb:2"], "reads the spread of a seed ensemble"),
@@ -236,3 +236,18 @@ def test_readme_design_rounds_run_as_written_and_never_repropose_a_measured_vari
             designs = {row["sequence"] for row in csv.DictReader(handle)}
         assert len(designs) == 96 and not designs & measured
     assert len(measured_before["design2"]) == 384 + 96
+
+
+def test_a_batch_smaller_than_asked_says_why(tmp_path, capsys):
+    """A space of fewer candidates than --num-designs gives them all; diversity rules that cut the batch are named."""
+    model, tokenizer = tiny_model()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    capsys.readouterr()
+    flags = ["--model", str(tmp_path / "model"), "--sequence", WILD_TYPE, "--no-figures"]
+    assert main([*flags, "--positions", "1-2", "--letters", "A", "--max-mutations", "1", "--num-designs", "5", "--output-dir", str(tmp_path / "small")]) == 0
+    assert "2 of 5 designs: the design space holds 2 candidates not measured yet" in capsys.readouterr().err
+    with open(tmp_path / "small" / "designs.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 2
+    assert main([*flags, "--positions", "1", "--max-mutations", "1", "--num-designs", "5", "--max-per-site", "2", "--output-dir", str(tmp_path / "site")]) == 0
+    assert "2 of 5 designs: --min-distance 1 and --max-per-site 2 leave no other candidate" in capsys.readouterr().err

@@ -71,8 +71,8 @@ def check_choice(options: DesignOptions, models: list, targets: list[str], avail
         raise ValueError(f"--acquisition {options.acquisition} reads the spread of a seed ensemble's members (lyra-train --ensemble K); this is one model.")
     if options.objective is None and len(targets) > 1:
         raise ValueError(f"the model predicts {len(targets)} targets ({', '.join(targets)}); --objective says how to weigh them, e.g. '{targets[0]} + 0.5*{targets[1]}'.")
-    if options.num_designs > available:
-        raise ValueError(f"--num-designs {options.num_designs} is more than the {available:,} candidates of the design space (after --exclude).")
+    if available == 0:
+        raise ValueError("every candidate of the design space is a sequence of --exclude: nothing is left to propose.")
 
 
 def design(models, tokenizer, sequence: str, options: DesignOptions, library: list[str] | None = None, measured: list[str] | None = None, processes: int = 1, progress: bool = True) -> DesignResult:
@@ -108,16 +108,40 @@ def design(models, tokenizer, sequence: str, options: DesignOptions, library: li
         else:
             predictions = score_candidates(workers, space, candidates, batch_size, progress)
     sequences = [space.sequence(mutations) for mutations in candidates]
-    eligible = constraints_hold(predictions, targets, constraints) & np.array([bool(mutations) and entry not in measured_set for mutations, entry in zip(candidates, sequences)])
+    unmeasured = np.array([bool(mutations) and entry not in measured_set for mutations, entry in zip(candidates, sequences)])
+    eligible = constraints_hold(predictions, targets, constraints) & unmeasured
+    check_constraints(options, predictions, targets, constraints, unmeasured)
     objective_values = per_member(predictions, targets, objective)
     check_finite(options, objective_values, sequences)
     chosen, ranked_by = choose_designs(options, objective_values, candidates, eligible)
     if len(chosen) < options.num_designs and progress:
-        print(f"lyra-design: {len(chosen)} of {options.num_designs} designs keep the constraints and diversity rules.", file=sys.stderr)
+        print(f"lyra-design: {len(chosen)} of {options.num_designs} designs: {smaller_batch_reason(options, unmeasured, eligible)}.", file=sys.stderr)
     columns = design_columns(space, candidates, sequences, predictions, targets, objective_values, ranked_by)
     designs = {"rank": list(range(1, len(chosen) + 1)), **{name: [values[index] for index in chosen] for name, values in columns.items()}}
     designs["distance_to_measured"] = nearest_distances(designs["sequence"], measured_set)
     return DesignResult(datasets.Dataset.from_dict(designs), columns, chosen, space.size() if library is None else len(candidates))
+
+
+def check_constraints(options: DesignOptions, predictions: np.ndarray, targets: list[str], constraints: list, unmeasured: np.ndarray) -> None:
+    """Refuse constraints that no candidate keeps, naming the first that removes every candidate alone (or saying
+    that they do together)."""
+    if not constraints or (constraints_hold(predictions, targets, constraints) & unmeasured).any():
+        return
+    texts = [text for text in options.constraint if text.strip()]
+    for text, constraint in zip(texts, constraints):
+        if not (constraints_hold(predictions, targets, [constraint]) & unmeasured).any():
+            raise ValueError(f"--constraint {text!r} holds for none of the {int(unmeasured.sum()):,} candidates (by the members' mean prediction).")
+    raise ValueError(f"--constraint {', '.join(map(repr, texts))}: each holds for some candidates, and together for none of the {int(unmeasured.sum()):,}.")
+
+
+def smaller_batch_reason(options: DesignOptions, unmeasured: np.ndarray, eligible: np.ndarray) -> str:
+    """Why the batch is smaller than --num-designs: the candidates left, the constraints, or the diversity rules."""
+    if unmeasured.sum() < options.num_designs:
+        return f"the design space holds {int(unmeasured.sum()):,} candidates not measured yet (--exclude)"
+    if eligible.sum() < options.num_designs:
+        return f"{int(eligible.sum()):,} candidates keep --constraint {', '.join(map(repr, options.constraint))}"
+    rules = f"--min-distance {options.min_distance}" + (f" and --max-per-site {options.max_per_site}" if options.max_per_site else "")
+    return f"{rules} leave no other candidate far enough from those chosen"
 
 
 def check_finite(options: DesignOptions, objective_values: np.ndarray, sequences: list[str]) -> None:
