@@ -16,6 +16,7 @@ complete, and never overwritten without `--overwrite`.
 
 import argparse
 import csv
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -147,6 +148,8 @@ def run(args: argparse.Namespace) -> str:
     output = Path(args.output)
     if output.is_dir():
         raise ValueError(f"--output {output} is a directory; name the CSV file to write.")
+    if output.is_symlink() and not output.exists():
+        raise ValueError(f"--output {output} is a link to {os.readlink(output)}, which does not exist; name a file to write, or remove the link.")
     if not args.overwrite:
         refuse_earlier_outputs(f"--output {output}", [output.name] if output.exists() else [], None, "--overwrite to replace it")
     if not output.parent.is_dir():

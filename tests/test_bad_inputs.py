@@ -181,6 +181,11 @@ def existing_output(work: Path, run: Path) -> list[str]:
     return predict_case()(work, run)
 
 
+def output_is_a_dangling_link(work: Path, run: Path) -> list[str]:
+    (work / "out.csv").symlink_to(work / "gone" / "predictions.csv")
+    return predict_case()(work, run)
+
+
 def output_is_a_folder(work: Path, run: Path) -> list[str]:
     write(work / "out.csv" / "mine.txt", "mine\n")
     return predict_case()(work, run)
@@ -360,6 +365,7 @@ CASES = [
     Case("predict-all-padding-row", "predict", predict_case("sequence\nMKTA\nJJJ\n"), ("row 2", "only padding characters")),
     Case("predict-existing-output", "predict", existing_output, ("out.csv exists", "--overwrite")),
     Case("predict-output-is-a-folder", "predict", output_is_a_folder, ("out.csv is a directory",)),
+    Case("predict-output-dangling-link", "predict", output_is_a_dangling_link, ("--output", "out.csv is a link to", "gone/predictions.csv", "does not exist")),
     Case("predict-zero-batch-size", "predict", predict_case(extra=("--batch-size", "0")), ("--batch-size", "at least 1", "got '0'"), 2),
     Case("predict-device-not-here", "predict", predict_case(extra=("--device", "cuda:7")), ("--device", "'cuda:7'", "no such cuda device"), 2),
     Case("predict-json-input", "predict", predict_case('[{"sequence": "MKTA"}]\n', name="in.json"), ("in.json", "is JSON", "CSV")),

@@ -1,7 +1,7 @@
 """Propose the next variants to measure, from a trained model or seed ensemble (machine-learning-guided directed
 evolution):
 
-    lyra-design --model runs/round1/best --sequence MKTAYIAKQR... --positions 39-42 --max-mutations 4 \
+    lyra-design --model runs/round1/best --sequence MKTAYIAKQR... --positions 39-42 --max-mutations 4 \\
                 --exclude train.csv --acquisition ucb:1 --num-designs 96 --output-dir round2/
 
 Every candidate of the design space (--positions x --letters, at most --max-mutations changes at once) or of a

@@ -38,6 +38,7 @@ def plot_search(study, path: Path, metric: str) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     import optuna
     from optuna.trial import TrialState
 
@@ -53,6 +54,7 @@ def plot_search(study, path: Path, metric: str) -> Path:
         running.append(best)
     by_trial.step([trial.number for trial in complete], running, where="post", color="black", label="best so far")
     by_trial.set_xlabel("trial")
+    by_trial.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are whole numbers
     by_trial.set_ylabel(f"validation {metric}")
     by_trial.legend()
     if len(complete) >= 3:
