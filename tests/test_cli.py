@@ -73,3 +73,33 @@ FLAGS_BEFORE_THE_MOVE = {
 def test_every_flag_of_before_the_move_is_still_accepted(command):
     accepted = {flag for action in PARSERS[command]()._actions for flag in action.option_strings}
     assert [flag for flag in FLAGS_BEFORE_THE_MOVE[command] if flag not in accepted] == []
+
+
+def test_ctrl_c_while_a_command_starts_ends_in_one_line_with_130(tmp_path):
+    """The installed command, interrupted while Python still imports the libraries (and a little later): exit code
+    130 and one line, never a KeyboardInterrupt traceback (scripts/interrupt_check.py tries every command at random
+    moments)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    command = Path(sys.executable).parent / "lyra-prior"
+    if not command.exists():
+        pytest.skip("lyra-hf's console scripts are not installed beside this Python")
+    (tmp_path / "family.a2m").write_text(">q\nMKTAYIAKQR\n>h\nMKSAYIAKQR\n")
+    for delay in (0.05, 0.5, 1.5):
+        process = subprocess.Popen(
+            [str(command), "--alignment", str(tmp_path / "family.a2m"), "--output", str(tmp_path / "prior.csv"), "--overwrite", "--no-figures"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        time.sleep(delay)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        if process.returncode == 0:
+            continue  # it finished before the signal
+        assert process.returncode == 130 and len(lines) == 1 and lines[0].startswith("lyra-prior: interrupted (SIGINT)"), (delay, stderr[-2000:])

@@ -51,10 +51,8 @@ def load_sequence_dataset(
     for unresolved residues, or a 0 in `mask_column`, a string of one 0/1 per residue) get -1, datasets' "no label";
     `tokenize_dataset` turns it into -100, which the loss and the metrics skip.
 
-    `alphabet` (the letters, e.g. `LyraTokenizer.letters`) with `unknown="error"` rejects characters outside it;
-    `padding_characters` are allowed and become masked padding in the tokenizer. `max_length` rejects longer
-    sequences.
-    """
+    `alphabet` (`LyraTokenizer.letters`) rejects a split most of whose letters lie outside it, and with `unknown="error"`
+    any character outside it; `padding_characters` become masked padding. `max_length` rejects longer sequences."""
     task = get_task(task)
     label_columns = [label_columns] if isinstance(label_columns, str) else list(label_columns)
     check_arguments(task, label_columns, unknown, validation_fraction, validation_file, test_file, split_column, fold_column, validation_column, ignore_label_characters, mask_column)
@@ -64,9 +62,8 @@ def load_sequence_dataset(
     )  # fmt: skip
     files = {"train": train_file, "validation": validation_file, "test": test_file}
     splits = read_splits(read, files, split_column, split_names, validation_column, fold_column, test_fold, mask_column)
-    if alphabet is not None:
-        for split, rows in splits.items():
-            check_alphabet_fits(rows[sequence_column], alphabet, padding_characters, f"{split} split ({files[split] or train_file})")
+    for split, rows in splits.items() if alphabet is not None else ():
+        check_alphabet_fits(rows[sequence_column], alphabet, padding_characters, f"{split} split ({files[split] or train_file})")
     if "validation" not in splits:
         splits["train"], splits["validation"] = carve_validation(splits["train"], validation_fraction, seed, train_file, validation_part, sequence_column)
     check_split_sizes(splits)
