@@ -23,7 +23,9 @@ COMMANDS = {
 
 def interrupted(command: str):
     def handler(signum, frame):
-        os.write(2, f"{command}: interrupted ({signal.Signals(signum).name}) while starting; nothing was written\n".encode())
+        os.write(
+            2, f"{command}: interrupted ({signal.Signals(signum).name}) while starting; nothing was written\n".encode()
+        )
         os._exit(128 + signum)
 
     return handler

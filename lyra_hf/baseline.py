@@ -104,7 +104,9 @@ def substitution_map(train_features: sparse.csr_matrix, letters: int, width: int
     positions, letter = np.divmod(np.arange(width * letters), letters)
     mutant = letter != wild[positions]
     rows = np.concatenate([np.flatnonzero(mutant)] * 2)
-    columns = np.concatenate([wild[positions][mutant] * letters + letter[mutant], np.full(mutant.sum(), letters * letters)])
+    columns = np.concatenate(
+        [wild[positions][mutant] * letters + letter[mutant], np.full(mutant.sum(), letters * letters)]
+    )
     return sparse.csr_matrix((np.ones(len(rows)), (rows, columns)), shape=(width * letters, letters * letters + 1))
 
 
@@ -188,13 +190,18 @@ class BaselineInputs:
     prior_scale: float | None = None
 
 
-def baseline_inputs(task: Task, dataset, letters: str, seed: int, shared_substitutions: bool, prior: dict | None = None) -> BaselineInputs:
+def baseline_inputs(
+    task: Task, dataset, letters: str, seed: int, shared_substitutions: bool, prior: dict | None = None
+) -> BaselineInputs:
     """With `prior` (each split's prior scores), its column is appended: the augmented model of ProteinGym's
     "+ One-Hot Encodings" baselines and of Hsu et al. (2022)."""
     rows = subsample_rows(dataset["train"], task, seed)
     train = dataset["train"].select(rows) if rows is not None else dataset["train"]
     width = max(len("".join(sequence.split())) for sequence in train[SEQUENCE_COLUMN])
-    splits = {name: design(task, rows, letters, width) for name, rows in (("train", train), *((n, dataset[n]) for n in ("validation", "test") if n in dataset))}
+    splits = {
+        name: design(task, rows, letters, width)
+        for name, rows in (("train", train), *((n, dataset[n]) for n in ("validation", "test") if n in dataset))
+    }
     feature_map = substitution_map(splits["train"].features, len(letters), width) if shared_substitutions else None
     if feature_map is not None:
         for split in splits.values():
@@ -210,9 +217,16 @@ def baseline_inputs(task: Task, dataset, letters: str, seed: int, shared_substit
 
 
 def fit_baseline(
-    task: Task, dataset, letters: str, names: list[str], metric: str, seed: int, shared_substitutions: bool = False, strengths: tuple[float, ...] | None = None,
+    task: Task,
+    dataset,
+    letters: str,
+    names: list[str],
+    metric: str,
+    seed: int,
+    shared_substitutions: bool = False,
+    strengths: tuple[float, ...] | None = None,
     prior: dict | None = None,
-) -> BaselineFit:  # fmt: skip
+) -> BaselineFit:
     """Fit the task's one-hot baseline on `dataset["train"]` once per regularisation strength (`strengths`, default
     the task's grid), keep the strength with the best validation `metric`, and score the test split once with it;
     with `shared_substitutions` (sequence tasks), the features of the model's start described in the module's
@@ -225,7 +239,9 @@ def fit_baseline(
     def score(model, split: str) -> dict:
         predictions = outputs(task, model, splits[split].features, len(names))
         results = compute_metrics(EvalPrediction(predictions=predictions, label_ids=splits[split].references))
-        return defined_metrics({**{key: float(value) for key, value in results.items()}, task.count_key: len(splits[split].references)})
+        return defined_metrics(
+            {**{key: float(value) for key, value in results.items()}, task.count_key: len(splits[split].references)}
+        )
 
     best = None
     for strength in strengths or (RIDGE_ALPHAS if task.numeric_labels else LOGISTIC_CS):
@@ -237,7 +253,9 @@ def fit_baseline(
             best = (strength, model, validation)
     strength, model, validation = best
     record = {
-        "name": task.baseline_name + (" with shared substitution effects" if shared_substitutions else "") + (" + prior" if prior is not None else ""),
+        "name": task.baseline_name
+        + (" with shared substitution effects" if shared_substitutions else "")
+        + (" + prior" if prior is not None else ""),
         "regularisation": {"alpha" if task.numeric_labels else "C": strength},
         "validation": validation,
         "test": score(model, "test") if "test" in splits else None,
@@ -246,20 +264,36 @@ def fit_baseline(
     }
     train_outputs = outputs(task, model, splits["train"].features, len(names))
     test_outputs = outputs(task, model, splits["test"].features, len(names)) if "test" in splits else None
-    return BaselineFit(record, model, letters, inputs.width, splits["train"].targets, train_outputs, inputs.feature_map, inputs.prior_scale, test_outputs)
+    return BaselineFit(
+        record,
+        model,
+        letters,
+        inputs.width,
+        splits["train"].targets,
+        train_outputs,
+        inputs.feature_map,
+        inputs.prior_scale,
+        test_outputs,
+    )
 
 
-def leave_one_out_error(task: Task, dataset, letters: str, seed: int, shared_substitutions: bool, prior: dict | None = None) -> tuple[float, float]:
+def leave_one_out_error(
+    task: Task, dataset, letters: str, seed: int, shared_substitutions: bool, prior: dict | None = None
+) -> tuple[float, float]:
     """Ridge's least exact leave-one-out squared error on the training rows over `RIDGE_ALPHAS` (scikit-learn's
     closed form, one fit), and the alpha that reaches it."""
     from sklearn.linear_model import RidgeCV
 
-    train = baseline_inputs(task, {"train": dataset["train"]}, letters, seed, shared_substitutions, prior).splits["train"]
+    train = baseline_inputs(task, {"train": dataset["train"]}, letters, seed, shared_substitutions, prior).splits[
+        "train"
+    ]
     model = RidgeCV(alphas=RIDGE_ALPHAS).fit(train.features, train.targets)
     return -float(model.best_score_), float(model.alpha_)
 
 
-def fit_start(task: Task, dataset, letters: str, names: list[str], metric: str, seed: int, prior: dict | None = None) -> BaselineFit:
+def fit_start(
+    task: Task, dataset, letters: str, names: list[str], metric: str, seed: int, prior: dict | None = None
+) -> BaselineFit:
     """The linear fit a model with site effects starts from (`lyra-train`). For regression on at most
     `LEAVE_ONE_OUT_MAX_ROWS` training rows, one-hot ridge or ridge with shared substitution effects, whichever
     (with its best alpha) has the smaller exact leave-one-out error on the training rows: a validation split carved
@@ -270,7 +304,17 @@ def fit_start(task: Task, dataset, letters: str, names: list[str], metric: str, 
     if task.numeric_labels and len(dataset["train"]) <= LEAVE_ONE_OUT_MAX_ROWS:
         errors = {shared: leave_one_out_error(task, dataset, letters, seed, shared, prior) for shared in (False, True)}
         shared = min(errors, key=lambda option: errors[option][0])
-        fit = fit_baseline(task, dataset, letters, names, metric, seed, shared_substitutions=shared, strengths=(errors[shared][1],), prior=prior)
+        fit = fit_baseline(
+            task,
+            dataset,
+            letters,
+            names,
+            metric,
+            seed,
+            shared_substitutions=shared,
+            strengths=(errors[shared][1],),
+            prior=prior,
+        )
         fit.record["chosen_on"] = "leave-one-out on train"
         return fit
     fit = fit_baseline(task, dataset, letters, names, metric, seed, shared_substitutions=True, prior=prior)
@@ -288,6 +332,8 @@ def score_prior(task: Task, dataset, names: list[str], prior: dict) -> dict:
             labels = np.asarray(dataset[split][LABELS_COLUMN], dtype=np.float64).reshape(len(dataset[split]), -1)
             predictions = np.repeat(prior[split][:, None], labels.shape[1], axis=1)
             metrics = compute_metrics(EvalPrediction(predictions=predictions, label_ids=labels))
-            correlations = {key: float(value) for key, value in metrics.items() if key.startswith(("spearmanr", "pearsonr"))}
+            correlations = {
+                key: float(value) for key, value in metrics.items() if key.startswith(("spearmanr", "pearsonr"))
+            }
             record[split] = defined_metrics({**correlations, task.count_key: len(labels)})
     return record

@@ -35,19 +35,19 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 class RunLayout:
     """The folder of a lyra-train run, the one layout that training, the Hub, loading, prediction and scanning read:
 
-        results.json               the run's results and how it was made
-        test_predictions.csv       the best model's prediction of each test row (regression)
-        oof_predictions.csv        cross-validation: every fold's test predictions, pooled (per scheme)
-        options.json               the run's options, which `lyra-train OUTPUT_DIR/options.json` runs again
-        best/                      the chosen model and tokenizer (`save_pretrained`), or an ensemble's members
-        checkpoints/epoch_NNNN/    the last complete epochs (`accelerator.save_state`)
-        logs/                      what `--report-to`'s trackers log
-        member_<i>/, fold_<k>/     an ensemble's members and a cross-validation's folds, each a run folder
-        candidates/<name>/         the plain and full candidates lyra-train chose between, each a run folder
-        trials/trial_<n>/          a --tune search's trials, each a run folder without test scores
-        trials.csv, tuning.png     the search's trials and its figure
-        tuning.journal             the search's Optuna study (unless --tune-storage names a database)
-        ensemble/                  with --tune N --ensemble K, the chosen configuration's ensemble
+    results.json               the run's results and how it was made
+    test_predictions.csv       the best model's prediction of each test row (regression)
+    oof_predictions.csv        cross-validation: every fold's test predictions, pooled (per scheme)
+    options.json               the run's options, which `lyra-train OUTPUT_DIR/options.json` runs again
+    best/                      the chosen model and tokenizer (`save_pretrained`), or an ensemble's members
+    checkpoints/epoch_NNNN/    the last complete epochs (`accelerator.save_state`)
+    logs/                      what `--report-to`'s trackers log
+    member_<i>/, fold_<k>/     an ensemble's members and a cross-validation's folds, each a run folder
+    candidates/<name>/         the plain and full candidates lyra-train chose between, each a run folder
+    trials/trial_<n>/          a --tune search's trials, each a run folder without test scores
+    trials.csv, tuning.png     the search's trials and its figure
+    tuning.journal             the search's Optuna study (unless --tune-storage names a database)
+    ensemble/                  with --tune N --ensemble K, the chosen configuration's ensemble
     """
 
     root: Path
@@ -66,9 +66,20 @@ class RunLayout:
     CANDIDATES: ClassVar[str] = "candidates"
     # What --overwrite-output-dir replaces.
     OUTPUTS: ClassVar[tuple[str, ...]] = (
-        RESULTS, OPTIONS, BEST, CHECKPOINTS, LOGS, TRIALS, TRIALS_TABLE, TUNING_FIGURE, TUNING_JOURNAL, ENSEMBLE, CANDIDATES,
-        TEST_PREDICTIONS, OUT_OF_FOLD,
-    )  # fmt: skip
+        RESULTS,
+        OPTIONS,
+        BEST,
+        CHECKPOINTS,
+        LOGS,
+        TRIALS,
+        TRIALS_TABLE,
+        TUNING_FIGURE,
+        TUNING_JOURNAL,
+        ENSEMBLE,
+        CANDIDATES,
+        TEST_PREDICTIONS,
+        OUT_OF_FOLD,
+    )
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
@@ -128,13 +139,18 @@ def resolve_checkpoint(name: str) -> str:
         if not HUB_ID.match(name):
             raise FileNotFoundError(f"No such directory: {name}")
         if (unreachable := hub_out_of_reach()) and try_to_load_from_cache(name, "config.json") is None:
-            raise FileNotFoundError(f"{name}: no such local directory, and the Hub is out of reach ({unreachable}); give a local folder, or connect.")
+            raise FileNotFoundError(
+                f"{name}: no such local directory, and the Hub is out of reach ({unreachable}); give a local folder, "
+                "or connect."
+            )
         return name
     if not path.is_dir():
         raise ValueError(f"{name} is a file; a checkpoint is a folder with config.json and model.safetensors.")
     if not (path / "config.json").is_file():
         if RunLayout(path).holds_a_model():
-            raise ValueError(f"{name} is a lyra-train run folder, not a checkpoint; did you mean {RunLayout(path).best}?")
+            raise ValueError(
+                f"{name} is a lyra-train run folder, not a checkpoint; did you mean {RunLayout(path).best}?"
+            )
         raise ValueError(f"{name} holds no config.json: not a saved model.")
     if not any((path / weights).is_file() for weights in WEIGHT_FILES):
         if pickled := [weights for weights in PICKLE_FILES if (path / weights).is_file()]:
@@ -154,7 +170,9 @@ def hub_out_of_reach(timeout: float = HUB_CONNECT_SECONDS) -> str | None:
         return None
     address = urllib.parse.urlsplit(hf_constants.ENDPOINT)
     try:
-        socket.create_connection((address.hostname, address.port or (443 if address.scheme == "https" else 80)), timeout=timeout).close()
+        socket.create_connection(
+            (address.hostname, address.port or (443 if address.scheme == "https" else 80)), timeout=timeout
+        ).close()
     except OSError as error:
         return f"{address.netloc}: {error.strerror or error}"
     return None
@@ -203,7 +221,9 @@ def load_checkpoint(name: str, revision: str | None = None, trust_remote_code: b
         if Path(source).exists():
             raise
         first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-        raise OSError(f"{name}: no such local directory, and no Hub model could be loaded ({first_line.strip()})") from error
+        raise OSError(
+            f"{name}: no such local directory, and no Hub model could be loaded ({first_line.strip()})"
+        ) from error
     tokenizer = load_tokenizer(name, source, options)
     check_model_and_tokenizer(config, tokenizer, str(Path(name, subfolder)) if subfolder else name)
     model_class = task_of(config).auto_class
@@ -211,7 +231,9 @@ def load_checkpoint(name: str, revision: str | None = None, trust_remote_code: b
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()
     try:
-        model, info = model_class.from_pretrained(source, config=config, ignore_mismatched_sizes=True, output_loading_info=True, **options)
+        model, info = model_class.from_pretrained(
+            source, config=config, ignore_mismatched_sizes=True, output_loading_info=True, **options
+        )
     except SafetensorError as error:
         raise ValueError(f"{name}: model.safetensors is corrupt or truncated ({error}).") from error
     finally:
@@ -249,7 +271,9 @@ def ensemble_members(name: str, revision: str | None = None) -> list[str] | None
         members = json.loads(manifest.read_text())["members"]
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{name}: {ENSEMBLE_FILE} is not a lyra-hf ensemble manifest ({error}).") from None
-    if not members or not all(isinstance(member, str) and HUB_ID.match(member) and "/" not in member for member in members):
+    if not members or not all(
+        isinstance(member, str) and HUB_ID.match(member) and "/" not in member for member in members
+    ):
         raise ValueError(f"{name}: {ENSEMBLE_FILE} must list the members' subfolder names, got {members!r}.")
     return members
 
@@ -266,9 +290,14 @@ def load_models(name: str, revision: str | None = None, trust_remote_code: bool 
     tokenizer, first = loaded[0]
     for member, (member_tokenizer, model) in zip(members[1:], loaded[1:]):
         if member_tokenizer.get_vocab() != tokenizer.get_vocab() or model.config.id2label != first.config.id2label:
-            raise ValueError(f"{name}: ensemble member {member} has another alphabet or other targets than {members[0]}.")
+            raise ValueError(
+                f"{name}: ensemble member {member} has another alphabet or other targets than {members[0]}."
+            )
         if task_of(model.config) != task_of(first.config):
-            raise ValueError(f"{name}: ensemble member {member} is a {task_of(model.config).name} model, {members[0]} a {task_of(first.config).name} one.")
+            raise ValueError(
+                f"{name}: ensemble member {member} is a {task_of(model.config).name} model, {members[0]} a "
+                f"{task_of(first.config).name} one."
+            )
     return tokenizer, [model for _, model in loaded]
 
 

@@ -86,7 +86,9 @@ def bounded(kind: type, minimum: float | None = None, above: float | None = None
     strictly below `below`; anything else (text, NaN, infinity, out of range) is a usage error naming the value."""
     limits = [f"at least {minimum}" if minimum is not None else "", f"above {above}" if above is not None else ""]
     limits.append(f"below {below}" if below is not None else "")
-    wanted = f"{'a whole number' if kind is int else 'a finite number'} {' and '.join(limit for limit in limits if limit)}".strip()
+    wanted = (
+        f"{'a whole number' if kind is int else 'a finite number'} {' and '.join(limit for limit in limits if limit)}"
+    ).strip()
 
     def parse(text: str):
         try:
@@ -145,7 +147,10 @@ def add_options(parser: argparse.ArgumentParser, options: type, title: str | Non
     is a switch; any other takes a value, read by the `type` in its metadata."""
     group = parser.add_argument_group(title) if title else parser
     own = {field.name for field in dataclasses.fields(options)} - {
-        field.name for base in options.__mro__[1:] if dataclasses.is_dataclass(base) for field in dataclasses.fields(base)
+        field.name
+        for base in options.__mro__[1:]
+        if dataclasses.is_dataclass(base)
+        for field in dataclasses.fields(base)
     }
     for field in dataclasses.fields(options):
         if field.name not in own or "help" not in field.metadata:
@@ -155,7 +160,9 @@ def add_options(parser: argparse.ArgumentParser, options: type, title: str | Non
         if field.type is bool:
             group.add_argument(flag, action="store_true", default=default, help=field.metadata["help"])
         elif field.type == bool | None:  # unset: a default decides (e.g. the task's); --no-X says no
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=field.metadata["help"])
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=field.metadata["help"]
+            )
         else:
             default = ",".join(default) if isinstance(default, list) else default
             group.add_argument(flag, default=default, **field.metadata)
@@ -165,8 +172,12 @@ def add_options(parser: argparse.ArgumentParser, options: type, title: str | Non
 class CpuOptions:
     """How a command shares its work over this machine's CPUs (see `lyra_hf.cpu.plan_processes` for the defaults)."""
 
-    num_processes: int | None = option(help="processes to share the work; 1 runs it in this process alone", type=POSITIVE_INT)
-    threads: int | None = option(help="torch threads per process (default: 1, or OMP_NUM_THREADS when set)", type=POSITIVE_INT)
+    num_processes: int | None = option(
+        help="processes to share the work; 1 runs it in this process alone", type=POSITIVE_INT
+    )
+    threads: int | None = option(
+        help="torch threads per process (default: 1, or OMP_NUM_THREADS when set)", type=POSITIVE_INT
+    )
 
 
 CPU_TITLE = "CPU use (default: one single-threaded process per CPU this process may use)"
@@ -178,7 +189,10 @@ def figures_wanted(args: argparse.Namespace, command: str) -> bool:
     if args.no_figures:
         return False
     if importlib.util.find_spec("matplotlib") is None:
-        print(f"{command}: matplotlib is not installed, writing the tables only (pip install lyra-hf[plot] for figures).", file=sys.stderr)
+        print(
+            f"{command}: matplotlib is not installed, writing the tables only (pip install lyra-hf[plot] for figures).",
+            file=sys.stderr,
+        )
         return False
     return True
 
@@ -197,14 +211,20 @@ def flag_values_from_json(parser: argparse.ArgumentParser, path: str) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         parser.error(f"options file {path}: cannot be read as JSON ({one_line(error)})")
     if not isinstance(values, dict):
-        parser.error(f"options file {path} must hold a JSON object of option names and values, got a {type(values).__name__}")
+        parser.error(
+            f"options file {path} must hold a JSON object of option names and values, got a {type(values).__name__}"
+        )
     actions = {action.dest: action for action in parser._actions if action.option_strings and action.dest != "help"}
     checked = {}
     for key, value in values.items():
         if key not in actions:
             hint = difflib.get_close_matches(key, actions, n=1)
-            parser.error(f"options file {path}: unknown option {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-        checked[key] = value if value is None else flag_value(parser, actions[key], value, f"options file {path}: {key}")
+            parser.error(
+                f"options file {path}: unknown option {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            )
+        checked[key] = (
+            value if value is None else flag_value(parser, actions[key], value, f"options file {path}: {key}")
+        )
     return checked
 
 

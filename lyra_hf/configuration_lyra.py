@@ -166,7 +166,9 @@ class LyraConfig(PreTrainedConfig):
                 f"`state_size` must be even (S4D keeps state_size / 2 complex-conjugate pairs), got {self.state_size}."
             )
         if self.pgc_kernel_size % 2 == 0:
-            raise ValueError(f"`pgc_kernel_size` must be odd so the convolution is centred, got {self.pgc_kernel_size}.")
+            raise ValueError(
+                f"`pgc_kernel_size` must be odd so the convolution is centred, got {self.pgc_kernel_size}."
+            )
         for factor in self.pgc_expansion_factors:
             if int(factor * self.hidden_size) <= 0:
                 raise ValueError(
@@ -176,14 +178,20 @@ class LyraConfig(PreTrainedConfig):
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1), got {self.dropout}.")
         if self.site_effects_learning_rate is not None and self.site_effects_learning_rate < 0:
-            raise ValueError(f"`site_effects_learning_rate` must be non-negative or None, got {self.site_effects_learning_rate}.")
+            raise ValueError(
+                f"`site_effects_learning_rate` must be non-negative or None, got {self.site_effects_learning_rate}."
+            )
         for field in ("site_effects_length", "prior_length"):
             if getattr(self, field) < 0:
                 raise ValueError(f"`{field}` must be 0 (none) or a number of positions, got {getattr(self, field)}.")
         if self.global_epistasis and self.problem_type in ("single_label_classification", "multi_label_classification"):
-            raise ValueError(f"`global_epistasis` is for regression heads; this config's problem_type is {self.problem_type!r}.")
+            raise ValueError(
+                f"`global_epistasis` is for regression heads; this config's problem_type is {self.problem_type!r}."
+            )
         if not 0.0 < self.dt_min <= self.dt_max:
-            raise ValueError(f"`dt_min` and `dt_max` must satisfy 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}.")
+            raise ValueError(
+                f"`dt_min` and `dt_max` must satisfy 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}."
+            )
         if self.ssm_learning_rate is not None and self.ssm_learning_rate < 0:
             raise ValueError(f"`ssm_learning_rate` must be non-negative or None, got {self.ssm_learning_rate}.")
         if self.pooling not in POOLING_MODES:

@@ -194,7 +194,9 @@ class WorkerPool:
             context = multiprocessing.get_context("fork")
             try:
                 with interrupts_deferred():  # the workers are forked at the first call, all at once
-                    self.executor = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker, initargs=(state,))
+                    self.executor = ProcessPoolExecutor(
+                        processes, mp_context=context, initializer=_start_worker, initargs=(state,)
+                    )
                     list(self.map(_started, range(processes)))
             except BaseException:
                 self.close()
@@ -221,7 +223,9 @@ class WorkerPool:
 
     def close(self) -> None:
         if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)  # on an error or interrupt, pending items are dropped
+            self.executor.shutdown(
+                wait=True, cancel_futures=True
+            )  # on an error or interrupt, pending items are dropped
             gc.unfreeze()
 
     def __enter__(self) -> "WorkerPool":

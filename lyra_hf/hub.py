@@ -47,24 +47,53 @@ def results_table(task, test: dict, results: dict | None, ensemble_members: list
     if not test:
         return "No test results were recorded for this checkpoint."
     baseline = (results or {}).get("baseline") or {}
-    columns = [entry for entry in (baseline, baseline.get("with_prior"), baseline.get("prior_alone")) if entry and entry.get("test")]
+    columns = [
+        entry
+        for entry in (baseline, baseline.get("with_prior"), baseline.get("prior_alone"))
+        if entry and entry.get("test")
+    ]
 
     def shown(values: dict, metric: str) -> str:
         return "undefined" if values.get(metric) is None else f"{values[metric]:.4f}" if metric in values else "-"
 
-    header = "| metric | value |" + "".join(f" {entry['name']} |" for entry in columns) + "\n| --- | ---: |" + " ---: |" * len(columns)
+    header = (
+        "| metric | value |"
+        + "".join(f" {entry['name']} |" for entry in columns)
+        + "\n| --- | ---: |"
+        + " ---: |" * len(columns)
+    )
     rows = "\n".join(
-        f"| {METRICS[metric].title} | {shown(test, metric)} |" + "".join(f" {shown(entry['test'], metric)} |" for entry in columns)
+        f"| {METRICS[metric].title} | {shown(test, metric)} |"
+        + "".join(f" {shown(entry['test'], metric)} |" for entry in columns)
         for metric in task.metric_names
         if metric in test
     )
     rows += f"\n\n{test['note']}." if "note" in test else ""
     if columns:
-        rows += f"\n\nThe {baseline['name']} baseline (each position's letter one-hot) was fitted on the same train split, its regularisation chosen on validation."
+        rows += (
+            f"\n\nThe {baseline['name']} baseline (each position's letter one-hot) was fitted on the same train "
+            "split, its regularisation chosen on validation."
+        )
     if len(columns) > 1:
-        rows += " With the model's zero-shot prior, the same ridge with the prior's score as one more feature, and the prior's score alone, stand beside it."
-    chosen = f"the mean prediction of {len(ensemble_members)} members" if ensemble_members else f"best epoch {results.get('best_epoch')}"
-    return f"On the test split ({test.get('num_samples', test.get('num_residues', '?'))} samples), {chosen}:\n\n{header}\n{rows}"
+        rows += (
+            " With the model's zero-shot prior, the same ridge with the prior's score as one more feature, and the "
+            "prior's score alone, stand beside it."
+        )
+    chosen = (
+        f"the mean prediction of {len(ensemble_members)} members"
+        if ensemble_members
+        else f"best epoch {results.get('best_epoch')}"
+    )
+    return (
+        f"On the test split ({test.get('num_samples', test.get('num_residues', '?'))} samples), "
+        f"{chosen}:\n\n{header}\n{rows}"
+    )
+
+
+INTENDED_USE = (
+    "{task} of {alphabet} sequences like those it was trained on: scoring variants, ranking designs, screening "
+    "candidates before experiments. It is a small supervised model for one assay, not a general foundation model."
+)
 
 
 def build_model_card(
@@ -88,15 +117,18 @@ def build_model_card(
     names = [config.id2label[index] for index in range(config.num_labels)]
     dataset_name = dataset_name or "custom"
     test = (results or {}).get("test") or {}
+    tags = [
+        "lyra",
+        "biology",
+        alphabet if alphabet != "custom" else "biological-sequences",
+        "state-space-model",
+        task.name,
+    ]
     card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag=task.pipeline_tag,
-        tags=["lyra", "biology", alphabet if alphabet != "custom" else "biological-sequences", "state-space-model", task.name],
-        license=license,
-        datasets=[dataset_name] if dataset_name != "custom" else None,
-        model_name=repo_id.split("/")[-1],
+        library_name="transformers", pipeline_tag=task.pipeline_tag, tags=tags, license=license,
+        datasets=[dataset_name] if dataset_name != "custom" else None, model_name=repo_id.split("/")[-1],
         eval_results=test_results(task, dataset_name, test) or None,
-    )
+    )  # fmt: skip
     prediction, head = task.describe_head(names, config)
     return ModelCard.from_template(
         card_data,
@@ -107,14 +139,11 @@ def build_model_card(
         num_parameters=f"{model.num_parameters():,}",
         prediction=prediction,
         alphabet_name=alphabet if alphabet != "custom" else f"custom-alphabet ({tokenizer.letters})",
-        intended_use=(
-            f"{task.title} of {alphabet} sequences like those it was trained on: scoring variants, ranking designs, "
-            "screening candidates before experiments. It is a small supervised model for one assay, not a general "
-            "foundation model."
-        ),
+        intended_use=INTENDED_USE.format(task=task.title, alphabet=alphabet),
         auto_class=task.auto_class.__name__,
         training_data=training_data or f"Dataset: {dataset_name}.",
-        protocol=protocol or "The epoch was chosen on a validation split; the test split was scored once with that model.",
+        protocol=protocol
+        or "The epoch was chosen on a validation split; the test split was scored once with that model.",
         results_table=results_table(task, test, results, ensemble_members),
         pgc_expansions=" and ".join(str(factor) for factor in config.pgc_expansion_factors),
         num_s4d_layers=config.num_s4d_layers,

@@ -56,7 +56,9 @@ class IncrementalScorer:
         self.device = next(model.parameters()).device
         self.length = length = len(wild_ids)
         self.radius = radius = len(backbone.pgc_layers) * (config.pgc_kernel_size // 2)
-        self.attention_mask = (torch.ones(length, dtype=torch.long) if attention_mask is None else attention_mask.long()).to(self.device)
+        self.attention_mask = (
+            torch.ones(length, dtype=torch.long) if attention_mask is None else attention_mask.long()
+        ).to(self.device)
         # The wild type with `2R` padding positions on each side: a window of 4R + 1 around any position then fits, and
         # the padding (mask 0) feeds the convolutions zeros there, exactly as their own zero padding at the ends does.
         margin = 2 * radius
@@ -71,7 +73,9 @@ class IncrementalScorer:
             self.wild_hidden = hidden[margin : margin + length]
             mask = self.padded_mask[:, None].to(hidden.dtype)
             self.wild_mixer_input = first.norm(hidden) * mask  # u of the first S4D layer, 0 beyond the ends
-            self.wild_convolved = first.mixer.convolve(first.norm(self.wild_hidden)[None], self.attention_mask[None, :, None])[0]
+            self.wild_convolved = first.mixer.convolve(
+                first.norm(self.wild_hidden)[None], self.attention_mask[None, :, None]
+            )[0]
             self.lag_bank = self.kernel_by_lag(first.mixer, length, radius)
             self.pooling_weights = self.attention_mask.to(hidden.dtype) / self.attention_mask.sum()
             self.wild_pooled = self.pooling_weights @ self.wild_hidden  # (H,)
@@ -81,12 +85,16 @@ class IncrementalScorer:
             mixer = first.mixer
             wild_mixed = mixer.position_wise(self.wild_convolved, hidden.dtype)
             self.wild_output = self.wild_hidden + wild_mixed
-            self.wild_mixed_prefix = nn.functional.pad(torch.cumsum(self.pooling_weights[:, None] * wild_mixed, 0), (0, 0, 1, 0))
+            self.wild_mixed_prefix = nn.functional.pad(
+                torch.cumsum(self.pooling_weights[:, None] * wild_mixed, 0), (0, 0, 1, 0)
+            )
             self.single_prefix_cache = {}
             # Site effects and a prior are sums over positions: the wild type's, and each substitution's change of it.
             self.wild_ids = wild_ids.to(self.device)
             self.additive_terms = [term for term in (model.site_effects, model.prior) if term is not None]
-            self.wild_additive = sum((term(self.wild_ids[None], self.attention_mask[None])[0] for term in self.additive_terms), 0.0)
+            self.wild_additive = sum(
+                (term(self.wild_ids[None], self.attention_mask[None])[0] for term in self.additive_terms), 0.0
+            )
             # The table of single-substitution windows, for multiple mutants, is filled one position at a time when a
             # mutant first needs it (`substitutions_at`): worker processes each fill what their own mutants use, in
             # parallel, and a position's rows come from the same batch of V windows whichever process computes them,
@@ -112,7 +120,8 @@ class IncrementalScorer:
     @staticmethod
     def kernel_by_lag(mixer, length: int, radius: int) -> torch.Tensor:
         """The S4D layer's response to a unit input at lag l = t - s, D included at l = 0, for l from -(L - 1 + R) to
-        L - 1 + R (0 beyond +-(L - 1)), shape (H, 2 (L - 1 + R) + 1): the same circular kernel that the FFT path uses."""
+        L - 1 + R (0 beyond +-(L - 1)), shape (H, 2 (L - 1 + R) + 1): the same circular kernel that the FFT path
+        uses."""
         n = fft_length(length)
         circular = mixer.circular_kernel(length, n, torch.promote_types(mixer.D.dtype, torch.float32))  # (H, n)
         widest = length - 1 + radius
@@ -134,7 +143,9 @@ class IncrementalScorer:
         ids = self.padded_ids.repeat(batch, 1)
         ids[torch.arange(batch, device=self.device)[:, None], positions + margin] = tokens
         window = positions[..., None] + torch.arange(2 * margin + 1, device=self.device)  # padded coordinates
-        hidden = self.pgc_stack(ids.gather(1, window.flatten(1)).view(batch * count, -1), self.padded_mask[window].flatten(0, 1))
+        hidden = self.pgc_stack(
+            ids.gather(1, window.flatten(1)).view(batch * count, -1), self.padded_mask[window].flatten(0, 1)
+        )
         changed = hidden[:, radius : radius + 2 * radius + 1].unflatten(0, (batch, count))
         where = positions[..., None] - radius + torch.arange(2 * radius + 1, device=self.device)  # original coordinates
         keep = (where >= 0) & (where < length)
@@ -195,7 +206,9 @@ class IncrementalScorer:
         rows = torch.cat([self.lag_bank[:, lags], wild_row], dim=2)
         delta = delta.view(num_sites, per_site, -1, hidden_size).permute(3, 0, 1, 2)
         delta = torch.cat([delta, delta.new_ones(hidden_size, num_sites, per_site, 1)], dim=3)
-        convolved = torch.bmm(delta.reshape(hidden_size * num_sites, per_site, -1), rows.view(hidden_size * num_sites, -1, span))
+        convolved = torch.bmm(
+            delta.reshape(hidden_size * num_sites, per_site, -1), rows.view(hidden_size * num_sites, -1, span)
+        )
         # Per position from here. The projection reads the (H, B span) activations as their transpose, which BLAS takes
         # as it is, and writes the (B span, 2H) layout whose bias and GLU run along rows.
         mixed = mixer.position_wise(convolved.view(hidden_size, batch * span).T, delta.dtype)
@@ -227,7 +240,9 @@ class IncrementalScorer:
         if self.additive_terms:
             masked = self.attention_mask[positions][..., None]  # padding positions add nothing
             for term in self.additive_terms:
-                change = torch.where(masked.bool(), term.rows(positions, tokens) - term.rows(positions, self.wild_ids[positions]), 0.0)
+                change = torch.where(
+                    masked.bool(), term.rows(positions, tokens) - term.rows(positions, self.wild_ids[positions]), 0.0
+                )
                 if term is self.model.prior:
                     term.refuse_unscored(positions, tokens, change[..., 0])
                 logits = logits + change.sum(1)
@@ -243,7 +258,10 @@ class IncrementalScorer:
         sites, tokens = sites.to(self.device).long(), tokens.to(self.device).long()
         (num_sites, count), per_site = sites.shape, tokens.shape[1]
         batch, radius, length = num_sites * per_site, self.radius, self.length
-        positions, tokens = sites[:, None].expand(num_sites, per_site, count).reshape(batch, count), tokens.reshape(batch, count)
+        positions, tokens = (
+            sites[:, None].expand(num_sites, per_site, count).reshape(batch, count),
+            tokens.reshape(batch, count),
+        )
         changed, delta, where, keep = self.changes(positions, tokens)
         changed_hidden = changed - self.wild_hidden[where.clamp(0, length - 1)]  # (B, C, H)
 

@@ -20,7 +20,6 @@ import math
 
 import torch
 from torch import nn
-
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -100,7 +99,8 @@ class LyraRMSNorm(nn.Module):
 class LyraPGC(nn.Module):
     """Projected gated convolution: the explicit second-order (pairwise) interactions of Lyra.
 
-    in_proj (d -> 2E) -> RMSNorm -> split into x, v -> depthwise conv of x -> v * conv(x) -> out_proj (E -> d) -> RMSNorm
+    in_proj (d -> 2E) -> RMSNorm -> split into x, v -> depthwise conv of x -> v * conv(x) -> out_proj (E -> d) ->
+    RMSNorm
     """
 
     def __init__(self, config: LyraConfig, expansion_factor: float):
@@ -180,7 +180,9 @@ class LyraS4DKernel(nn.Module):
         # The S4D recipe's optimizer settings for the SSM parameters (the `_optim` tags of state-spaces' s4d.py): no
         # weight decay, and `config.ssm_learning_rate` when set. Kept by parameter name on the module, because loading
         # a checkpoint replaces the parameter tensors (and any tag on them).
-        settings = {"weight_decay": 0.0} | ({"lr": config.ssm_learning_rate} if config.ssm_learning_rate is not None else {})
+        settings = {"weight_decay": 0.0} | (
+            {"lr": config.ssm_learning_rate} if config.ssm_learning_rate is not None else {}
+        )
         self._optim = {name: settings for name in ("log_dt", "log_A_real", "A_imag")}
 
     def forward(self, sequence_length: int) -> torch.Tensor:
@@ -196,7 +198,8 @@ class LyraS4DKernel(nn.Module):
             A_imag = self.A_imag.to(dtype)
             dtA_real, dtA_imag = dt * A_real, dt * A_imag
 
-            # C' = C (exp(dt A) - 1) / A, in real arithmetic: (p + iq) / (a + ib) = ((pa + qb) + i(qa - pb)) / (a^2 + b^2)
+            # C' = C (exp(dt A) - 1) / A, in real arithmetic: (p + iq) / (a + ib) = ((pa + qb) + i(qa - pb)) / (a^2 +
+            # b^2)
             decay = dtA_real.exp()
             p, q = decay * dtA_imag.cos() - 1, decay * dtA_imag.sin()
             norm = A_real.square() + A_imag.square()
@@ -453,9 +456,16 @@ class LyraPreTrainedModel(PreTrainedModel):
         elif isinstance(module, LyraSiteEffects):
             init.zeros_(module.weight)  # no effect until trained (or set from a one-hot fit)
         elif isinstance(module, LyraPrior):
-            init.zeros_(module.scale)  # no effect until trained (or set from a linear fit); the table is set, not learnt
+            init.zeros_(
+                module.scale
+            )  # no effect until trained (or set from a linear fit); the table is set, not learnt
         elif isinstance(module, LyraGlobalEpistasis):
-            for parameter, value in ((module.lower, 0.0), (module.span, 1.0), (module.center, 0.0), (module.log_slope, 0.0)):
+            for parameter, value in (
+                (module.lower, 0.0),
+                (module.span, 1.0),
+                (module.center, 0.0),
+                (module.log_slope, 0.0),
+            ):
                 init.constant_(parameter, value)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -464,9 +474,7 @@ class LyraPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
-def pool_hidden_states(
-    hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str
-) -> torch.Tensor:
+def pool_hidden_states(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
     """Pool over real positions only.
 
     Args:
@@ -695,7 +703,9 @@ class LyraPrior(nn.Module):
             token, position = int(input_ids[first]), int(positions[first])
             letter_index = token - (self.vocab_size - len(self.alphabet or ""))  # the letters follow the special tokens
             letter = self.alphabet[letter_index] if self.alphabet and letter_index >= 0 else f"token {token}"
-            raise ValueError(f"{letter} at position {position + 1}: the model's prior has no score for this substitution.")
+            raise ValueError(
+                f"{letter} at position {position + 1}: the model's prior has no score for this substitution."
+            )
 
 
 class LyraGlobalEpistasis(nn.Module):
@@ -765,7 +775,9 @@ class LyraForSequenceClassification(LyraPreTrainedModel):
         logits = self.score(outputs.pooler_output)
         if self.site_effects is not None:
             if input_ids is None:
-                raise ValueError("A model with site effects (`config.site_effects_length`) needs `input_ids`, not `inputs_embeds`.")
+                raise ValueError(
+                    "A model with site effects (`config.site_effects_length`) needs `input_ids`, not `inputs_embeds`."
+                )
             logits = logits + self.site_effects(input_ids, attention_mask)
         if self.prior is not None:
             if input_ids is None:

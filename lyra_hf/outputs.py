@@ -190,7 +190,6 @@ def refuse_earlier_outputs(where: str, found: list[str], what: str | None, remed
         raise ValueError(f"{where} {holds}; pass {remedy}.")
 
 
-
 @contextmanager
 def locked_output_dir(path: str | Path) -> Iterator[Path]:
     """Hold an exclusive lock on the output folder `path` (created if needed) for the block: a second run into the same
@@ -206,7 +205,9 @@ def locked_output_dir(path: str | Path) -> Iterator[Path]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(handle)
-            raise ValueError(f"output folder {path} is in use by another run; wait for it to end or choose another folder.") from None
+            raise ValueError(
+                f"output folder {path} is in use by another run; wait for it to end or choose another folder."
+            ) from None
         if is_the_file(handle, path / LOCK_FILE):
             break
         os.close(handle)  # locked the file a finished run had just removed

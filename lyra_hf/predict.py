@@ -39,18 +39,35 @@ CHUNK_ROWS = 10_000
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(prog="lyra-predict", description=__doc__)
-    parser.add_argument("--model", required=True, help="checkpoint or seed-ensemble directory, or Hub id (e.g. runs/fitness/best)")
+    parser.add_argument(
+        "--model", required=True, help="checkpoint or seed-ensemble directory, or Hub id (e.g. runs/fitness/best)"
+    )
     parser.add_argument("--input", required=True, help="CSV, TSV or FASTA file of sequences")
     parser.add_argument("--output", required=True, help="CSV file to write")
     parser.add_argument("--sequence-column", default=SEQUENCE_COLUMN, help="column of the sequences (CSV, TSV)")
-    parser.add_argument("--batch-size", type=cli.POSITIVE_INT, default=256, help=f"rows per batch at most; on a CPU also at most {cpu_batch_tokens(64):,} tokens (at width 64; fewer for wider models)")
-    parser.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
-    parser.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="where the model runs")
     parser.add_argument(
-        "--unknown", choices=("error", "unk"), help="characters outside the alphabet: reject the file, or map them to [UNK] (default: as the model's tokenizer does, which is how it was trained)"
+        "--batch-size",
+        type=cli.POSITIVE_INT,
+        default=256,
+        help=f"rows per batch at most; on a CPU also at most {cpu_batch_tokens(64):,} tokens (at width 64; fewer for "
+        "wider models)",
+    )
+    parser.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
+    parser.add_argument(
+        "--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="where the model runs"
+    )
+    parser.add_argument(
+        "--unknown",
+        choices=("error", "unk"),
+        help="characters outside the alphabet: reject the file, or map them to [UNK] (default: as the model's "
+        "tokenizer does, which is how it was trained)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    parser.add_argument("--trust-remote-code", action="store_true", help="run a checkpoint's own modeling code (not needed with lyra-hf installed)")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run a checkpoint's own modeling code (not needed with lyra-hf installed)",
+    )
     cli.add_cpu_flags(parser)
     return parser
 
@@ -63,7 +80,11 @@ def length_buckets(lengths: list[int], batch_size: int, max_tokens: int | None =
     while start < len(order):
         end = start + 1
         # Sorted by length, so the row about to join is the longest and sets the padded length.
-        while end < len(order) and end - start < batch_size and (max_tokens is None or (end - start + 1) * lengths[order[end]] <= max_tokens):
+        while (
+            end < len(order)
+            and end - start < batch_size
+            and (max_tokens is None or (end - start + 1) * lengths[order[end]] <= max_tokens)
+        ):
             end += 1
         batches.append(order[start:end])
         start = end
@@ -73,7 +94,11 @@ def length_buckets(lengths: list[int], batch_size: int, max_tokens: int | None =
 def batch_tokens(models: list, device: str) -> int | None:
     """Padded tokens per batch at most: on a CPU, what suits the widest model (`lyra_hf.cpu.cpu_batch_tokens`); on an
     accelerator no limit beyond `--batch-size`."""
-    return cpu_batch_tokens(max(getattr(model.config, "hidden_size", 64) for model in models)) if str(device) == "cpu" else None
+    return (
+        cpu_batch_tokens(max(getattr(model.config, "hidden_size", 64) for model in models))
+        if str(device) == "cpu"
+        else None
+    )
 
 
 @torch.no_grad()
@@ -84,7 +109,9 @@ def predict_batch(state: dict, sequences: list[str]) -> np.ndarray:
     return np.stack([model(**batch).logits.float().cpu().numpy() for model in state["models"]])
 
 
-def predict(models, tokenizer, sequences: list[str], batch_size: int = 256, device: str = "cpu", processes: int = 1) -> list:
+def predict(
+    models, tokenizer, sequences: list[str], batch_size: int = 256, device: str = "cpu", processes: int = 1
+) -> list:
     """Model outputs per sequence, in input order: a float32 array of logits for sequence heads (one per target or
     class), an array of shape (length, num_labels) for token classification. `models` is one model, or a list (an
     ensemble's members, see `load_models`), which puts the member first: (num_models, num_labels) or (num_models,
@@ -98,7 +125,9 @@ def predict(models, tokenizer, sequences: list[str], batch_size: int = 256, devi
     return outputs if members is models else [output[0] for output in outputs]
 
 
-def submit(workers: WorkerPool, sequences: list[str], batch_size: int, max_tokens: int | None = None) -> Callable[[], list]:
+def submit(
+    workers: WorkerPool, sequences: list[str], batch_size: int, max_tokens: int | None = None
+) -> Callable[[], list]:
     """Hand `sequences` to a pool of workers that holds the model (see `predict_batch`), in batches of at most
     `batch_size` rows and `max_tokens` padded tokens; returns a function that waits for `predict`'s outputs. Worker
     processes start at once, so the caller can write one chunk while the next is predicted."""
@@ -111,7 +140,9 @@ def submit(workers: WorkerPool, sequences: list[str], batch_size: int, max_token
             for row, index in enumerate(indices):
                 # Per-residue logits: one token per residue, so the sequence's own positions are the first
                 # len(sequence). Copied: a view would keep the whole batch's array alive.
-                ordered[index] = logits[:, row, : len(sequences[index])].copy() if logits.ndim == 4 else logits[:, row].copy()
+                ordered[index] = (
+                    logits[:, row, : len(sequences[index])].copy() if logits.ndim == 4 else logits[:, row].copy()
+                )
         return ordered
 
     return outputs
@@ -125,7 +156,9 @@ def prediction_columns(config, outputs: list) -> dict[str, list]:
     members = outputs[0].shape[0] if outputs else 1
 
     def mean_and_std(prefix: str, values: np.ndarray) -> dict[str, list]:
-        return {key: value.tolist() for key, value in member_columns(values, [f"{prefix}{name}" for name in names]).items()}
+        return {
+            key: value.tolist() for key, value in member_columns(values, [f"{prefix}{name}" for name in names]).items()
+        }
 
     if task.numeric_labels:
         return mean_and_std("predicted_", np.stack(outputs).reshape(len(outputs), members, len(names)))
@@ -133,7 +166,9 @@ def prediction_columns(config, outputs: list) -> dict[str, list]:
         separator = "" if all(len(name) == 1 for name in names) else " "
         labels = [torch.softmax(torch.from_numpy(logits), dim=-1).mean(0).argmax(-1) for logits in outputs]
         return {"predicted_labels": [separator.join(names[label] for label in residues) for residues in labels]}
-    probabilities = torch.softmax(torch.from_numpy(np.stack(outputs)), dim=-1).numpy().reshape(len(outputs), members, len(names))
+    probabilities = (
+        torch.softmax(torch.from_numpy(np.stack(outputs)), dim=-1).numpy().reshape(len(outputs), members, len(names))
+    )
     columns = {"predicted_label": [names[label] for label in probabilities.mean(1).argmax(-1)]}
     columns.update(mean_and_std("probability_", probabilities))
     return columns
@@ -144,16 +179,26 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
     return args
 
 
-def run(args: argparse.Namespace) -> str:
+def check_output(args: argparse.Namespace) -> Path:
+    """`--output`, refused before any work when it is a folder, a dangling link, or a file without --overwrite."""
     output = Path(args.output)
     if output.is_dir():
         raise ValueError(f"--output {output} is a directory; name the CSV file to write.")
     if output.is_symlink() and not output.exists():
-        raise ValueError(f"--output {output} is a link to {os.readlink(output)}, which does not exist; name a file to write, or remove the link.")
+        target = os.readlink(output)
+        raise ValueError(
+            f"--output {output} is a link to {target}, which does not exist; name a file to write, or remove the link."
+        )
     if not args.overwrite:
-        refuse_earlier_outputs(f"--output {output}", [output.name] if output.exists() else [], None, "--overwrite to replace it")
+        earlier = [output.name] if output.exists() else []
+        refuse_earlier_outputs(f"--output {output}", earlier, None, "--overwrite to replace it")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"No directory {output.parent} for --output {output}.")
+    return output
+
+
+def run(args: argparse.Namespace) -> str:
+    output = check_output(args)
     where = f"input file {args.input}"
     columns, chunks = stream_table(args.input, CHUNK_ROWS)
     check_columns(columns, [args.sequence_column], where)
@@ -200,9 +245,14 @@ def run(args: argparse.Namespace) -> str:
             for entry in pending:
                 write(*entry)
     except FileExistsError:
-        raise ValueError(f"--output {output} was created by someone else during this run; pass --overwrite to replace it.") from None
+        raise ValueError(
+            f"--output {output} was created by someone else during this run; pass --overwrite to replace it."
+        ) from None
     seconds = time.perf_counter() - started
-    return f"lyra-predict: wrote {output} ({first_row - 1:,} rows in {seconds:.1f} s, {(first_row - 1) / seconds:,.0f} rows/s)"
+    return (
+        f"lyra-predict: wrote {output} ({first_row - 1:,} rows in {seconds:.1f} s, {(first_row - 1) / seconds:,.0f} "
+        "rows/s)"
+    )
 
 
 def main(argv=None) -> int:

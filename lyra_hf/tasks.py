@@ -15,7 +15,13 @@ from transformers import (
     DataCollatorWithPadding,
 )
 
-from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, classification_metrics, regression_metrics, token_classification_metrics
+from .metrics import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    classification_metrics,
+    regression_metrics,
+    token_classification_metrics,
+)
 from .modeling_lyra import LyraForSequenceClassification, LyraForSequenceRegression, LyraForTokenClassification
 
 
@@ -58,14 +64,14 @@ class Task:
             keys += [f"{metric}_{target}" for metric in self.metric_names for target in target_names]
         return keys
 
-
     @property
     def count_key(self) -> str:
         """The key under which evaluation results count what was scored."""
         return "num_residues" if self.labels_per_residue else "num_samples"
 
     def combine_logits(self, logits: list[torch.Tensor]) -> torch.Tensor:
-        """One output from several models' logits (an ensemble's members): the mean of values; for classifiers the log of
+        """One output from several models' logits (an ensemble's members): the mean of values; for classifiers the log
+        of
         the mean class probabilities (its softmax is that mean). One model's logits are returned unchanged."""
         if len(logits) == 1:
             return logits[0]
@@ -91,13 +97,29 @@ class Task:
     def describe_head(self, names: list[str], config) -> tuple[str, str]:
         """What the model predicts and with which head, as the model card says it."""
         sites = getattr(config, "site_effects_length", 0)
-        site_effects = f", plus a weight per position and letter of the first {sites} positions (site effects)" if sites else ""
+        site_effects = (
+            f", plus a weight per position and letter of the first {sites} positions (site effects)" if sites else ""
+        )
         if self.numeric_labels:
-            curve = ", through a learnt monotone global-epistasis curve" if getattr(config, "global_epistasis", False) else ""
-            return f"{', '.join(names)} (regression)", f"masked {config.pooling} pooling and a linear head with {config.num_labels} output(s){site_effects}{curve}"
+            curve = (
+                ", through a learnt monotone global-epistasis curve"
+                if getattr(config, "global_epistasis", False)
+                else ""
+            )
+            return (
+                f"{', '.join(names)} (regression)",
+                f"masked {config.pooling} pooling and a linear head with {config.num_labels} "
+                f"output(s){site_effects}{curve}",
+            )
         if self.labels_per_residue:
-            return f"a label per residue ({', '.join(names)})", f"a linear classifier at every position over {config.num_labels} labels"
-        return f"the class ({', '.join(names)})", f"masked {config.pooling} pooling and a linear classifier over {config.num_labels} classes{site_effects}"
+            return (
+                f"a label per residue ({', '.join(names)})",
+                f"a linear classifier at every position over {config.num_labels} labels",
+            )
+        return (
+            f"the class ({', '.join(names)})",
+            f"masked {config.pooling} pooling and a linear classifier over {config.num_labels} classes{site_effects}",
+        )
 
 
 TASKS = {
@@ -141,7 +163,8 @@ TASKS = {
             "token-classification",
             "Per-residue classification",
             CLASSIFICATION_METRICS,
-            "accuracy",  # per-residue accuracy over scored residues: Q3 or Q8 for secondary structure, the field's headline
+            # Per-residue accuracy over scored residues: Q3 or Q8 for secondary structure, the field's headline.
+            "accuracy",
             lambda target_names: token_classification_metrics(),
             DataCollatorForTokenClassification,
             numeric_labels=False,

@@ -14,6 +14,7 @@
 """Character tokenizer for protein, DNA and RNA sequences, on the `tokenizers` (Rust) backend."""
 
 import difflib
+import functools
 import re
 
 import numpy as np
@@ -41,10 +42,13 @@ def alphabet_letters(alphabet: str) -> str:
     resembles = difflib.get_close_matches(name, ALPHABETS, n=1, cutoff=0.75) if name.isalpha() and len(name) > 3 else []
     if resembles:
         raise ValueError(
-            f"`alphabet` {alphabet!r} is not one of the names {list(ALPHABETS)} (any case) but looks like {resembles[0]!r}; "
+            f"`alphabet` {alphabet!r} is not one of the names {list(ALPHABETS)} (any case) but looks like "
+            f"{resembles[0]!r}; "
             "pass the name, or a custom alphabet's letters in another order."
         )
     return alphabet.upper()
+
+
 WHITESPACE = re.compile(r"\s")
 NOT_IN_TABLE = -1
 
@@ -143,7 +147,9 @@ class LyraTokenizer(TokenizersBackend):
         letters = alphabet_letters(alphabet)
         alphabet = alphabet.strip().lower() if alphabet.strip().lower() in ALPHABETS else alphabet
         if not letters or len(set(letters)) != len(letters) or WHITESPACE.search(letters):
-            raise ValueError(f"`alphabet` must be distinct non-whitespace characters or {list(ALPHABETS)}, got {alphabet!r}.")
+            raise ValueError(
+                f"`alphabet` must be distinct non-whitespace characters or {list(ALPHABETS)}, got {alphabet!r}."
+            )
         padding_characters = padding_characters.upper()
         if overlap := set(padding_characters) & set(letters):
             raise ValueError(f"`padding_characters` {sorted(overlap)} are also letters of the alphabet {letters!r}.")
@@ -173,7 +179,10 @@ class LyraTokenizer(TokenizersBackend):
             single="$A", pair=f"$A {self.sep_token} $B:1", special_tokens=[(str(self.sep_token), self.sep_token_id)]
         )
         # Plain batches of letters skip the backend: one table lookup per byte (see `_encode_with_lookup_table`).
-        self._lookup_table = lookup_table([(letter, vocab[letter]) for letter in letters] + [(character, self.pad_token_id) for character in padding_characters])
+        self._lookup_table = lookup_table(
+            [(letter, vocab[letter]) for letter in letters]
+            + [(character, self.pad_token_id) for character in padding_characters]
+        )
         self._vocab_size_without_added_tokens = len(vocab)
 
     @classmethod
@@ -203,7 +212,9 @@ class LyraTokenizer(TokenizersBackend):
             if encoded is not None:
                 return encoded
         if self.unknown == "error":
-            batched = isinstance(text, (list, tuple)) and (not is_split_into_words or isinstance(text[0], (list, tuple)))
+            batched = isinstance(text, (list, tuple)) and (
+                not is_split_into_words or isinstance(text[0], (list, tuple))
+            )
             texts = list(text) if batched else [text]
             pairs = list(text_pair) if batched and text_pair is not None else [text_pair]
             self._check_known_characters(texts if text_pair is None else list(zip(texts, pairs)))
@@ -241,31 +252,33 @@ class LyraTokenizer(TokenizersBackend):
                 starts += np.maximum(lengths - max_length, 0)
             lengths = np.minimum(lengths, max_length)
         longest = int(lengths.max())
-        width = longest if padding_strategy == PaddingStrategy.LONGEST else max_length if padding_strategy == PaddingStrategy.MAX_LENGTH else None
         if padding_strategy == PaddingStrategy.MAX_LENGTH and (max_length is None or longest > max_length):
             return None  # the backend leaves longer rows unpadded: let it
+        width = {PaddingStrategy.LONGEST: longest, PaddingStrategy.MAX_LENGTH: max_length}.get(padding_strategy)
         if width is not None and pad_to_multiple_of:
             width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
         self._eventual_warn_about_too_long_sequence(range(width or longest), max_length, verbose)
-        input_ids, attention_mask = self._lay_out(codes, starts, lengths, width, padding_side or self.padding_side, return_tensors)
+        input_ids, attention_mask = self._lay_out(
+            codes, starts, lengths, width, padding_side or self.padding_side, return_tensors
+        )
         data = {"input_ids": input_ids}
         if return_attention_mask or (return_attention_mask is None and "attention_mask" in self.model_input_names):
             data["attention_mask"] = attention_mask
         if not is_batched and return_tensors is None:
             data = {key: value[0] for key, value in data.items()}
 
-        def encode_with_backend():
-            return super(LyraTokenizer, self)._encode_plus(
-                texts,
-                padding_strategy=padding_strategy,
-                truncation_strategy=truncation_strategy,
-                max_length=max_length,
-                pad_to_multiple_of=pad_to_multiple_of,
-                padding_side=padding_side,
-                verbose=False,
-            ).encodings
-
+        options = {
+            "padding_strategy": padding_strategy,
+            "truncation_strategy": truncation_strategy,
+            "max_length": max_length,
+        }
+        options.update(pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side, verbose=False)
+        encode_with_backend = functools.partial(self._backend_encodings, texts, options)
         return LyraBatchEncoding(data, encode_with_backend, tensor_type=return_tensors)
+
+    def _backend_encodings(self, texts: list, options: dict):
+        """The backend's `Encoding`s of `texts` (what a lookup-table batch gives, on demand, for `.encodings`)."""
+        return super()._encode_plus(texts, **options).encodings
 
     def _lookup_codes(self, texts: list, truncation_strategy: TruncationStrategy, kwargs: dict) -> np.ndarray | None:
         """The token ids of the texts joined, by the byte lookup table; None when this path does not apply."""
@@ -292,7 +305,15 @@ class LyraTokenizer(TokenizersBackend):
         codes = self._lookup_table[np.frombuffer(joined.encode("ascii"), dtype=np.uint8)]
         return None if (codes == NOT_IN_TABLE).any() else codes
 
-    def _lay_out(self, codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int | None, padding_side: str, return_tensors):
+    def _lay_out(
+        self,
+        codes: np.ndarray,
+        starts: np.ndarray,
+        lengths: np.ndarray,
+        width: int | None,
+        padding_side: str,
+        return_tensors,
+    ):
         """The rows' input ids and attention masks: lists of each row's length (`width` None), or padded to `width`."""
         if width is None:
             input_ids = [codes[start : start + length].tolist() for start, length in zip(starts, lengths)]

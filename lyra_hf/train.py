@@ -7,7 +7,8 @@ The same command runs on a laptop CPU, one GPU or many processes and nodes:
     lyra-train runs/fitness/options.json --output-dir runs/again      # the same run again
 
 Per epoch: validation metrics (gathered across processes, every sample exactly once), an atomic `accelerator.save_state`
-checkpoint in `OUTPUT_DIR/checkpoints/epoch_NNNN`, and the best epoch so far as a `save_pretrained` model and tokenizer in
+checkpoint in `OUTPUT_DIR/checkpoints/epoch_NNNN`, and the best epoch so far as a `save_pretrained` model and tokenizer
+in
 `OUTPUT_DIR/best`. After training, the best model is scored once on the test split and everything lands in
 `OUTPUT_DIR/results.json`; the run's options are in `OUTPUT_DIR/options.json`. `--resume-from-checkpoint latest`
 continues a killed run from its last complete epoch and ends where the uninterrupted run would have. `--fold-column`
@@ -26,7 +27,10 @@ from .training.options import OPTION_GROUPS
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(prog="lyra-train", description=__doc__)
     parser.add_argument(
-        "options_file", nargs="?", metavar="OPTIONS_JSON", help="a JSON object of options (a run's options.json); flags given beside it override its values"
+        "options_file",
+        nargs="?",
+        metavar="OPTIONS_JSON",
+        help="a JSON object of options (a run's options.json); flags given beside it override its values",
     )
     for group in OPTION_GROUPS:
         cli.add_options(parser, group, cli.CPU_TITLE if group is cli.CpuOptions else group.title)
@@ -36,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TrainOptions:
     """The options the flags give, or a usage error (exit 2) naming the flags that contradict each other."""
     try:
-        return TrainOptions(**{key: value for key, value in vars(args).items() if key != "options_file"}, rerun_of=args.options_file)
+        return TrainOptions(
+            **{key: value for key, value in vars(args).items() if key != "options_file"}, rerun_of=args.options_file
+        )
     except OptionsError as error:
         parser.error(str(error))
 

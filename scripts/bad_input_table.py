@@ -17,14 +17,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import test_bad_inputs as bad_inputs  # noqa: E402
-from accelerate.state import AcceleratorState  # noqa: E402
+import test_bad_inputs as bad_inputs
+from accelerate.state import AcceleratorState
 
 
 def main(names: list[str]) -> None:
     root = Path(tempfile.mkdtemp())
     finished = root / "finished"
-    flags = [*bad_inputs.TINY, "--max-train-samples", "200", "--max-eval-samples", "50", "--output-dir", str(finished), "--quiet"]
+    flags = [
+        *bad_inputs.TINY,
+        "--max-train-samples",
+        "200",
+        "--max-eval-samples",
+        "50",
+        "--output-dir",
+        str(finished),
+        "--quiet",
+    ]
     with contextlib.redirect_stdout(io.StringIO()):
         assert bad_inputs.train_command.main(flags) == 0
     for case in bad_inputs.CASES:

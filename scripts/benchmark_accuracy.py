@@ -32,13 +32,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
 from regimes import REGIMES, SHARED, proteingym_assays, regime_files
 
 
 CONSERVATION = {
     "files": ["--train-file", str(SHARED / "conservation/conservation.csv")],
-    "flags": ["--split-column", "set", "--validation-column", "validation", "--task", "token-classification", "--label-columns", "conservation"],
+    "flags": [
+        "--split-column",
+        "set",
+        "--validation-column",
+        "validation",
+        "--task",
+        "token-classification",
+        "--label-columns",
+        "conservation",
+    ],
 }
 PROTEINGYM_REGIMES = ("random", "unseen-modulo", "unseen-contiguous")
 # Named configurations (`--candidates`): lyra-train's flags for each. `defaults` is whatever lyra-train does unasked.
@@ -66,7 +74,9 @@ def subset(name: str, rows: int, seed: int, folder: Path) -> Path:
 
 
 def regimes_of(name: str) -> tuple[str, ...]:
-    return ("random",) if name == "conservation" else PROTEINGYM_REGIMES if name in proteingym_assays() else REGIMES[name]
+    return (
+        ("random",) if name == "conservation" else PROTEINGYM_REGIMES if name in proteingym_assays() else REGIMES[name]
+    )
 
 
 def command(name: str, regime: str, rows: int | None, seed: int, runs_dir: Path) -> list[str]:
@@ -77,12 +87,31 @@ def command(name: str, regime: str, rows: int | None, seed: int, runs_dir: Path)
     return [*files, *flags]
 
 
-def run(name: str, regime: str, rows: int | None, seed: int, tag: str, runs_dir: Path, budget: float | None, extra: list[str]) -> Path:
+def run(
+    name: str,
+    regime: str,
+    rows: int | None,
+    seed: int,
+    tag: str,
+    runs_dir: Path,
+    budget: float | None,
+    extra: list[str],
+) -> Path:
     folder = runs_dir / name / regime / f"{rows or 'all'}-seed{seed}-{tag}"
     if (folder / "results.json").exists():
         return folder
     data = command(name, regime, rows, seed, runs_dir)
-    arguments = [sys.executable, "-m", "lyra_hf.train", *data, "--seed", str(seed), "--quiet", "--output-dir", str(folder)]
+    arguments = [
+        sys.executable,
+        "-m",
+        "lyra_hf.train",
+        *data,
+        "--seed",
+        str(seed),
+        "--quiet",
+        "--output-dir",
+        str(folder),
+    ]
     arguments += ["--overwrite-output-dir", *(["--max-train-minutes", str(budget)] if budget else []), *extra]
     started = time.time()
     completed = subprocess.run(arguments, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
@@ -93,13 +122,17 @@ def run(name: str, regime: str, rows: int | None, seed: int, tag: str, runs_dir:
 
 
 def scores(results: dict) -> tuple[float | None, float | None, float | None]:
-    """The model's test metric, the baseline's and the model's validation metric (cross-validation: the folds' means)."""
+    """The model's test metric, the baseline's and the model's validation metric (cross-validation: folds' means)."""
     metric = results["metric_for_best_model"]
     if "test_mean" in results:
         baseline = (results.get("baseline") or {}).get("test_mean", {}).get(metric)
         folds = results["folds"].values()
         validation = [fold.get("validation", {}).get(metric) for fold in folds]
-        return results["test_mean"].get(metric), baseline, statistics.mean(validation) if None not in validation else None
+        return (
+            results["test_mean"].get(metric),
+            baseline,
+            statistics.mean(validation) if None not in validation else None,
+        )
     baseline = (results.get("baseline") or {}).get("test") or {}
     return (results.get("test") or {}).get(metric), baseline.get(metric), results["validation"].get(metric)
 
@@ -108,7 +141,11 @@ def summary(values: list) -> str:
     values = [value for value in values if value is not None]
     if not values:
         return "-"
-    return f"{statistics.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})" if len(values) > 1 else f"{values[0]:.3f}"
+    return (
+        f"{statistics.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+        if len(values) > 1
+        else f"{values[0]:.3f}"
+    )
 
 
 def candidate_scores(folder: Path) -> dict[str, tuple]:
@@ -139,23 +176,33 @@ def table(runs_dir: Path) -> str:
             label = tag if configuration == "defaults" else f"{tag}: {configuration}"
             groups.setdefault((name, regime, rows, label), []).append(entry)
     lines = [
-        "| data | regime | train rows | configuration | seeds | test (model) | test (one-hot ridge) | validation (model) |",
+        "| data | regime | train rows | configuration | seeds | test (model) | test (one-hot ridge) | validation "
+        "(model) |",
         "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for (name, regime, rows, tag), runs in sorted(groups.items()):
         model, baseline, validation = zip(*runs)
-        lines.append(f"| {name} | {regime} | {rows} | {tag} | {len(runs)} | {summary(model)} | {summary(baseline)} | {summary(validation)} |")
+        lines.append(
+            f"| {name} | {regime} | {rows} | {tag} | {len(runs)} | {summary(model)} | {summary(baseline)} | "
+            f"{summary(validation)} |"
+        )
     return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", nargs="+", default=["gfp", "synthetic", "dna-motif"], help="data sets; proteingym: its assays")
+    parser.add_argument(
+        "--data", nargs="+", default=["gfp", "synthetic", "dna-motif"], help="data sets; proteingym: its assays"
+    )
     parser.add_argument("--regimes", nargs="+", help="default: every regime of each data set")
     parser.add_argument("--train-rows", type=int, nargs="+", default=[0], help="random training subsets (0: all rows)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--tag", help="names the configuration the flags after -- make, in the run folders and the table")
-    parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=[], help="named configurations to run too")
+    parser.add_argument(
+        "--tag", help="names the configuration the flags after -- make, in the run folders and the table"
+    )
+    parser.add_argument(
+        "--candidates", nargs="+", choices=list(CANDIDATES), default=[], help="named configurations to run too"
+    )
     parser.add_argument("--budget-minutes", type=float, help="--max-train-minutes of every run")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side, one process each")
     parser.add_argument("--runs-dir", default="runs/accuracy")

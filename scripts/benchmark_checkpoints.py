@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 
-ASSAY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "proteingym" / "AMFR_HUMAN_Rocklin_2023_4G3O.csv"
+ASSAY = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "proteingym" / "AMFR_HUMAN_Rocklin_2023_4G3O.csv"
+)
 RUNNER = """
 import json, sys, time
 import lyra_hf.training.loop as loop
@@ -47,14 +49,39 @@ def main():
     parser.add_argument("--code", help="a checkout whose lyra_hf to run (default: this one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        flags = ["--train-file", str(ASSAY), "--sequence-column", "mutated_sequence", "--label-columns", "DMS_score", "--fold-column", "fold_random_5"]
-        flags += ["--test-fold", "0", "--max-train-samples", "494", "--site-effects", "off", "--global-epistasis", "off", "--num-processes", "1"]
+        flags = [
+            "--train-file",
+            str(ASSAY),
+            "--sequence-column",
+            "mutated_sequence",
+            "--label-columns",
+            "DMS_score",
+            "--fold-column",
+            "fold_random_5",
+        ]
+        flags += [
+            "--test-fold",
+            "0",
+            "--max-train-samples",
+            "494",
+            "--site-effects",
+            "off",
+            "--global-epistasis",
+            "off",
+            "--num-processes",
+            "1",
+        ]
         flags += ["--threads", "1", "--quiet", "--output-dir", f"{folder}/run"]
         environment = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
         if args.code:
             environment["PYTHONPATH"] = str(Path(args.code).resolve())
         started = time.perf_counter()
-        completed = subprocess.run([sys.executable, "-c", RUNNER, f"{folder}/spent.json", *flags], capture_output=True, text=True, env=environment)
+        completed = subprocess.run(
+            [sys.executable, "-c", RUNNER, f"{folder}/spent.json", *flags],
+            capture_output=True,
+            text=True,
+            env=environment,
+        )
         wall = time.perf_counter() - started
         if completed.returncode != 0:
             sys.exit(completed.stderr[-3000:])
@@ -62,8 +89,10 @@ def main():
         results = json.loads(Path(f"{folder}/run/results.json").read_text())
     share = (spent["checkpoints"] + spent["best"]) / wall
     print(
-        f"{args.code or 'this checkout'}: {results['steps']} steps in {len(results['history'])} epochs, wall {wall:.1f} s; "
-        f"{spent['written']} checkpoints {spent['checkpoints']:.1f} s + best/ {spent['best']:.1f} s = {share:.1%} of the wall time; "
+        f"{args.code or 'this checkout'}: {results['steps']} steps in {len(results['history'])} epochs, wall "
+        f"{wall:.1f} s; "
+        f"{spent['written']} checkpoints {spent['checkpoints']:.1f} s + best/ {spent['best']:.1f} s = {share:.1%} of "
+        "the wall time; "
         f"test spearmanr {results['test']['spearmanr']:.4f}"
     )
 

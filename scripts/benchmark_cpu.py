@@ -15,7 +15,8 @@ in one run (the machine is shared and noisy, so only ratios within one run mean 
    median is reported: one epoch is a few seconds, and this machine's speed drifts by tens of percent over minutes.
 3. `lyra-predict` on random 200-letter protein rows: peak memory of the whole process tree (PSS, sampled every second)
    and the kernel's peak RSS of the command's process and of its largest worker, and rows/s over the command's wall
-   time (4-10 s of it, by machine, is importing torch and transformers) and over the prediction itself (the rate its closing
+   time (4-10 s of it, by machine, is importing torch and transformers) and over the prediction itself (the rate its
+   closing
    line gives), on all cores, and on one core for the middle size (the two taking turns `--repeats` times).
 4. `lyra-scan` of a 237-letter wild type: every single mutant (4,503), and every double mutant of 10 positions, on one
    core and on all cores: the command's wall time, and the scoring alone (`lyra_hf.scan.scan` in this process,
@@ -77,7 +78,11 @@ def peak_rss(pid: int) -> int | None:
     """The kernel's own record of a process's peak resident set (VmHWM), in bytes: exact however rarely it is read,
     but it counts the pages a forked worker shares with its parent in both."""
     try:
-        return next(int(line.split()[1]) * 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:"))
+        return next(
+            int(line.split()[1]) * 1024
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("VmHWM:")
+        )
     except (OSError, StopIteration, ValueError):
         return None
 
@@ -166,11 +171,15 @@ def write_labelled_rows(path: Path, count: int, length: int) -> Path:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["sequence", "label"])
-        writer.writerows(("".join(LETTERS[i] for i in residues), f"{label:.4f}") for residues, label in zip(letters, labels))
+        writer.writerows(
+            ("".join(LETTERS[i] for i in residues), f"{label:.4f}") for residues, label in zip(letters, labels)
+        )
     return path
 
 
-def train_tokens_per_second(work: Path, hidden_size: int, length: int, flags: list[str], label: str, epochs: int = 1) -> dict:
+def train_tokens_per_second(
+    work: Path, hidden_size: int, length: int, flags: list[str], label: str, epochs: int = 1
+) -> dict:
     """`epochs` epochs of `lyra-train` on random labelled sequences of one length (about 400,000 tokens an epoch at
     hidden size 64, a quarter of that at 256); tokens/s over the training loop, from results.json."""
     tokens = 400_000 * 64 // hidden_size
@@ -182,7 +191,11 @@ def train_tokens_per_second(work: Path, hidden_size: int, length: int, flags: li
     command += ["--max-eval-samples", "128", "--output-dir", str(folder), *flags]
     result = run(command, label)
     results = json.loads((folder / "results.json").read_text())
-    return {**result, "tokens_per_second": results["samples_per_second"] * length, "num_processes": results["num_processes"]}
+    return {
+        **result,
+        "tokens_per_second": results["samples_per_second"] * length,
+        "num_processes": results["num_processes"],
+    }
 
 
 def round_robin(runs: dict, repeats: int) -> dict:
@@ -194,7 +207,11 @@ def round_robin(runs: dict, repeats: int) -> dict:
         for label, function in runs.items():
             results[label].append(function())
     return {
-        label: {**measured[-1], "tokens_per_second": statistics.median(run["tokens_per_second"] for run in measured), "tokens_per_second_runs": [run["tokens_per_second"] for run in measured]}
+        label: {
+            **measured[-1],
+            "tokens_per_second": statistics.median(run["tokens_per_second"] for run in measured),
+            "tokens_per_second_runs": [run["tokens_per_second"] for run in measured],
+        }
         for label, measured in results.items()
     }
 
@@ -208,7 +225,12 @@ def crossover(work: Path, repeats: int) -> dict:
             label = f"hidden {hidden_size}, L {length} ({64 * length:,} tokens a step): {layout}"
             runs[label] = functools.partial(train_tokens_per_second, work, hidden_size, length, flags, label)
         for label, result in round_robin(runs, repeats).items():
-            results[label] = {"hidden_size": hidden_size, "length": length, "layout": label.rsplit(": ", 1)[1], **result}
+            results[label] = {
+                "hidden_size": hidden_size,
+                "length": length,
+                "layout": label.rsplit(": ", 1)[1],
+                **result,
+            }
     return results
 
 
@@ -219,9 +241,34 @@ def training_throughput(work: Path, repeats: int) -> dict:
     epoch of ~30 steps."""
     return round_robin(
         {
-            "one core": functools.partial(train_tokens_per_second, work, 64, 237, ONE_CORE, "training on one core (batch 64, L 237)", THROUGHPUT_EPOCHS),
-            "all cores": functools.partial(train_tokens_per_second, work, 64, 237, [], "training with the defaults (batch 64, L 237)", THROUGHPUT_EPOCHS),
-            "all cores, busy neighbour": functools.partial(busy, train_tokens_per_second, work, 64, 237, [], "training with the defaults beside the busy loop", THROUGHPUT_EPOCHS),
+            "one core": functools.partial(
+                train_tokens_per_second,
+                work,
+                64,
+                237,
+                ONE_CORE,
+                "training on one core (batch 64, L 237)",
+                THROUGHPUT_EPOCHS,
+            ),
+            "all cores": functools.partial(
+                train_tokens_per_second,
+                work,
+                64,
+                237,
+                [],
+                "training with the defaults (batch 64, L 237)",
+                THROUGHPUT_EPOCHS,
+            ),
+            "all cores, busy neighbour": functools.partial(
+                busy,
+                train_tokens_per_second,
+                work,
+                64,
+                237,
+                [],
+                "training with the defaults beside the busy loop",
+                THROUGHPUT_EPOCHS,
+            ),
         },
         repeats,
     )
@@ -239,7 +286,9 @@ def write_rows(path: Path, count: int, length: int = 200) -> Path:
         writer.writerow(["name", "sequence"])
         for start in range(0, count, 10_000):
             letters = torch.randint(0, len(LETTERS), (min(10_000, count - start), length), generator=generator).tolist()
-            writer.writerows((f"v{start + row}", "".join(LETTERS[i] for i in residues)) for row, residues in enumerate(letters))
+            writer.writerows(
+                (f"v{start + row}", "".join(LETTERS[i] for i in residues)) for row, residues in enumerate(letters)
+            )
     return path
 
 
@@ -266,18 +315,34 @@ def prediction(work: Path, model: Path, sizes: list[int], one_core_size: int, re
                 label = f"predict {count:,} rows, {cores}"
                 output = work / f"predictions_{count}_{cores.replace(' ', '_')}.csv"
                 output.unlink(missing_ok=True)
-                result = run([*lyra("predict"), "--model", str(model), "--input", str(source), "--output", str(output), *flags], label, sample_memory=True)
+                result = run(
+                    [*lyra("predict"), "--model", str(model), "--input", str(source), "--output", str(output), *flags],
+                    label,
+                    sample_memory=True,
+                )
                 # The command's closing line times the prediction itself: reading, predicting and writing, after the
                 # imports, the checkpoint and the check of every row.
                 predicting = float(re.search(r"in ([\d.]+) s,", result["stdout"][-1]).group(1))
-                measured[cores].append({**result, "rows_per_second": count / result["seconds"], "predicting_rows_per_second": count / predicting})
+                measured[cores].append(
+                    {
+                        **result,
+                        "rows_per_second": count / result["seconds"],
+                        "predicting_rows_per_second": count / predicting,
+                    }
+                )
         for cores, runs_of_cores in measured.items():
             results[f"predict {count:,} rows, {cores}"] = {
                 **runs_of_cores[-1],
                 "rows": count,
                 "runs": len(runs_of_cores),
-                **{key: statistics.median(run[key] for run in runs_of_cores) for key in ("seconds", "rows_per_second", "predicting_rows_per_second")},
-                **{key: max(run[key] or 0 for run in runs_of_cores) for key in ("peak_memory_bytes", "peak_rss_bytes", "peak_worker_rss_bytes")},
+                **{
+                    key: statistics.median(run[key] for run in runs_of_cores)
+                    for key in ("seconds", "rows_per_second", "predicting_rows_per_second")
+                },
+                **{
+                    key: max(run[key] or 0 for run in runs_of_cores)
+                    for key in ("peak_memory_bytes", "peak_rss_bytes", "peak_worker_rss_bytes")
+                },
                 "predicting_rows_per_second_runs": [run["predicting_rows_per_second"] for run in runs_of_cores],
             }
         source.unlink()
@@ -292,7 +357,18 @@ def scanning(work: Path, model: Path) -> dict:
         for cores, cpu_flags in (("one core", ONE_CORE), ("all cores", [])):
             label = f"scan {scan_name}, {cores}"
             folder = work / f"scan_{len(results)}"
-            command = [*lyra("scan"), "--model", str(model), "--sequence", wild_type, "--no-figures", "--output-dir", str(folder), *flags, *cpu_flags]
+            command = [
+                *lyra("scan"),
+                "--model",
+                str(model),
+                "--sequence",
+                wild_type,
+                "--no-figures",
+                "--output-dir",
+                str(folder),
+                *flags,
+                *cpu_flags,
+            ]
             results[label] = run(command, label)
     # The scoring alone, as a library call: one single-threaded process against one worker per usable CPU.
     from lyra_hf import retain_freed_memory
@@ -308,7 +384,10 @@ def scanning(work: Path, model: Path) -> dict:
         for cores, processes in (("one core", 1), ("all cores", usable_cpus())):
             started = time.perf_counter()
             scan(loaded, tokenizer, wild_type, pairs=pairs, progress=False, processes=processes)
-            results[f"scan {scan_name}, scoring alone, {cores}"] = {"seconds": time.perf_counter() - started, "processes": processes}
+            results[f"scan {scan_name}, scoring alone, {cores}"] = {
+                "seconds": time.perf_counter() - started,
+                "processes": processes,
+            }
     return results
 
 
@@ -318,7 +397,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000", help="lyra-predict row counts")
     parser.add_argument("--one-core-size", type=int, default=100_000, help="the row count also predicted on one core")
     parser.add_argument("--parts", default="demo,train,predict,scan", help="which parts to run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each training configuration and of lyra-predict on one core and on all, taking turns (medians reported)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each training configuration and of lyra-predict on one core and on all, taking turns (medians "
+        "reported)",
+    )
     args = parser.parse_args()
     from lyra_hf.cpu import usable_cpus
 
@@ -338,7 +423,9 @@ def main() -> None:
             report["crossover"] = crossover(work, args.repeats)
         model = default_checkpoint(work)
         if "predict" in parts:
-            report["predict"] = prediction(work, model, [int(size) for size in args.sizes.split(",")], args.one_core_size, args.repeats)
+            report["predict"] = prediction(
+                work, model, [int(size) for size in args.sizes.split(",")], args.one_core_size, args.repeats
+            )
         if "scan" in parts:
             report["scan"] = scanning(work, model)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

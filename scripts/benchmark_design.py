@@ -22,7 +22,8 @@ best variant of the design space and the mean of its best 96.
 
 `--ensemble-validation rotate` trains the ensembles with that lyra-train option (each member validates on its own
 tenth of the measured variants, lyra-train's default since issue 30's sixth session; this script's default stays
-`shared`, the protocol of the tables made before); `--rounds 1` stops after the first round; `--strategies` runs some of them (the
+`shared`, the protocol of the tables made before); `--rounds 1` stops after the first round; `--strategies` runs some
+of them (the
 table shows those every seed ran).
 """
 
@@ -38,16 +39,17 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import RidgeCV
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lyra_hf import LyraTokenizer  # noqa: E402
-from lyra_hf.baseline import RIDGE_ALPHAS  # noqa: E402
-from lyra_hf.checkpoints import load_models  # noqa: E402
-from lyra_hf.data.synthetic import CANONICAL, NOISE, synthetic_landscape  # noqa: E402
-from lyra_hf.design import DesignOptions, design  # noqa: E402
-from lyra_hf.design.scoring import enumerate_space  # noqa: E402
-from lyra_hf.design.space import build_space  # noqa: E402
-from lyra_hf.outputs import write_csv, write_json  # noqa: E402
-from lyra_hf.scan.mutants import WildType  # noqa: E402
+from lyra_hf import LyraTokenizer
+from lyra_hf.baseline import RIDGE_ALPHAS
+from lyra_hf.checkpoints import load_models
+from lyra_hf.data.synthetic import CANONICAL, NOISE, synthetic_landscape
+from lyra_hf.design import DesignOptions, design
+from lyra_hf.design.scoring import enumerate_space
+from lyra_hf.design.space import build_space
+from lyra_hf.outputs import write_csv, write_json
+from lyra_hf.scan.mutants import WildType
 
 
 START, BATCH = 384, 96
@@ -88,7 +90,15 @@ def ridge_batch(lab: Lab, measured: dict[str, float], space_sequences: list[str]
 def train_ensemble(measured: dict[str, float], folder: Path, seed: int, ensemble_validation: str) -> Path:
     if not (folder / "results.json").exists():
         write_csv(folder.with_suffix(".csv"), {"sequence": list(measured), "fitness": list(measured.values())})
-        command = [sys.executable, "-m", "lyra_hf.train", "--train-file", str(folder.with_suffix(".csv")), "--label-columns", "fitness"]
+        command = [
+            sys.executable,
+            "-m",
+            "lyra_hf.train",
+            "--train-file",
+            str(folder.with_suffix(".csv")),
+            "--label-columns",
+            "fitness",
+        ]
         command += ["--ensemble", "3", "--ensemble-validation", ensemble_validation, "--seed", str(seed)]
         command += ["--quiet", "--overwrite-output-dir", "--output-dir", str(folder)]
         completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
@@ -100,7 +110,15 @@ def train_ensemble(measured: dict[str, float], folder: Path, seed: int, ensemble
 def lyra_batch(lab: Lab, measured: dict[str, float], model_dir: Path, acquisition: str) -> list[str]:
     tokenizer, members = load_models(str(model_dir))
     options = DesignOptions(max_mutations=2, num_designs=BATCH, acquisition=acquisition, seed=lab.seed)
-    result = design(members, tokenizer, lab.landscape.wild_type_sequence, options, measured=list(measured), processes=2, progress=False)
+    result = design(
+        members,
+        tokenizer,
+        lab.landscape.wild_type_sequence,
+        options,
+        measured=list(measured),
+        processes=2,
+        progress=False,
+    )
     return list(result.designs["sequence"])
 
 
@@ -119,7 +137,11 @@ def run_seed(seed: int, runs_dir: Path, num_rounds: int, ensemble_validation: st
     start = lab.sequences(lab.landscape.random_variants(np.random.default_rng(seed), START))
     first = dict(zip(start, lab.measure(start)))
     space_sequences = space_of(lab)
-    record = {"seed": seed, "start_best": float(lab.landscape.fitness(start).max()), "ensemble_validation": ensemble_validation}
+    record = {
+        "seed": seed,
+        "start_best": float(lab.landscape.fitness(start).max()),
+        "ensemble_validation": ensemble_validation,
+    }
     for strategy in strategies:
         measured, rounds, started = dict(first), [], time.time()
         for round_ in range(1, num_rounds + 1):
@@ -130,14 +152,30 @@ def run_seed(seed: int, runs_dir: Path, num_rounds: int, ensemble_validation: st
                 batch = ridge_batch(lab, measured, space_sequences)
             else:
                 shared = "lyra" if round_ == 1 else strategy  # round 1's ensemble: the same measured variants for all
-                model_dir = train_ensemble(measured, runs_dir / f"seed{seed}-{shared}-round{round_}", seed, ensemble_validation)
+                model_dir = train_ensemble(
+                    measured, runs_dir / f"seed{seed}-{shared}-round{round_}", seed, ensemble_validation
+                )
                 batch = lyra_batch(lab, measured, model_dir, ACQUISITION[strategy])
             truth = lab.landscape.fitness(batch)
             measured.update(zip(batch, lab.measure(batch)))
             best = float(lab.landscape.fitness(list(measured)).max())
-            rounds.append({"round": round_, "best_so_far": best, "batch_mean": float(truth.mean()), "batch_best": float(truth.max())})
+            rounds.append(
+                {
+                    "round": round_,
+                    "best_so_far": best,
+                    "batch_mean": float(truth.mean()),
+                    "batch_best": float(truth.max()),
+                }
+            )
         record[strategy] = {"rounds": rounds, "seconds": time.time() - started}
-        print(f"seed {seed} {strategy}: " + ", ".join(f"round {entry['round']} best {entry['best_so_far']:.2f} mean {entry['batch_mean']:.2f}" for entry in rounds), flush=True)
+        print(
+            f"seed {seed} {strategy}: "
+            + ", ".join(
+                f"round {entry['round']} best {entry['best_so_far']:.2f} mean {entry['batch_mean']:.2f}"
+                for entry in rounds
+            ),
+            flush=True,
+        )
     write_json(path, record)
     return record
 
@@ -154,17 +192,35 @@ def table(runs_dir: Path) -> str:
     records = [json.loads(path.read_text()) for path in sorted(runs_dir.glob("seed*.json"))]
     rounds = min(len(record["random"]["rounds"]) for record in records)
     start = statistics.median(record["start_best"] for record in records)
-    ceilings = [np.sort(lab.landscape.fitness(space_of(lab)))[::-1] for lab in (Lab(record["seed"]) for record in records)]
-    optimum, top_mean = statistics.median(float(ceiling[0]) for ceiling in ceilings), statistics.median(float(ceiling[:BATCH].mean()) for ceiling in ceilings)
-    lines = [f"{len(records)} seeds; medians over seeds of the best of the first {START} random variants, {start:.2f}; the best in the design space, {optimum:.2f}; the mean of its best {BATCH}, {top_mean:.2f}", ""]
-    lines += ["| strategy | " + " | ".join(f"round {r}: best found | round {r}: batch mean" for r in range(1, rounds + 1)) + " | seeds reaching the space's best, by round |"]
+    ceilings = [
+        np.sort(lab.landscape.fitness(space_of(lab)))[::-1] for lab in (Lab(record["seed"]) for record in records)
+    ]
+    optimum, top_mean = (
+        statistics.median(float(ceiling[0]) for ceiling in ceilings),
+        statistics.median(float(ceiling[:BATCH].mean()) for ceiling in ceilings),
+    )
+    lines = [
+        f"{len(records)} seeds; medians over seeds of the best of the first {START} random variants, {start:.2f}; the "
+        f"best in the design space, {optimum:.2f}; the mean of its best {BATCH}, {top_mean:.2f}",
+        "",
+    ]
+    lines += [
+        "| strategy | "
+        + " | ".join(f"round {r}: best found | round {r}: batch mean" for r in range(1, rounds + 1))
+        + " | seeds reaching the space's best, by round |"
+    ]
     lines += ["| --- |" + " ---: | ---: |" * rounds + " ---: |"]
     for strategy in (strategy for strategy in STRATEGIES if all(strategy in record for record in records)):
         cells = []
         for round_ in range(1, rounds + 1):
             cells.append(f"{statistics.median(best_found(record, strategy, round_) for record in records):.2f}")
-            cells.append(f"{statistics.median(record[strategy]['rounds'][round_ - 1]['batch_mean'] for record in records):.2f}")
-        optimal = [sum(best_found(record, strategy, round_) >= ceiling[0] - 1e-9 for record, ceiling in zip(records, ceilings)) for round_ in range(1, rounds + 1)]
+            cells.append(
+                f"{statistics.median(record[strategy]['rounds'][round_ - 1]['batch_mean'] for record in records):.2f}"
+            )
+        optimal = [
+            sum(best_found(record, strategy, round_) >= ceiling[0] - 1e-9 for record, ceiling in zip(records, ceilings))
+            for round_ in range(1, rounds + 1)
+        ]
         lines.append(f"| {strategy} | " + " | ".join(cells) + f" | {' / '.join(map(str, optimal))} of {len(records)} |")
     return "\n".join(lines)
 
@@ -174,7 +230,9 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--runs-dir", default="runs/design_sim")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--ensemble-validation", choices=("shared", "rotate"), default="shared", help="lyra-train's, for the ensembles")
+    parser.add_argument(
+        "--ensemble-validation", choices=("shared", "rotate"), default="shared", help="lyra-train's, for the ensembles"
+    )
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     parser.add_argument("--table", metavar="RUNS_DIR", help="print the table of the finished seeds in RUNS_DIR")
     args = parser.parse_args()

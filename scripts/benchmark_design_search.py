@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lyra_hf.checkpoints import load_models  # noqa: E402
-from lyra_hf.design import DesignOptions, design  # noqa: E402
+from lyra_hf.checkpoints import load_models
+from lyra_hf.design import DesignOptions, design
 
 
 def library_parent(path: str, column: str) -> str:
@@ -33,7 +34,12 @@ def library_parent(path: str, column: str) -> str:
 
 def batch_summary(result) -> dict:
     objective = np.asarray(result.designs["objective"], dtype=float)
-    return {"mean": objective.mean(), "best": objective.max(), "worst": objective.min(), "sequences": set(result.designs["sequence"])}
+    return {
+        "mean": objective.mean(),
+        "best": objective.max(),
+        "worst": objective.min(),
+        "sequences": set(result.designs["sequence"]),
+    }
 
 
 def main():
@@ -49,17 +55,37 @@ def main():
     wild_type = library_parent(args.wild_type_from, args.sequence_column)
     summaries = {}
     for search in ("exhaustive", "beam"):
-        options = DesignOptions(positions=args.positions, max_mutations=args.max_mutations, num_designs=args.num_designs, search=search, max_candidates=10**8)
+        options = DesignOptions(
+            positions=args.positions,
+            max_mutations=args.max_mutations,
+            num_designs=args.num_designs,
+            search=search,
+            max_candidates=10**8,
+        )
         started = time.perf_counter()
         result = design(models, tokenizer, wild_type, options, progress=False)
-        summaries[search] = {**batch_summary(result), "scored": len(result.candidates["sequence"]), "seconds": time.perf_counter() - started, "space": result.space_size}
+        summaries[search] = {
+            **batch_summary(result),
+            "scored": len(result.candidates["sequence"]),
+            "seconds": time.perf_counter() - started,
+            "space": result.space_size,
+        }
     exhaustive = summaries["exhaustive"]
-    print(f"space: {exhaustive['space']:,} candidates (positions {args.positions}, up to {args.max_mutations} mutations), {args.num_designs} designs")
-    print("| search | candidates scored | seconds | batch mean objective | best | worst | designs shared with exhaustive |")
+    print(
+        f"space: {exhaustive['space']:,} candidates (positions {args.positions}, up to {args.max_mutations} "
+        f"mutations), {args.num_designs} designs"
+    )
+    print(
+        "| search | candidates scored | seconds | batch mean objective | best | worst | designs shared with exhaustive "
+        "|"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, summary in summaries.items():
         shared = len(summary["sequences"] & exhaustive["sequences"])
-        print(f"| {name} | {summary['scored']:,} | {summary['seconds']:.1f} | {summary['mean']:.4f} | {summary['best']:.4f} | {summary['worst']:.4f} | {shared} |")
+        print(
+            f"| {name} | {summary['scored']:,} | {summary['seconds']:.1f} | {summary['mean']:.4f} | "
+            f"{summary['best']:.4f} | {summary['worst']:.4f} | {shared} |"
+        )
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer  # noqa: E402
-from lyra_hf.outputs import write_json  # noqa: E402
+from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer
+from lyra_hf.outputs import write_json
 
 
 LENGTH, POSITIONS = 265, "120-123"
@@ -30,7 +31,19 @@ def save_model(folder: Path, seed: int) -> None:
 
 
 def timed(model: Path, sequence: str, output: Path) -> float:
-    command = ["lyra-design", "--model", str(model), "--sequence", sequence, "--positions", POSITIONS, "--max-mutations", "4", "--output-dir", str(output)]
+    command = [
+        "lyra-design",
+        "--model",
+        str(model),
+        "--sequence",
+        sequence,
+        "--positions",
+        POSITIONS,
+        "--max-mutations",
+        "4",
+        "--output-dir",
+        str(output),
+    ]
     started = time.perf_counter()
     completed = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -49,7 +62,10 @@ def main():
             save_model(folder / "ensemble" / f"member_{index}", index)
         write_json(folder / "ensemble" / "ensemble.json", {"members": [f"member_{index}" for index in range(3)]})
         for name in ("model", "ensemble"):
-            print(f"{name}: {timed(folder / name, sequence, folder / f'out-{name}'):.1f} s for 159,999 candidates and a batch of 96 (wall clock, start-up included)")
+            print(
+                f"{name}: {timed(folder / name, sequence, folder / f'out-{name}'):.1f} s for 159,999 candidates and a "
+                "batch of 96 (wall clock, start-up included)"
+            )
 
 
 if __name__ == "__main__":

@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
-
 from benchmark_accuracy import DATA, command
+from scipy.stats import spearmanr
 
 
 def main():
@@ -47,9 +46,19 @@ def main():
     train_seconds = time.time() - started
     predictions = runs_dir / "test_predictions.csv"
     predict = [
-        sys.executable, "-m", "lyra_hf.predict", "--model", str(run_dir / "best"), "--input", str(DATA / "test.csv"),
-        "--sequence-column", "CDR3", "--output", str(predictions), "--overwrite",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "lyra_hf.predict",
+        "--model",
+        str(run_dir / "best"),
+        "--input",
+        str(DATA / "test.csv"),
+        "--sequence-column",
+        "CDR3",
+        "--output",
+        str(predictions),
+        "--overwrite",
+    ]
     with open(runs_dir / "predict.log", "w") as log:
         if subprocess.run(predict, stdout=log, stderr=subprocess.STDOUT, env=environment).returncode != 0:
             sys.exit(f"benchmark_ensemble: prediction failed, see {runs_dir / 'predict.log'}")
@@ -68,14 +77,20 @@ def main():
     members = results["members"]
     lines = ["| model | validation Spearman | test Spearman |", "| --- | ---: | ---: |"]
     for name, member in members.items():
-        lines.append(f"| {name} (seed {member['seed']}, epoch {member['best_epoch']}) | {member['validation']['spearmanr']:.4f} | {member['test']['spearmanr']:.4f} |")
+        lines.append(
+            f"| {name} (seed {member['seed']}, epoch {member['best_epoch']}) | {member['validation']['spearmanr']:.4f} "
+            f"| {member['test']['spearmanr']:.4f} |"
+        )
     member_mean, member_std = results["members_mean"], results["members_std"]
     lines.append(
         f"| members' mean (sd) | {member_mean['validation']['spearmanr']:.4f} | {member_mean['test']['spearmanr']:.4f} "
         f"({member_std['test']['spearmanr']:.4f}) |"
     )
     gain = results["test"]["spearmanr"] - member_mean["test"]["spearmanr"]
-    lines.append(f"| **ensemble of {args.members}** (mean prediction) | {results['validation']['spearmanr']:.4f} | **{results['test']['spearmanr']:.4f}** |")
+    lines.append(
+        f"| **ensemble of {args.members}** (mean prediction) | {results['validation']['spearmanr']:.4f} | "
+        f"**{results['test']['spearmanr']:.4f}** |"
+    )
     table = "\n".join(lines)
     summary = (
         f"Gain of the ensemble over the members' mean: {gain:+.4f} test Spearman.\n"
@@ -85,13 +100,22 @@ def main():
     )
     print(table + "\n\n" + summary)
     content = {
-        "members": args.members, "seed": args.seed, "train_flags": train_flags, "ensemble_test_spearmanr": results["test"]["spearmanr"],
+        "members": args.members,
+        "seed": args.seed,
+        "train_flags": train_flags,
+        "ensemble_test_spearmanr": results["test"]["spearmanr"],
         "members_test_spearmanr": [member["test"]["spearmanr"] for member in members.values()],
-        "members_mean_test_spearmanr": member_mean["test"]["spearmanr"], "gain": gain,
-        "spearman_abs_error_vs_std": error_vs_spread, "spearman_rank_error_vs_std": rank_error_vs_spread,
-        "test_rows": len(truth), "train_wall_seconds": train_seconds,
-    }  # fmt: skip
-    for name, text in (("ensemble.md", table + "\n\n" + summary + "\n"), ("ensemble.json", json.dumps(content, indent=2))):
+        "members_mean_test_spearmanr": member_mean["test"]["spearmanr"],
+        "gain": gain,
+        "spearman_abs_error_vs_std": error_vs_spread,
+        "spearman_rank_error_vs_std": rank_error_vs_spread,
+        "test_rows": len(truth),
+        "train_wall_seconds": train_seconds,
+    }
+    for name, text in (
+        ("ensemble.md", table + "\n\n" + summary + "\n"),
+        ("ensemble.json", json.dumps(content, indent=2)),
+    ):
         (runs_dir / f".{name}.tmp").write_text(text)
         os.replace(runs_dir / f".{name}.tmp", runs_dir / name)
 

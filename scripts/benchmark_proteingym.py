@@ -24,7 +24,14 @@ from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "proteingym"
 SCHEMES = ("fold_random_5", "fold_modulo_5", "fold_contiguous_5")
-PUBLISHED = ("One-Hot Encodings", "TranceptEVE + One-Hot Encodings", "ESM-1v Embeddings", "MSA Transformer Embeddings", "ProteinNPT", "Kermut")
+PUBLISHED = (
+    "One-Hot Encodings",
+    "TranceptEVE + One-Hot Encodings",
+    "ESM-1v Embeddings",
+    "MSA Transformer Embeddings",
+    "ProteinNPT",
+    "Kermut",
+)
 
 
 def assays(folder: Path) -> list[str]:
@@ -35,16 +42,38 @@ def run(folder: Path, assay: str, prior: str, runs_dir: Path, extra: list[str]) 
     output = runs_dir / assay / prior
     if (output / "results.json").exists():
         return output
-    command = [sys.executable, "-m", "lyra_hf.train", "--train-file", str(folder / f"{assay}.csv"), "--sequence-column", "mutated_sequence"]
-    command += ["--label-columns", "DMS_score", "--fold-column", ",".join(SCHEMES), "--quiet", "--output-dir", str(output), "--overwrite-output-dir"]
+    command = [
+        sys.executable,
+        "-m",
+        "lyra_hf.train",
+        "--train-file",
+        str(folder / f"{assay}.csv"),
+        "--sequence-column",
+        "mutated_sequence",
+    ]
+    command += [
+        "--label-columns",
+        "DMS_score",
+        "--fold-column",
+        ",".join(SCHEMES),
+        "--quiet",
+        "--output-dir",
+        str(output),
+        "--overwrite-output-dir",
+    ]
     if prior != "none":
         command += ["--prior", str(folder / "zero_shot" / prior / f"{assay}.csv")]
     started = time.time()
-    completed = subprocess.run([*command, *extra], capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    completed = subprocess.run(
+        [*command, *extra], capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}
+    )
     if completed.returncode != 0:
         sys.exit(f"benchmark_proteingym: {assay} with prior {prior} failed:\n{completed.stderr[-3000:]}")
     (output / "wall_seconds.json").write_text(json.dumps({"wall_seconds": time.time() - started}))
-    print(f"{assay}, prior {prior}: {time.time() - started:.0f} s; {completed.stdout.strip().splitlines()[-1]}", flush=True)
+    print(
+        f"{assay}, prior {prior}: {time.time() - started:.0f} s; {completed.stdout.strip().splitlines()[-1]}",
+        flush=True,
+    )
     return output
 
 
@@ -60,27 +89,58 @@ def pooled(entry: dict | None) -> str:
 
 def table(folder: Path, runs_dir: Path) -> str:
     figures = published(folder)
-    header = ["assay", "scheme", "prior", "lyra-train", "one-hot ridge", "ridge + prior", "prior alone", "minutes", *PUBLISHED]
+    header = [
+        "assay",
+        "scheme",
+        "prior",
+        "lyra-train",
+        "one-hot ridge",
+        "ridge + prior",
+        "prior alone",
+        "minutes",
+        *PUBLISHED,
+    ]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + " |"]
     for path in sorted(runs_dir.glob("*/*/results.json")):
         assay, prior = path.parts[-3], path.parts[-2]
         results = json.loads(path.read_text())
-        minutes = json.loads((path.parent / "wall_seconds.json").read_text())["wall_seconds"] / 60 if (path.parent / "wall_seconds.json").exists() else None
+        minutes = (
+            json.loads((path.parent / "wall_seconds.json").read_text())["wall_seconds"] / 60
+            if (path.parent / "wall_seconds.json").exists()
+            else None
+        )
         for scheme in SCHEMES:
             entry = results["schemes"][scheme]
             baseline = entry.get("baseline") or {}
-            cells = [assay, scheme, prior, pooled(entry), pooled(baseline), pooled(baseline.get("with_prior")), pooled(baseline.get("prior_alone"))]
+            cells = [
+                assay,
+                scheme,
+                prior,
+                pooled(entry),
+                pooled(baseline),
+                pooled(baseline.get("with_prior")),
+                pooled(baseline.get("prior_alone")),
+            ]
             cells.append(f"{minutes:.1f}" if minutes is not None and scheme == SCHEMES[0] else "")
-            cells += [f"{figures[(scheme, assay, method)]:.3f}" if (scheme, assay, method) in figures else "-" for method in PUBLISHED]
+            cells += [
+                f"{figures[(scheme, assay, method)]:.3f}" if (scheme, assay, method) in figures else "-"
+                for method in PUBLISHED
+            ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(DATA), help="a folder of ProteinGym assays (and zero_shot/<scorer>/, published_spearman.csv)")
+    parser.add_argument(
+        "--data",
+        default=str(DATA),
+        help="a folder of ProteinGym assays (and zero_shot/<scorer>/, published_spearman.csv)",
+    )
     parser.add_argument("--assays", nargs="+", help="default: every assay of the folder")
-    parser.add_argument("--priors", nargs="+", default=["none", "ESM_IF1", "TranceptEVE_L"], help="none, or scorers of zero_shot/")
+    parser.add_argument(
+        "--priors", nargs="+", default=["none", "ESM_IF1", "TranceptEVE_L"], help="none, or scorers of zero_shot/"
+    )
     parser.add_argument("--runs-dir", default="runs/proteingym")
     parser.add_argument("--table", metavar="RUNS_DIR", help="only print the table of the runs in RUNS_DIR")
     args, extra = parser.parse_known_args()

@@ -18,11 +18,13 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmark_accuracy import SHARED  # noqa: E402
-from lyra_hf.baseline import one_hot  # noqa: E402
-from lyra_hf.data.loading import carve_validation  # noqa: E402
+from benchmark_accuracy import SHARED
+
+from lyra_hf.baseline import one_hot
+from lyra_hf.data.loading import carve_validation
 
 
 COLUMNS = {"gfp": ("sequence", "label"), "gifford": ("CDR3", "enrichment")}
@@ -36,7 +38,11 @@ class GlobalEpistasis(torch.nn.Module):
     def __init__(self, features: int, hidden: int, labels: torch.Tensor):
         super().__init__()
         self.additive = torch.nn.Linear(features, 1)
-        self.pairwise = torch.nn.Sequential(torch.nn.Linear(features, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1)) if hidden else None
+        self.pairwise = (
+            torch.nn.Sequential(torch.nn.Linear(features, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
+            if hidden
+            else None
+        )
         self.lower = torch.nn.Parameter(labels.min().clone())
         self.span = torch.nn.Parameter(labels.max() - labels.min())
 
@@ -55,13 +61,16 @@ def splits(name: str, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]
     train, validation = carve_validation(train, 0.1, seed, name, sequence_column=sequence)
     width = max(len(text) for text in train[sequence])
     return {
-        split: (torch.tensor(one_hot(rows[sequence], LETTERS, width).toarray(), dtype=torch.float32), torch.tensor(rows[label], dtype=torch.float32))
+        split: (
+            torch.tensor(one_hot(rows[sequence], LETTERS, width).toarray(), dtype=torch.float32),
+            torch.tensor(rows[label], dtype=torch.float32),
+        )
         for split, rows in (("train", train), ("validation", validation), ("test", test))
     }
 
 
 def fit(data: dict, hidden: int, seed: int) -> tuple[float, int, dict]:
-    """Train for EPOCHS; the best validation Spearman, its epoch, and that epoch's predictions on validation and test."""
+    """Train for EPOCHS; the best validation Spearman, its epoch, and that epoch's validation and test predictions."""
     torch.manual_seed(seed)
     features, labels = data["train"]
     model = GlobalEpistasis(features.shape[1], hidden, labels)
@@ -96,7 +105,9 @@ def rows_for(name: str, hidden: int, seeds: list[int], data: dict) -> list[str]:
         print(rows[-1], flush=True)
     if len(seeds) > 1:
         scores = {split: spearmanr(ensemble[split], truth[split])[0] for split in ensemble}
-        rows.append(f"| {name} | {model} | mean of {len(seeds)} | - | {scores['validation']:.4f} | {scores['test']:.4f} |")
+        rows.append(
+            f"| {name} | {model} | mean of {len(seeds)} | - | {scores['validation']:.4f} | {scores['test']:.4f} |"
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -106,11 +117,16 @@ def main() -> None:
     parser.add_argument("--data", nargs="+", choices=sorted(COLUMNS), default=["gfp", "gifford"])
     parser.add_argument("--hidden", nargs="+", type=int, default=[0, 64], help="MLP widths; 0 is the additive model")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--data-seed", type=int, default=0, help="the seed of the validation carve (lyra-train's --seed)")
+    parser.add_argument(
+        "--data-seed", type=int, default=0, help="the seed of the validation carve (lyra-train's --seed)"
+    )
     arguments = parser.parse_args()
     torch.set_num_threads(1)
     datasets.disable_progress_bars()
-    rows = ["| data | model | seed | best epoch | validation Spearman | test Spearman |", "| --- | --- | --- | ---: | ---: | ---: |"]
+    rows = [
+        "| data | model | seed | best epoch | validation Spearman | test Spearman |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
     print("\n".join(rows), flush=True)
     for name in arguments.data:
         data = splits(name, arguments.data_seed)

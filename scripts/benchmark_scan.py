@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from benchmark_cpu import run
 
 
@@ -63,20 +62,32 @@ def scoring_speed(lengths: list[int], repeats: int = 3) -> dict:
         # Position pairs drawn uniformly: a causal model's mutants cost less the later their second position.
         sites = np.sort(np.stack([rng.choice(length, 2, replace=False) for _ in range(SPEED_PAIRS)]), axis=1)
         letter_ids = np.array(tokenizer.convert_tokens_to_ids(list(LETTERS)))
-        tokens = np.stack([np.stack(np.meshgrid(letter_ids[:19], letter_ids[1:], indexing="ij"), -1).reshape(-1, 2)] * len(sites))
+        tokens = np.stack(
+            [np.stack(np.meshgrid(letter_ids[:19], letter_ids[1:], indexing="ij"), -1).reshape(-1, 2)] * len(sites)
+        )
         mutants = tokens.shape[0] * tokens.shape[1]
         best = {}
         for _ in range(repeats):
             for name, state in (("incremental", incremental), ("full forward", full)):
                 # Each with lyra-scan's default batch on a CPU.
-                groups = list(site_groups(sites, tokens, auto_batch_size(model, length, torch.device("cpu"), incremental=name == "incremental")))
+                groups = list(
+                    site_groups(
+                        sites,
+                        tokens,
+                        auto_batch_size(model, length, torch.device("cpu"), incremental=name == "incremental"),
+                    )
+                )
                 score_group(state, groups[0])  # warm-up: the first batch allocates
                 started = time.perf_counter()
                 for group in groups:
                     score_group(state, group)
                 best[name] = max(best.get(name, 0.0), mutants / (time.perf_counter() - started))
         results[label] = {**best, "ratio": best["incremental"] / best["full forward"], "mutants": mutants}
-        print(f"L = {label}: incremental {best['incremental']:,.0f} mutants/s, full forward {best['full forward']:,.0f}: {results[label]['ratio']:.2f}x", flush=True)
+        print(
+            f"L = {label}: incremental {best['incremental']:,.0f} mutants/s, full forward {best['full forward']:,.0f}: "
+            f"{results[label]['ratio']:.2f}x",
+            flush=True,
+        )
     return results
 
 
@@ -88,9 +99,19 @@ def all_pairs(lengths: list[int], work: Path) -> dict:
     for length in lengths:
         mutants = math.comb(length, 2) * 19**2
         command = [
-            sys.executable, "-m", "lyra_hf.scan", "--model", str(work / "model"), "--sequence", random_wild_type(length),
-            "--all-pairs", "--max-mutants", str(mutants), "--output-dir", str(work / f"all_pairs_{length}"),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "lyra_hf.scan",
+            "--model",
+            str(work / "model"),
+            "--sequence",
+            random_wild_type(length),
+            "--all-pairs",
+            "--max-mutants",
+            str(mutants),
+            "--output-dir",
+            str(work / f"all_pairs_{length}"),
+        ]
         entry = run(command, f"all pairs, L = {length}", sample_memory=True)
         entry["mutants"] = mutants
         entry["mutants_per_second"] = mutants / entry["seconds"]

@@ -51,7 +51,8 @@ ESM_SHAPES = {"esm2_8m": (320, 6, 20, 1280), "esm2_35m": (480, 12, 20, 1920)}
 
 def build_reference_lyra(lyra_model):
     """The published Lyra model as its authors' PyTorch code computes it (the repository's `nn/lyra_base.py`,
-    `nn/s4d.py` and `utils/rmsnorm.py`, with `nn.Conv1d` and `torch.fft` where the GPU code calls FlashFFTConv), carrying
+    `nn/s4d.py` and `utils/rmsnorm.py`, with `nn.Conv1d` and `torch.fft` where the GPU code calls FlashFFTConv),
+    carrying
     `lyra_model`'s weights: a linear encoder of one-hot inputs, two PGC blocks, RMSNorm, one S4D layer (kernel from the
     full complex (H, N/2, L) Vandermonde product on every forward, FFTs of length 2L, channels-first layout with a 1x1
     convolution and GLU), residual, mean pooling and a linear decoder."""
@@ -157,7 +158,7 @@ def build_reference_lyra(lyra_model):
         for name, tensor in source.items():
             prefix = f"lyra.pgc_layers.{index}."
             if name.startswith(prefix):
-                renamed[f"{block}.{name[len(prefix):].replace('norm.weight', 'norm.scale')}"] = tensor
+                renamed[f"{block}.{name[len(prefix) :].replace('norm.weight', 'norm.scale')}"] = tensor
     reference.load_state_dict(renamed)
     return reference
 
@@ -180,10 +181,18 @@ def build_model(name: str):
 
     hidden, layers, heads, intermediate = ESM_SHAPES[name]
     config = EsmConfig(
-        vocab_size=33, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=intermediate, position_embedding_type="rotary", max_position_embeddings=70000,
-        pad_token_id=1, mask_token_id=32, token_dropout=False, num_labels=1,
-    )  # fmt: skip
+        vocab_size=33,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        position_embedding_type="rotary",
+        max_position_embeddings=70000,
+        pad_token_id=1,
+        mask_token_id=32,
+        token_dropout=False,
+        num_labels=1,
+    )
     return EsmForSequenceClassification(config), 33, lambda ids: ids
 
 
@@ -271,7 +280,11 @@ def measure(spec: dict) -> dict:
         [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=environment
     )
     if completed.returncode != 0:
-        return {"error": completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else f"exit {completed.returncode}"}
+        return {
+            "error": completed.stderr.strip().splitlines()[-1]
+            if completed.stderr.strip()
+            else f"exit {completed.returncode}"
+        }
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
@@ -289,7 +302,10 @@ def padding_fractions(seed: int = 0, count: int = 20000, batch_size: int = 64) -
         return 1 - lengths.sum() / padded
 
     random_batches = np.array_split(rng.permutation(count), math.ceil(count / batch_size))
-    return {"random batches": padded_fraction(random_batches), "length-bucketed batches": padded_fraction(length_buckets(lengths.tolist(), batch_size))}
+    return {
+        "random batches": padded_fraction(random_batches),
+        "length-bucketed batches": padded_fraction(length_buckets(lengths.tolist(), batch_size)),
+    }
 
 
 def reference_agreement(lengths=(7, 256, 1000)) -> float:
@@ -331,34 +347,80 @@ def render(results: dict, rows: list[str]) -> str:
     setup = results["setup"]
     inference, training, memory = results["inference"], results["training"], results["memory"]
     allocator = "freed memory retained for reuse" if setup.get("retain_freed_memory") else "default allocator"
-    lines = [f"Device {setup['device']}, {setup['threads']} thread(s), float32, {allocator}; median of {setup['repeats']} after a warm-up; batch x L = {TOKENS_PER_BATCH:,} tokens."]
+    lines = [
+        f"Device {setup['device']}, {setup['threads']} thread(s), float32, {allocator}; median of {setup['repeats']} "
+        f"after a warm-up; batch x L = {TOKENS_PER_BATCH:,} tokens."
+    ]
     if "reference_max_abs_difference" in results:
-        lines.append(f"Reference outputs equal lyra_hf's to {results['reference_max_abs_difference']:.1e} (largest absolute difference).")
+        lines.append(
+            f"Reference outputs equal lyra_hf's to {results['reference_max_abs_difference']:.1e} (largest absolute "
+            "difference)."
+        )
     lines.append("")
-    lines += ["Inference, tokens/s:", "", "| model | parameters | " + " | ".join(f"L = {length:,}" for length in LENGTHS) + " |", "| --- | ---: |" + " ---: |" * len(LENGTHS)]
+    lines += [
+        "Inference, tokens/s:",
+        "",
+        "| model | parameters | " + " | ".join(f"L = {length:,}" for length in LENGTHS) + " |",
+        "| --- | ---: |" + " ---: |" * len(LENGTHS),
+    ]
     for row in rows:
-        parameters = next((entry.get("parameters") for entry in inference[row].values() if entry.get("parameters")), None)
-        lines.append(f"| {row} | {parameters:,} | " + " | ".join(fmt(inference[row].get(length)) for length in LENGTHS) + " |")
+        parameters = next(
+            (entry.get("parameters") for entry in inference[row].values() if entry.get("parameters")), None
+        )
+        lines.append(
+            f"| {row} | {parameters:,} | " + " | ".join(fmt(inference[row].get(length)) for length in LENGTHS) + " |"
+        )
     for other in ("reference", "esm2_8m"):
         if "lyra_hf" in inference and other in inference:
-            lines.append(f"| lyra_hf / {other} | | " + " | ".join(ratio(inference["lyra_hf"][length], inference[other][length]) for length in LENGTHS) + " |")
+            lines.append(
+                f"| lyra_hf / {other} | | "
+                + " | ".join(ratio(inference["lyra_hf"][length], inference[other][length]) for length in LENGTHS)
+                + " |"
+            )
     if "lyra_hf" in inference:
         lyra = inference["lyra_hf"]
         if "tokens_per_second" in lyra[65536] and "tokens_per_second" in lyra[4096]:
-            lines += ["", f"Scaling: lyra_hf tokens/s at L = 65,536 / at L = 4,096 = {lyra[65536]['tokens_per_second'] / lyra[4096]['tokens_per_second']:.2f}"]
+            lines += [
+                "",
+                "Scaling: lyra_hf tokens/s at L = 65,536 / at L = 4,096 = "
+                f"{lyra[65536]['tokens_per_second'] / lyra[4096]['tokens_per_second']:.2f}",
+            ]
     if training:
-        lines += ["", "Training step (forward + backward + AdamW), tokens/s:", "", "| model | " + " | ".join(f"L = {length:,}" for length in TRAIN_LENGTHS) + " |", "| --- |" + " ---: |" * len(TRAIN_LENGTHS)]
+        lines += [
+            "",
+            "Training step (forward + backward + AdamW), tokens/s:",
+            "",
+            "| model | " + " | ".join(f"L = {length:,}" for length in TRAIN_LENGTHS) + " |",
+            "| --- |" + " ---: |" * len(TRAIN_LENGTHS),
+        ]
         for row, entries in training.items():
             lines.append(f"| {row} | " + " | ".join(fmt(entries.get(length)) for length in TRAIN_LENGTHS) + " |")
         if "lyra_hf" in training and "reference" in training:
-            lines.append("| lyra_hf / reference | " + " | ".join(ratio(training["lyra_hf"][length], training["reference"][length]) for length in TRAIN_LENGTHS) + " |")
+            lines.append(
+                "| lyra_hf / reference | "
+                + " | ".join(
+                    ratio(training["lyra_hf"][length], training["reference"][length]) for length in TRAIN_LENGTHS
+                )
+                + " |"
+            )
     if memory:
-        lines += ["", "Peak resident memory of one forward of one sequence (fresh process), MB:", "", "| model | " + " | ".join(f"L = {length:,}" for length in MEMORY_LENGTHS) + " |", "| --- |" + " ---: |" * len(MEMORY_LENGTHS)]
+        lines += [
+            "",
+            "Peak resident memory of one forward of one sequence (fresh process), MB:",
+            "",
+            "| model | " + " | ".join(f"L = {length:,}" for length in MEMORY_LENGTHS) + " |",
+            "| --- |" + " ---: |" * len(MEMORY_LENGTHS),
+        ]
         for row, entries in memory.items():
-            lines.append(f"| {row} | " + " | ".join(fmt(entries.get(length), "peak_rss_mb") for length in MEMORY_LENGTHS) + " |")
+            lines.append(
+                f"| {row} | " + " | ".join(fmt(entries.get(length), "peak_rss_mb") for length in MEMORY_LENGTHS) + " |"
+            )
     padding = results["padding"]
-    lines += ["", "Padded-token fraction, 20,000 protein-like lengths (log-normal, median 300), batches of 64: "
-              + ", ".join(f"{name} {value:.1%}" for name, value in padding.items())]
+    lines += [
+        "",
+        "Padded-token fraction, 20,000 protein-like lengths (log-normal, median 300), batches of 64: "
+        + ", ".join(f"{name} {value:.1%}" for name, value in padding.items()),
+    ]
     return "\n".join(lines)
 
 
@@ -366,7 +428,9 @@ def from_json(path: str) -> tuple[dict, list[str]]:
     """A run's results read back from its JSON (whose keys are strings), and its rows."""
     results = json.loads(Path(path).read_text())
     for table in ("inference", "training", "memory"):
-        results[table] = {row: {int(length): entry for length, entry in entries.items()} for row, entries in results[table].items()}
+        results[table] = {
+            row: {int(length): entry for length, entry in entries.items()} for row, entries in results[table].items()
+        }
     return results, list(results["inference"])
 
 
@@ -392,10 +456,18 @@ def main():
     models = [name for name in args.models.split(",") if name]
     rows = list(models) + (["lyra_hf (bf16 autocast)"] if args.device == "cuda" else [])
     common = {
-        "threads": args.threads, "device": args.device, "repeats": args.repeats,
-        "max_forward_seconds": args.max_forward_seconds, "retain_freed_memory": args.retain_freed_memory,
-    }  # fmt: skip
-    results = {"inference": {}, "training": {}, "memory": {}, "setup": {**common, "machine": platform.processor() or platform.machine()}}
+        "threads": args.threads,
+        "device": args.device,
+        "repeats": args.repeats,
+        "max_forward_seconds": args.max_forward_seconds,
+        "retain_freed_memory": args.retain_freed_memory,
+    }
+    results = {
+        "inference": {},
+        "training": {},
+        "memory": {},
+        "setup": {**common, "machine": platform.processor() or platform.machine()},
+    }
     if "lyra_hf" in models and "reference" in models:
         results["reference_max_abs_difference"] = reference_agreement()
     for row in rows:
@@ -407,18 +479,26 @@ def main():
                 # from the previous length instead (cost per token grows with L once attention dominates).
                 seconds = previous.get("seconds") or previous["estimated_seconds"]
                 gigabytes = ESM_SHAPES[name][2] * length**2 * 4 / 1e9
-                entry = {"skipped": True, "estimated_seconds": seconds * 4, "reason": f"attention scores need {gigabytes:,.0f} GB per layer"}
+                entry = {
+                    "skipped": True,
+                    "estimated_seconds": seconds * 4,
+                    "reason": f"attention scores need {gigabytes:,.0f} GB per layer",
+                }
             else:
                 entry = measure({**common, "model": name, "bf16": bf16, "task": "inference", "length": length})
             results["inference"].setdefault(row, {})[length] = entry
             print(row, "inference", length, results["inference"][row][length], file=sys.stderr, flush=True)
         if name in ("lyra_hf", "reference"):
             for length in TRAIN_LENGTHS:
-                results["training"].setdefault(row, {})[length] = measure({**common, "model": name, "bf16": bf16, "task": "train", "length": length})
+                results["training"].setdefault(row, {})[length] = measure(
+                    {**common, "model": name, "bf16": bf16, "task": "train", "length": length}
+                )
                 print(row, "training", length, results["training"][row][length], file=sys.stderr, flush=True)
             if not bf16:
                 for length in MEMORY_LENGTHS:
-                    results["memory"].setdefault(row, {})[length] = measure({**common, "model": name, "task": "memory", "length": length})
+                    results["memory"].setdefault(row, {})[length] = measure(
+                        {**common, "model": name, "task": "memory", "length": length}
+                    )
                     print(row, "memory", length, results["memory"][row][length], file=sys.stderr, flush=True)
     results["padding"] = padding_fractions()
 

@@ -19,19 +19,21 @@ from pathlib import Path
 
 import numpy as np
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmark_accuracy import SHARED, subset  # noqa: E402
-from benchmark_design import START, Lab  # noqa: E402
-from lyra_hf import LyraTokenizer  # noqa: E402
-from lyra_hf.baseline import fit_baseline, leave_one_out_error  # noqa: E402
-from lyra_hf.data import load_sequence_dataset  # noqa: E402
-from lyra_hf.data.synthetic import CANONICAL  # noqa: E402
-from lyra_hf.design.scoring import enumerate_space  # noqa: E402
-from lyra_hf.design.space import build_space  # noqa: E402
-from lyra_hf.outputs import write_csv  # noqa: E402
-from lyra_hf.scan.mutants import WildType  # noqa: E402
-from lyra_hf.tasks import TASKS  # noqa: E402
+from benchmark_accuracy import SHARED, subset
+from benchmark_design import START, Lab
+
+from lyra_hf import LyraTokenizer
+from lyra_hf.baseline import fit_baseline, leave_one_out_error
+from lyra_hf.data import load_sequence_dataset
+from lyra_hf.data.synthetic import CANONICAL
+from lyra_hf.design.scoring import enumerate_space
+from lyra_hf.design.space import build_space
+from lyra_hf.outputs import write_csv
+from lyra_hf.scan.mutants import WildType
+from lyra_hf.tasks import TASKS
 
 
 FITS = {"one-hot": False, "shared": True}
@@ -44,8 +46,15 @@ def fits(dataset, seed: int) -> dict[str, dict]:
     for name, shared in FITS.items():
         error, alpha = leave_one_out_error(task, dataset, letters, seed, shared)
         validated = fit_baseline(task, dataset, letters, ["label"], "spearmanr", seed, shared_substitutions=shared)
-        at_alpha = fit_baseline(task, dataset, letters, ["label"], "spearmanr", seed, shared_substitutions=shared, strengths=(alpha,))
-        entries[name] = {"loo": error, "alpha": alpha, "validation": validated.record["validation"]["spearmanr"], "fit": at_alpha}
+        at_alpha = fit_baseline(
+            task, dataset, letters, ["label"], "spearmanr", seed, shared_substitutions=shared, strengths=(alpha,)
+        )
+        entries[name] = {
+            "loo": error,
+            "alpha": alpha,
+            "validation": validated.record["validation"]["spearmanr"],
+            "fit": at_alpha,
+        }
     return entries
 
 
@@ -85,7 +94,10 @@ def row(library: str, entries: dict, truth: dict, judged_by: str) -> str:
     cells = [f"{entries[name]['loo']:.3f} (alpha {entries[name]['alpha']:g})" for name in FITS]
     cells += [f"{entries[name]['validation']:.3f}" for name in FITS]
     cells += [f"{truth[name]:.3f}" for name in FITS]
-    marks = [f"{by_loo}{' (right)' if by_loo == better else ' (wrong)'}", f"{by_validation}{' (right)' if by_validation == better else ' (wrong)'}"]
+    marks = [
+        f"{by_loo}{' (right)' if by_loo == better else ' (wrong)'}",
+        f"{by_validation}{' (right)' if by_validation == better else ' (wrong)'}",
+    ]
     return f"| {library} | {' | '.join(cells)} | {judged_by} | {' | '.join(marks)} |"
 
 
@@ -95,7 +107,10 @@ def main():
     parser.add_argument("--gfp-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--gfp-rows", type=int, nargs="+", default=[384, 2000])
     args = parser.parse_args()
-    header = "| library | leave-one-out MSE: one-hot | shared | validation Spearman: one-hot | shared | truth: one-hot | shared | truth is | leave-one-out picks | validation picks |"
+    header = (
+        "| library | leave-one-out MSE: one-hot | shared | validation Spearman: one-hot | shared | truth: one-hot "
+        "| shared | truth is | leave-one-out picks | validation picks |"
+    )
     print(header, "| --- |" + " ---: |" * 6 + " --- | --- | --- |", sep="\n", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         for seed in args.seeds:

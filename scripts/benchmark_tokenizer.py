@@ -17,13 +17,13 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")  # the tokenizers backend's thre
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import datasets  # noqa: E402
-import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-import transformers  # noqa: E402
-from transformers import ByT5Tokenizer, CanineTokenizer  # noqa: E402
+import datasets
+import torch
+import transformers
+from datasets import Dataset
+from transformers import ByT5Tokenizer, CanineTokenizer
 
-from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer  # noqa: E402
+from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer
 
 
 def sequences_per_second(tokenizer, sequences, batch_size):
@@ -85,14 +85,18 @@ def main():
         results[f"LyraTokenizer in Dataset.map(batched=True, num_proc={num_proc})"] = dataset_map_sequences_per_second(
             LyraTokenizer(), sequences, num_proc
         )
-    results["model training step (default LyraForSequenceRegression, batch 64)"] = training_sequences_per_second(args.length)
+    results["model training step (default LyraForSequenceRegression, batch 64)"] = training_sequences_per_second(
+        args.length
+    )
 
     lyra = results["LyraTokenizer"]
     fastest_python = max(results["CanineTokenizer"], results["ByT5Tokenizer"])
     training = results["model training step (default LyraForSequenceRegression, batch 64)"]
-    print(f"{args.num_sequences} random protein sequences of length {args.length}, batches of {args.batch_size}, "
-          f"padding, return_tensors='pt', 1 thread; {platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, transformers {transformers.__version__}\n")
+    print(
+        f"{args.num_sequences} random protein sequences of length {args.length}, batches of {args.batch_size}, "
+        f"padding, return_tensors='pt', 1 thread; {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, transformers {transformers.__version__}\n"
+    )
     print("| what | sequences/s | LyraTokenizer is |")
     print("| --- | ---: | ---: |")
     for name, value in results.items():

@@ -26,7 +26,9 @@ def inputs(folder: Path) -> dict[str, list[str]]:
     from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer
 
     tokenizer = LyraTokenizer(unknown="error")
-    LyraForSequenceRegression(LyraConfig(hidden_size=16, state_size=8, vocab_size=len(tokenizer))).save_pretrained(folder / "model")
+    LyraForSequenceRegression(LyraConfig(hidden_size=16, state_size=8, vocab_size=len(tokenizer))).save_pretrained(
+        folder / "model"
+    )
     tokenizer.save_pretrained(folder / "model")
     (folder / "in.csv").write_text("sequence\n" + "MKTAYIAKQRQISFVKSHFSRQ\n" * 20000)
     (folder / "family.a2m").write_text(">q\nMKTAYIAKQR\n>h\nMKSAYIAKQR\n>h2\nMRTAYLAKQR\n")
@@ -34,15 +36,56 @@ def inputs(folder: Path) -> dict[str, list[str]]:
     model, wild_type = str(folder / "model"), "MKTAYIAKQRQISFVKSHFSRQ" * 10
     return {
         "lyra-train": ["--epochs", "50", "--output-dir", str(folder / "run"), "--overwrite-output-dir"],
-        "lyra-predict": ["--model", model, "--input", str(folder / "in.csv"), "--output", str(folder / "out.csv"), "--overwrite"],
-        "lyra-scan": ["--model", model, "--sequence", wild_type, "--top-k", "20", "--output-dir", str(folder / "scan"), "--overwrite", "--no-figures"],
-        "lyra-design": ["--model", model, "--sequence", wild_type, "--positions", "1-40", "--max-mutations", "2", "--output-dir", str(folder / "design"), "--overwrite", "--no-figures"],
-        "lyra-prior": ["--alignment", str(folder / "family.a2m"), "--output", str(folder / "prior.csv"), "--overwrite", "--no-figures"],
+        "lyra-predict": [
+            "--model",
+            model,
+            "--input",
+            str(folder / "in.csv"),
+            "--output",
+            str(folder / "out.csv"),
+            "--overwrite",
+        ],
+        "lyra-scan": [
+            "--model",
+            model,
+            "--sequence",
+            wild_type,
+            "--top-k",
+            "20",
+            "--output-dir",
+            str(folder / "scan"),
+            "--overwrite",
+            "--no-figures",
+        ],
+        "lyra-design": [
+            "--model",
+            model,
+            "--sequence",
+            wild_type,
+            "--positions",
+            "1-40",
+            "--max-mutations",
+            "2",
+            "--output-dir",
+            str(folder / "design"),
+            "--overwrite",
+            "--no-figures",
+        ],
+        "lyra-prior": [
+            "--alignment",
+            str(folder / "family.a2m"),
+            "--output",
+            str(folder / "prior.csv"),
+            "--overwrite",
+            "--no-figures",
+        ],
     }
 
 
 def one_try(command: list[str], delay: float) -> tuple[int, list[str]]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     time.sleep(delay)
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGINT)

@@ -1,6 +1,6 @@
 """The layout figures of BENCHMARKS.md ("Layout"): the longest functions, and the modules over 450 lines, of lyra_hf/.
 
-    python scripts/layout_report.py [ROOT]     # ROOT: a checkout (default: this one)
+python scripts/layout_report.py [ROOT]     # ROOT: a checkout (default: this one)
 """
 
 import ast
@@ -23,7 +23,10 @@ def lengths(package: Path) -> tuple[list[tuple[int, str]], list[tuple[int, str]]
 def main(root: Path) -> None:
     functions, modules = lengths(root / "lyra_hf")
     print("functions over 60 lines:", sum(1 for lines, _ in functions if lines > 60), "- longest:", functions[:4])
-    print("modules over 450 lines (besides modeling_lyra.py):", [module for module in modules if module[0] > 450 and "modeling_lyra" not in module[1]])
+    print(
+        "modules over 450 lines (besides modeling_lyra.py):",
+        [module for module in modules if module[0] > 450 and "modeling_lyra" not in module[1]],
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Entry point of `lyra-predict` (see `lyra_hf/predict.py`), for `python scripts/predict.py` and `accelerate launch scripts/predict.py`."""
+"""Entry point of `lyra-predict` (see `lyra_hf/predict.py`), for `python scripts/predict.py` and
+`accelerate launch scripts/predict.py`."""
 
 import sys
 

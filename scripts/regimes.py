@@ -22,7 +22,8 @@ variants of one sequence: 5,000 uniformly random 30-nucleotide sequences (seed 0
 term (a random weight per position and nucleotide, decaying from the 3' end, as in a guide's seed region), a motif
 term (the best match of a random 6-nucleotide position weight matrix anywhere in the sequence) and a GC-content term
 (-(GC - 0.5)^2), each scaled to unit variance, plus Gaussian noise of 0.3. `dna-guide` is another: 6,000 guide-target
-pairs (seed 0), a uniformly random 20-nucleotide guide followed by its 20-nucleotide target, which differs from the guide
+pairs (seed 0), a uniformly random 20-nucleotide guide followed by its 20-nucleotide target, which differs from the
+guide
 at Poisson(1.5) random positions; the label is the guide's efficiency (a random weight per position and nucleotide,
 and -4 (GC - 0.55)^2) plus the mismatches' penalties (0.3 at the 5' end to 1.8 at the 3' end, and 0.5 more for each
 pair of adjacent mismatches), plus Gaussian noise of 0.2: what a one-hot model cannot see is whether the target matches
@@ -97,7 +98,11 @@ def synthetic_source() -> Source:
     from lyra_hf.data.synthetic import synthetic_fitness_dataset
 
     dataset = synthetic_fitness_dataset(seed=0)
-    rows = [[sequence, f"{labels[0]:.6f}"] for split in dataset.values() for sequence, labels in zip(split["sequence"], split["labels"])]
+    rows = [
+        [sequence, f"{labels[0]:.6f}"]
+        for split in dataset.values()
+        for sequence, labels in zip(split["sequence"], split["labels"])
+    ]
     return Source(["sequence", "fitness"], rows, "sequence", "fitness", [])
 
 
@@ -119,7 +124,9 @@ def four_site_source(count: int = 8000, length: int = 56, seed: int = 0) -> Sour
     sequences = np.tile(wild_type, (count, 1))
     sequences[:, sites] = combinations
     rows = [["".join(letters[sequence]), f"{value:.6f}"] for sequence, value in zip(sequences, fitness)]
-    return Source(["sequence", "fitness"], rows, "sequence", "fitness", [], "".join(letters[wild_type]), max_trained_mutations=3)
+    return Source(
+        ["sequence", "fitness"], rows, "sequence", "fitness", [], "".join(letters[wild_type]), max_trained_mutations=3
+    )
 
 
 def dna_motif_source(count: int = 5000, length: int = 30, seed: int = 0) -> Source:
@@ -155,7 +162,10 @@ def dna_guide_source(count: int = 6000, length: int = 20, seed: int = 0) -> Sour
     penalty = -(mismatched * (0.3 + 1.5 * np.arange(length) / (length - 1))).sum(1)
     penalty -= 0.5 * (mismatched[:, 1:] & mismatched[:, :-1]).sum(1)
     labels = efficiency + penalty + rng.normal(0.0, 0.2, count)
-    rows = [["".join(letters[guide]) + "".join(letters[target]), f"{label:.6f}"] for guide, target, label in zip(guides, targets, labels)]
+    rows = [
+        ["".join(letters[guide]) + "".join(letters[target]), f"{label:.6f}"]
+        for guide, target, label in zip(guides, targets, labels)
+    ]
     return Source(["sequence", "activity"], rows, "sequence", "activity", ["--alphabet", "dna"])
 
 
@@ -178,7 +188,9 @@ def split_rows(source: Source, regime: str, train_file_rows: int | None, seed: i
         labels = source.labels
         test = labels >= np.quantile(labels, UPWARD_QUANTILE)
     elif regime == "mutations":
-        test = substitution_counts(source.column(source.sequence_column), source.reference) > source.max_trained_mutations
+        test = (
+            substitution_counts(source.column(source.sequence_column), source.reference) > source.max_trained_mutations
+        )
     else:
         raise ValueError(f"no split rule for regime {regime!r}")
     return list(everything[~test]), list(everything[test])
@@ -187,14 +199,23 @@ def split_rows(source: Source, regime: str, train_file_rows: int | None, seed: i
 def source_for(name: str) -> tuple[Source, int | None]:
     if name in ("gfp", "gifford"):
         return shared_source(name)
-    return {"synthetic": synthetic_source, "four-site": four_site_source, "dna-motif": dna_motif_source, "dna-guide": dna_guide_source}[name](), None
+    return {
+        "synthetic": synthetic_source,
+        "four-site": four_site_source,
+        "dna-motif": dna_motif_source,
+        "dna-guide": dna_guide_source,
+    }[name](), None
 
 
 def regime_files(name: str, regime: str, rows: int | None, seed: int, folder: Path) -> tuple[list[str], list[str]]:
     """lyra-train's file flags and data flags for data set `name` in `regime`: the train split subsampled to `rows`
     (seeded, when given), the test split whole. Files are written once under `folder`."""
     if name in proteingym_assays():
-        scheme = {"random": "fold_random_5", "unseen-modulo": "fold_modulo_5", "unseen-contiguous": "fold_contiguous_5"}[regime]
+        scheme = {
+            "random": "fold_random_5",
+            "unseen-modulo": "fold_modulo_5",
+            "unseen-contiguous": "fold_contiguous_5",
+        }[regime]
         flags = ["--sequence-column", "mutated_sequence", "--label-columns", "DMS_score", "--fold-column", scheme]
         return ["--train-file", str(PROTEINGYM / f"{name}.csv")], flags
     source, train_file_rows = source_for(name)

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lyra_hf.data.synthetic import CANONICAL, NOISE, synthetic_landscape  # noqa: E402
-from lyra_hf.outputs import write_csv  # noqa: E402
+from lyra_hf.data.synthetic import CANONICAL, NOISE, synthetic_landscape
+from lyra_hf.outputs import write_csv
 
 
 def read_sequences(path: str) -> list[str]:
@@ -37,7 +38,9 @@ def measured_rows(path: Path) -> dict[str, str]:
 def measure(sequences: list[str], seed: int, noise_seed: int) -> list[float]:
     """True fitness plus measurement noise (seeded by `noise_seed`)."""
     landscape = synthetic_landscape(seed=seed)
-    return (landscape.fitness(sequences) + np.random.default_rng(noise_seed).normal(0.0, NOISE, len(sequences))).tolist()
+    return (
+        landscape.fitness(sequences) + np.random.default_rng(noise_seed).normal(0.0, NOISE, len(sequences))
+    ).tolist()
 
 
 def main() -> None:

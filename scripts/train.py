@@ -1,4 +1,5 @@
-"""Entry point of `lyra-train` (see `lyra_hf/train.py`), for `python scripts/train.py` and `accelerate launch scripts/train.py`."""
+"""Entry point of `lyra-train` (see `lyra_hf/train.py`), for `python scripts/train.py` and
+`accelerate launch scripts/train.py`."""
 
 import sys
 

@@ -44,7 +44,22 @@ from urllib.parse import unquote, urlsplit
 
 
 # Files the Hub's default .gitattributes sends through LFS, plus anything over 10 MB.
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".ckpt", ".h5", ".onnx", ".npz", ".npy", ".msgpack", ".zip", ".gz", ".tar")
+LFS_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".pkl",
+    ".ckpt",
+    ".h5",
+    ".onnx",
+    ".npz",
+    ".npy",
+    ".msgpack",
+    ".zip",
+    ".gz",
+    ".tar",
+)
 LFS_SIZE = 10 * 1024 * 1024
 
 
@@ -272,7 +287,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self._user() is None:
             return self._error(401, "Invalid credentials in Authorization header")
         token = {"displayName": "loopback", "role": "write"}
-        self._json(200, {"type": "user", "name": self._user(), "orgs": [], "auth": {"type": "access_token", "accessToken": token}})
+        self._json(
+            200,
+            {"type": "user", "name": self._user(), "orgs": [], "auth": {"type": "access_token", "accessToken": token}},
+        )
 
     def create_repo(self):
         body = json.loads(self._read_body() or b"{}")
@@ -307,16 +325,30 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(
             200,
             {
-                "_id": repo, "id": repo, "modelId": repo, "author": repository.owner, "sha": commit,
-                "private": repository.private, "disabled": False, "gated": False, "downloads": 0, "likes": 0,
-                "tags": [], "library_name": "transformers", "siblings": siblings, "lastModified": "2026-01-01T00:00:00.000Z",
+                "_id": repo,
+                "id": repo,
+                "modelId": repo,
+                "author": repository.owner,
+                "sha": commit,
+                "private": repository.private,
+                "disabled": False,
+                "gated": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "library_name": "transformers",
+                "siblings": siblings,
+                "lastModified": "2026-01-01T00:00:00.000Z",
             },
-        )  # fmt: skip
+        )
 
     def refs(self, repo):
         repository = self._visible_repo(repo)
         if repository is not None:
-            branches = [{"name": name, "ref": f"refs/heads/{name}", "targetCommit": commit} for name, commit in repository.branches.items()]
+            branches = [
+                {"name": name, "ref": f"refs/heads/{name}", "targetCommit": commit}
+                for name, commit in repository.branches.items()
+            ]
             self._json(200, {"branches": branches, "tags": [], "converts": []})
 
     def create_branch(self, repo, branch):
@@ -371,7 +403,14 @@ class _Handler(BaseHTTPRequestHandler):
         for file in body["files"]:
             lfs = file["path"].endswith(LFS_SUFFIXES) or file["size"] > LFS_SIZE
             existing = snapshot[1].get(file["path"])
-            files.append({"path": file["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": existing.etag if existing else None})
+            files.append(
+                {
+                    "path": file["path"],
+                    "uploadMode": "lfs" if lfs else "regular",
+                    "shouldIgnore": False,
+                    "oid": existing.etag if existing else None,
+                }
+            )
         self._json(200, {"files": files, "commitOid": snapshot[0]})
 
     def lfs_batch(self, repo):
@@ -435,11 +474,15 @@ class _Handler(BaseHTTPRequestHandler):
             elif line["key"] == "deletedFile":
                 files.pop(value["path"], None)
             elif line["key"] == "deletedFolder":
-                files = {path: entry for path, entry in files.items() if not path.startswith(value["path"].rstrip("/") + "/")}
+                files = {
+                    path: entry for path, entry in files.items() if not path.startswith(value["path"].rstrip("/") + "/")
+                }
             elif line["key"] != "header":
                 return self._error(400, f"Unsupported commit operation {line['key']!r}")
         commit = self.hub._add_commit(repository, branch, files, header.get("summary", ""))
-        self._json(200, {"commitUrl": f"{self.hub.url}/{repo}/commit/{commit}", "commitOid": commit, "pullRequestUrl": None})
+        self._json(
+            200, {"commitUrl": f"{self.hub.url}/{repo}/commit/{commit}", "commitOid": commit, "pullRequestUrl": None}
+        )
 
     def resolve(self, repo, rev, path):
         repository = self._visible_repo(repo)

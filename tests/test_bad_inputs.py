@@ -58,7 +58,9 @@ def save_tiny_checkpoint(path: Path, hidden_size: int = 16) -> Path:
     """A tiny model and its tokenizer, which refuses characters outside its alphabet as lyra-train's do by default."""
     torch.manual_seed(0)
     tokenizer = LyraTokenizer(padding_characters="J", unknown="error")
-    model = LyraForSequenceRegression(LyraConfig(hidden_size=hidden_size, state_size=8, dropout=0.0, vocab_size=len(tokenizer)))
+    model = LyraForSequenceRegression(
+        LyraConfig(hidden_size=hidden_size, state_size=8, dropout=0.0, vocab_size=len(tokenizer))
+    )
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -274,20 +276,69 @@ CASES = [
     # lyra-train: data files
     Case("train-empty-file", "train", train_case(b""), ("train.csv", "is empty")),
     Case("train-header-only", "train", train_case("sequence,label\n"), ("train.csv", "header", "no rows")),
-    Case("train-binary-file", "train", train_case(b"\x1f\x8b\x08\x00\xff\xfe" * 40), ("train.csv", "byte 1", "0x8b", "not UTF-8")),
-    Case("train-missing-file", "train", train_case(extra=("--train-file", "{work}/no/such.csv")), ("No such data file", "no/such.csv")),
-    Case("train-wrong-sequence-column", "train", train_case("seq,label\n" + GOOD_ROWS), ("no column 'sequence'", "available columns")),
-    Case("train-wrong-label-column", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--label-columns", "fitness")), ("no column 'fitness'",)),
-    Case("train-unknown-character", "train", train_case("sequence,label\n" + GOOD_ROWS + "ACZD,1\n"), ("row 41", "'Z'", "position 3")),
-    Case("train-empty-sequence", "train", train_case("sequence,label\n" + GOOD_ROWS + '"",1\n'), ("empty sequence", "row 41")),
-    Case("train-nan-label", "train", train_case("sequence,label\n" + GOOD_ROWS + "ACDE,nan\n"), ("NaN label", "row 41")),
-    Case("train-inf-label", "train", train_case("sequence,label\n" + GOOD_ROWS + "ACDE,inf\n"), ("label inf", "row 41", "not finite")),
-    Case("train-label-too-large", "train", train_case("sequence,label\n" + GOOD_ROWS + "ACDE,1e300\n"), ("label 1e+300", "column 'label' at row 41", "too large")),
-    Case("train-text-label", "train", train_case("sequence,label\n" + GOOD_ROWS + "ACDE,high\n"), ("label 'high'", "row 41", "not a number")),
+    Case(
+        "train-binary-file",
+        "train",
+        train_case(b"\x1f\x8b\x08\x00\xff\xfe" * 40),
+        ("train.csv", "byte 1", "0x8b", "not UTF-8"),
+    ),
+    Case(
+        "train-missing-file",
+        "train",
+        train_case(extra=("--train-file", "{work}/no/such.csv")),
+        ("No such data file", "no/such.csv"),
+    ),
+    Case(
+        "train-wrong-sequence-column",
+        "train",
+        train_case("seq,label\n" + GOOD_ROWS),
+        ("no column 'sequence'", "available columns"),
+    ),
+    Case(
+        "train-wrong-label-column",
+        "train",
+        train_case("sequence,label\n" + GOOD_ROWS, ("--label-columns", "fitness")),
+        ("no column 'fitness'",),
+    ),
+    Case(
+        "train-unknown-character",
+        "train",
+        train_case("sequence,label\n" + GOOD_ROWS + "ACZD,1\n"),
+        ("row 41", "'Z'", "position 3"),
+    ),
+    Case(
+        "train-empty-sequence",
+        "train",
+        train_case("sequence,label\n" + GOOD_ROWS + '"",1\n'),
+        ("empty sequence", "row 41"),
+    ),
+    Case(
+        "train-nan-label", "train", train_case("sequence,label\n" + GOOD_ROWS + "ACDE,nan\n"), ("NaN label", "row 41")
+    ),
+    Case(
+        "train-inf-label",
+        "train",
+        train_case("sequence,label\n" + GOOD_ROWS + "ACDE,inf\n"),
+        ("label inf", "row 41", "not finite"),
+    ),
+    Case(
+        "train-label-too-large",
+        "train",
+        train_case("sequence,label\n" + GOOD_ROWS + "ACDE,1e300\n"),
+        ("label 1e+300", "column 'label' at row 41", "too large"),
+    ),
+    Case(
+        "train-text-label",
+        "train",
+        train_case("sequence,label\n" + GOOD_ROWS + "ACDE,high\n"),
+        ("label 'high'", "row 41", "not a number"),
+    ),
     Case(
         "train-all-padding-row",
         "train",
-        train_case("sequence,label\n" + "".join(GOOD_LINES[:11]) + "JJJJ,1\n" + GOOD_ROWS, ("--padding-characters", "J")),
+        train_case(
+            "sequence,label\n" + "".join(GOOD_LINES[:11]) + "JJJJ,1\n" + GOOD_ROWS, ("--padding-characters", "J")
+        ),
         ("row 12", "only padding characters"),
     ),
     Case(
@@ -296,90 +347,405 @@ CASES = [
         train_case("sequence,label\n" + GOOD_ROWS + "M" * 500 + ",1\n", ("--max-length", "300")),
         ("row 41", "500 residues", "300", "--max-length"),
     ),
-    Case("train-longer-than-memory-allows", "train", longer_than_memory_allows, ("row 41", "residues long", "--max-length")),
-    Case("train-token-labels-wrong-length", "train", train_case("sequence,ss\nACDE,HHE\n", ("--task", "token-classification", "--label-columns", "ss")), ("row 1", "3 per-residue labels", "4 residues")),
-    Case("train-missing-config", "train", train_case(extra=("--config", "{work}/no/config.json")), ("No such config file", "no/config.json")),
+    Case(
+        "train-longer-than-memory-allows",
+        "train",
+        longer_than_memory_allows,
+        ("row 41", "residues long", "--max-length"),
+    ),
+    Case(
+        "train-token-labels-wrong-length",
+        "train",
+        train_case("sequence,ss\nACDE,HHE\n", ("--task", "token-classification", "--label-columns", "ss")),
+        ("row 1", "3 per-residue labels", "4 residues"),
+    ),
+    Case(
+        "train-missing-config",
+        "train",
+        train_case(extra=("--config", "{work}/no/config.json")),
+        ("No such config file", "no/config.json"),
+    ),
     Case("train-config-is-a-run-folder", "train", train_case(extra=("--config", "{run}")), ("did you mean", "best")),
-    Case("train-config-key-typo", "train", config_case('{"hiden_size": 32}'), ("config.json", "unknown key 'hiden_size'", "did you mean 'hidden_size'")),
-    Case("train-config-string-number", "train", config_case('{"hidden_size": "64"}'), ("config.json", "`hidden_size` must be int", "'64' (str)")),
+    Case(
+        "train-config-key-typo",
+        "train",
+        config_case('{"hiden_size": 32}'),
+        ("config.json", "unknown key 'hiden_size'", "did you mean 'hidden_size'"),
+    ),
+    Case(
+        "train-config-string-number",
+        "train",
+        config_case('{"hidden_size": "64"}'),
+        ("config.json", "`hidden_size` must be int", "'64' (str)"),
+    ),
     Case("train-config-not-json", "train", config_case("hidden_size: 64\n"), ("config.json", "is not a JSON file")),
-    Case("train-json-lines-input", "train", train_case('{"sequence": "MKTA", "label": 1.0}\n', name="train.jsonl"), ("train.jsonl", "is JSON Lines", "CSV")),
-    Case("train-global-epistasis-classes", "train", train_case("sequence,label\n" + "".join(f"MKTA{'ACD'[i % 3]},{'ab'[i % 2]}\n" for i in range(30)), ("--task", "classification", "--global-epistasis", "on")), ("--global-epistasis on", "regression", "classification"), 2),
-    Case("train-one-class", "train", train_case("sequence,label\n" + "".join(f"MKTA{'ACD'[i % 3]},a\n" for i in range(30)), ("--task", "classification")), ("one class ('a')", "two or more")),
-    Case("train-one-row-validation", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--validation-file", "{work}/validation.csv"), files={"validation.csv": "sequence,label\nMKTAYIAK,0.3\n"}), ("validation split: 1 row", "at least 2")),
-    Case("train-constant-label", "train", train_case("sequence,label\n" + "".join(f"{line.split(',')[0]},0.5\n" for line in GOOD_LINES)), ("every train label of 'label' is 0.5", "nothing to learn")),
-    Case("train-constant-validation-label", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--validation-file", "{work}/constant.csv"), files={"constant.csv": "sequence,label\nMKTAYIAK,1\nMKTAYIAV,1\n"}), ("every validation label of 'label' is 1", "spearmanr", "--metric-for-best-model mse")),
-    Case("train-protein-file-as-dna", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--alphabet", "dna", "--unknown", "unk")), ("train split", "of its letters lie outside the alphabet 'ACGTN'", "read like protein (--alphabet protein)")),
-    Case("train-custom-alphabet-like-a-name", "train", train_case(extra=("--alphabet", "protien")), ("'protien'", "looks like 'protein'")),
+    Case(
+        "train-json-lines-input",
+        "train",
+        train_case('{"sequence": "MKTA", "label": 1.0}\n', name="train.jsonl"),
+        ("train.jsonl", "is JSON Lines", "CSV"),
+    ),
+    Case(
+        "train-global-epistasis-classes",
+        "train",
+        train_case(
+            "sequence,label\n" + "".join(f"MKTA{'ACD'[i % 3]},{'ab'[i % 2]}\n" for i in range(30)),
+            ("--task", "classification", "--global-epistasis", "on"),
+        ),
+        ("--global-epistasis on", "regression", "classification"),
+        2,
+    ),
+    Case(
+        "train-one-class",
+        "train",
+        train_case(
+            "sequence,label\n" + "".join(f"MKTA{'ACD'[i % 3]},a\n" for i in range(30)), ("--task", "classification")
+        ),
+        ("one class ('a')", "two or more"),
+    ),
+    Case(
+        "train-one-row-validation",
+        "train",
+        train_case(
+            "sequence,label\n" + GOOD_ROWS,
+            ("--validation-file", "{work}/validation.csv"),
+            files={"validation.csv": "sequence,label\nMKTAYIAK,0.3\n"},
+        ),
+        ("validation split: 1 row", "at least 2"),
+    ),
+    Case(
+        "train-constant-label",
+        "train",
+        train_case("sequence,label\n" + "".join(f"{line.split(',')[0]},0.5\n" for line in GOOD_LINES)),
+        ("every train label of 'label' is 0.5", "nothing to learn"),
+    ),
+    Case(
+        "train-constant-validation-label",
+        "train",
+        train_case(
+            "sequence,label\n" + GOOD_ROWS,
+            ("--validation-file", "{work}/constant.csv"),
+            files={"constant.csv": "sequence,label\nMKTAYIAK,1\nMKTAYIAV,1\n"},
+        ),
+        ("every validation label of 'label' is 1", "spearmanr", "--metric-for-best-model mse"),
+    ),
+    Case(
+        "train-protein-file-as-dna",
+        "train",
+        train_case("sequence,label\n" + GOOD_ROWS, ("--alphabet", "dna", "--unknown", "unk")),
+        ("train split", "of its letters lie outside the alphabet 'ACGTN'", "read like protein (--alphabet protein)"),
+    ),
+    Case(
+        "train-custom-alphabet-like-a-name",
+        "train",
+        train_case(extra=("--alphabet", "protien")),
+        ("'protien'", "looks like 'protein'"),
+    ),
     # lyra-train: zero-shot priors (the training rows are variants of ?KTAYIAK?)
-    Case("train-prior-for-another-sequence", "train", prior_case("mutant,score\nM2D,0.5\n"), ("prior.csv", "position 2 is M in the prior and K", "another sequence")),
-    Case("train-prior-mutant-unparsed", "train", prior_case("mutant,score\nK2-D,0.5\n"), ("prior.csv", "row 1", "'K2-D'", "A14D")),
-    Case("train-prior-position-outside", "train", prior_case("mutant,score\nK2D,0.5\nQ20A,0.1\n"), ("prior.csv", "position 20", "outside the 9-residue")),
-    Case("train-prior-nan-score", "train", prior_case("mutant,score\nK2D,nan\n"), ("prior.csv", "row 1 (K2D)", "finite number")),
-    Case("train-prior-protein-for-dna", "train", prior_case("mutant,score\nM1K,0.5\n", data="sequence,label\n" + "".join(f"ACGT{'ACGT'[i % 4]}A,{i}\n" for i in range(40)), extra=("--alphabet", "dna")), ("prior.csv", "'M'", "alphabet 'ACGTN'")),
-    Case("train-prior-without-a-score", "train", prior_case("mutant,score\nK2D,0.5\n"), ("the train split holds F1V", "prior.csv has no score for", "--prior-missing")),
-    Case("train-prior-missing-without-prior", "train", train_case("sequence,label\n" + GOOD_ROWS, ("--prior-missing", "0")), ("--prior-missing needs --prior",), 2),
+    Case(
+        "train-prior-for-another-sequence",
+        "train",
+        prior_case("mutant,score\nM2D,0.5\n"),
+        ("prior.csv", "position 2 is M in the prior and K", "another sequence"),
+    ),
+    Case(
+        "train-prior-mutant-unparsed",
+        "train",
+        prior_case("mutant,score\nK2-D,0.5\n"),
+        ("prior.csv", "row 1", "'K2-D'", "A14D"),
+    ),
+    Case(
+        "train-prior-position-outside",
+        "train",
+        prior_case("mutant,score\nK2D,0.5\nQ20A,0.1\n"),
+        ("prior.csv", "position 20", "outside the 9-residue"),
+    ),
+    Case(
+        "train-prior-nan-score",
+        "train",
+        prior_case("mutant,score\nK2D,nan\n"),
+        ("prior.csv", "row 1 (K2D)", "finite number"),
+    ),
+    Case(
+        "train-prior-protein-for-dna",
+        "train",
+        prior_case(
+            "mutant,score\nM1K,0.5\n",
+            data="sequence,label\n" + "".join(f"ACGT{'ACGT'[i % 4]}A,{i}\n" for i in range(40)),
+            extra=("--alphabet", "dna"),
+        ),
+        ("prior.csv", "'M'", "alphabet 'ACGTN'"),
+    ),
+    Case(
+        "train-prior-without-a-score",
+        "train",
+        prior_case("mutant,score\nK2D,0.5\n"),
+        ("the train split holds F1V", "prior.csv has no score for", "--prior-missing"),
+    ),
+    Case(
+        "train-prior-missing-without-prior",
+        "train",
+        train_case("sequence,label\n" + GOOD_ROWS, ("--prior-missing", "0")),
+        ("--prior-missing needs --prior",),
+        2,
+    ),
     # lyra-train: output folders
-    Case("train-over-previous-run", "train", train_case(extra=("--output-dir", "{run}")), ("already holds a run", "--overwrite-output-dir")),
-    Case("train-overwrite-with-nan-label", "train", over_previous_run("sequence,label\n" + GOOD_ROWS + "ACDE,nan\n", ("--overwrite-output-dir",)), ("NaN label", "row 41")),
+    Case(
+        "train-over-previous-run",
+        "train",
+        train_case(extra=("--output-dir", "{run}")),
+        ("already holds a run", "--overwrite-output-dir"),
+    ),
+    Case(
+        "train-overwrite-with-nan-label",
+        "train",
+        over_previous_run("sequence,label\n" + GOOD_ROWS + "ACDE,nan\n", ("--overwrite-output-dir",)),
+        ("NaN label", "row 41"),
+    ),
     Case("train-over-users-best-folder", "train", users_best_folder, ("already holds a run (best)",)),
     Case("train-folder-in-use", "train", locked_folder, ("is in use by another run",)),
-    Case("train-resume-from-non-checkpoint", "train", train_case(extra=("--resume-from-checkpoint", "{work}")), ("is not a complete lyra-train checkpoint",)),
-    Case("train-resume-other-architecture", "train", resume_case("--hidden-size", "32"), ("--hidden-size 32 (checkpoint: 16)", "--overwrite-output-dir")),
+    Case(
+        "train-resume-from-non-checkpoint",
+        "train",
+        train_case(extra=("--resume-from-checkpoint", "{work}")),
+        ("is not a complete lyra-train checkpoint",),
+    ),
+    Case(
+        "train-resume-other-architecture",
+        "train",
+        resume_case("--hidden-size", "32"),
+        ("--hidden-size 32 (checkpoint: 16)", "--overwrite-output-dir"),
+    ),
     Case("train-resume-more-epochs", "train", resume_case("--epochs", "4"), ("--epochs 4 (checkpoint: 1)",)),
-    Case("train-resume-other-learning-rate", "train", resume_case("--learning-rate", "0.01"), ("--learning-rate 0.01 (checkpoint: 0.003)",)),
-    Case("train-resume-other-train-file", "train", resume_case("--train-file", "{work}/train.csv"), ("--train-file is not the file it was",)),
+    Case(
+        "train-resume-other-learning-rate",
+        "train",
+        resume_case("--learning-rate", "0.01"),
+        ("--learning-rate 0.01 (checkpoint: 0.003)",),
+    ),
+    Case(
+        "train-resume-other-train-file",
+        "train",
+        resume_case("--train-file", "{work}/train.csv"),
+        ("--train-file is not the file it was",),
+    ),
     # lyra-train: flags
     Case("train-zero-epochs", "train", train_case(extra=("--epochs", "0")), ("--epochs", "at least 1", "got '0'"), 2),
-    Case("train-unknown-metric", "train", train_case(extra=("--metric-for-best-model", "auroc")), ("'auroc' is not a regression metric",), 2),
-    Case("train-unknown-flag", "train", train_case(extra=("--no-such-flag",)), ("unrecognized arguments: --no-such-flag",), 2),
-    Case("train-nan-learning-rate", "train", train_case(extra=("--learning-rate", "nan")), ("--learning-rate", "finite number above 0", "'nan'"), 2),
-    Case("train-negative-time-budget", "train", train_case(extra=("--max-train-minutes", "-1")), ("--max-train-minutes", "above 0", "'-1'"), 2),
-    Case("train-one-row-eval-limit", "train", train_case(extra=("--max-eval-samples", "1")), ("--max-eval-samples", "at least 2", "'1'"), 2),
-    Case("train-options-key-typo", "train", options_case('{"epoch": 3}'), ("options.json", "unknown option 'epoch'", "did you mean 'epochs'"), 2),
-    Case("train-options-out-of-range", "train", options_case('{"epochs": 0}'), ("options.json", "epochs", "at least 1", "got '0'"), 2),
-    Case("train-options-text-for-number", "train", options_case('{"learning_rate": "fast"}'), ("options.json", "learning_rate", "'fast'"), 2),
-    Case("train-options-switch-not-boolean", "train", options_case('{"quiet": "yes"}'), ("options.json", "quiet", "true or false", '"yes"'), 2),
-    Case("train-options-not-a-choice", "train", options_case('{"task": "ranking"}'), ("options.json", "task", "regression", '"ranking"'), 2),
+    Case(
+        "train-unknown-metric",
+        "train",
+        train_case(extra=("--metric-for-best-model", "auroc")),
+        ("'auroc' is not a regression metric",),
+        2,
+    ),
+    Case(
+        "train-unknown-flag",
+        "train",
+        train_case(extra=("--no-such-flag",)),
+        ("unrecognized arguments: --no-such-flag",),
+        2,
+    ),
+    Case(
+        "train-nan-learning-rate",
+        "train",
+        train_case(extra=("--learning-rate", "nan")),
+        ("--learning-rate", "finite number above 0", "'nan'"),
+        2,
+    ),
+    Case(
+        "train-negative-time-budget",
+        "train",
+        train_case(extra=("--max-train-minutes", "-1")),
+        ("--max-train-minutes", "above 0", "'-1'"),
+        2,
+    ),
+    Case(
+        "train-one-row-eval-limit",
+        "train",
+        train_case(extra=("--max-eval-samples", "1")),
+        ("--max-eval-samples", "at least 2", "'1'"),
+        2,
+    ),
+    Case(
+        "train-options-key-typo",
+        "train",
+        options_case('{"epoch": 3}'),
+        ("options.json", "unknown option 'epoch'", "did you mean 'epochs'"),
+        2,
+    ),
+    Case(
+        "train-options-out-of-range",
+        "train",
+        options_case('{"epochs": 0}'),
+        ("options.json", "epochs", "at least 1", "got '0'"),
+        2,
+    ),
+    Case(
+        "train-options-text-for-number",
+        "train",
+        options_case('{"learning_rate": "fast"}'),
+        ("options.json", "learning_rate", "'fast'"),
+        2,
+    ),
+    Case(
+        "train-options-switch-not-boolean",
+        "train",
+        options_case('{"quiet": "yes"}'),
+        ("options.json", "quiet", "true or false", '"yes"'),
+        2,
+    ),
+    Case(
+        "train-options-not-a-choice",
+        "train",
+        options_case('{"task": "ranking"}'),
+        ("options.json", "task", "regression", '"ranking"'),
+        2,
+    ),
     Case("train-options-not-json", "train", options_case("epochs: 3\n"), ("options.json", "cannot be read as JSON"), 2),
     Case("train-options-not-an-object", "train", options_case("[3]"), ("options.json", "JSON object", "list"), 2),
-    Case("train-options-contradict", "train", options_case('{"validation_column": "v"}'), ("--validation-column needs --split-column",), 2),
-    Case("train-tracker-not-installed", "train", train_case(extra=("--report-to", "wandb")), ("--report-to wandb needs its package", "pip install wandb"), 2),
+    Case(
+        "train-options-contradict",
+        "train",
+        options_case('{"validation_column": "v"}'),
+        ("--validation-column needs --split-column",),
+        2,
+    ),
+    Case(
+        "train-tracker-not-installed",
+        "train",
+        train_case(extra=("--report-to", "wandb")),
+        ("--report-to wandb needs its package", "pip install wandb"),
+        2,
+    ),
     # lyra-predict: checkpoints
-    Case("predict-missing-absolute-model", "predict", predict_case(model="{work}/no/such/model"), ("No such directory", "no/such/model")),
-    Case("predict-missing-relative-model", "predict", predict_case(model="runs/no-such-run/best"), ("No such directory: runs/no-such-run/best",)),
-    Case("predict-run-folder-as-model", "predict", predict_case(model="{run}"), ("lyra-train run folder", "did you mean", "/best?")),
-    Case("predict-pickle-only-checkpoint", "predict", with_model(pickle_only_checkpoint), ("pytorch_model.bin", "no model.safetensors")),
+    Case(
+        "predict-missing-absolute-model",
+        "predict",
+        predict_case(model="{work}/no/such/model"),
+        ("No such directory", "no/such/model"),
+    ),
+    Case(
+        "predict-missing-relative-model",
+        "predict",
+        predict_case(model="runs/no-such-run/best"),
+        ("No such directory: runs/no-such-run/best",),
+    ),
+    Case(
+        "predict-run-folder-as-model",
+        "predict",
+        predict_case(model="{run}"),
+        ("lyra-train run folder", "did you mean", "/best?"),
+    ),
+    Case(
+        "predict-pickle-only-checkpoint",
+        "predict",
+        with_model(pickle_only_checkpoint),
+        ("pytorch_model.bin", "no model.safetensors"),
+    ),
     Case("predict-corrupt-weights", "predict", with_model(corrupt_checkpoint), ("corrupt", "model.safetensors")),
     Case("predict-mismatched-config", "predict", with_model(mismatched_checkpoint), ("do not match", "config.json")),
-    Case("predict-protein-model-dna-tokenizer", "predict", with_model(with_dna_tokenizer), ("protein-model", "do not match", "10 tokens", "embedding 26")),
-    Case("predict-dna-model-rna-tokenizer", "predict", with_model(with_rna_tokenizer), ("dna-model", "alphabet is 'ACGUN'", "trained on 'ACGTN'")),
-    Case("predict-checkpoint-without-tokenizer", "predict", with_model(without_tokenizer), ("no-tokenizer", "holds no tokenizer")),
+    Case(
+        "predict-protein-model-dna-tokenizer",
+        "predict",
+        with_model(with_dna_tokenizer),
+        ("protein-model", "do not match", "10 tokens", "embedding 26"),
+    ),
+    Case(
+        "predict-dna-model-rna-tokenizer",
+        "predict",
+        with_model(with_rna_tokenizer),
+        ("dna-model", "alphabet is 'ACGUN'", "trained on 'ACGTN'"),
+    ),
+    Case(
+        "predict-checkpoint-without-tokenizer",
+        "predict",
+        with_model(without_tokenizer),
+        ("no-tokenizer", "holds no tokenizer"),
+    ),
     Case("predict-model-is-a-file", "predict", predict_case(model="{work}/in.csv"), ("is a file",)),
     # lyra-predict: input and output files
     Case("predict-empty-input", "predict", predict_case(b""), ("in.csv", "is empty")),
     Case("predict-header-only-input", "predict", predict_case("sequence\n"), ("in.csv", "no rows")),
-    Case("predict-binary-input", "predict", predict_case(b"PK\x03\x04\x14\x00\x08\x00\xc3\x28"), ("in.csv", "not UTF-8")),
+    Case(
+        "predict-binary-input", "predict", predict_case(b"PK\x03\x04\x14\x00\x08\x00\xc3\x28"), ("in.csv", "not UTF-8")
+    ),
     Case("predict-wrong-column", "predict", predict_case("seq\nMKTA\n"), ("no column 'sequence'",)),
-    Case("predict-unknown-character", "predict", predict_case("sequence\nMKTA\nMK1A\n"), ("row 2", "'1'", "position 3")),
-    Case("predict-all-padding-row", "predict", predict_case("sequence\nMKTA\nJJJ\n"), ("row 2", "only padding characters")),
+    Case(
+        "predict-unknown-character", "predict", predict_case("sequence\nMKTA\nMK1A\n"), ("row 2", "'1'", "position 3")
+    ),
+    Case(
+        "predict-all-padding-row",
+        "predict",
+        predict_case("sequence\nMKTA\nJJJ\n"),
+        ("row 2", "only padding characters"),
+    ),
     Case("predict-existing-output", "predict", existing_output, ("out.csv exists", "--overwrite")),
     Case("predict-output-is-a-folder", "predict", output_is_a_folder, ("out.csv is a directory",)),
-    Case("predict-output-dangling-link", "predict", output_is_a_dangling_link, ("--output", "out.csv is a link to", "gone/predictions.csv", "does not exist")),
-    Case("predict-zero-batch-size", "predict", predict_case(extra=("--batch-size", "0")), ("--batch-size", "at least 1", "got '0'"), 2),
-    Case("predict-device-not-here", "predict", predict_case(extra=("--device", "cuda:7")), ("--device", "'cuda:7'", "no such cuda device"), 2),
-    Case("predict-json-input", "predict", predict_case('[{"sequence": "MKTA"}]\n', name="in.json"), ("in.json", "is JSON", "CSV")),
+    Case(
+        "predict-output-dangling-link",
+        "predict",
+        output_is_a_dangling_link,
+        ("--output", "out.csv is a link to", "gone/predictions.csv", "does not exist"),
+    ),
+    Case(
+        "predict-zero-batch-size",
+        "predict",
+        predict_case(extra=("--batch-size", "0")),
+        ("--batch-size", "at least 1", "got '0'"),
+        2,
+    ),
+    Case(
+        "predict-device-not-here",
+        "predict",
+        predict_case(extra=("--device", "cuda:7")),
+        ("--device", "'cuda:7'", "no such cuda device"),
+        2,
+    ),
+    Case(
+        "predict-json-input",
+        "predict",
+        predict_case('[{"sequence": "MKTA"}]\n', name="in.json"),
+        ("in.json", "is JSON", "CSV"),
+    ),
     # lyra-scan
-    Case("scan-duplicate-fasta-ids", "scan", scan_case(">wt\nMKTAYIAK\n>wt\nMKTAYIAV\n"), ("records 1 ('wt') and 2 ('wt')", "share")),
-    Case("scan-ids-one-folder-after-escaping", "scan", scan_case(">a/b\nMKTA\n>a_b\nMKTV\n"), ("'a/b'", "'a_b'", "'a_b'")),
+    Case(
+        "scan-duplicate-fasta-ids",
+        "scan",
+        scan_case(">wt\nMKTAYIAK\n>wt\nMKTAYIAV\n"),
+        ("records 1 ('wt') and 2 ('wt')", "share"),
+    ),
+    Case(
+        "scan-ids-one-folder-after-escaping", "scan", scan_case(">a/b\nMKTA\n>a_b\nMKTV\n"), ("'a/b'", "'a_b'", "'a_b'")
+    ),
     Case("scan-empty-fasta", "scan", scan_case(b""), ("wild_types.fasta", "is empty")),
     Case("scan-fasta-without-records", "scan", scan_case("MKTAYIAK\n"), ("line 1", "before any '>' header")),
-    Case("scan-bad-letter-in-one-record", "scan", scan_case(">ok\nMKTA\n>bad\nMK1A\n"), ("record 'bad'", "'1' at position 3")),
+    Case(
+        "scan-bad-letter-in-one-record",
+        "scan",
+        scan_case(">ok\nMKTA\n>bad\nMK1A\n"),
+        ("record 'bad'", "'1' at position 3"),
+    ),
     Case("scan-only-padding", "scan", scan_case(sequence="JJJ"), ("only padding characters",)),
-    Case("scan-earlier-scan-without-overwrite", "scan", earlier_scan, ("holds an earlier scan", "singles.csv", "pairs.csv", "--overwrite")),
+    Case(
+        "scan-earlier-scan-without-overwrite",
+        "scan",
+        earlier_scan,
+        ("holds an earlier scan", "singles.csv", "pairs.csv", "--overwrite"),
+    ),
     Case("scan-run-folder-as-model", "scan", scan_case(sequence="MKTA", model="{run}"), ("did you mean",)),
-    Case("scan-pairs-outside-sequence", "scan", scan_case(sequence="MKTA", extra=("--pairs", "2-9")), ("outside the sequence (1-4)",)),
-    Case("scan-pairs-and-top-k", "scan", scan_case(sequence="MKTA", extra=("--pairs", "1-3", "--top-k", "3")), ("--pairs or --top-k",), 2),
+    Case(
+        "scan-pairs-outside-sequence",
+        "scan",
+        scan_case(sequence="MKTA", extra=("--pairs", "2-9")),
+        ("outside the sequence (1-4)",),
+    ),
+    Case(
+        "scan-pairs-and-top-k",
+        "scan",
+        scan_case(sequence="MKTA", extra=("--pairs", "1-3", "--top-k", "3")),
+        ("--pairs or --top-k",),
+        2,
+    ),
 ]
 
 
@@ -450,9 +816,15 @@ def test_bad_input_fails_in_one_line_and_changes_nothing(case, tmp_path, finishe
 PYTHON_CASES = {
     "python-empty-file": (lambda work: load_sequence_dataset(write(work / "t.csv", b"")), "is empty"),
     "python-binary-file": (lambda work: read_table(write(work / "t.csv", b"\x00\x01\xff")), "not UTF-8"),
-    "python-inf-label": (lambda work: load_sequence_dataset(write(work / "t.csv", "sequence,label\nACD,1\nKLM,-inf\n")), "row 2"),
+    "python-inf-label": (
+        lambda work: load_sequence_dataset(write(work / "t.csv", "sequence,label\nACD,1\nKLM,-inf\n")),
+        "row 2",
+    ),
     "python-run-folder-checkpoint": (lambda work: load_checkpoint(str(work / "run")), "did you mean"),
-    "python-pickle-only-checkpoint": (lambda work: load_checkpoint(str(pickle_only_checkpoint(work))), "pytorch_model.bin"),
+    "python-pickle-only-checkpoint": (
+        lambda work: load_checkpoint(str(pickle_only_checkpoint(work))),
+        "pytorch_model.bin",
+    ),
 }
 
 
@@ -478,7 +850,23 @@ def test_overwrite_replaces_a_run_only_after_the_data_passed(tmp_path, finished_
     output = tmp_path / "run"
     shutil.copytree(finished_run, output)
     write(output / "checkpoints" / "epoch_0009" / "training_state.json", "{}")  # stale: the new run has 1 epoch
-    assert train_command.main([*TINY, "--max-train-samples", "200", "--max-eval-samples", "50", "--seed", "3", "--output-dir", str(output), "--overwrite-output-dir"]) == 0
+    assert (
+        train_command.main(
+            [
+                *TINY,
+                "--max-train-samples",
+                "200",
+                "--max-eval-samples",
+                "50",
+                "--seed",
+                "3",
+                "--output-dir",
+                str(output),
+                "--overwrite-output-dir",
+            ]
+        )
+        == 0
+    )
     assert sorted(path.name for path in (output / "checkpoints").iterdir()) == ["epoch_0001"]
     assert json.loads((output / "results.json").read_text())["history"][0]["epoch"] == 1
 
@@ -487,8 +875,17 @@ def test_scan_fasta_ids_stay_inside_the_output_folder(tmp_path):
     save_tiny_checkpoint(tmp_path / "model")
     fasta = write(tmp_path / "wild_types.fasta", ">../../escape\nMKTA\n>/abs/path\nMKTV\n>sp|P1|X\nMKTW\n")
     output = tmp_path / "deep" / "scans"
-    assert scan_command.main(["--model", str(tmp_path / "model"), "--fasta", str(fasta), "--output-dir", str(output), "--no-figures"]) == 0
-    assert sorted(path.name for path in output.iterdir() if path.name != LOCK_FILE) == ["_._.._escape", "_abs_path", "sp_P1_X"]
+    assert (
+        scan_command.main(
+            ["--model", str(tmp_path / "model"), "--fasta", str(fasta), "--output-dir", str(output), "--no-figures"]
+        )
+        == 0
+    )
+    assert sorted(path.name for path in output.iterdir() if path.name != LOCK_FILE) == [
+        "_._.._escape",
+        "_abs_path",
+        "sp_P1_X",
+    ]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["deep", "model", "wild_types.fasta"]
 
 
@@ -507,7 +904,10 @@ def test_scan_proposes_only_real_residues_and_plots_without_warnings(tmp_path, r
     pytest.importorskip("matplotlib")
     save_tiny_checkpoint(tmp_path / "model")
     output = tmp_path / "scan"
-    assert scan_command.main(["--model", str(tmp_path / "model"), "--sequence", "MKJJXA", "--output-dir", str(output)]) == 0
+    assert (
+        scan_command.main(["--model", str(tmp_path / "model"), "--sequence", "MKJJXA", "--output-dir", str(output)])
+        == 0
+    )
     rows = (output / "singles.csv").read_text().splitlines()[1:]
     mutants = {row.split(",")[2] for row in rows}
     assert "X" not in mutants and "J" not in mutants and len(mutants) == 20
@@ -564,27 +964,64 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_and_the_first_stays_consi
 
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     output = tmp_path / "shared"
-    command = [sys.executable, "-m", "lyra_hf.train", "--hidden-size", "16", "--state-size", "8", "--batch-size", "32",
-               "--max-train-samples", "1000", "--max-eval-samples", "101", "--output-dir", str(output), "--quiet", "--site-effects", "on"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "lyra_hf.train",
+        "--hidden-size",
+        "16",
+        "--state-size",
+        "8",
+        "--batch-size",
+        "32",
+        "--max-train-samples",
+        "1000",
+        "--max-eval-samples",
+        "101",
+        "--output-dir",
+        str(output),
+        "--quiet",
+        "--site-effects",
+        "on",
+    ]
     # A budget so that the first run ends by itself should this test stop before interrupting it.
-    first = subprocess.Popen([*command, "--epochs", "1000", "--max-train-minutes", "3"], env=environment, cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    first = subprocess.Popen(
+        [*command, "--epochs", "1000", "--max-train-minutes", "3"],
+        env=environment,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while not lock_held(output / LOCK_FILE):
-        assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-2000:] if first.poll() is not None else "no lock"
+        assert first.poll() is None and time.monotonic() < deadline, (
+            first.stderr.read()[-2000:] if first.poll() is not None else "no lock"
+        )
         time.sleep(0.05)
     # Two more runs at once: a plain one, and one that would replace the folder's run.
     started = time.monotonic()
     seconds = [
-        subprocess.Popen([*command, "--epochs", "1", "--seed", "2", *extra], env=environment, cwd=REPO, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [*command, "--epochs", "1", "--seed", "2", *extra],
+            env=environment,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for extra in ([], ["--overwrite-output-dir"])
     ]
     for second in seconds:
         _, stderr = second.communicate(timeout=300)
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert second.returncode == 1 and len(lines) == 1, stderr[-2000:]
-        assert lines[0].startswith("lyra-train: error:") and str(output) in lines[0] and "in use by another run" in lines[0]
+        assert (
+            lines[0].startswith("lyra-train: error:")
+            and str(output) in lines[0]
+            and "in use by another run" in lines[0]
+        )
     assert first.poll() is None, "the first run ended before the others were refused"
     assert time.monotonic() - started < 40
     while not list((output / "checkpoints").glob("epoch_[0-9]*")):
@@ -594,12 +1031,16 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_and_the_first_stays_consi
     _, stderr = first.communicate(timeout=120)
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert first.returncode == 130 and len(lines) == 1, lines
-    assert lines[0].startswith("lyra-train: interrupted (SIGINT); resume with: lyra-train ") and lines[0].endswith("--resume-from-checkpoint latest")
+    assert lines[0].startswith("lyra-train: interrupted (SIGINT); resume with: lyra-train ") and lines[0].endswith(
+        "--resume-from-checkpoint latest"
+    )
     assert not temporary_files(output) and not (output / "results.json").exists()
     latest = sorted((output / "checkpoints").glob("epoch_*"))[-1]
     state = json.loads((latest / "training_state.json").read_text())
     best = next(entry for entry in state["history"] if entry["epoch"] == state["best_epoch"])
-    assert best["spearmanr"] == pytest.approx(synthetic_test_spearman(output / "best", 101, split="validation"), abs=1e-5)
+    assert best["spearmanr"] == pytest.approx(
+        synthetic_test_spearman(output / "best", 101, split="validation"), abs=1e-5
+    )
 
 
 # --- a full disk ----------------------------------------------------------------------------------------------------
@@ -610,7 +1051,12 @@ def small_disk(tmp_path):
     """A 256 KiB tmpfs where this test can mount one (root on Linux); otherwise None."""
     mount_point = tmp_path / "small_disk"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], capture_output=True
+        ).returncode
+        == 0
+    )
     yield mount_point if mounted else None
     if mounted:
         subprocess.run(["umount", str(mount_point)], check=True)
@@ -639,7 +1085,17 @@ def test_full_disk_fails_in_one_line_and_keeps_the_previous_output(tmp_path, sma
         monkeypatch.setattr(lyra_hf.checkpoints, "open", full_disk_open, raising=False)
     before = snapshot(folder)
     capfd.readouterr()
-    code = predict_command.main(["--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.csv"), "--output", str(output), "--overwrite"])
+    code = predict_command.main(
+        [
+            "--model",
+            str(tmp_path / "model"),
+            "--input",
+            str(tmp_path / "in.csv"),
+            "--output",
+            str(output),
+            "--overwrite",
+        ]
+    )
     error = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
     assert code == 1 and len(error) == 1 and "No space left on device" in error[0], error
     assert snapshot(folder) == before and not temporary_files(folder)
@@ -652,8 +1108,12 @@ def test_full_disk_during_training_leaves_no_temporary_folder(tmp_path, small_di
     fill(small_disk, 24 * 1024)
     before = snapshot(small_disk)
     capfd.readouterr()
-    code = train_command.main([*TINY, "--max-train-samples", "200", "--max-eval-samples", "50", "--output-dir", str(small_disk / "run")])
-    error = [line for line in capfd.readouterr().err.splitlines() if line.strip() and "%|" not in line]  # not progress bars
+    code = train_command.main(
+        [*TINY, "--max-train-samples", "200", "--max-eval-samples", "50", "--output-dir", str(small_disk / "run")]
+    )
+    error = [
+        line for line in capfd.readouterr().err.splitlines() if line.strip() and "%|" not in line
+    ]  # not progress bars
     assert code == 1 and len(error) == 1 and "No space left on device" in error[0], error
     after = snapshot(small_disk)
     assert {name: after[name] for name in before} == before and not temporary_files(small_disk)
@@ -662,8 +1122,14 @@ def test_full_disk_during_training_leaves_no_temporary_folder(tmp_path, small_di
 INTERRUPTS = {
     # lyra-train in two processes (the elastic launcher's path), interrupted with Ctrl-C after its first checkpoint;
     # lyra-predict with two workers (50,000 rows), stopped by SIGTERM (one process, Ctrl-C: the busy-folder test below)
-    "train-ctrl-c": (["lyra_hf.train", *TINY, "--epochs", "50", "--max-train-samples", "3000", "--num-processes", "2", "--quiet"], signal.SIGINT),
-    "predict-sigterm": (["lyra_hf.predict", "--input", "{work}/many.csv", "--output", "{work}/out.csv", "--overwrite"], signal.SIGTERM),
+    "train-ctrl-c": (
+        ["lyra_hf.train", *TINY, "--epochs", "50", "--max-train-samples", "3000", "--num-processes", "2", "--quiet"],
+        signal.SIGINT,
+    ),
+    "predict-sigterm": (
+        ["lyra_hf.predict", "--input", "{work}/many.csv", "--output", "{work}/out.csv", "--overwrite"],
+        signal.SIGTERM,
+    ),
 }
 
 
@@ -681,9 +1147,15 @@ def test_an_interrupt_ends_in_one_line_and_leaves_nothing_partial(name, tmp_path
     command = [sys.executable, "-m", *[flag.format(work=work) for flag in flags], *output]
     environment = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     before = snapshot(tmp_path)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment, start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment, start_new_session=True
+    )
     # At work: a training checkpoint written, or the prediction's temporary output file opened.
-    started = (lambda: (work / "train" / "checkpoints" / "epoch_0001").is_dir()) if "train" in name else (lambda: list(work.glob(".out.csv.*.tmp")))
+    started = (
+        (lambda: (work / "train" / "checkpoints" / "epoch_0001").is_dir())
+        if "train" in name
+        else (lambda: list(work.glob(".out.csv.*.tmp")))
+    )
     deadline = time.monotonic() + 120
     while not started():
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
@@ -692,7 +1164,9 @@ def test_an_interrupt_ends_in_one_line_and_leaves_nothing_partial(name, tmp_path
     _, stderr = process.communicate(timeout=120)
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert process.returncode == 128 + signum, stderr
-    assert len(lines) == 1 and lines[0].startswith(f"lyra-{name.split('-')[0]}: interrupted ({signal.Signals(signum).name})"), lines
+    assert len(lines) == 1 and lines[0].startswith(
+        f"lyra-{name.split('-')[0]}: interrupted ({signal.Signals(signum).name})"
+    ), lines
     if "train" in name:
         assert lines[0].endswith(f"--output-dir {work / 'train'} --resume-from-checkpoint latest"), lines
     after = snapshot(tmp_path)

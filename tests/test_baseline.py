@@ -40,7 +40,9 @@ def variant_files(tmp_path, rows=(300, 80, 80), classes=False, seed=0, saturatin
             sequence = wild.copy()
             for position in rng.choice(12, 3, replace=False):
                 sequence[position] = rng.choice(list(LETTERS))
-            value = sum(effects[position, LETTERS.index(letter)] for position, letter in enumerate(sequence)) + rng.normal(scale=0.5)
+            value = sum(
+                effects[position, LETTERS.index(letter)] for position, letter in enumerate(sequence)
+            ) + rng.normal(scale=0.5)
             value = 4 / (1 + np.exp(-value)) if saturating else value
             label = ("high" if value > 0.5 else "low" if value < -0.5 else "mid") if classes else f"{value:.5f}"
             lines.append(f"{''.join(sequence)},{label}")
@@ -62,7 +64,10 @@ def test_ridge_baseline_equals_scikit_learn_fitted_on_the_same_split(tmp_path):
     features = {split: encoder.transform(position_columns(dataset[split])) for split in dataset}
     labels = {split: np.array(dataset[split]["labels"])[:, 0] for split in dataset}
     validation_scores = {
-        alpha: spearmanr(Ridge(alpha=alpha).fit(features["train"], labels["train"]).predict(features["validation"]), labels["validation"])[0]
+        alpha: spearmanr(
+            Ridge(alpha=alpha).fit(features["train"], labels["train"]).predict(features["validation"]),
+            labels["validation"],
+        )[0]
         for alpha in RIDGE_ALPHAS
     }
     chosen = max(validation_scores, key=validation_scores.get)
@@ -83,11 +88,18 @@ def test_logistic_baseline_equals_scikit_learn_fitted_on_the_same_split(tmp_path
     features = {split: encoder.transform(position_columns(dataset[split])) for split in dataset}
     labels = {split: np.array(dataset[split]["labels"]) for split in dataset}
     models = {C: LogisticRegression(C=C, max_iter=300).fit(features["train"], labels["train"]) for C in LOGISTIC_CS}
-    scores = {C: f1_score(labels["validation"], model.predict(features["validation"]), average="macro") for C, model in models.items()}
+    scores = {
+        C: f1_score(labels["validation"], model.predict(features["validation"]), average="macro")
+        for C, model in models.items()
+    }
     chosen = max(scores, key=scores.get)
     assert result["regularisation"] == {"C": chosen}
-    assert result["test"]["f1"] == pytest.approx(f1_score(labels["test"], models[chosen].predict(features["test"]), average="macro"), abs=1e-9)
-    assert result["test"]["accuracy"] == pytest.approx(accuracy_score(labels["test"], models[chosen].predict(features["test"])), abs=1e-9)
+    assert result["test"]["f1"] == pytest.approx(
+        f1_score(labels["test"], models[chosen].predict(features["test"]), average="macro"), abs=1e-9
+    )
+    assert result["test"]["accuracy"] == pytest.approx(
+        accuracy_score(labels["test"], models[chosen].predict(features["test"])), abs=1e-9
+    )
 
 
 def reference_windows(sequences: list[str], letters: str) -> np.ndarray:
@@ -95,7 +107,12 @@ def reference_windows(sequences: list[str], letters: str) -> np.ndarray:
     rows = []
     for sequence in sequences:
         for position in range(len(sequence)):
-            rows.append([sequence[position + offset] if 0 <= position + offset < len(sequence) else ">" for offset in range(-WINDOW, WINDOW + 1)])
+            rows.append(
+                [
+                    sequence[position + offset] if 0 <= position + offset < len(sequence) else ">"
+                    for offset in range(-WINDOW, WINDOW + 1)
+                ]
+            )
     return np.array(rows)
 
 
@@ -105,7 +122,10 @@ def test_per_residue_baseline_is_a_logistic_regression_on_a_window_of_each_resid
     for name, count in (("train", 60), ("validation", 15), ("test", 15)):
         for _ in range(count):
             sequence = "".join(rng.choice(list("ACDEKLH"), rng.integers(8, 20)))
-            labels = "".join("H" if letter in "AEL" else "X" if letter == "C" else "E" if letter in "KH" else "C" for letter in sequence)
+            labels = "".join(
+                "H" if letter in "AEL" else "X" if letter == "C" else "E" if letter in "KH" else "C"
+                for letter in sequence
+            )
             rows.append(f"{sequence},{labels},{'test' if name == 'test' else 'train'},{name == 'validation'}")
     path = tmp_path / "residues.csv"
     path.write_text("sequence,ss,split,validation\n" + "\n".join(rows) + "\n")
@@ -128,7 +148,19 @@ def test_per_residue_baseline_is_a_logistic_regression_on_a_window_of_each_resid
 
 def test_every_run_reports_its_baseline_and_an_ensemble_fits_it_once(tmp_path, capsys):
     train, validation, test = variant_files(tmp_path)
-    flags = ["--hidden-size", "16", "--state-size", "8", "--epochs", "1", "--batch-size", "32", "--quiet", "--num-processes", "1"]
+    flags = [
+        "--hidden-size",
+        "16",
+        "--state-size",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--quiet",
+        "--num-processes",
+        "1",
+    ]
     flags += ["--train-file", str(train), "--validation-file", str(validation), "--test-file", str(test)]
     assert main([*flags, "--output-dir", str(tmp_path / "run")]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -141,7 +173,10 @@ def test_every_run_reports_its_baseline_and_an_ensemble_fits_it_once(tmp_path, c
     assert main([*flags, "--output-dir", str(tmp_path / "ensemble"), "--ensemble", "2"]) == 0
     ensemble = json.loads((tmp_path / "ensemble" / "results.json").read_text())
     assert ensemble["baseline"]["test"] == results["baseline"]["test"]
-    assert all("baseline" not in json.loads((tmp_path / "ensemble" / f"member_{index}" / "results.json").read_text()) for index in range(2))
+    assert all(
+        "baseline" not in json.loads((tmp_path / "ensemble" / f"member_{index}" / "results.json").read_text())
+        for index in range(2)
+    )
 
 
 @pytest.mark.parametrize("shared_substitutions", [False, True])
@@ -159,8 +194,18 @@ def test_a_model_started_from_the_baseline_predicts_what_the_baseline_predicts(t
     train, validation, test = variant_files(tmp_path)
     dataset = load_sequence_dataset(train, validation_file=validation, test_file=test)
     tokenizer = LyraTokenizer()
-    fit = fit_baseline(TASKS["regression"], dataset, tokenizer.letters, ["label"], "spearmanr", seed=0, shared_substitutions=shared_substitutions)
-    model = LyraForSequenceRegression(LyraConfig(hidden_size=16, state_size=8, vocab_size=len(tokenizer), site_effects_length=12)).eval()
+    fit = fit_baseline(
+        TASKS["regression"],
+        dataset,
+        tokenizer.letters,
+        ["label"],
+        "spearmanr",
+        seed=0,
+        shared_substitutions=shared_substitutions,
+    )
+    model = LyraForSequenceRegression(
+        LyraConfig(hidden_size=16, state_size=8, vocab_size=len(tokenizer), site_effects_length=12)
+    ).eval()
     start_from_baseline(model, fit, tokenizer)
     with torch.no_grad():
         predicted = model(**tokenizer(list(dataset["test"]["sequence"]), return_tensors="pt")).logits[:, 0].numpy()
@@ -182,10 +227,15 @@ def substitution_type_library(tmp_path, rows=(120, 80, 400)):
         for _ in range(count):
             sequence = wild.copy()
             sequence[rng.choice(12, 3, replace=False)] = rng.choice(list(LETTERS), 3)
-            value = sum(type_effects[LETTERS.index(w), LETTERS.index(v)] for w, v in zip(wild, sequence) if w != v) - (sequence != wild).sum()
+            value = (
+                sum(type_effects[LETTERS.index(w), LETTERS.index(v)] for w, v in zip(wild, sequence) if w != v)
+                - (sequence != wild).sum()
+            )
             lines.append(f"{''.join(sequence)},{value + rng.normal(scale=0.2):.5f}")
         (tmp_path / f"{name}.csv").write_text("\n".join(lines) + "\n")
-    return load_sequence_dataset(tmp_path / "train.csv", validation_file=tmp_path / "validation.csv", test_file=tmp_path / "test.csv"), wild
+    return load_sequence_dataset(
+        tmp_path / "train.csv", validation_file=tmp_path / "validation.csv", test_file=tmp_path / "test.csv"
+    ), wild
 
 
 def test_shared_substitution_effects_are_the_substitution_types_and_the_count_of_each_variant(tmp_path):
@@ -204,7 +254,12 @@ def test_shared_substitution_effects_are_the_substitution_types_and_the_count_of
                 expected[LETTERS.index(w) * len(LETTERS) + LETTERS.index(v)] += 1
                 expected[-1] += 1
         assert np.array_equal(counted[row].toarray()[0], expected)
-    plain, shared = (fit_baseline(TASKS["regression"], dataset, LETTERS, ["label"], "spearmanr", seed=0, shared_substitutions=flag).record for flag in (False, True))
+    plain, shared = (
+        fit_baseline(
+            TASKS["regression"], dataset, LETTERS, ["label"], "spearmanr", seed=0, shared_substitutions=flag
+        ).record
+        for flag in (False, True)
+    )
     assert shared["test"]["spearmanr"] > plain["test"]["spearmanr"] + 0.05
 
 
@@ -223,7 +278,9 @@ def test_the_global_epistasis_curve_starts_as_the_least_squares_curve_through_th
     dataset = load_sequence_dataset(train, validation_file=validation, test_file=test)
     tokenizer = LyraTokenizer()
     fit = fit_baseline(TASKS["regression"], dataset, tokenizer.letters, ["label"], "spearmanr", seed=0)
-    config = LyraConfig(hidden_size=16, state_size=8, vocab_size=len(tokenizer), site_effects_length=12, global_epistasis=True)
+    config = LyraConfig(
+        hidden_size=16, state_size=8, vocab_size=len(tokenizer), site_effects_length=12, global_epistasis=True
+    )
     model = LyraForSequenceRegression(config).eval()
     start_from_baseline(model, fit, tokenizer)
     latent, targets = fit.train_outputs[:, 0], fit.train_targets[:, 0]
@@ -231,10 +288,19 @@ def test_the_global_epistasis_curve_starts_as_the_least_squares_curve_through_th
     def logistic(z, lower, span, center, slope):
         return lower + span * (1 / (1 + np.exp(-slope * (z - center))))
 
-    reference, _ = curve_fit(logistic, latent, targets, p0=(targets.min(), np.ptp(targets), np.median(latent), 4 / np.ptp(targets)), maxfev=20_000)
+    reference, _ = curve_fit(
+        logistic,
+        latent,
+        targets,
+        p0=(targets.min(), np.ptp(targets), np.median(latent), 4 / np.ptp(targets)),
+        maxfev=20_000,
+    )
     with torch.no_grad():
         started = model.global_epistasis(torch.as_tensor(latent, dtype=torch.float32)[:, None])[:, 0].numpy()
-    started_error, reference_error = np.mean((started - targets) ** 2), np.mean((logistic(latent, *reference) - targets) ** 2)
+    started_error, reference_error = (
+        np.mean((started - targets) ** 2),
+        np.mean((logistic(latent, *reference) - targets) ** 2),
+    )
     assert started_error <= reference_error * 1.01
     assert started_error < 0.9 * np.mean((latent - targets) ** 2)
     with torch.no_grad():
@@ -249,19 +315,45 @@ def test_a_variant_library_trains_from_the_baseline_and_validation_may_keep_it(t
     results.json names;
     sequences of several lengths keep the authors' model."""
     train, validation, test = variant_files(tmp_path)
-    flags = ["--hidden-size", "16", "--state-size", "8", "--epochs", "2", "--batch-size", "32", "--quiet", "--num-processes", "1"]
+    flags = [
+        "--hidden-size",
+        "16",
+        "--state-size",
+        "8",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--quiet",
+        "--num-processes",
+        "1",
+    ]
     flags += ["--train-file", str(train), "--validation-file", str(validation), "--test-file", str(test)]
     assert main([*flags, "--output-dir", str(tmp_path / "run")]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert [entry["epoch"] for entry in results["history"]] == [0, 1, 2] and results["history"][0]["train_loss"] is None
-    start = fit_start(TASKS["regression"], load_sequence_dataset(train, validation_file=validation, test_file=test), LETTERS + "X", ["label"], "spearmanr", seed=0)
+    start = fit_start(
+        TASKS["regression"],
+        load_sequence_dataset(train, validation_file=validation, test_file=test),
+        LETTERS + "X",
+        ["label"],
+        "spearmanr",
+        seed=0,
+    )
     assert results["history"][0]["spearmanr"] == pytest.approx(start.record["validation"]["spearmanr"], abs=1e-6)
     assert results["start"] == {key: start.record[key] for key in ("name", "regularisation", "chosen_on")}
     config = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
-    assert config["site_effects_length"] == 12 and config["global_epistasis"]  # regression with site effects: the curve too
+    assert (
+        config["site_effects_length"] == 12 and config["global_epistasis"]
+    )  # regression with site effects: the curve too
 
     lines = train.read_text().splitlines()
-    train.write_text("\n".join([lines[0], *(line.replace(",", "A,", 1) if index % 2 else line for index, line in enumerate(lines[1:]))]) + "\n")
+    train.write_text(
+        "\n".join(
+            [lines[0], *(line.replace(",", "A,", 1) if index % 2 else line for index, line in enumerate(lines[1:]))]
+        )
+        + "\n"
+    )
     assert main([*flags, "--output-dir", str(tmp_path / "lengths")]) == 0
     results = json.loads((tmp_path / "lengths" / "results.json").read_text())
     assert results["history"][0]["epoch"] == 1
@@ -310,5 +402,11 @@ def test_above_the_leave_one_out_limit_the_start_is_the_shared_fit_chosen_on_val
     monkeypatch.setattr("lyra_hf.baseline.LEAVE_ONE_OUT_MAX_ROWS", 59)
     dataset = load_sequence_dataset(*variant_files(tmp_path, rows=(60, 40, 40)))
     start = fit_start(TASKS["regression"], dataset, LETTERS, ["label"], "spearmanr", seed=0).record
-    shared = fit_baseline(TASKS["regression"], dataset, LETTERS, ["label"], "spearmanr", seed=0, shared_substitutions=True).record
-    assert start["chosen_on"] == "validation" and start["name"] == shared["name"] and start["regularisation"] == shared["regularisation"]
+    shared = fit_baseline(
+        TASKS["regression"], dataset, LETTERS, ["label"], "spearmanr", seed=0, shared_substitutions=True
+    ).record
+    assert (
+        start["chosen_on"] == "validation"
+        and start["name"] == shared["name"]
+        and start["regularisation"] == shared["regularisation"]
+    )

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
+from test_library import LETTERS, variants
 
 from lyra_hf.data.library import check_library
 from lyra_hf.training.candidates import CONFIDENCE, choose
-from test_library import LETTERS, variants
 
 
 LIBRARY = check_library(variants("".join(np.random.default_rng(0).choice(list(LETTERS), 40)), 50, most=3))
@@ -29,7 +29,9 @@ def test_the_data_kind_decides_unless_validation_supports_the_other_candidate():
 
     far_apart = {"plain": noisy(labels, 2.0, 1), "full": noisy(labels, 0.3, 2)}
     chosen, evidence = choose(far_apart, labels, NOT_A_LIBRARY, seed=0)
-    assert chosen == "full" and evidence["favoured"] == "plain" and "validation supports the full model" in evidence["why"]
+    assert (
+        chosen == "full" and evidence["favoured"] == "plain" and "validation supports the full model" in evidence["why"]
+    )
     view = evidence["views"]["all validation rows"]
     assert view["full"] == pytest.approx(spearmanr(far_apart["full"][:, 0], labels[:, 0])[0])
     assert view["full_better_share"] >= CONFIDENCE and view["plain_better_share"] < 1 - CONFIDENCE
@@ -52,7 +54,10 @@ def test_a_candidate_that_ranks_the_fitter_variants_better_is_kept_where_all_row
     chosen, evidence = choose({"full": ranks_duller, "plain": ranks_fitter}, labels, LIBRARY, seed=0)
     views = evidence["views"]
     assert views["fitter half"]["plain_better_share"] >= CONFIDENCE
-    assert max(views["all validation rows"]["plain_better_share"], views["all validation rows"]["full_better_share"]) < CONFIDENCE
+    assert (
+        max(views["all validation rows"]["plain_better_share"], views["all validation rows"]["full_better_share"])
+        < CONFIDENCE
+    )
     assert chosen == "plain"
 
 
@@ -71,13 +76,43 @@ def test_sequences_of_one_length_that_are_no_library_favour_the_plain_model(tmp_
     guides = ["".join(rng.choice(list("ACGT"), 20)) for _ in range(160)]
     rows = "".join(f"{guide},{guide.count('G') - guide[:5].count('A')}\n" for guide in guides)
     (tmp_path / "guides.csv").write_text("sequence,activity\n" + rows)
-    flags = ["--train-file", str(tmp_path / "guides.csv"), "--label-columns", "activity", "--alphabet", "dna", "--hidden-size", "16"]
-    assert main([*flags, "--state-size", "8", "--epochs", "1", "--quiet", "--no-baseline", "--output-dir", str(tmp_path / "run")]) == 0
+    flags = [
+        "--train-file",
+        str(tmp_path / "guides.csv"),
+        "--label-columns",
+        "activity",
+        "--alphabet",
+        "dna",
+        "--hidden-size",
+        "16",
+    ]
+    assert (
+        main(
+            [
+                *flags,
+                "--state-size",
+                "8",
+                "--epochs",
+                "1",
+                "--quiet",
+                "--no-baseline",
+                "--output-dir",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     choice = results["components"]["candidates"]
-    assert choice["favoured"] == "plain" and not choice["library"]["is_library"] and choice["why"].startswith("not a variant library")
+    assert (
+        choice["favoured"] == "plain"
+        and not choice["library"]["is_library"]
+        and choice["why"].startswith("not a variant library")
+    )
     assert results["settings"]["site_effects"] == "auto" and "baseline" not in results
     kept = json.loads((tmp_path / "run" / "candidates" / choice["chosen"] / "results.json").read_text())
     assert results["validation"] == kept["validation"] and results["history"] == kept["history"]
     output = capsys.readouterr().out
-    assert f"keeping the {choice['chosen']} model" in output and "validation spearmanr: plain" in output.splitlines()[-1]
+    assert (
+        f"keeping the {choice['chosen']} model" in output and "validation spearmanr: plain" in output.splitlines()[-1]
+    )

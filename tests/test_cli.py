@@ -2,8 +2,7 @@ import argparse
 
 import pytest
 
-from lyra_hf import cli
-from lyra_hf import predict, scan, train
+from lyra_hf import cli, predict, scan, train
 
 
 PARSERS = {"lyra-train": train.build_parser, "lyra-predict": predict.build_parser, "lyra-scan": scan.build_parser}
@@ -18,7 +17,9 @@ def test_help_describes_every_flag_and_shows_every_default(command):
             continue
         assert action.help, f"{command} {action.option_strings[0]} has no help text"
         if action.default is not None and action.default is not False:
-            assert f"(default: {action.default})" in text, f"{command} --help does not show {action.option_strings[0]}'s default"
+            assert f"(default: {action.default})" in text, (
+                f"{command} --help does not show {action.option_strings[0]}'s default"
+            )
 
 
 @pytest.mark.parametrize("text", ["nan", "inf", "-inf", "0", "-2", "1e400", "ten"])
@@ -47,26 +48,93 @@ def test_the_rerun_hint_drops_and_adds_flags_in_either_spelling():
 # command may gain flags, never lose one.
 FLAGS_BEFORE_THE_MOVE = {
     "lyra-train": [
-        "--alphabet", "--batch-size", "--bidirectional", "--config", "--data-seed", "--dropout", "--ema-decay", "--ensemble",
-        "--epochs", "--fold-column", "--folds", "--gradient-accumulation-steps", "--hidden-size", "--hub-dataset-name",
-        "--hub-license", "--hub-private", "--hub-revision", "--ignore-label-characters", "--label-columns",
-        "--label-mask-column", "--learning-rate", "--lr-scheduler", "--max-eval-samples", "--max-length",
-        "--max-train-minutes", "--max-train-samples", "--metric-for-best-model", "--mixed-precision", "--num-processes",
-        "--num-s4d-layers", "--num-workers", "--output-dir", "--overwrite-output-dir", "--padding-characters",
-        "--push-to-hub", "--quiet", "--report-to", "--resume-from-checkpoint", "--seed", "--sequence-column",
-        "--split-column", "--split-values", "--state-size", "--task", "--test-file", "--threads", "--train-file",
-        "--unknown", "--validation-column", "--validation-file", "--warmup-ratio", "--weight-decay",
+        "--alphabet",
+        "--batch-size",
+        "--bidirectional",
+        "--config",
+        "--data-seed",
+        "--dropout",
+        "--ema-decay",
+        "--ensemble",
+        "--epochs",
+        "--fold-column",
+        "--folds",
+        "--gradient-accumulation-steps",
+        "--hidden-size",
+        "--hub-dataset-name",
+        "--hub-license",
+        "--hub-private",
+        "--hub-revision",
+        "--ignore-label-characters",
+        "--label-columns",
+        "--label-mask-column",
+        "--learning-rate",
+        "--lr-scheduler",
+        "--max-eval-samples",
+        "--max-length",
+        "--max-train-minutes",
+        "--max-train-samples",
+        "--metric-for-best-model",
+        "--mixed-precision",
+        "--num-processes",
+        "--num-s4d-layers",
+        "--num-workers",
+        "--output-dir",
+        "--overwrite-output-dir",
+        "--padding-characters",
+        "--push-to-hub",
+        "--quiet",
+        "--report-to",
+        "--resume-from-checkpoint",
+        "--seed",
+        "--sequence-column",
+        "--split-column",
+        "--split-values",
+        "--state-size",
+        "--task",
+        "--test-file",
+        "--threads",
+        "--train-file",
+        "--unknown",
+        "--validation-column",
+        "--validation-file",
+        "--warmup-ratio",
+        "--weight-decay",
     ],
     "lyra-predict": [
-        "--batch-size", "--device", "--input", "--model", "--num-processes", "--output", "--overwrite", "--revision",
-        "--sequence-column", "--threads", "--trust-remote-code", "--unknown",
+        "--batch-size",
+        "--device",
+        "--input",
+        "--model",
+        "--num-processes",
+        "--output",
+        "--overwrite",
+        "--revision",
+        "--sequence-column",
+        "--threads",
+        "--trust-remote-code",
+        "--unknown",
     ],
     "lyra-scan": [
-        "--all-pairs", "--batch-size", "--device", "--fasta", "--heatmap", "--max-mutants", "--model", "--no-figures",
-        "--num-processes", "--output-dir", "--overwrite", "--pairs", "--revision", "--sequence", "--target", "--threads",
+        "--all-pairs",
+        "--batch-size",
+        "--device",
+        "--fasta",
+        "--heatmap",
+        "--max-mutants",
+        "--model",
+        "--no-figures",
+        "--num-processes",
+        "--output-dir",
+        "--overwrite",
+        "--pairs",
+        "--revision",
+        "--sequence",
+        "--target",
+        "--threads",
         "--top-k",
     ],
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("command", list(PARSERS))
@@ -92,9 +160,20 @@ def test_ctrl_c_while_a_command_starts_ends_in_one_line_with_130(tmp_path):
     (tmp_path / "family.a2m").write_text(">q\nMKTAYIAKQR\n>h\nMKSAYIAKQR\n")
     for delay in (0.05, 0.5, 1.5):
         process = subprocess.Popen(
-            [str(command), "--alignment", str(tmp_path / "family.a2m"), "--output", str(tmp_path / "prior.csv"), "--overwrite", "--no-figures"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
+            [
+                str(command),
+                "--alignment",
+                str(tmp_path / "family.a2m"),
+                "--output",
+                str(tmp_path / "prior.csv"),
+                "--overwrite",
+                "--no-figures",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         time.sleep(delay)
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)
@@ -102,4 +181,6 @@ def test_ctrl_c_while_a_command_starts_ends_in_one_line_with_130(tmp_path):
         lines = [line for line in stderr.splitlines() if line.strip()]
         if process.returncode == 0:
             continue  # it finished before the signal
-        assert process.returncode == 130 and len(lines) == 1 and lines[0].startswith("lyra-prior: interrupted (SIGINT)"), (delay, stderr[-2000:])
+        assert (
+            process.returncode == 130 and len(lines) == 1 and lines[0].startswith("lyra-prior: interrupted (SIGINT)")
+        ), (delay, stderr[-2000:])

@@ -63,7 +63,9 @@ def test_usable_cpus_is_the_affinity_capped_by_the_quota_rounded_up(tmp_path):
 def test_one_cpu_under_taskset_gives_one_single_threaded_process():
     probe = "from lyra_hf.cpu import usable_cpus, plan_processes; print(usable_cpus(), *plan_processes(None, None))"
     environment = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
-    completed = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", probe], capture_output=True, text=True, env=environment, cwd=REPO)
+    completed = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", probe], capture_output=True, text=True, env=environment, cwd=REPO
+    )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.split() == ["1", "1", "1"]
 
@@ -105,13 +107,19 @@ def write_sequences(path: Path, count: int, seed: int = 0) -> Path:
     return path
 
 
-@pytest.mark.parametrize("model_class, config", [(LyraForSequenceRegression, {"num_labels": 2}), (LyraForTokenClassification, {"num_labels": 3})])
+@pytest.mark.parametrize(
+    "model_class, config",
+    [(LyraForSequenceRegression, {"num_labels": 2}), (LyraForTokenClassification, {"num_labels": 3})],
+)
 def test_predict_in_two_processes_equals_one_process_value_for_value(tmp_path, monkeypatch, model_class, config):
     two_cpus()
     model = save_checkpoint(tmp_path / "model", model_class, **config)
     flags = ["--model", str(model), "--input", str(write_sequences(tmp_path / "in.csv", 700)), "--batch-size", "32"]
     monkeypatch.setattr(predict_command, "CHUNK_ROWS", 97)  # 8 chunks, the last one short
-    assert predict_command.main([*flags, "--output", str(tmp_path / "one.csv"), "--num-processes", "1", "--threads", "1"]) == 0
+    assert (
+        predict_command.main([*flags, "--output", str(tmp_path / "one.csv"), "--num-processes", "1", "--threads", "1"])
+        == 0
+    )
     assert predict_command.main([*flags, "--output", str(tmp_path / "two.csv"), "--num-processes", "2"]) == 0
     assert (tmp_path / "one.csv").read_text() == (tmp_path / "two.csv").read_text()
 
@@ -124,7 +132,9 @@ def test_streaming_in_chunks_equals_predicting_the_file_at_once(tmp_path, monkey
     assert predict_command.main([*flags, "--output", str(tmp_path / "whole.csv")]) == 0
     monkeypatch.setattr(predict_command, "CHUNK_ROWS", 97)
     assert predict_command.main([*flags, "--output", str(tmp_path / "chunked.csv")]) == 0
-    whole, chunked = (list(csv.DictReader((tmp_path / name).read_text().splitlines())) for name in ("whole.csv", "chunked.csv"))
+    whole, chunked = (
+        list(csv.DictReader((tmp_path / name).read_text().splitlines())) for name in ("whole.csv", "chunked.csv")
+    )
     assert len(whole) == len(chunked) == 700
     assert whole[0]["note"] == "007"  # input columns are copied as written
     for a, b in zip(whole, chunked):
@@ -137,7 +147,10 @@ def test_scan_in_two_processes_equals_one_process(tmp_path):
     two_cpus()
     model = save_checkpoint(tmp_path / "model")
     flags = ["--model", str(model), "--sequence", "MKTAYIAKQRQISFVKSHFSRQ", "--pairs", "3-9", "--no-figures"]
-    assert scan_command.main([*flags, "--output-dir", str(tmp_path / "one"), "--num-processes", "1", "--threads", "1"]) == 0
+    assert (
+        scan_command.main([*flags, "--output-dir", str(tmp_path / "one"), "--num-processes", "1", "--threads", "1"])
+        == 0
+    )
     assert scan_command.main([*flags, "--output-dir", str(tmp_path / "two"), "--num-processes", "2"]) == 0
     for name in ("singles.csv", "pairs.csv"):
         assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text()
@@ -148,7 +161,20 @@ def test_training_in_two_processes_reaches_the_single_process_metrics(tmp_path):
     make each step, and the two processes' averaged gradients equal the one process's up to float rounding. The
     metrics agree to 1e-6: summation order differs (two half-batch means averaged vs one mean, gloo's all-reduce)."""
     two_cpus()
-    flags = ["--hidden-size", "16", "--state-size", "8", "--dropout", "0", "--max-train-samples", "640", "--max-eval-samples", "101", "--epochs", "2"]
+    flags = [
+        "--hidden-size",
+        "16",
+        "--state-size",
+        "8",
+        "--dropout",
+        "0",
+        "--max-train-samples",
+        "640",
+        "--max-eval-samples",
+        "101",
+        "--epochs",
+        "2",
+    ]
     environment = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"} | {"TQDM_DISABLE": "1"}
     runs = {}
     for name, extra in (("one", ["--num-processes", "1", "--threads", "1"]), ("two", ["--num-processes", "2"])):
@@ -170,9 +196,23 @@ def test_a_killed_prediction_leaves_its_temporary_file_only_until_the_next_run(t
     source = write_sequences(tmp_path / "in.csv", 60_000)
     output = tmp_path / "out" / "predictions.csv"
     output.parent.mkdir()
-    command = [sys.executable, "-m", "lyra_hf.predict", "--model", str(model), "--input", str(source), "--output", str(output), "--num-processes", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "lyra_hf.predict",
+        "--model",
+        str(model),
+        "--input",
+        str(source),
+        "--output",
+        str(output),
+        "--num-processes",
+        "1",
+    ]
     environment = {**os.environ, "TQDM_DISABLE": "1"}
-    process = subprocess.Popen(command, env=environment, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, env=environment, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while not list(output.parent.glob(".predictions.csv.*.tmp")):  # writing has started
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from hub_server import HubServer
 
 
@@ -53,8 +52,12 @@ def client(hub, tmp_path, script, *, token=True, offline=False, home=None, args=
         environment["HF_TOKEN"] = hub.token
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
-        capture_output=True, text=True, timeout=300, env=environment, cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+        cwd=REPO,
+    )
 
 
 def ok(completed):
@@ -75,7 +78,8 @@ for name in %r:
     torch.manual_seed(0)
     # The sequence heads hold a zero-shot prior: its table, a buffer, must travel with the weights.
     prior_length = 11 if "Sequence" in name else 0
-    model = getattr(lyra_hf, name)(LyraConfig(hidden_size=16, state_size=8, num_labels=3, vocab_size=len(tokenizer), prior_length=prior_length)).eval()
+    model = getattr(lyra_hf, name)(LyraConfig(hidden_size=16, state_size=8, num_labels=3, vocab_size=len(tokenizer),
+    prior_length=prior_length)).eval()
     if prior_length:
         torch.nn.init.normal_(model.prior.table)
         torch.nn.init.normal_(model.prior.scale)
@@ -116,7 +120,9 @@ def test_push_every_head_and_pull_bit_identical_online_offline_and_as_remote_cod
     ok(client(hub, tmp_path, PUSH_EVERY_HEAD, args=[outputs]))
     for name in CLASSES:
         files = hub.files(f"lab/{name.lower()}")
-        assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"} <= set(files)
+        assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"} <= set(
+            files
+        )
         assert {"configuration_lyra.py", "modeling_lyra.py", "tokenization_lyra.py"} <= set(files)
         assert not any(path.endswith((".bin", ".pt", ".pth", ".pkl")) for path in files)
         assert hub.repos[f"lab/{name.lower()}"].commits[hub.head(f"lab/{name.lower()}")]["model.safetensors"].lfs_oid
@@ -126,7 +132,9 @@ def test_push_every_head_and_pull_bit_identical_online_offline_and_as_remote_cod
     pulled = ok(client(hub, tmp_path, PULL_EVERY_HEAD, token=False, home=home, args=[outputs, "with-package"]))
     assert pulled.stdout.count("bit-identical") == 4
     downloads = len([request for request in hub.requests if request.startswith("GET /lab/")])
-    offline = ok(client(hub, tmp_path, PULL_EVERY_HEAD, token=False, offline=True, home=home, args=[outputs, "with-package"]))
+    offline = ok(
+        client(hub, tmp_path, PULL_EVERY_HEAD, token=False, offline=True, home=home, args=[outputs, "with-package"])
+    )
     assert offline.stdout.count("bit-identical") == 4
     assert len([request for request in hub.requests if request.startswith("GET /lab/")]) == downloads  # from the cache
     remote = ok(client(hub, tmp_path, PULL_EVERY_HEAD, token=False, args=[outputs, "without-package"]))
@@ -169,13 +177,49 @@ def test_branch_and_commit_pulls(hub, tmp_path):
 
 
 def test_lyra_train_pushes_a_private_run_with_card_and_lyra_predict_pulls_it(hub, tmp_path):
-    flags = ["--hidden-size", "16", "--state-size", "8", "--epochs", "1", "--max-train-samples", "200", "--max-eval-samples", "40"]
+    flags = [
+        "--hidden-size",
+        "16",
+        "--state-size",
+        "8",
+        "--epochs",
+        "1",
+        "--max-train-samples",
+        "200",
+        "--max-eval-samples",
+        "40",
+    ]
     script = "import sys; from lyra_hf.train import main; sys.exit(main(sys.argv[1:]))"
-    ok(client(hub, tmp_path, script, args=[*flags, "--output-dir", tmp_path / "run", "--push-to-hub", "lab/private-run", "--hub-private", "--hub-revision", "exp1", "--hub-license", "apache-2.0"]))
+    ok(
+        client(
+            hub,
+            tmp_path,
+            script,
+            args=[
+                *flags,
+                "--output-dir",
+                tmp_path / "run",
+                "--push-to-hub",
+                "lab/private-run",
+                "--hub-private",
+                "--hub-revision",
+                "exp1",
+                "--hub-license",
+                "apache-2.0",
+            ],
+        )
+    )
     repo = hub.repos["lab/private-run"]
     assert repo.private and set(repo.branches) == {"main", "exp1"}
     files = hub.files("lab/private-run", "exp1")
-    assert {"config.json", "model.safetensors", "tokenizer.json", "modeling_lyra.py", "results.json", "README.md"} <= set(files)
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "modeling_lyra.py",
+        "results.json",
+        "README.md",
+    } <= set(files)
     results = json.loads(files["results.json"])
     metadata = yaml.safe_load(files["README.md"].decode().split("---")[1])
     assert metadata["library_name"] == "transformers" and metadata["license"] == "apache-2.0"
@@ -183,7 +227,12 @@ def test_lyra_train_pushes_a_private_run_with_card_and_lyra_predict_pulls_it(hub
     metrics = {metric["type"]: metric["value"] for metric in metadata["model-index"][0]["results"][0]["metrics"]}
     assert metrics["spearmanr"] == pytest.approx(results["test"]["spearmanr"], abs=1e-4)
     card = files["README.md"].decode()
-    assert "## Intended use" in card and "## Limitations" in card and "ramesh2025lyra" in card and "from_pretrained(\"lab/private-run\"" in card
+    assert (
+        "## Intended use" in card
+        and "## Limitations" in card
+        and "ramesh2025lyra" in card
+        and 'from_pretrained("lab/private-run"' in card
+    )
 
     for url in (f"{hub.url}/api/models/lab/private-run", f"{hub.url}/lab/private-run/resolve/exp1/config.json"):
         with pytest.raises(urllib.error.HTTPError) as anonymous:
@@ -192,7 +241,16 @@ def test_lyra_train_pushes_a_private_run_with_card_and_lyra_predict_pulls_it(hub
 
     (tmp_path / "in.csv").write_text("sequence\nACDEFGHIK\nMNPQRS\n")
     predict = "import sys; from lyra_hf.predict import main; sys.exit(main(sys.argv[1:]))"
-    arguments = ["--model", "lab/private-run", "--revision", "exp1", "--input", tmp_path / "in.csv", "--output", tmp_path / "out.csv"]
+    arguments = [
+        "--model",
+        "lab/private-run",
+        "--revision",
+        "exp1",
+        "--input",
+        tmp_path / "in.csv",
+        "--output",
+        tmp_path / "out.csv",
+    ]
     ok(client(hub, tmp_path, predict, args=arguments))
     assert (tmp_path / "out.csv").read_text().splitlines()[0] == "sequence,predicted_fitness"
     anonymous = client(hub, tmp_path, predict, token=False, args=[*arguments, "--overwrite"])
@@ -212,24 +270,70 @@ print(type(model).__name__, model.config.problem_type, len(tokenizer))
 
 
 def test_an_ensemble_pushes_with_its_members_in_subfolders_and_predicts_the_same_pulled(hub, tmp_path):
-    flags = ["--hidden-size", "16", "--state-size", "8", "--epochs", "1", "--max-train-samples", "200", "--max-eval-samples", "40"]
+    flags = [
+        "--hidden-size",
+        "16",
+        "--state-size",
+        "8",
+        "--epochs",
+        "1",
+        "--max-train-samples",
+        "200",
+        "--max-eval-samples",
+        "40",
+    ]
     train = "import sys; from lyra_hf.train import main; sys.exit(main(sys.argv[1:]))"
-    ok(client(hub, tmp_path, train, args=[*flags, "--ensemble", "2", "--output-dir", tmp_path / "run", "--push-to-hub", "lab/ensemble"]))
+    ok(
+        client(
+            hub,
+            tmp_path,
+            train,
+            args=[*flags, "--ensemble", "2", "--output-dir", tmp_path / "run", "--push-to-hub", "lab/ensemble"],
+        )
+    )
     files = hub.files("lab/ensemble", "main")
     for member in ("member_0", "member_1"):
-        assert {f"{member}/config.json", f"{member}/model.safetensors", f"{member}/tokenizer.json", f"{member}/modeling_lyra.py"} <= set(files)
+        assert {
+            f"{member}/config.json",
+            f"{member}/model.safetensors",
+            f"{member}/tokenizer.json",
+            f"{member}/modeling_lyra.py",
+        } <= set(files)
     assert json.loads(files["ensemble.json"])["members"] == ["member_0", "member_1"]
     assert json.loads(files["results.json"])["ensemble_size"] == 2
     assert 'subfolder="member_0"' in files["README.md"].decode()
 
     # A member loads alone from its subfolder, even without lyra-hf (remote code).
     member_weights = tmp_path / "run" / "member_1" / "best" / "model.safetensors"
-    assert ok(client(hub, tmp_path, PULL_ENSEMBLE_MEMBER, args=[member_weights])).stdout.startswith("LyraForSequenceClassification regression")
+    assert ok(client(hub, tmp_path, PULL_ENSEMBLE_MEMBER, args=[member_weights])).stdout.startswith(
+        "LyraForSequenceClassification regression"
+    )
 
     (tmp_path / "in.csv").write_text("sequence\nACDEFGHIK\nMNPQRS\nWWYV\n")
     predict = "import sys; from lyra_hf.predict import main; sys.exit(main(sys.argv[1:]))"
-    ok(client(hub, tmp_path, predict, args=["--model", "lab/ensemble", "--input", tmp_path / "in.csv", "--output", tmp_path / "pulled.csv"]))
-    ok(client(hub, tmp_path, predict, args=["--model", tmp_path / "run" / "best", "--input", tmp_path / "in.csv", "--output", tmp_path / "local.csv"]))
+    ok(
+        client(
+            hub,
+            tmp_path,
+            predict,
+            args=["--model", "lab/ensemble", "--input", tmp_path / "in.csv", "--output", tmp_path / "pulled.csv"],
+        )
+    )
+    ok(
+        client(
+            hub,
+            tmp_path,
+            predict,
+            args=[
+                "--model",
+                tmp_path / "run" / "best",
+                "--input",
+                tmp_path / "in.csv",
+                "--output",
+                tmp_path / "local.csv",
+            ],
+        )
+    )
     pulled = (tmp_path / "pulled.csv").read_text()
     assert pulled.splitlines()[0] == "sequence,predicted_fitness,predicted_fitness_std"
     assert pulled == (tmp_path / "local.csv").read_text()
@@ -243,9 +347,11 @@ from lyra_hf.data import collator_for, synthetic_fitness_dataset, tokenize_datas
 tokenizer = LyraTokenizer()
 data = tokenize_dataset(synthetic_fitness_dataset(num_train=64, num_validation=16, num_test=4), tokenizer)
 model = LyraForSequenceRegression(LyraConfig(hidden_size=16, state_size=8))
-arguments = TrainingArguments("trainer-run", num_train_epochs=1, per_device_train_batch_size=16, report_to=[], use_cpu=True,
+arguments = TrainingArguments("trainer-run", num_train_epochs=1, per_device_train_batch_size=16, report_to=[],
+use_cpu=True,
                               push_to_hub=True, hub_model_id="lab/trainer-run", save_strategy="no")
-trainer = Trainer(model=model, args=arguments, train_dataset=data["train"], data_collator=collator_for("regression", tokenizer),
+trainer = Trainer(model=model, args=arguments, train_dataset=data["train"], data_collator=collator_for("regression",
+tokenizer),
                   processing_class=tokenizer)
 trainer.train()
 trainer.push_to_hub()
@@ -265,7 +371,8 @@ from huggingface_hub import hf_hub_download
 from transformers import AutoModelForSequenceClassification
 cases = {
     "missing repo": lambda: AutoModelForSequenceClassification.from_pretrained("lab/no-such-repo"),
-    "missing revision": lambda: AutoModelForSequenceClassification.from_pretrained("lab/failures", revision="no-such-branch"),
+    "missing revision": lambda: AutoModelForSequenceClassification.from_pretrained("lab/failures",
+    revision="no-such-branch"),
     "missing file": lambda: hf_hub_download("lab/failures", "no-such-file.txt"),
 }
 for name, call in cases.items():
@@ -293,7 +400,8 @@ except Exception as error:
 print("head after it:", HfApi().repo_info(sys.argv[1]).sha)
 model.push_to_hub(sys.argv[1])
 pulled = load_file(hf_hub_download(sys.argv[1], "model.safetensors"))
-same = pulled.keys() == model.state_dict().keys() and all(torch.equal(pulled[k], v) for k, v in model.state_dict().items())
+same = pulled.keys() == model.state_dict().keys() and all(torch.equal(pulled[k], v) for k, v in
+model.state_dict().items())
 print("pulled weights equal the pushed ones" if same else "pulled weights differ")
 """
 
@@ -314,10 +422,14 @@ def test_failures_give_clear_errors_and_corrupt_nothing(hub, tmp_path):
     LyraTokenizer().push_to_hub(sys.argv[1])
     """
     pushed = ok(client(hub, tmp_path, push, args=["lab/failures"])).stdout.splitlines()
-    assert pushed[0].startswith("refused:") and "401" in pushed[0] and pushed[1] == "exists after the refusal: False", pushed
+    assert pushed[0].startswith("refused:") and "401" in pushed[0] and pushed[1] == "exists after the refusal: False", (
+        pushed
+    )
 
     pulls = ok(client(hub, tmp_path, FAILING_PULLS, token=False)).stdout
-    assert "missing repo -> OSError | lab/no-such-repo is not a local folder and is not a valid model identifier" in pulls
+    assert (
+        "missing repo -> OSError | lab/no-such-repo is not a local folder and is not a valid model identifier" in pulls
+    )
     assert "missing revision -> OSError | no-such-branch is not a valid git identifier" in pulls
     assert "missing file -> RemoteEntryNotFoundError" in pulls
 
@@ -342,7 +454,11 @@ def test_failures_give_clear_errors_and_corrupt_nothing(hub, tmp_path):
     hub.corrupt("lab/failures", "model.safetensors", good["model.safetensors"][: len(good["model.safetensors"]) // 2])
     truncated = client(hub, tmp_path, predict, args=[*arguments, "--overwrite"])
     assert truncated.returncode == 1
-    assert truncated.stderr.strip().splitlines()[-1].startswith("lyra-predict: error: lab/failures: model.safetensors is corrupt or truncated")
+    assert (
+        truncated.stderr.strip()
+        .splitlines()[-1]
+        .startswith("lyra-predict: error: lab/failures: model.safetensors is corrupt or truncated")
+    )
     assert "Traceback" not in truncated.stderr
 
     config = json.loads(good["config.json"])

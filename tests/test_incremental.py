@@ -60,14 +60,18 @@ def test_incremental_scores_equal_full_forward_passes(config):
         scale = full.abs().max()
         assert (incremental - full).abs().max() < 1e-5 * scale, config
         # One site at a time: a causal layer then computes only the positions from the site's window on.
-        one_by_one = torch.cat([scorer.score(sites[i : i + 1], tokens[i : i + 1]) for i in range(len(sites))]).flatten(0, 1)
+        one_by_one = torch.cat([scorer.score(sites[i : i + 1], tokens[i : i + 1]) for i in range(len(sites))]).flatten(
+            0, 1
+        )
         assert (one_by_one - full).abs().max() < 1e-5 * scale, config
         if sites.shape[1] == 2:
             # Sites of different first positions in one batch, away from the start, given in either order.
             chosen = torch.tensor([3, 5, 7])
             expected = full.view(len(sites), -1, full.shape[-1])[chosen].flatten(0, 1)
             for flipped in (False, True):
-                some_sites, some_tokens = (sites[chosen].flip(1), tokens[chosen].flip(2)) if flipped else (sites[chosen], tokens[chosen])
+                some_sites, some_tokens = (
+                    (sites[chosen].flip(1), tokens[chosen].flip(2)) if flipped else (sites[chosen], tokens[chosen])
+                )
                 together = scorer.score(some_sites, some_tokens).flatten(0, 1)
                 assert (together - expected).abs().max() < 1e-5 * scale, config
         # The mutants differ from each other and from the wild type: an unchanged score would not pass for them.
@@ -77,7 +81,9 @@ def test_incremental_scores_equal_full_forward_passes(config):
 def test_classifier_logits_and_the_fallback_rule():
     torch.manual_seed(1)
     tokenizer = LyraTokenizer()
-    model = LyraForSequenceClassification(LyraConfig(vocab_size=len(tokenizer), num_labels=3, hidden_size=16, state_size=8)).eval()
+    model = LyraForSequenceClassification(
+        LyraConfig(vocab_size=len(tokenizer), num_labels=3, hidden_size=16, state_size=8)
+    ).eval()
     wild = torch.randint(5, 25, (LENGTH,))
     sites, tokens = torch.tensor(DOUBLES), torch.randint(5, 25, (len(DOUBLES), 4, 2))
     incremental = IncrementalScorer(model, wild).score(sites, tokens).flatten(0, 1)
@@ -109,14 +115,18 @@ def test_a_substitution_the_prior_cannot_score_is_refused_naming_it():
     """Full forward passes and incremental scores alike refuse a substitution whose prior score is missing (NaN),
     naming its letter and 1-based position; the wild type and scored substitutions go through."""
     tokenizer = LyraTokenizer()
-    config = LyraConfig(vocab_size=len(tokenizer), hidden_size=16, state_size=8, prior_length=LENGTH, alphabet=tokenizer.letters)
+    config = LyraConfig(
+        vocab_size=len(tokenizer), hidden_size=16, state_size=8, prior_length=LENGTH, alphabet=tokenizer.letters
+    )
     model = LyraForSequenceRegression(config).eval()
     wild = torch.tensor(tokenizer.convert_tokens_to_ids(list("ACDEFGHIKL" * 4)))
     unscored = int(tokenizer.convert_tokens_to_ids("W"))
     with torch.no_grad():
         model.prior.table.view(LENGTH, -1)[7, unscored] = float("nan")
     scorer = IncrementalScorer(model, wild)
-    assert torch.isfinite(scorer.score(torch.tensor([[7]]), torch.tensor([[[int(tokenizer.convert_tokens_to_ids("Y"))]]]))).all()
+    assert torch.isfinite(
+        scorer.score(torch.tensor([[7]]), torch.tensor([[[int(tokenizer.convert_tokens_to_ids("Y"))]]]))
+    ).all()
     with pytest.raises(ValueError, match="W at position 8: the model's prior has no score"):
         scorer.score(torch.tensor([[2, 7]]), torch.tensor([[[5, unscored]]]))
     mutant = wild.clone()

@@ -33,7 +33,11 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    paths = [path for path in PACKAGE.rglob("*.py") if "metrics/" not in str(path.relative_to(PACKAGE)) or path.name == "__init__.py"]
+    paths = [
+        path
+        for path in PACKAGE.rglob("*.py")
+        if "metrics/" not in str(path.relative_to(PACKAGE)) or path.name == "__init__.py"
+    ]
     modules = {module_name(path): path for path in paths}
     return {name: imported_modules(path, set(modules)) for name, path in modules.items()}
 
@@ -42,7 +46,9 @@ def test_no_import_cycle_among_lyra_hf_modules():
     graph = import_graph()
     # A package imports its own submodules to re-export them; a cycle through a package's __init__ and its own
     # submodules is that, not a cycle between ideas.
-    graph = {name: {target for target in targets if not target.startswith(f"{name}.")} for name, targets in graph.items()}
+    graph = {
+        name: {target for target in targets if not target.startswith(f"{name}.")} for name, targets in graph.items()
+    }
     visiting, done, cycles = [], set(), []
 
     def visit(name):
@@ -80,7 +86,11 @@ def test_no_code_outside_the_task_table_compares_a_task_name():
             if not isinstance(node, ast.Compare):
                 continue
             operands = [node.left, *node.comparators]
-            constants = [item for operand in operands for item in ([*operand.elts] if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand])]
+            constants = [
+                item
+                for operand in operands
+                for item in ([*operand.elts] if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand])
+            ]
             if any(isinstance(item, ast.Constant) and item.value in TASKS for item in constants):
                 found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert found == []
@@ -100,7 +110,10 @@ def test_no_function_over_60_lines_and_no_module_over_450():
         if len(text.splitlines()) > LONGEST_MODULE and name not in SELF_CONTAINED:
             long_modules.append((name, len(text.splitlines())))
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > LONGEST_FUNCTION:
+            if (
+                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and node.end_lineno - node.lineno + 1 > LONGEST_FUNCTION
+            ):
                 long_functions.append((f"{name}:{node.name}", node.end_lineno - node.lineno + 1))
     assert (long_functions, long_modules) == ([], [])
 
@@ -113,7 +126,9 @@ def test_argparse_namespaces_stay_in_the_command_line_modules():
         if str(path.relative_to(PACKAGE)) in COMMAND_LINE_MODULES:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Attribute) and node.attr == "Namespace") or (isinstance(node, ast.Name) and node.id == "Namespace"):
+            if (isinstance(node, ast.Attribute) and node.attr == "Namespace") or (
+                isinstance(node, ast.Name) and node.id == "Namespace"
+            ):
                 found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert found == []
 
@@ -139,7 +154,25 @@ def test_the_readme_code_map_names_every_file_of_the_package():
     missing = [
         str(path.relative_to(PACKAGE.parent))
         for path in sorted(PACKAGE.rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts and path.name not in ("__init__.py", "__main__.py")
-        and not any(str(path.relative_to(PACKAGE.parent)) == name or (name.endswith("/") and str(path.relative_to(PACKAGE.parent)).startswith(name)) for name in named)
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and path.name not in ("__init__.py", "__main__.py")
+        and not any(
+            str(path.relative_to(PACKAGE.parent)) == name
+            or (name.endswith("/") and str(path.relative_to(PACKAGE.parent)).startswith(name))
+            for name in named
+        )
     ]
     assert missing == []
+
+
+def test_ruff_finds_nothing_and_the_tree_is_formatted():
+    """The linter (pyproject.toml's `[tool.ruff]`: lines of at most 120 characters, unused imports and variables,
+    undefined names, sorted imports) finds nothing, and `ruff format` would change nothing."""
+    import subprocess
+    import sys
+
+    root = PACKAGE.parent
+    for command in (["check", "."], ["format", "--check", "."]):
+        completed = subprocess.run([sys.executable, "-m", "ruff", *command], cwd=root, capture_output=True, text=True)
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-1000:]

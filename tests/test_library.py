@@ -23,7 +23,9 @@ def variants(parent: str, rows: int, most: int, seed: int = 0) -> list[str]:
 def test_consensus_and_substitutions_match_a_direct_count():
     sequences = ["ACDE", "ACDF", "GCDE", "ACHE"]
     assert consensus(sequences) == "ACDE"
-    assert substitutions(sequences, "ACDE").tolist() == [sum(a != b for a, b in zip(sequence, "ACDE")) for sequence in sequences]
+    assert substitutions(sequences, "ACDE").tolist() == [
+        sum(a != b for a, b in zip(sequence, "ACDE")) for sequence in sequences
+    ]
 
 
 def test_a_library_is_most_rows_within_a_few_substitutions_of_their_consensus():
@@ -34,7 +36,10 @@ def test_a_library_is_most_rows_within_a_few_substitutions_of_their_consensus():
     library = variants(parent, 200, most=6)
     check = check_library(library)
     assert check.is_library and check.length == 60 and check.max_substitutions == 6 and check.rows_within == 200
-    assert "a variant library" in check.reason and "100% of the 200 training sequences lie within 6 substitutions" in check.reason
+    assert (
+        "a variant library" in check.reason
+        and "100% of the 200 training sequences lie within 6 substitutions" in check.reason
+    )
 
     mixed = variants(parent, 120, most=4) + variants(parent, 80, most=40, seed=2)
     assert check_library(mixed).is_library  # 60% near the parent

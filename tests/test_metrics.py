@@ -7,7 +7,13 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_squared_error, r2_score, roc_auc_score
 from transformers import EvalPrediction
 
-from lyra_hf.metrics import METRIC_NAMES, classification_metrics, load_metric, regression_metrics, token_classification_metrics
+from lyra_hf.metrics import (
+    METRIC_NAMES,
+    classification_metrics,
+    load_metric,
+    regression_metrics,
+    token_classification_metrics,
+)
 
 
 rng = np.random.default_rng(0)
@@ -44,7 +50,9 @@ def test_metrics_load_offline_in_a_fresh_process(tmp_path):
 
 
 def test_compute_metrics_builders():
-    regression = regression_metrics(["a", "b"])(EvalPrediction(predictions=np.stack([x, y], 1), label_ids=np.stack([y, x], 1)))
+    regression = regression_metrics(["a", "b"])(
+        EvalPrediction(predictions=np.stack([x, y], 1), label_ids=np.stack([y, x], 1))
+    )
     assert regression["spearmanr_a"] == pytest.approx(spearmanr(y, x)[0])
     assert regression["spearmanr"] == pytest.approx(spearmanr(y, x)[0])
 

@@ -284,8 +284,8 @@ def test_class_attributes():
     assert LyraModel.supports_gradient_checkpointing
     assert LyraModel._no_split_modules == ["LyraS4DBlock"]
     assert issubclass(LyraS4DBlock, torch.nn.Module)
-    from transformers.modeling_layers import GradientCheckpointingLayer
     from transformers.generation import GenerationMixin
+    from transformers.modeling_layers import GradientCheckpointingLayer
 
     assert issubclass(LyraS4DBlock, GradientCheckpointingLayer)
     assert not any(issubclass(cls, GenerationMixin) for cls in HEADS)
@@ -318,12 +318,18 @@ def test_global_epistasis_passes_the_heads_sum_through_its_curve(tiny_config):
     curved = build(LyraForSequenceRegression, tiny_config(num_labels=2, global_epistasis=True, site_effects_length=9))
     with torch.no_grad():
         curved.site_effects.weight.normal_()
-        for parameter, values in zip(curved.global_epistasis.parameters(), ([0.5, -1.0], [2.0, 3.0], [0.1, -0.2], [0.3, -0.4])):
+        for parameter, values in zip(
+            curved.global_epistasis.parameters(), ([0.5, -1.0], [2.0, 3.0], [0.1, -0.2], [0.3, -0.4])
+        ):
             parameter.copy_(torch.tensor(values))
     straight = LyraForSequenceRegression(tiny_config(num_labels=2, site_effects_length=9)).eval()
-    straight.load_state_dict({name: value for name, value in curved.state_dict().items() if not name.startswith("global_epistasis")})
+    straight.load_state_dict(
+        {name: value for name, value in curved.state_dict().items() if not name.startswith("global_epistasis")}
+    )
     z = straight(input_ids).logits
-    lower, span, center, log_slope = (torch.tensor(values) for values in ([0.5, -1.0], [2.0, 3.0], [0.1, -0.2], [0.3, -0.4]))
+    lower, span, center, log_slope = (
+        torch.tensor(values) for values in ([0.5, -1.0], [2.0, 3.0], [0.1, -0.2], [0.3, -0.4])
+    )
     expected = lower + span / (1 + torch.exp(-log_slope.exp() * (z - center)))
     targets = torch.randn(4, 2)
     out = curved(input_ids, labels=targets)
@@ -379,7 +385,9 @@ def test_only_parameters_and_buffers_hold_tensors(tiny_config):
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("model_class", [LyraForSequenceRegression, LyraForSequenceClassification, LyraForTokenClassification])
+@pytest.mark.parametrize(
+    "model_class", [LyraForSequenceRegression, LyraForSequenceClassification, LyraForTokenClassification]
+)
 def test_every_parameter_gets_a_gradient(tiny_config, model_class, bidirectional):
     config = tiny_config(num_labels=2, bidirectional=bidirectional, dropout=0.1)
     model = build(model_class, config).train()
@@ -452,7 +460,9 @@ def test_init_weights_initialises_every_parameter_on_meta(tiny_config):
         for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters()):
             assert torch.isfinite(p).all(), f"{name} was not initialised"
             assert p.shape == q.shape
-        kernel = model.get_submodule("lyra.layers.0.mixer.kernel" if model_class is not LyraModel else "layers.0.mixer.kernel")
+        kernel = model.get_submodule(
+            "lyra.layers.0.mixer.kernel" if model_class is not LyraModel else "layers.0.mixer.kernel"
+        )
         assert torch.allclose(kernel.log_A_real, torch.full_like(kernel.log_A_real, math.log(0.5)))
         assert torch.equal(kernel.A_imag[3], math.pi * torch.arange(config.state_size // 2, dtype=torch.float32))
         dt = kernel.log_dt.exp()
@@ -584,7 +594,8 @@ def test_saved_directory_loads_as_remote_code_without_the_package(tiny_config, t
         expected = torch.load(root + "/expected.pt", weights_only=True)
         ids = expected["input_ids"]
         with torch.no_grad():
-            for name, auto in [("regression", AutoModelForSequenceClassification), ("token", AutoModelForTokenClassification)]:
+            for name, auto in [("regression", AutoModelForSequenceClassification), ("token",
+            AutoModelForTokenClassification)]:
                 model = auto.from_pretrained(root + "/" + name, trust_remote_code=True).eval()
                 assert "lyra_hf" not in type(model).__module__, type(model).__module__
                 assert torch.equal(model(ids).logits, expected[name]), name
@@ -598,7 +609,12 @@ def test_saved_directory_loads_as_remote_code_without_the_package(tiny_config, t
     )
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE CODE OK" in result.stdout
@@ -612,7 +628,9 @@ AUTO_CLASS_LOADS = textwrap.dedent(
     else:
         import lyra_hf  # noqa: F401  registers the Lyra classes with the Auto classes
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer, pipeline
+    from transformers import (
+        AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer, pipeline
+    )
     root, options = sys.argv[1], {"trust_remote_code": True} if sys.argv[2] == "without-package" else {}
     AUTO = {"regression": AutoModelForSequenceClassification, "classification": AutoModelForSequenceClassification,
             "token": AutoModelForTokenClassification}
@@ -656,7 +674,11 @@ def test_auto_classes_load_each_run_as_saved_in_any_order_with_and_without_the_p
         "token": "sequence,label\n" + "".join(f"{sequence},{('HEC' * 4)[row % 3 :][:8]}\n" for sequence, row in rows),
     }
     tiny = ["--hidden-size", "16", "--state-size", "8", "--epochs", "1", "--batch-size", "16", "--quiet"]
-    for name, task in [("regression", "regression"), ("classification", "classification"), ("token", "token-classification")]:
+    for name, task in [
+        ("regression", "regression"),
+        ("classification", "classification"),
+        ("token", "token-classification"),
+    ]:
         data = ["--max-train-samples", "64", "--max-eval-samples", "16"]
         if name in files:
             (tmp_path / f"{name}.csv").write_text(files[name])

@@ -80,7 +80,21 @@ def test_regression_round_trip_with_several_targets(tmp_path):
         tmp_path / "model", LyraForSequenceRegression, num_labels=2, id2label={0: "binding", 1: "expression"}
     )
     output = tmp_path / "out.csv"
-    assert main(["--model", str(tmp_path / "model"), "--input", str(write_input(tmp_path / "in.csv")), "--output", str(output), "--batch-size", "3"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(tmp_path / "model"),
+                "--input",
+                str(write_input(tmp_path / "in.csv")),
+                "--output",
+                str(output),
+                "--batch-size",
+                "3",
+            ]
+        )
+        == 0
+    )
     rows = read_output(output)
     assert [row["name"] for row in rows] == [f"s{index}" for index in range(len(SEQUENCES))]
     assert list(rows[0]) == ["name", "sequence", "predicted_binding", "predicted_expression"]
@@ -95,16 +109,47 @@ def test_fields_longer_than_the_csv_modules_default_limit_are_read(tmp_path):
     model, tokenizer = save_checkpoint(tmp_path / "model", LyraForSequenceRegression)
     long = "ACDEFGHIKLMNPQRSTVWY" * 7_000  # 140,000 residues
     (tmp_path / "in.csv").write_text(f"sequence\n{long}\nMKTA\n")
-    assert main(["--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(tmp_path / "model"),
+                "--input",
+                str(tmp_path / "in.csv"),
+                "--output",
+                str(tmp_path / "out.csv"),
+            ]
+        )
+        == 0
+    )
     rows = read_output(tmp_path / "out.csv")
     assert len(rows[0]["sequence"]) == len(long)
-    torch.testing.assert_close(torch.tensor([float(rows[1]["predicted_LABEL_0"])]), one_at_a_time(model, tokenizer, "MKTA"), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor([float(rows[1]["predicted_LABEL_0"])]),
+        one_at_a_time(model, tokenizer, "MKTA"),
+        atol=1e-5,
+        rtol=1e-5,
+    )
 
 
 def test_classification_writes_labels_and_probabilities(tmp_path):
-    model, tokenizer = save_checkpoint(tmp_path / "model", LyraForSequenceClassification, num_labels=3, id2label={0: "low", 1: "mid", 2: "high"})
+    model, tokenizer = save_checkpoint(
+        tmp_path / "model", LyraForSequenceClassification, num_labels=3, id2label={0: "low", 1: "mid", 2: "high"}
+    )
     output = tmp_path / "out.csv"
-    assert main(["--model", str(tmp_path / "model"), "--input", str(write_input(tmp_path / "in.csv")), "--output", str(output)]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(tmp_path / "model"),
+                "--input",
+                str(write_input(tmp_path / "in.csv")),
+                "--output",
+                str(output),
+            ]
+        )
+        == 0
+    )
     for row, sequence in zip(read_output(output), SEQUENCES):
         probabilities = torch.softmax(one_at_a_time(model, tokenizer, sequence), -1)
         actual = torch.tensor([float(row[f"probability_{name}"]) for name in ("low", "mid", "high")])
@@ -113,11 +158,16 @@ def test_classification_writes_labels_and_probabilities(tmp_path):
 
 
 def test_token_classification_writes_one_label_per_residue(tmp_path):
-    model, tokenizer = save_checkpoint(tmp_path / "model", LyraForTokenClassification, num_labels=3, id2label={0: "C", 1: "E", 2: "H"})
+    model, tokenizer = save_checkpoint(
+        tmp_path / "model", LyraForTokenClassification, num_labels=3, id2label={0: "C", 1: "E", 2: "H"}
+    )
     fasta = tmp_path / "in.fasta"
     fasta.write_text("".join(f">s{index}\n{sequence}\n" for index, sequence in enumerate(SEQUENCES)))
     output = tmp_path / "out.csv"
-    assert main(["--model", str(tmp_path / "model"), "--input", str(fasta), "--output", str(output), "--batch-size", "2"]) == 0
+    assert (
+        main(["--model", str(tmp_path / "model"), "--input", str(fasta), "--output", str(output), "--batch-size", "2"])
+        == 0
+    )
     for row, sequence in zip(read_output(output), SEQUENCES):
         expected = "".join("CEH"[label] for label in one_at_a_time(model, tokenizer, sequence).argmax(-1).tolist())
         assert row["predicted_labels"] == expected and len(expected) == len(sequence)
@@ -127,7 +177,14 @@ def test_refuses_to_overwrite_and_writes_atomically(tmp_path, capsys):
     save_checkpoint(tmp_path / "model", LyraForSequenceRegression)
     output = tmp_path / "out.csv"
     output.write_text("precious\n")
-    flags = ["--model", str(tmp_path / "model"), "--input", str(write_input(tmp_path / "in.csv")), "--output", str(output)]
+    flags = [
+        "--model",
+        str(tmp_path / "model"),
+        "--input",
+        str(write_input(tmp_path / "in.csv")),
+        "--output",
+        str(output),
+    ]
     assert main(flags) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert output.read_text() == "precious\n"
@@ -151,7 +208,9 @@ def test_bad_input_gives_one_error_line(tmp_path, capsys, case, message):
     save_checkpoint(tmp_path / "model", LyraModel if case == "bare_encoder" else LyraForSequenceRegression)
     source = tmp_path / "in.csv"
     source.write_text(
-        {"column": "seq\nACD\n", "unknown": "sequence\nACD\nACZ\n", "empty": 'sequence\n""\n'}.get(case, "sequence\nACD\n")
+        {"column": "seq\nACD\n", "unknown": "sequence\nACD\nACZ\n", "empty": 'sequence\n""\n'}.get(
+            case, "sequence\nACD\n"
+        )
     )
     flags = {
         "--model": "no/such/model" if case == "no_model" else str(tmp_path / "model"),
@@ -182,11 +241,34 @@ def save_ensemble(path, model_class, members=3, **config):
 def test_an_ensemble_predicts_the_members_mean_and_numpys_standard_deviation(tmp_path):
     labels = {"num_labels": 2, "id2label": {0: "binding", 1: "expression"}}
     models, tokenizer = save_ensemble(tmp_path / "ensemble", LyraForSequenceRegression, **labels)
-    assert main(["--model", str(tmp_path / "ensemble"), "--input", str(write_input(tmp_path / "in.csv")), "--output", str(tmp_path / "out.csv"), "--num-processes", "2"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(tmp_path / "ensemble"),
+                "--input",
+                str(write_input(tmp_path / "in.csv")),
+                "--output",
+                str(tmp_path / "out.csv"),
+                "--num-processes",
+                "2",
+            ]
+        )
+        == 0
+    )
     rows = read_output(tmp_path / "out.csv")
-    assert list(rows[0]) == ["name", "sequence", "predicted_binding", "predicted_binding_std", "predicted_expression", "predicted_expression_std"]
+    assert list(rows[0]) == [
+        "name",
+        "sequence",
+        "predicted_binding",
+        "predicted_binding_std",
+        "predicted_expression",
+        "predicted_expression_std",
+    ]
     for row, sequence in zip(rows, SEQUENCES):
-        members = np.array([one_at_a_time(model, tokenizer, sequence).numpy() for model in models])  # (members, targets)
+        members = np.array(
+            [one_at_a_time(model, tokenizer, sequence).numpy() for model in models]
+        )  # (members, targets)
         assert members[:, 0].std() > 1e-3  # the members differ, so the mean and spread are tested for real
         for column, name in enumerate(["binding", "expression"]):
             assert float(row[f"predicted_{name}"]) == pytest.approx(members[:, column].mean(), abs=1e-5)
@@ -196,7 +278,19 @@ def test_an_ensemble_predicts_the_members_mean_and_numpys_standard_deviation(tmp
 def test_an_ensemble_classifier_averages_probabilities(tmp_path):
     labels = {"num_labels": 3, "id2label": {0: "low", 1: "mid", 2: "high"}}
     models, tokenizer = save_ensemble(tmp_path / "ensemble", LyraForSequenceClassification, **labels)
-    assert main(["--model", str(tmp_path / "ensemble"), "--input", str(write_input(tmp_path / "in.csv")), "--output", str(tmp_path / "out.csv")]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(tmp_path / "ensemble"),
+                "--input",
+                str(write_input(tmp_path / "in.csv")),
+                "--output",
+                str(tmp_path / "out.csv"),
+            ]
+        )
+        == 0
+    )
     for row, sequence in zip(read_output(tmp_path / "out.csv"), SEQUENCES):
         probabilities = np.array([one_at_a_time(model, tokenizer, sequence).softmax(-1).numpy() for model in models])
         assert row["predicted_label"] == ["low", "mid", "high"][int(probabilities.mean(0).argmax())]
@@ -228,7 +322,12 @@ def test_a_hub_name_with_the_hub_out_of_reach_fails_in_one_line_without_retries(
     monkeypatch.setattr(checkpoints.hf_constants, "HF_HUB_OFFLINE", False)
     (tmp_path / "in.csv").write_text("sequence\nMKTA\n")
     started = time.monotonic()
-    assert main(["--model", "someone/no-model", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")]) == 1
+    assert (
+        main(
+            ["--model", "someone/no-model", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")]
+        )
+        == 1
+    )
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "someone/no-model: no such local directory, and the Hub is out of reach (127.0.0.1:9" in line
     assert time.monotonic() - started < 10 and not (tmp_path / "out.csv").exists()
@@ -243,7 +342,9 @@ def test_lyra_predict_and_pipeline_treat_an_unknown_character_alike(tmp_path, ca
     model, tokenizer = save_checkpoint(tmp_path / "model", LyraForSequenceRegression, unknown=unknown)
     (tmp_path / "in.csv").write_text("sequence\nMKT*AYI\n")
     capsys.readouterr()
-    code = main(["--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")])
+    code = main(
+        ["--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")]
+    )
     scorer = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(tmp_path / "model"))
     if unknown == "error":
         assert code == 1 and "'*'" in capsys.readouterr().err and not (tmp_path / "out.csv").exists()

@@ -8,7 +8,13 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from lyra_hf import LyraConfig, LyraForSequenceClassification, LyraForSequenceRegression, LyraForTokenClassification, LyraTokenizer
+from lyra_hf import (
+    LyraConfig,
+    LyraForSequenceClassification,
+    LyraForSequenceRegression,
+    LyraForTokenClassification,
+    LyraTokenizer,
+)
 from lyra_hf.scan import main, mutant_letters, parse_positions, scan, scan_all_pairs
 
 
@@ -56,7 +62,9 @@ def test_row_counts_and_scores_equal_one_sequence_at_a_time():
         with torch.no_grad():
             expected = model(**tokenizer(mutant, return_tensors="pt")).logits[0]
         assert entry["score_binding"] == pytest.approx(float(expected[0]), abs=1e-5)
-        assert entry["delta_expression"] == pytest.approx(float(expected[1]) - result.wild_type_scores["expression"], abs=1e-5)
+        assert entry["delta_expression"] == pytest.approx(
+            float(expected[1]) - result.wild_type_scores["expression"], abs=1e-5
+        )
     for row in rng.choice(len(result.pairs), 8, replace=False).tolist():
         entry = result.pairs[row]
         mutant = list(WILD_TYPE)
@@ -79,7 +87,12 @@ def test_an_additive_model_has_no_epistasis_and_a_known_pair_is_recovered():
     result = scan(epistatic, tokenizer, WILD_TYPE, top_k=10, progress=False)
     epistasis = np.abs(np.array(result.pairs["epistasis"]))
     strongest = result.pairs[int(epistasis.argmax())]
-    assert (strongest["position_a"], strongest["mutant_a"], strongest["position_b"], strongest["mutant_b"]) == (3, "W", 7, "C")
+    assert (strongest["position_a"], strongest["mutant_a"], strongest["position_b"], strongest["mutant_b"]) == (
+        3,
+        "W",
+        7,
+        "C",
+    )
     assert strongest["epistasis"] == pytest.approx(3.0, abs=1e-6)
     assert np.sort(epistasis)[-2] < 1e-5
 
@@ -96,7 +109,13 @@ def test_classifier_scores_the_chosen_class_probability():
 
 def test_positions_parse_and_check():
     assert parse_positions("2-4, 7", 10) == [2, 3, 4, 7]
-    for bad, message in [("0-3", "outside the sequence"), ("5-11", "outside"), ("a-b", "not a position"), ("4", "fewer than two"), ("8-3", "the range 8-3 runs backwards; write it 3-8")]:
+    for bad, message in [
+        ("0-3", "outside the sequence"),
+        ("5-11", "outside"),
+        ("a-b", "not a position"),
+        ("4", "fewer than two"),
+        ("8-3", "the range 8-3 runs backwards; write it 3-8"),
+    ]:
         with pytest.raises(ValueError, match=message):
             parse_positions(bad, 10)
 
@@ -107,7 +126,10 @@ def test_cli_writes_csvs_and_figures(tmp_path):
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     output = tmp_path / "scan"
-    assert main(["--model", str(tmp_path / "model"), "--sequence", WILD_TYPE, "--top-k", "3", "--output-dir", str(output)]) == 0
+    assert (
+        main(["--model", str(tmp_path / "model"), "--sequence", WILD_TYPE, "--top-k", "3", "--output-dir", str(output)])
+        == 0
+    )
     with open(output / "singles.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(WILD_TYPE) * 19 and list(rows[0]) == ["position", "wild_type", "mutant", "score", "delta"]
@@ -124,7 +146,10 @@ def test_cli_writes_csvs_and_figures(tmp_path):
         (["--sequence", "MKTA", "--pairs", "2-9"], "outside the sequence (1-4)"),
         (["--sequence", "  "], "The wild-type sequence is empty"),
         (["--sequence", "MKTA", "--token-model"], "Token-classification checkpoints are not supported"),
-        (["--sequence", "MKTA", "--target", "foo"], "--target 'foo': it names a classifier's class, and this model is a regression"),
+        (
+            ["--sequence", "MKTA", "--target", "foo"],
+            "--target 'foo': it names a classifier's class, and this model is a regression",
+        ),
         (["--sequence", "MKTAYIAK", "--pairs", "8-3"], "--pairs: the range 8-3 runs backwards"),
     ],
 )
@@ -135,7 +160,9 @@ def test_bad_input_gives_one_error_line(tmp_path, capsys, flags, message):
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     capsys.readouterr()
-    assert main(["--model", str(tmp_path / "model"), "--output-dir", str(tmp_path / "out"), "--no-figures", *flags]) == 1
+    assert (
+        main(["--model", str(tmp_path / "model"), "--output-dir", str(tmp_path / "out"), "--no-figures", *flags]) == 1
+    )
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("lyra-scan: error:") and message in error[0], error
 
@@ -148,9 +175,23 @@ def test_cli_scans_every_record_of_a_fasta_and_writes_csvs_without_matplotlib(tm
     tokenizer.save_pretrained(tmp_path / "model")
     (tmp_path / "wild_types.fasta").write_text(">first\nMKTAYIAK\n>second\nACDEFG\n")
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "matplotlib" else real_find_spec(name, *args))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "matplotlib" else real_find_spec(name, *args)
+    )
     output = tmp_path / "scans"
-    assert main(["--model", str(tmp_path / "model"), "--fasta", str(tmp_path / "wild_types.fasta"), "--output-dir", str(output)]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(tmp_path / "model"),
+                "--fasta",
+                str(tmp_path / "wild_types.fasta"),
+                "--output-dir",
+                str(output),
+            ]
+        )
+        == 0
+    )
     assert "pip install lyra-hf[plot]" in capsys.readouterr().err
     for name, length in (("first", 8), ("second", 6)):
         with open(output / name / "singles.csv") as handle:
@@ -163,7 +204,11 @@ def test_an_ensemble_scan_gives_the_members_mean_and_spread_of_scores_deltas_and
     for seed in range(3):
         torch.manual_seed(seed)
         tokenizer = LyraTokenizer()
-        members.append(LyraForSequenceRegression(LyraConfig(hidden_size=16, state_size=8, dropout=0.0, vocab_size=len(tokenizer))).eval())
+        members.append(
+            LyraForSequenceRegression(
+                LyraConfig(hidden_size=16, state_size=8, dropout=0.0, vocab_size=len(tokenizer))
+            ).eval()
+        )
     result = scan(members, tokenizer, WILD_TYPE, pairs=[2, 5], processes=2, progress=False)
     alone = [scan(member, tokenizer, WILD_TYPE, pairs=[2, 5], progress=False) for member in members]
     assert result.members == 3
@@ -180,11 +225,42 @@ def test_an_ensemble_scan_gives_the_members_mean_and_spread_of_scores_deltas_and
         tokenizer.save_pretrained(tmp_path / "ensemble" / f"member_{index}")
     (tmp_path / "ensemble" / "ensemble.json").write_text('{"members": ["member_0", "member_1", "member_2"]}')
     output = tmp_path / "scan"
-    assert main(["--model", str(tmp_path / "ensemble"), "--sequence", WILD_TYPE, "--output-dir", str(output), "--heatmap", "std"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(tmp_path / "ensemble"),
+                "--sequence",
+                WILD_TYPE,
+                "--output-dir",
+                str(output),
+                "--heatmap",
+                "std",
+            ]
+        )
+        == 0
+    )
     with open(output / "singles.csv") as handle:
-        assert list(next(csv.DictReader(handle))) == ["position", "wild_type", "mutant", "score", "score_std", "delta", "delta_std"]
+        assert list(next(csv.DictReader(handle))) == [
+            "position",
+            "wild_type",
+            "mutant",
+            "score",
+            "score_std",
+            "delta",
+            "delta_std",
+        ]
     assert (output / "singles_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    single = ["--model", str(tmp_path / "ensemble" / "member_0"), "--sequence", WILD_TYPE, "--output-dir", str(tmp_path / "one"), "--heatmap", "std"]
+    single = [
+        "--model",
+        str(tmp_path / "ensemble" / "member_0"),
+        "--sequence",
+        WILD_TYPE,
+        "--output-dir",
+        str(tmp_path / "one"),
+        "--heatmap",
+        "std",
+    ]
     assert main(single) == 1
 
 
@@ -194,13 +270,19 @@ def test_the_complete_pair_map_of_an_additive_model_has_no_epistasis_and_finds_a
     tokenizer = LyraTokenizer()
     ids = tokenizer.convert_tokens_to_ids
     additive = PolynomialModel(len(WILD_TYPE), len(tokenizer))
-    dataset, summary, result = scan_all_pairs(additive, tokenizer, WILD_TYPE, tmp_path / "additive.parquet", progress=False)
+    dataset, summary, result = scan_all_pairs(
+        additive, tokenizer, WILD_TYPE, tmp_path / "additive.parquet", progress=False
+    )
     length = len(WILD_TYPE)
-    assert len(dataset) == pq.ParquetFile(tmp_path / "additive.parquet").metadata.num_rows == math.comb(length, 2) * 19**2
+    assert (
+        len(dataset) == pq.ParquetFile(tmp_path / "additive.parquet").metadata.num_rows == math.comb(length, 2) * 19**2
+    )
     assert np.abs(np.array(dataset["epistasis"])).max() < 1e-5
     assert np.abs(np.array(dataset["delta"])).max() > 0.1
     assert summary["max_abs_epistasis"].shape == (length, length) and np.nanmax(summary["max_abs_epistasis"]) < 1e-5
-    assert np.isnan(np.diag(summary["max_abs_epistasis"])).all() and not np.isnan(summary["max_abs_epistasis"][0, length - 1])
+    assert np.isnan(np.diag(summary["max_abs_epistasis"])).all() and not np.isnan(
+        summary["max_abs_epistasis"][0, length - 1]
+    )
 
     pair = ((2, ids("W")), (6, ids("C")), 3.0)
     epistatic = PolynomialModel(len(WILD_TYPE), len(tokenizer), pair=pair)
@@ -226,14 +308,27 @@ def test_all_pairs_cli_counts_every_double_mutant_and_refuses_beyond_max_mutants
     # 9 mutable positions: 8 with 19 letters and X with 20.
     expected = math.comb(8, 2) * 19**2 + 8 * 19 * 20
     assert table.num_rows == expected and table.schema.field("epistasis").type == "float"
-    assert table.column_names == ["position_a", "wild_type_a", "mutant_a", "position_b", "wild_type_b", "mutant_b", "score", "delta", "epistasis"]
+    assert table.column_names == [
+        "position_a",
+        "wild_type_a",
+        "mutant_a",
+        "position_b",
+        "wild_type_b",
+        "mutant_b",
+        "score",
+        "delta",
+        "epistasis",
+    ]
     assert 6 not in table.column("position_a").to_pylist() + table.column("position_b").to_pylist()
     with open(tmp_path / "scan" / "pair_summary.csv") as handle:
         assert len(list(csv.DictReader(handle))) == math.comb(9, 2)
     capsys.readouterr()
     assert main([*base, "--output-dir", str(tmp_path / "refused"), "--max-mutants", "1000"]) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"--all-pairs would score {expected:,} double mutants (36 position pairs): about" in error and f"--max-mutants {expected}" in error
+    assert (
+        f"--all-pairs would score {expected:,} double mutants (36 position pairs): about" in error
+        and f"--max-mutants {expected}" in error
+    )
     assert not (tmp_path / "refused" / "pairs.parquet").exists()
 
 
@@ -245,7 +340,17 @@ def test_an_interrupted_all_pairs_scan_leaves_no_partial_output(tmp_path, monkey
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     output = tmp_path / "scan"
-    flags = ["--model", str(tmp_path / "model"), "--sequence", WILD_TYPE, "--output-dir", str(output), "--no-figures", "--num-processes", "1"]
+    flags = [
+        "--model",
+        str(tmp_path / "model"),
+        "--sequence",
+        WILD_TYPE,
+        "--output-dir",
+        str(output),
+        "--no-figures",
+        "--num-processes",
+        "1",
+    ]
     assert main(flags) == 0  # an earlier scan, kept whole
     earlier = (output / "singles.csv").read_text()
     monkeypatch.setattr(pairs_module, "PAIR_CHUNK_SITES", 4)
@@ -260,7 +365,10 @@ def test_an_interrupted_all_pairs_scan_leaves_no_partial_output(tmp_path, monkey
     monkeypatch.setattr(scoring_module, "score_group", interrupted)
     capsys.readouterr()
     assert main([*flags, "--all-pairs", "--overwrite", "--batch-size", "50"]) == 130
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "lyra-scan: interrupted (SIGINT); nothing partial was written"
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "lyra-scan: interrupted (SIGINT); nothing partial was written"
+    )
     assert sorted(path.name for path in output.iterdir()) == ["singles.csv"]  # the lock file goes with the command
     assert (output / "singles.csv").read_text() == earlier
 
@@ -276,7 +384,11 @@ def test_padding_characters_of_the_wild_type_stay_padding_as_in_lyra_predict():
     mutant = "JJMKTAWJJ"
     with torch.no_grad():
         expected = model(**tokenizer(mutant, return_tensors="pt")).logits[0, 0]
-    row = [index for index, (position, letter) in enumerate(zip(result.singles["position"], result.singles["mutant"])) if (position, letter) == (7, "W")][0]
+    row = [
+        index
+        for index, (position, letter) in enumerate(zip(result.singles["position"], result.singles["mutant"]))
+        if (position, letter) == (7, "W")
+    ][0]
     assert result.singles[row]["score"] == pytest.approx(float(expected), abs=1e-6)
 
 
@@ -285,9 +397,16 @@ def test_an_ensemble_pair_map_gives_the_members_mean_and_spread_in_worker_proces
     for seed in range(2):
         torch.manual_seed(seed)
         tokenizer = LyraTokenizer()
-        members.append(LyraForSequenceRegression(LyraConfig(hidden_size=16, state_size=8, vocab_size=len(tokenizer))).eval())
-    together, _, _ = scan_all_pairs(members, tokenizer, "MKTAYIA", tmp_path / "both.parquet", processes=2, progress=False)
-    alone = [scan_all_pairs(member, tokenizer, "MKTAYIA", tmp_path / f"{index}.parquet", progress=False)[0] for index, member in enumerate(members)]
+        members.append(
+            LyraForSequenceRegression(LyraConfig(hidden_size=16, state_size=8, vocab_size=len(tokenizer))).eval()
+        )
+    together, _, _ = scan_all_pairs(
+        members, tokenizer, "MKTAYIA", tmp_path / "both.parquet", processes=2, progress=False
+    )
+    alone = [
+        scan_all_pairs(member, tokenizer, "MKTAYIA", tmp_path / f"{index}.parquet", progress=False)[0]
+        for index, member in enumerate(members)
+    ]
     assert len(together) == math.comb(7, 2) * 19**2
     epistasis = np.array([dataset["epistasis"] for dataset in alone])
     np.testing.assert_allclose(together["epistasis"], epistasis.mean(0), atol=1e-6)

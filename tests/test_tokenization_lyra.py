@@ -15,7 +15,9 @@ def test_default_is_the_protein_tokenizer_matching_the_default_config():
     assert tokenizer.is_fast
 
 
-@pytest.mark.parametrize("alphabet, letters", [("protein", "ACDEFGHIKLMNPQRSTVWYX"), ("dna", "ACGTN"), ("rna", "ACGUN"), ("XYZ", "XYZ")])
+@pytest.mark.parametrize(
+    "alphabet, letters", [("protein", "ACDEFGHIKLMNPQRSTVWYX"), ("dna", "ACGTN"), ("rna", "ACGUN"), ("XYZ", "XYZ")]
+)
 def test_alphabets_round_trip(alphabet, letters):
     tokenizer = LyraTokenizer.for_alphabet(alphabet)
     assert len(tokenizer) == 5 + len(letters)
@@ -113,7 +115,12 @@ def test_save_load_through_auto_tokenizer_keeps_ids_and_arguments(tmp_path):
     LyraConfig(vocab_size=len(tokenizer)).save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     assert isinstance(loaded, LyraTokenizer)
-    assert (loaded.alphabet, loaded.padding_characters, loaded.unknown, loaded.padding_side) == ("dna", "J", "error", "left")
+    assert (loaded.alphabet, loaded.padding_characters, loaded.unknown, loaded.padding_side) == (
+        "dna",
+        "J",
+        "error",
+        "left",
+    )
     assert loaded.get_vocab() == tokenizer.get_vocab()
     texts = ["ACGTN", "jjacg"]
     assert loaded(texts, padding=True)["input_ids"] == tokenizer(texts, padding=True)["input_ids"]

@@ -10,7 +10,10 @@ REPO = Path(__file__).resolve().parents[1]
 def bash_blocks(markdown: str, heading: str) -> list[list[str]]:
     section = markdown.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
-    return [[line.split("#", 1)[0].strip() for line in block.splitlines() if line.split("#", 1)[0].strip()] for block in blocks]
+    return [
+        [line.split("#", 1)[0].strip() for line in block.splitlines() if line.split("#", 1)[0].strip()]
+        for block in blocks
+    ]
 
 
 def test_try_it_block_names_the_makefile_targets_and_ci_runs_the_same_script():

@@ -40,7 +40,9 @@ def launch(*flags, cpus: str = "0") -> subprocess.Popen:
     """lyra-train in a process of its own, on the CPUs `cpus` (one CPU: one trial at a time)."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     command = ["taskset", "-c", cpus, sys.executable, "-m", "lyra_hf.train", *flags]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment, cwd=REPO)
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment, cwd=REPO
+    )
 
 
 def study_trials(storage: str):
@@ -48,7 +50,11 @@ def study_trials(storage: str):
 
     from lyra_hf.training.search import open_storage
 
-    opened = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage)) if "://" not in storage else open_storage(storage)
+    opened = (
+        optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+        if "://" not in storage
+        else open_storage(storage)
+    )
     (name,) = optuna.get_all_study_names(opened)
     return optuna.load_study(study_name=name, storage=opened).get_trials()
 
@@ -63,13 +69,21 @@ def test_tune_runs_trials_side_by_side_chooses_on_validation_and_scores_test_onc
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["tuned"]["trial"] == int(chosen["trial"]) and results["search"]["parallel_trials"] == 2
     # Trial 0 is the configuration the flags give (here the defaults).
-    assert results["default"]["trial"] == 0 and results["default"]["params"]["learning_rate"] == 3e-3 and results["default"]["params"]["hidden_size"] == 64
+    assert (
+        results["default"]["trial"] == 0
+        and results["default"]["params"]["learning_rate"] == 3e-3
+        and results["default"]["params"]["hidden_size"] == 64
+    )
     # Trials never score test; the chosen model does, once, as the model in best/ scores it.
     for row in trials:
         trial_results = Path(tmp_path / "trials" / f"trial_{row['trial']}" / "results.json")
         assert not trial_results.exists() or json.loads(trial_results.read_text())["test"] is None
     assert results["validation"]["spearmanr"] == pytest.approx(float(chosen["validation_spearmanr"]), abs=1e-6)
-    assert results["test"]["spearmanr"] is not None and results["default"]["test"] is not None and results["baseline"]["test"]
+    assert (
+        results["test"]["spearmanr"] is not None
+        and results["default"]["test"] is not None
+        and results["baseline"]["test"]
+    )
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "best")
     assert model.config.hidden_size == results["tuned"]["params"]["hidden_size"]
     # Two trials ran at once, each in a process of its own.
@@ -97,8 +111,12 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
 
     resumed = subprocess.run(
         ["taskset", "-c", "0", sys.executable, "-m", "lyra_hf.train", *flags, "--resume-from-checkpoint", "latest"],
-        capture_output=True, text=True, timeout=300, cwd=REPO, env={**os.environ, "TQDM_DISABLE": "1"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
     assert resumed.returncode == 0, resumed.stderr
     after = trials_table(tmp_path)
     for row in finished:  # kept as they were, not run again
@@ -109,13 +127,33 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     assert len(counted) == 3 and all(row["state"] in ("COMPLETE", "PRUNED") for row in counted)
     assert len(interrupted) <= 1
     for row in interrupted:  # run again, as a later trial, with the same parameters
-        parameters = {key: value for key, value in row.items() if key not in ("trial", "state", "validation_spearmanr", "seconds", "budget_minutes", "note")}
-        assert any({key: rerun[key] for key in parameters} == parameters for rerun in counted if int(rerun["trial"]) > int(row["trial"]))
+        parameters = {
+            key: value
+            for key, value in row.items()
+            if key not in ("trial", "state", "validation_spearmanr", "seconds", "budget_minutes", "note")
+        }
+        assert any(
+            {key: rerun[key] for key in parameters} == parameters
+            for rerun in counted
+            if int(rerun["trial"]) > int(row["trial"])
+        )
 
 
 def test_two_processes_sharing_a_tune_storage_split_the_trials(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    searches = [launch(*SMALL, "--tune", "4", "--tune-storage", storage, "--output-dir", str(tmp_path / name), cpus=str(index % len(os.sched_getaffinity(0)))) for index, name in enumerate("ab")]
+    searches = [
+        launch(
+            *SMALL,
+            "--tune",
+            "4",
+            "--tune-storage",
+            storage,
+            "--output-dir",
+            str(tmp_path / name),
+            cpus=str(index % len(os.sched_getaffinity(0))),
+        )
+        for index, name in enumerate("ab")
+    ]
     for search in searches:
         _, stderr = search.communicate(timeout=400)
         assert search.returncode == 0, stderr
@@ -172,16 +210,33 @@ def test_tune_with_an_ensemble_retrains_the_chosen_configuration_with_k_seeds(tm
     data = synthetic_fitness_dataset(num_train=300, num_validation=1, num_test=40, seed=2)
     for split in ("train", "test"):
         rows = data[split]
-        (tmp_path / f"{split}.csv").write_text("sequence,fitness\n" + "".join(f"{sequence},{labels[0]}\n" for sequence, labels in zip(rows["sequence"], rows["labels"])))
+        (tmp_path / f"{split}.csv").write_text(
+            "sequence,fitness\n"
+            + "".join(f"{sequence},{labels[0]}\n" for sequence, labels in zip(rows["sequence"], rows["labels"]))
+        )
     output = tmp_path / "tuned"
-    flags = ["--train-file", str(tmp_path / "train.csv"), "--test-file", str(tmp_path / "test.csv"), "--label-columns", "fitness", *SMALL[4:]]
+    flags = [
+        "--train-file",
+        str(tmp_path / "train.csv"),
+        "--test-file",
+        str(tmp_path / "test.csv"),
+        "--label-columns",
+        "fitness",
+        *SMALL[4:],
+    ]
     assert main([*flags, "--tune", "2", "--ensemble", "2", "--output-dir", str(output)]) == 0
     results = json.loads((output / "results.json").read_text())
     chosen = results["tuned"]["params"]
-    assert json.loads((output / "best" / "ensemble.json").read_text())["seeds"] == [42, 43]  # the default --seed, and the next
+    assert json.loads((output / "best" / "ensemble.json").read_text())["seeds"] == [
+        42,
+        43,
+    ]  # the default --seed, and the next
     for index in range(2):
         member = json.loads((output / "ensemble" / f"member_{index}" / "options.json").read_text())
         assert member["validation_part"] == index and member["hidden_size"] == chosen["hidden_size"]
         assert member["learning_rate"] == pytest.approx(chosen["learning_rate"])
-    assert all(json.loads((output / "trials" / name / "options.json").read_text())["validation_part"] == 0 for name in ("trial_0", "trial_1"))
+    assert all(
+        json.loads((output / "trials" / name / "options.json").read_text())["validation_part"] == 0
+        for name in ("trial_0", "trial_1")
+    )
     assert results["test"]["spearmanr"] is not None

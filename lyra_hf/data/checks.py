@@ -42,10 +42,9 @@ def check_rows(
     max_length: int | None = None,
     first_row: int = 1,
 ) -> None:
-    """Raise a `ValueError` with the row number (1-based, from `first_row` for a later chunk of a file) for an empty sequence or one of only padding characters, a
-    character outside `alphabet` (when given), a sequence longer than `max_length`, a missing, NaN or (for regression)
-    non-numeric or infinite label, or per-residue labels of the wrong length (`task`: the labels' task; None without
-    labels)."""
+    """Raise a `ValueError` with the row number (1-based, from `first_row` for a later chunk of a file) for an empty
+    sequence or one of only padding characters, a character outside `alphabet` (when given), a sequence longer than
+    `max_length`, or a bad label (`check_label`; `task`: the labels' task, None without labels)."""
     task = get_task(task) if label_columns else None
     padding = set(padding_characters.upper() + padding_characters.lower())
     allowed = None
@@ -58,7 +57,9 @@ def check_rows(
         if not compact:
             raise ValueError(f"{where}: empty sequence in column {sequence_column!r} at row {row}.")
         if padding and set(compact) <= padding:
-            raise ValueError(f"{where}: row {row} holds only padding characters ({compact[:20]!r}): no residue to read.")
+            raise ValueError(
+                f"{where}: row {row} holds only padding characters ({compact[:20]!r}): no residue to read."
+            )
         if allowed is not None and not set(compact) <= allowed:
             for position, character in enumerate(compact, 1):
                 if character not in allowed:
@@ -72,25 +73,30 @@ def check_rows(
                 "it with --max-length (memory grows with batch size times length)."
             )
         for column, values in labels.items():
-            value = values[row - first_row]
-            if _is_missing(value):
-                raise ValueError(f"{where}: missing or NaN label in column {column!r} at row {row}.")
-            if task.numeric_labels:
-                number = _as_number(value)
-                if number is None:
-                    raise ValueError(f"{where}: label {value!r} in column {column!r} at row {row} is not a number.")
-                if not math.isfinite(number):
-                    raise ValueError(f"{where}: label {value!r} in column {column!r} at row {row} is not finite.")
-                if abs(number) > MAX_LABEL:
-                    raise ValueError(
-                        f"{where}: label {value!r} in column {column!r} at row {row} is too large: its square, which the "
-                        f"squared error holds, overflows 32-bit floats beyond {MAX_LABEL:.1e}; rescale the column."
-                    )
-            if task.labels_per_residue and len("".join(str(value).split())) != len(compact):
-                raise ValueError(
-                    f"{where}: row {row} has {len(''.join(str(value).split()))} per-residue labels in column "
-                    f"{column!r} for a sequence of {len(compact)} residues."
-                )
+            check_label(task, values[row - first_row], column, row, len(compact), where)
+
+
+def check_label(task, value, column: str, row: int, residues: int, where: str) -> None:
+    """A label is present; for regression a finite number whose square fits 32-bit floats; per residue, one label
+    for each of the sequence's `residues`."""
+    if _is_missing(value):
+        raise ValueError(f"{where}: missing or NaN label in column {column!r} at row {row}.")
+    if task.numeric_labels:
+        number = _as_number(value)
+        if number is None:
+            raise ValueError(f"{where}: label {value!r} in column {column!r} at row {row} is not a number.")
+        if not math.isfinite(number):
+            raise ValueError(f"{where}: label {value!r} in column {column!r} at row {row} is not finite.")
+        if abs(number) > MAX_LABEL:
+            raise ValueError(
+                f"{where}: label {value!r} in column {column!r} at row {row} is too large: its square, which the "
+                f"squared error holds, overflows 32-bit floats beyond {MAX_LABEL:.1e}; rescale the column."
+            )
+    if task.labels_per_residue and len("".join(str(value).split())) != residues:
+        raise ValueError(
+            f"{where}: row {row} has {len(''.join(str(value).split()))} per-residue labels in column "
+            f"{column!r} for a sequence of {residues} residues."
+        )
 
 
 # A file is refused when more than this share of its letters lie outside the alphabet, even with --unknown unk, which
@@ -133,7 +139,10 @@ def alphabet_hint(sequences, letters: str, padding_characters: str = "") -> str 
     if letters != ALPHABETS["protein"] or not counts or not set(counts) <= set("ACGTUN"):
         return None
     name = "rna" if "U" in counts else "dna"
-    return f"lyra-train: every training sequence is made of {', '.join(sorted(counts))} alone: if these are nucleotides, pass --alphabet {name} (the protein alphabet reads them as amino acids)."
+    return (
+        f"lyra-train: every training sequence is made of {', '.join(sorted(counts))} alone: if these are "
+        f"nucleotides, pass --alphabet {name} (the protein alphabet reads them as amino acids)."
+    )
 
 
 def check_mask_column(dataset: datasets.Dataset, sequence_column: str, mask_column: str, where: str) -> None:
@@ -141,7 +150,10 @@ def check_mask_column(dataset: datasets.Dataset, sequence_column: str, mask_colu
     for row, (sequence, mask) in enumerate(zip(dataset[sequence_column], dataset[mask_column]), 1):
         residues, mask = len("".join(sequence.split())), "".join(str(mask).split())
         if len(mask) != residues or not set(mask) <= {"0", "1"}:
-            raise ValueError(f"{where}: mask {mask[:40]!r} in column {mask_column!r} at row {row} must be one 0 or 1 per residue ({residues}).")
+            raise ValueError(
+                f"{where}: mask {mask[:40]!r} in column {mask_column!r} at row {row} must be one 0 or 1 per residue "
+                f"({residues})."
+            )
 
 
 def check_split_sizes(splits: dict) -> None:
@@ -149,6 +161,7 @@ def check_split_sizes(splits: dict) -> None:
     for split in ("validation", "test"):
         if split in splits and len(splits[split]) < MIN_EVALUATION_ROWS:
             raise ValueError(
-                f"{split} split: {len(splits[split])} row{'' if len(splits[split]) == 1 else 's'}; its metrics need at least {MIN_EVALUATION_ROWS} (a correlation of one "
+                f"{split} split: {len(splits[split])} row{'' if len(splits[split]) == 1 else 's'}; its metrics need at "
+                f"least {MIN_EVALUATION_ROWS} (a correlation of one "
                 "value is undefined)."
             )

@@ -12,7 +12,14 @@ import datasets
 
 FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fna", ".fas")
 # Formats people hand over that are none of CSV, TSV or FASTA: refused by name rather than parsed as CSV.
-OTHER_FORMATS = {".json": "JSON", ".jsonl": "JSON Lines", ".ndjson": "JSON Lines", ".parquet": "Parquet", ".xlsx": "Excel", ".xls": "Excel"}
+OTHER_FORMATS = {
+    ".json": "JSON",
+    ".jsonl": "JSON Lines",
+    ".ndjson": "JSON Lines",
+    ".parquet": "Parquet",
+    ".xlsx": "Excel",
+    ".xls": "Excel",
+}
 # A genome segment or a long protein in one CSV field outgrows the csv module's default limit of 131,072 characters;
 # lyra-train's reader (pandas, through datasets) has none, and lyra-predict must read every file lyra-train reads.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -127,7 +134,9 @@ def check_text_file(path: Path) -> None:
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: the file ends inside a multi-byte character; it is truncated or not UTF-8 text.") from None
+        raise ValueError(
+            f"{path}: the file ends inside a multi-byte character; it is truncated or not UTF-8 text."
+        ) from None
     if size == 0:
         raise ValueError(f"{path} is empty (0 bytes).")
     lines = [line for line in head.splitlines() if line.strip()]
@@ -135,7 +144,9 @@ def check_text_file(path: Path) -> None:
         raise ValueError(f"{path} holds only whitespace.")
     if path.suffix.lower() in OTHER_FORMATS or lines[0].lstrip().startswith(("{", "[")):
         kind = OTHER_FORMATS.get(path.suffix.lower(), "JSON")
-        raise ValueError(f"{path} is {kind}, not CSV, TSV or FASTA; write it as a CSV file with a header row (e.g. pandas' to_csv).")
+        raise ValueError(
+            f"{path} is {kind}, not CSV, TSV or FASTA; write it as a CSV file with a header row (e.g. pandas' to_csv)."
+        )
     if len(lines) == 1 and path.suffix.lower() not in FASTA_SUFFIXES:
         raise ValueError(f"{path} has a header ({lines[0].strip()[:80]!r}) but no rows.")
 

@@ -45,7 +45,9 @@ def consensus(sequences: list[str]) -> str:
 
 def substitutions(sequences: list[str], reference: str) -> np.ndarray:
     """Positions at which each sequence (of the reference's length) differs from `reference`."""
-    table = np.frombuffer("".join(sequences).encode("utf-32-le"), dtype=np.uint32).reshape(len(sequences), len(reference))
+    table = np.frombuffer("".join(sequences).encode("utf-32-le"), dtype=np.uint32).reshape(
+        len(sequences), len(reference)
+    )
     return (table != np.frombuffer(reference.encode("utf-32-le"), dtype=np.uint32)).sum(1)
 
 
@@ -54,7 +56,10 @@ def check_library(sequences: list[str]) -> LibraryCheck:
     sequences = ["".join(sequence.split()).upper() for sequence in sequences]
     lengths = {len(sequence) for sequence in sequences}
     if len(lengths) != 1:
-        reason = f"the training sequences have {len(lengths)} lengths ({min(lengths)}-{max(lengths)}): not variants of one sequence"
+        reason = (
+            f"the training sequences have {len(lengths)} lengths ({min(lengths)}-{max(lengths)}): not variants of "
+            "one sequence"
+        )
         return LibraryCheck(False, reason, len(sequences), None, None, 0, None)
     length = lengths.pop()
     limit = max(MIN_SUBSTITUTIONS, int(SUBSTITUTION_SHARE * length))
@@ -63,5 +68,8 @@ def check_library(sequences: list[str]) -> LibraryCheck:
     is_library = within >= LIBRARY_SHARE * len(sequences)
     share = f"{within / len(sequences):.0%} of the {len(sequences):,} training sequences"
     verdict = "a variant library" if is_library else "not a variant library"
-    reason = f"{verdict}: {share} lie within {limit} substitutions of their consensus (median {median:g} of {length} positions)"
+    reason = (
+        f"{verdict}: {share} lie within {limit} substitutions of their consensus (median {median:g} of {length} "
+        "positions)"
+    )
     return LibraryCheck(is_library, reason, len(sequences), length, limit, within, median)

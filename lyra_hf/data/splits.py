@@ -29,13 +29,19 @@ def routing_problems(
     problems = []
     for name, column in (("split_column", split_column), ("fold_column", fold_column)):
         if column and split_files:
-            problems.append(f"{spell(name)} reads every split from the train file alone; give no validation or test file with it")
+            problems.append(
+                f"{spell(name)} reads every split from the train file alone; give no validation or test file with it"
+            )
     if split_column and fold_column:
         problems.append(f"give {spell('split_column')} or {spell('fold_column')}, not both")
     if validation_column and not split_column:
-        problems.append(f"{spell('validation_column')} needs {spell('split_column')}: it marks validation rows among the train rows")
+        problems.append(
+            f"{spell('validation_column')} needs {spell('split_column')}: it marks validation rows among the train rows"
+        )
     if residue_marks and not labels_per_residue:
-        problems.append(f"{residue_marks} marks residues without a label: it needs a per-residue task (token-classification)")
+        problems.append(
+            f"{residue_marks} marks residues without a label: it needs a per-residue task (token-classification)"
+        )
     return problems
 
 
@@ -52,7 +58,11 @@ def _is_true(value, column: str, row: int, where: str) -> bool:
 
 
 def split_by_column(
-    dataset: datasets.Dataset, split_column: str, split_names: tuple[str, str], validation_column: str | None, where: str
+    dataset: datasets.Dataset,
+    split_column: str,
+    split_names: tuple[str, str],
+    validation_column: str | None,
+    where: str,
 ) -> dict[str, datasets.Dataset]:
     """Train and test rows by the value of `split_column`, and validation rows by a true `validation_column` among the
     train rows; any other value is refused, naming it and its row."""
@@ -64,9 +74,16 @@ def split_by_column(
         if name == test_name:
             rows["test"].append(row)
         elif name == train_name:
-            rows["validation" if validation is not None and _is_true(validation[row], validation_column, row + 1, where) else "train"].append(row)
+            rows[
+                "validation"
+                if validation is not None and _is_true(validation[row], validation_column, row + 1, where)
+                else "train"
+            ].append(row)
         else:
-            raise ValueError(f"{where}: {value!r} in column {split_column!r} at row {row + 1} is neither {train_name!r} nor {test_name!r}.")
+            raise ValueError(
+                f"{where}: {value!r} in column {split_column!r} at row {row + 1} is neither {train_name!r} nor "
+                f"{test_name!r}."
+            )
     for split, name in (("train", train_name), ("test", test_name)):
         if not rows[split]:
             raise ValueError(f"{where}: no row has {name!r} in column {split_column!r}.")
@@ -82,14 +99,18 @@ def fold_values(dataset: datasets.Dataset, fold_column: str) -> list[str]:
     return sorted(values, key=lambda value: (_as_number(value) is None, _as_number(value) or 0, value))
 
 
-def split_by_fold(dataset: datasets.Dataset, fold_column: str, test_fold: str | None, where: str) -> dict[str, datasets.Dataset]:
+def split_by_fold(
+    dataset: datasets.Dataset, fold_column: str, test_fold: str | None, where: str
+) -> dict[str, datasets.Dataset]:
     """The rows of fold `test_fold` as test and all others as train (validation is carved from them after)."""
     folds = fold_values(dataset, fold_column)
     if test_fold is None or str(test_fold) not in folds:
         raise ValueError(f"{where}: fold {test_fold!r} is not in column {fold_column!r}, whose folds are {folds}.")
     in_fold = [str(value).strip() == str(test_fold) for value in dataset[fold_column]]
     if all(in_fold):
-        raise ValueError(f"{where}: every row is in fold {test_fold!r} of column {fold_column!r}; nothing is left to train on.")
+        raise ValueError(
+            f"{where}: every row is in fold {test_fold!r} of column {fold_column!r}; nothing is left to train on."
+        )
     return {
         "train": dataset.select([row for row, flag in enumerate(in_fold) if not flag]),
         "test": dataset.select([row for row, flag in enumerate(in_fold) if flag]),

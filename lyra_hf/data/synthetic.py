@@ -50,7 +50,9 @@ class SyntheticLandscape:
 
     def encode(self, sequences: list[str]) -> np.ndarray:
         """Letter indices (sequences, length) of substitution variants of the wild type."""
-        return np.array([[CANONICAL.index(letter) for letter in sequence] for sequence in sequences], dtype=np.int64).reshape(len(sequences), len(self.wild_type))
+        return np.array(
+            [[CANONICAL.index(letter) for letter in sequence] for sequence in sequences], dtype=np.int64
+        ).reshape(len(sequences), len(self.wild_type))
 
     def fitness(self, variants: np.ndarray) -> np.ndarray:
         """The true fitness of variants given as letter indices (variants, length), or as sequences."""
@@ -59,7 +61,10 @@ class SyntheticLandscape:
         mutated = variants != self.wild_type
         fitness = np.where(mutated, self.additive[np.arange(length), variants], 0.0).sum(1)
         both = mutated[:, self.pairs[:, 0]] & mutated[:, self.pairs[:, 1]]
-        fitness += (both * self.pair_terms[np.arange(len(self.pairs)), variants[:, self.pairs[:, 0]], variants[:, self.pairs[:, 1]]]).sum(1)
+        fitness += (
+            both
+            * self.pair_terms[np.arange(len(self.pairs)), variants[:, self.pairs[:, 0]], variants[:, self.pairs[:, 1]]]
+        ).sum(1)
         return fitness + (mutated[:, self.triples].all(-1) * self.triple_terms).sum(1)
 
     def random_variants(self, rng: np.random.Generator, count: int, exclude=()) -> np.ndarray:
@@ -69,7 +74,9 @@ class SyntheticLandscape:
         while len(variants) < count:
             variant = self.wild_type.copy()
             positions = rng.choice(length, min(length, 1 + rng.poisson(2.0)), replace=False)
-            variant[positions] = (self.wild_type[positions] + rng.integers(1, len(CANONICAL), size=len(positions))) % len(CANONICAL)
+            variant[positions] = (
+                self.wild_type[positions] + rng.integers(1, len(CANONICAL), size=len(positions))
+            ) % len(CANONICAL)
             if tuple(variant) not in seen:
                 seen.add(tuple(variant))
                 variants.append(variant)
@@ -77,7 +84,7 @@ class SyntheticLandscape:
 
 
 def synthetic_landscape(length: int = 30, seed: int = 0) -> SyntheticLandscape:
-    """The landscape of `synthetic_fitness_dataset(length=length, seed=seed)`, to read the true fitness of any variant."""
+    """The landscape of `synthetic_fitness_dataset(length=length, seed=seed)`, to read any variant's true fitness."""
     return SyntheticLandscape.draw(np.random.default_rng(seed), length)
 
 
@@ -101,11 +108,18 @@ def synthetic_fitness_dataset(
     features = datasets.Features(
         {SEQUENCE_COLUMN: datasets.Value("string"), LABELS_COLUMN: datasets.Sequence(datasets.Value("float32"))}
     )
-    bounds = {"train": (0, num_train), "validation": (num_train, num_train + num_validation), "test": (num_train + num_validation, total)}
+    bounds = {
+        "train": (0, num_train),
+        "validation": (num_train, num_train + num_validation),
+        "test": (num_train + num_validation, total),
+    }
     return datasets.DatasetDict(
         {
             split: datasets.Dataset.from_dict(
-                {SEQUENCE_COLUMN: sequences[start:end], LABELS_COLUMN: [[float(value)] for value in fitness[start:end]]},
+                {
+                    SEQUENCE_COLUMN: sequences[start:end],
+                    LABELS_COLUMN: [[float(value)] for value in fitness[start:end]],
+                },
                 features=features,
             )
             for split, (start, end) in bounds.items()

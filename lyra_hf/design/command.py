@@ -35,9 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--sequence", help="the wild type")
     source.add_argument("--fasta", help="a FASTA file holding the wild type (one record)")
     parser.add_argument("--output-dir", required=True, help="folder for designs.csv, candidates.parquet and design.png")
-    parser.add_argument("--candidates", help="a CSV, TSV or FASTA library of variants to choose among, instead of the design space")
-    parser.add_argument("--exclude", nargs="+", default=[], help="CSV, TSV or FASTA files of sequences already measured (e.g. the training file): never proposed")
-    parser.add_argument("--sequence-column", default="sequence", help="column of the sequences in --candidates and --exclude CSV files")
+    parser.add_argument(
+        "--candidates", help="a CSV, TSV or FASTA library of variants to choose among, instead of the design space"
+    )
+    parser.add_argument(
+        "--exclude",
+        nargs="+",
+        default=[],
+        help="CSV, TSV or FASTA files of sequences already measured (e.g. the training file): never proposed",
+    )
+    parser.add_argument(
+        "--sequence-column", default="sequence", help="column of the sequences in --candidates and --exclude CSV files"
+    )
     cli.add_options(parser, DesignOptions, "the design space and the choice")
     parser.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
     parser.add_argument("--no-figures", action="store_true", help="no design.png (no matplotlib needed)")
@@ -56,7 +65,10 @@ def read_sequences(path: str, column: str, flag: str) -> list[str]:
     """The sequences of a CSV, TSV or FASTA file."""
     table = read_table(path)
     if column not in table.column_names:
-        raise ValueError(f"{flag} {path} has no column {column!r} (its columns: {', '.join(table.column_names)}); name it with --sequence-column.")
+        raise ValueError(
+            f"{flag} {path} has no column {column!r} (its columns: {', '.join(table.column_names)}); name it with "
+            "--sequence-column."
+        )
     return [str(sequence) for sequence in table[column]]
 
 
@@ -65,7 +77,9 @@ def wild_type(args: argparse.Namespace) -> str:
         return args.sequence
     records = read_table(args.fasta, fasta=True)
     if len(records) != 1:
-        raise ValueError(f"--fasta {args.fasta} holds {len(records)} records; lyra-design designs around one wild type.")
+        raise ValueError(
+            f"--fasta {args.fasta} holds {len(records)} records; lyra-design designs around one wild type."
+        )
     return records["sequence"][0]
 
 
@@ -82,7 +96,9 @@ def run(args: argparse.Namespace) -> None:
     with locked_output_dir(output_dir):
         if not args.overwrite:
             earlier = [name for name in DESIGN_OUTPUTS if (output_dir / name).exists()]
-            refuse_earlier_outputs(f"--output-dir {output_dir}", earlier, "an earlier design", "--overwrite to replace it")
+            refuse_earlier_outputs(
+                f"--output-dir {output_dir}", earlier, "an earlier design", "--overwrite to replace it"
+            )
         tokenizer, models = load_models(args.model, args.revision)
         processes, threads = plan_processes(args.num_processes, args.threads)
         configure_threads(threads)
@@ -99,7 +115,10 @@ def run(args: argparse.Namespace) -> None:
 
                 plot_design(result, temporary / "design.png")
     seconds = time.perf_counter() - started
-    print(f"lyra-design: {len(result.designs)} designs chosen from {len(result.candidates['sequence']):,} candidates in {seconds:.1f} s -> {', '.join(map(str, written))}")
+    print(
+        f"lyra-design: {len(result.designs)} designs chosen from {len(result.candidates['sequence']):,} candidates in "
+        f"{seconds:.1f} s -> {', '.join(map(str, written))}"
+    )
 
 
 def chosen_ranks(result) -> list[int | None]:

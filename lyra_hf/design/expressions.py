@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
-TOKEN = re.compile(r"\s*(?:(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_.]*)|(?P<operator>[-+*<>]))")
+TOKEN = re.compile(
+    r"\s*(?:(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_.]*)|(?P<operator>[-+*<>]))"
+)
 Values = dict[str, np.ndarray]
 
 
@@ -33,7 +35,10 @@ def tokens(text: str, flag: str) -> list[tuple[str, str]]:
         match = TOKEN.match(text, position)
         if match is None:
             bad = text[position:].lstrip()[0]
-            raise ValueError(f"{flag} {text!r}: {bad!r} is not allowed; write targets, numbers and + - * (and > or < in a constraint).")
+            raise ValueError(
+                f"{flag} {text!r}: {bad!r} is not allowed; write targets, numbers and + - * (and > or < in a "
+                "constraint)."
+            )
         kind = match.lastgroup
         found.append((kind, match.group(kind)))
         position = match.end()
@@ -99,7 +104,11 @@ def parse_objective(text: str, targets: list[str]) -> Callable[[Values], np.ndar
     parser = Parser(tokens(text, "--objective"), targets, "--objective", text)
     objective = parser.sum()
     if parser.peek() is not None:
-        parser.fail(f"{parser.peek()!r} is not allowed in an objective" if parser.peek() in "<>" else f"unexpected {parser.peek()!r}")
+        parser.fail(
+            f"{parser.peek()!r} is not allowed in an objective"
+            if parser.peek() in "<>"
+            else f"unexpected {parser.peek()!r}"
+        )
     return lambda values: np.broadcast_to(objective(values), next(iter(values.values())).shape).astype(np.float64)
 
 

@@ -33,10 +33,14 @@ def grouped_tables(candidates: list[Mutations]) -> list[tuple[np.ndarray, np.nda
 def wild_type_scores(state: dict, space: DesignSpace) -> np.ndarray:
     """The wild type's scores (members, targets): its own letter put back at its first mutable position."""
     first = space.wild.mutable[0]
-    return score_group(state, (np.zeros((1, 1), dtype=np.int64) + first, space.wild.ids[[first]].numpy()[None, None]))[0, 0]
+    return score_group(state, (np.zeros((1, 1), dtype=np.int64) + first, space.wild.ids[[first]].numpy()[None, None]))[
+        0, 0
+    ]
 
 
-def score_candidates(workers: WorkerPool, space: DesignSpace, candidates: list[Mutations], batch_size: int, progress: bool) -> np.ndarray:
+def score_candidates(
+    workers: WorkerPool, space: DesignSpace, candidates: list[Mutations], batch_size: int, progress: bool
+) -> np.ndarray:
     """Every candidate's scores, (candidates, members, targets), in the order of `candidates`; the wild type itself (no
     mutation) gets its own score."""
     wild = wild_type_scores(workers.state, space)

@@ -40,7 +40,12 @@ def expansions(parents: list[Mutations], space: DesignSpace, positions: list[int
 
 
 def beam_search(
-    workers: WorkerPool, space: DesignSpace, rank: Callable[[np.ndarray], np.ndarray], width: int, batch_size: int, progress: bool
+    workers: WorkerPool,
+    space: DesignSpace,
+    rank: Callable[[np.ndarray], np.ndarray],
+    width: int,
+    batch_size: int,
+    progress: bool,
 ) -> tuple[list[Mutations], np.ndarray]:
     """The candidates the beam search scored and their scores (candidates, members, targets); `rank` gives the value
     (higher is better, -inf where a constraint fails) of scores."""

@@ -30,7 +30,9 @@ class Acquisition:
             except ValueError:
                 value = math.nan
             if not math.isfinite(value):
-                raise ValueError(f"--acquisition {text!r}: ucb takes a finite number, e.g. ucb:2 (mean + 2 standard deviations).")
+                raise ValueError(
+                    f"--acquisition {text!r}: ucb takes a finite number, e.g. ucb:2 (mean + 2 standard deviations)."
+                )
             return cls("ucb", value)
         if kind in ("mean", "thompson") and not beta:
             return cls(kind)
@@ -63,7 +65,9 @@ class DiversityRules:
     max_per_site: int | None = None
 
     def allows(self, mutations: Mutations, chosen: list[Mutations], per_site: dict[int, int]) -> bool:
-        if self.max_per_site is not None and any(per_site.get(position, 0) >= self.max_per_site for position, _ in mutations):
+        if self.max_per_site is not None and any(
+            per_site.get(position, 0) >= self.max_per_site for position, _ in mutations
+        ):
             return False
         return all(distance(mutations, other) >= self.min_distance for other in chosen)
 
@@ -75,7 +79,13 @@ def thompson_turns(members: int, count: int, seed: int) -> list[int]:
     return np.concatenate([generator.permutation(members) for _ in range(-(-count // members))])[:count].tolist()
 
 
-def choose(rankings: list[np.ndarray], turns: list[int], candidates: list[Mutations], eligible: np.ndarray, rules: DiversityRules) -> list[int]:
+def choose(
+    rankings: list[np.ndarray],
+    turns: list[int],
+    candidates: list[Mutations],
+    eligible: np.ndarray,
+    rules: DiversityRules,
+) -> list[int]:
     """Greedy choice of one design per turn: the best eligible candidate under `rankings[turns[i]]` (values, higher
     first) not chosen yet that keeps the diversity rules with those chosen so far. A ranking whose candidates run out
     gives up its turns; the batch may then be smaller. A candidate a rule refuses stays refused (the chosen set only
@@ -86,7 +96,16 @@ def choose(rankings: list[np.ndarray], turns: list[int], candidates: list[Mutati
         if turn in exhausted:
             continue
         chosen_mutations = [candidates[index] for index in chosen]
-        picked = next((int(index) for index in orders[turn] if eligible[index] and index not in taken and rules.allows(candidates[index], chosen_mutations, per_site)), None)
+        picked = next(
+            (
+                int(index)
+                for index in orders[turn]
+                if eligible[index]
+                and index not in taken
+                and rules.allows(candidates[index], chosen_mutations, per_site)
+            ),
+            None,
+        )
         if picked is None:
             exhausted.add(turn)
             continue

@@ -71,29 +71,44 @@ def parse_letters(spec: str | None, wild: WildType, positions: list[int]) -> dic
         where, _, letters = item.rpartition(":")
         unknown = sorted(set(letters.upper()) - set(wild.letters))
         if unknown or not letters:
-            raise ValueError(f"--letters {item!r}: {', '.join(map(repr, unknown)) or 'no letters'}: the alphabet's letters are {wild.letters}.")
+            raise ValueError(
+                f"--letters {item!r}: {', '.join(map(repr, unknown)) or 'no letters'}: the alphabet's letters are "
+                f"{wild.letters}."
+            )
         if not where:
             everywhere = letters.upper()
             continue
         for position in parse_positions(where, len(wild.sequence), "--letters", minimum=1):
             if position - 1 not in positions:
-                raise ValueError(f"--letters {item!r}: position {position} is not among the design positions (--positions).")
+                raise ValueError(
+                    f"--letters {item!r}: position {position} is not among the design positions (--positions)."
+                )
             per_position[position - 1] = letters.upper()
     allowed = {}
     for position in positions:
         letters = per_position.get(position, everywhere)
-        allowed[position] = sorted({wild.letters.index(letter) for letter in letters} & set(wild.choices.get(position, [])))
+        allowed[position] = sorted(
+            {wild.letters.index(letter) for letter in letters} & set(wild.choices.get(position, []))
+        )
     return {position: choices for position, choices in allowed.items() if choices}
 
 
 def build_space(wild: WildType, positions: str | None, letters: str | None, max_mutations: int) -> DesignSpace:
     """The space of `--positions` (default every position that can change), `--letters` and `--max-mutations`,
     refused when it holds no candidate."""
-    chosen = [position - 1 for position in parse_positions(positions, len(wild.sequence), "--positions", minimum=1)] if positions else list(wild.mutable)
+    chosen = (
+        [position - 1 for position in parse_positions(positions, len(wild.sequence), "--positions", minimum=1)]
+        if positions
+        else list(wild.mutable)
+    )
     unmutable = [position + 1 for position in chosen if position not in wild.choices]
     if unmutable:
-        raise ValueError(f"--positions: position {unmutable[0]} is a padding character of the wild type, which cannot be designed.")
+        raise ValueError(
+            f"--positions: position {unmutable[0]} is a padding character of the wild type, which cannot be designed."
+        )
     space = DesignSpace(wild, parse_letters(letters, wild, chosen), max_mutations)
     if not space.allowed:
-        raise ValueError("the design space is empty: --letters leaves no letter other than the wild type's at any design position.")
+        raise ValueError(
+            "the design space is empty: --letters leaves no letter other than the wild type's at any design position."
+        )
     return space

@@ -55,7 +55,10 @@ def defined_metrics(metrics: dict) -> dict:
     undefined = [key for key, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)]
     if not undefined:
         return metrics
-    note = f"{', '.join(undefined)} undefined (null): the labels or the predictions are constant, and a correlation with a constant has no value"
+    note = (
+        f"{', '.join(undefined)} undefined (null): the labels or the predictions are constant, and a correlation "
+        "with a constant has no value"
+    )
     return {**{key: None if key in undefined else value for key, value in metrics.items()}, "note": note}
 
 
@@ -78,7 +81,9 @@ def regression_metrics(target_names: list[str] | None = None):
     metrics = {name: load_metric(name) for name in REGRESSION_METRICS}
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
-        predictions = np.asarray(eval_prediction.predictions, dtype=np.float64).reshape(len(eval_prediction.label_ids), -1)
+        predictions = np.asarray(eval_prediction.predictions, dtype=np.float64).reshape(
+            len(eval_prediction.label_ids), -1
+        )
         references = np.asarray(eval_prediction.label_ids, dtype=np.float64).reshape(predictions.shape)
         names = target_names or [str(index) for index in range(predictions.shape[1])]
         results = {}

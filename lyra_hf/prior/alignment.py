@@ -31,13 +31,19 @@ def read_alignment(path: str) -> tuple[str, list[str]]:
     letters and gaps, `-`), all of one width; refused in one line naming the record that is not."""
     records = [record["sequence"] for record in iter_fasta(path, parse_numbers=False)]
     has_insertions = any(character.islower() or character == "." for record in records for character in record)
-    matches = ["".join(character for character in record if not (character.islower() or character == ".")).upper() for record in records]
+    matches = [
+        "".join(character for character in record if not (character.islower() or character == ".")).upper()
+        for record in records
+    ]
     if not has_insertions:
         matches = [record.upper().replace(".", "-") for record in records]
     width = len(matches[0])
     for number, match in enumerate(matches[1:], 2):
         if len(match) != width:
-            raise ValueError(f"--alignment {path}: record {number} has {len(match)} match columns and the query {width}; not an alignment (A2M, A3M or aligned FASTA).")
+            raise ValueError(
+                f"--alignment {path}: record {number} has {len(match)} match columns and the query {width}; not an "
+                "alignment (A2M, A3M or aligned FASTA)."
+            )
     if len(records) < 2:
         raise ValueError(f"--alignment {path}: one sequence; an alignment needs homologues.")
     return records[0], matches
@@ -61,7 +67,9 @@ def site_independent_prior(path: str, letters: str = CANONICAL, first_position: 
     query_columns = [index for index, character in enumerate(matches[0]) if character != "-"]
     columns = np.array([[record[index] for index in query_columns] for record in matches])  # (sequences, query columns)
     weights = sequence_weights(matches)
-    counts = np.stack([((columns == letter) * weights[:, None]).sum(0) for letter in letters], axis=1)  # (columns, letters)
+    counts = np.stack(
+        [((columns == letter) * weights[:, None]).sum(0) for letter in letters], axis=1
+    )  # (columns, letters)
     frequencies = (counts + PSEUDOCOUNT / len(letters)) / (counts.sum(1, keepdims=True) + PSEUDOCOUNT)
     residues = "".join(character.upper() for character in query if character not in "-.")
     scores = np.full((len(residues), len(letters)), np.nan)

@@ -33,16 +33,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(prog="lyra-prior", description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--alignment", help="A2M, A3M or aligned FASTA file; the first sequence is the wild type")
-    source.add_argument("--model", help="a masked language model (Hub id or local folder) that AutoModelForMaskedLM loads")
+    source.add_argument(
+        "--model", help="a masked language model (Hub id or local folder) that AutoModelForMaskedLM loads"
+    )
     parser.add_argument("--sequence", help="with --model: the wild type")
-    parser.add_argument("--method", choices=METHODS, default="masked-marginals", help="with --model: how substitutions are scored")
-    parser.add_argument("--first-position", type=cli.POSITIVE_INT, default=1, help="with --alignment: the wild type's position of the query's first residue")
-    parser.add_argument("--alphabet", default="protein", help="the letters scored: protein, dna, rna (but X or N) or a custom alphabet's letters")
+    parser.add_argument(
+        "--method", choices=METHODS, default="masked-marginals", help="with --model: how substitutions are scored"
+    )
+    parser.add_argument(
+        "--first-position",
+        type=cli.POSITIVE_INT,
+        default=1,
+        help="with --alignment: the wild type's position of the query's first residue",
+    )
+    parser.add_argument(
+        "--alphabet",
+        default="protein",
+        help="the letters scored: protein, dna, rna (but X or N) or a custom alphabet's letters",
+    )
     parser.add_argument("--output", required=True, help="CSV file to write (the heatmap goes beside it, as .png)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--no-figures", action="store_true", help="write the table only")
-    parser.add_argument("--batch-size", type=cli.POSITIVE_INT, default=16, help="with --model: masked positions per forward pass")
-    parser.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="where the language model runs")
+    parser.add_argument(
+        "--batch-size", type=cli.POSITIVE_INT, default=16, help="with --model: masked positions per forward pass"
+    )
+    parser.add_argument(
+        "--device",
+        type=cli.device,
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where the language model runs",
+    )
     parser.add_argument("--revision", help="with --model: branch, tag or commit of a Hub model")
     return parser
 
@@ -77,12 +97,23 @@ def run(args: argparse.Namespace) -> str:
     if args.alignment:
         prior = site_independent_prior(args.alignment, args.letters, args.first_position)
     else:
-        prior = language_model_prior(*load_language_model(args.model, args.revision), args.sequence, args.letters, args.method, args.batch_size, args.device)
+        prior = language_model_prior(
+            *load_language_model(args.model, args.revision),
+            args.sequence,
+            args.letters,
+            args.method,
+            args.batch_size,
+            args.device,
+        )
     write_prior(prior, output)
     if draw:
         plot_prior(prior, figure)
-    scored = int((~torch.as_tensor(prior.scores).isnan()).sum()) - sum(letter in prior.letters for letter in prior.wild_type)
-    return f"lyra-prior: {scored:,} substitutions of a {len(prior.wild_type)}-residue wild type scored in {output}" + (f" (heatmap {figure})" if draw else "")
+    scored = int((~torch.as_tensor(prior.scores).isnan()).sum()) - sum(
+        letter in prior.letters for letter in prior.wild_type
+    )
+    return f"lyra-prior: {scored:,} substitutions of a {len(prior.wild_type)}-residue wild type scored in {output}" + (
+        f" (heatmap {figure})" if draw else ""
+    )
 
 
 def load_language_model(name: str, revision: str | None):
@@ -92,7 +123,9 @@ def load_language_model(name: str, revision: str | None):
 
     source = resolve_checkpoint(name)
     try:
-        return AutoModelForMaskedLM.from_pretrained(source, revision=revision, use_safetensors=True), AutoTokenizer.from_pretrained(source, revision=revision)
+        return AutoModelForMaskedLM.from_pretrained(
+            source, revision=revision, use_safetensors=True
+        ), AutoTokenizer.from_pretrained(source, revision=revision)
     except OSError as error:
         raise ValueError(f"--model {name}: {cli.one_line(error)}") from None
 

@@ -21,7 +21,9 @@ def plot_prior(prior: PriorTable, path: Path) -> Path:
     image = axis.imshow(scores, aspect="auto", cmap="RdBu", vmin=-limit, vmax=limit, interpolation="nearest")
     for position, letter in enumerate(prior.wild_type):
         if letter in prior.letters:
-            axis.add_patch(plt.Rectangle((position - 0.5, prior.letters.index(letter) - 0.5), 1, 1, fill=False, linewidth=0.6))
+            axis.add_patch(
+                plt.Rectangle((position - 0.5, prior.letters.index(letter) - 0.5), 1, 1, fill=False, linewidth=0.6)
+            )
     axis.set_yticks(range(len(prior.letters)), list(prior.letters), fontsize=7)
     axis.set_xlabel("position (1-based; no colour: no score)")
     axis.set_title(f"zero-shot prior: {prior.source}")

@@ -20,7 +20,10 @@ def residue_token_positions(tokenizer, sequence: str) -> tuple[list[int], list[i
     tokenizers (ESM) take the sequence as it is, word tokenizers (ProtBERT) with spaces between residues."""
     residue_ids = tokenizer.convert_tokens_to_ids(list(sequence))
     if tokenizer.unk_token_id in residue_ids:
-        raise ValueError(f"the language model's tokenizer has no token for {sequence[residue_ids.index(tokenizer.unk_token_id)]!r} of the wild type.")
+        raise ValueError(
+            f"the language model's tokenizer has no token for {sequence[residue_ids.index(tokenizer.unk_token_id)]!r} "
+            "of the wild type."
+        )
     for text in (sequence, " ".join(sequence)):
         ids = tokenizer(text)["input_ids"]
         for start in range(len(ids) - len(residue_ids) + 1):
@@ -30,7 +33,15 @@ def residue_token_positions(tokenizer, sequence: str) -> tuple[list[int], list[i
 
 
 @torch.no_grad()
-def language_model_prior(model, tokenizer, sequence: str, letters: str, method: str = "masked-marginals", batch_size: int = 16, device: str = "cpu") -> PriorTable:
+def language_model_prior(
+    model,
+    tokenizer,
+    sequence: str,
+    letters: str,
+    method: str = "masked-marginals",
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> PriorTable:
     """The prior of `sequence`'s substitutions to `letters` (see the module's docstring); letters the language model
     has no token for get no score (NaN)."""
     sequence = sequence.strip().upper()
@@ -53,7 +64,13 @@ def language_model_prior(model, tokenizer, sequence: str, letters: str, method: 
             logits = model(input_ids=batch).logits[torch.arange(len(chosen)), [positions[index] for index in chosen]]
             rows.append((chosen, logits.log_softmax(-1).cpu().numpy()))
     for chosen, values in rows:
-        log_probabilities[np.array(chosen)[:, None], np.array(known)] = values[:, [letter_ids[index] for index in known]]
+        log_probabilities[np.array(chosen)[:, None], np.array(known)] = values[
+            :, [letter_ids[index] for index in known]
+        ]
     wild = np.array([vocabulary[letter] for letter in sequence])
-    wild_log_probability = np.array([values[row, wild[index]] for chosen, values in rows for row, index in enumerate(chosen)])
-    return PriorTable(sequence, letters, log_probabilities - wild_log_probability[:, None], f"{type(model).__name__} {method}")
+    wild_log_probability = np.array(
+        [values[row, wild[index]] for chosen, values in rows for row, index in enumerate(chosen)]
+    )
+    return PriorTable(
+        sequence, letters, log_probabilities - wild_log_probability[:, None], f"{type(model).__name__} {method}"
+    )

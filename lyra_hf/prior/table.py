@@ -42,8 +42,15 @@ class PriorTable:
                 if letter != wild and letter in index:
                     totals[row] += self.scores[position, index[letter]]
             if math.isnan(totals[row]):
-                missing = next(f"{wild}{position + 1}{letter}" for position, (letter, wild) in enumerate(zip(sequence.upper(), self.wild_type)) if letter in index and math.isnan(self.scores[position, index[letter]]))
-                raise ValueError(f"{where} holds {missing}, which the prior {self.source} has no score for; give --prior-missing a value for such substitutions.")
+                missing = next(
+                    f"{wild}{position + 1}{letter}"
+                    for position, (letter, wild) in enumerate(zip(sequence.upper(), self.wild_type))
+                    if letter in index and math.isnan(self.scores[position, index[letter]])
+                )
+                raise ValueError(
+                    f"{where} holds {missing}, which the prior {self.source} has no score for; give --prior-missing a "
+                    "value for such substitutions."
+                )
         return totals
 
 
@@ -54,13 +61,26 @@ def read_prior(path: str, letters: str) -> PriorTable:
     table = read_table(path)
     columns = [column.strip().lower() for column in table.column_names]
     if all(column in columns for column in TABLE_COLUMNS):
-        rows = [(row["position"], row["wild_type"], row["letter"], row["score"]) for row in table.rename_columns(dict(zip(table.column_names, columns)))]
-        entries = [(parse_position(position, path, number), str(wild).strip().upper(), str(letter).strip().upper(), score) for number, (position, wild, letter, score) in enumerate(rows, 1)]
+        rows = [
+            (row["position"], row["wild_type"], row["letter"], row["score"])
+            for row in table.rename_columns(dict(zip(table.column_names, columns)))
+        ]
+        entries = [
+            (parse_position(position, path, number), str(wild).strip().upper(), str(letter).strip().upper(), score)
+            for number, (position, wild, letter, score) in enumerate(rows, 1)
+        ]
     elif all(column in columns for column in VARIANT_COLUMNS):
         renamed = table.rename_columns(dict(zip(table.column_names, columns)))
-        entries = [entry for number, row in enumerate(renamed, 1) if (entry := parse_mutant(row["mutant"], row["score"], path, number))]
+        entries = [
+            entry
+            for number, row in enumerate(renamed, 1)
+            if (entry := parse_mutant(row["mutant"], row["score"], path, number))
+        ]
     else:
-        raise ValueError(f"--prior {path}: columns {table.column_names}; a prior has columns mutant,score (ProteinGym) or position,wild_type,letter,score.")
+        raise ValueError(
+            f"--prior {path}: columns {table.column_names}; a prior has columns mutant,score (ProteinGym) or "
+            "position,wild_type,letter,score."
+        )
     return build_table(entries, letters, path)
 
 
@@ -77,7 +97,9 @@ def parse_mutant(mutant, score, path: str, row: int) -> tuple | None:
     parts = str(mutant).strip().split(":")
     parsed = [SUBSTITUTION.match(part.strip()) for part in parts]
     if not all(parsed) or int(parsed[0].group(2)) < 1:
-        raise ValueError(f"--prior {path}: row {row} has mutant {mutant!r}, which is not of the form A14D (or A14D:G20K).")
+        raise ValueError(
+            f"--prior {path}: row {row} has mutant {mutant!r}, which is not of the form A14D (or A14D:G20K)."
+        )
     if len(parsed) > 1:
         return None
     wild, position, letter = parsed[0].groups()
@@ -93,12 +115,25 @@ def build_table(entries: list[tuple], letters: str, path: str) -> PriorTable:
     for row, (position, wild, letter, score) in enumerate(entries, 1):
         for named in (wild, letter):
             if named not in letters:
-                raise ValueError(f"--prior {path}: row {row} names {named!r}, which is not a letter of the model's alphabet {letters!r}.")
-        value = float(score) if isinstance(score, (int, float)) or re.fullmatch(r"\s*[-+.\deE]+\s*", str(score)) else math.nan
+                raise ValueError(
+                    f"--prior {path}: row {row} names {named!r}, which is not a letter of the model's alphabet "
+                    f"{letters!r}."
+                )
+        value = (
+            float(score)
+            if isinstance(score, (int, float)) or re.fullmatch(r"\s*[-+.\deE]+\s*", str(score))
+            else math.nan
+        )
         if not math.isfinite(value):
-            raise ValueError(f"--prior {path}: row {row} ({wild}{position}{letter}) has score {score!r}; every score must be a finite number.")
+            raise ValueError(
+                f"--prior {path}: row {row} ({wild}{position}{letter}) has score {score!r}; every score must be a "
+                "finite number."
+            )
         if wild_type[position - 1] not in ("-", wild):
-            raise ValueError(f"--prior {path}: position {position} has wild-type letter {wild_type[position - 1]!r} in one row and {wild!r} at row {row}.")
+            raise ValueError(
+                f"--prior {path}: position {position} has wild-type letter {wild_type[position - 1]!r} in one row and "
+                f"{wild!r} at row {row}."
+            )
         wild_type[position - 1] = wild
         if letter != wild:
             scores[position - 1, letters.index(letter)] = value
@@ -115,11 +150,14 @@ def fit_to_wild_type(prior: PriorTable, wild_type: str, where: str, missing: flo
     score gets that value instead."""
     if len(prior.wild_type) > len(wild_type):
         named = len(prior.wild_type.rstrip("-"))
-        raise ValueError(f"--prior {prior.source}: position {named} lies outside the {len(wild_type)}-residue sequences of {where}.")
+        raise ValueError(
+            f"--prior {prior.source}: position {named} lies outside the {len(wild_type)}-residue sequences of {where}."
+        )
     for position, (named, actual) in enumerate(zip(prior.wild_type, wild_type.upper()), 1):
         if named not in ("-", actual):
             raise ValueError(
-                f"--prior {prior.source}: position {position} is {named} in the prior and {actual} in {where}: the prior is for "
+                f"--prior {prior.source}: position {position} is {named} in the prior and {actual} in {where}: the "
+                "prior is for "
                 "another sequence (or numbers positions from elsewhere)."
             )
     scores = np.full((len(wild_type), len(prior.letters)), np.nan)
@@ -145,12 +183,18 @@ def write_prior(prior: PriorTable, path: str) -> None:
     """The per-position layout (`TABLE_COLUMNS`), one row per scored substitution."""
     from ..outputs import write_csv
 
-    cells = [(position + 1, prior.wild_type[position], letter, prior.scores[position, column]) for position in range(len(prior.wild_type)) for column, letter in enumerate(prior.letters)]
+    cells = [
+        (position + 1, prior.wild_type[position], letter, prior.scores[position, column])
+        for position in range(len(prior.wild_type))
+        for column, letter in enumerate(prior.letters)
+    ]
     kept = [cell for cell in cells if cell[2] != cell[1] and not math.isnan(cell[3])]
     write_csv(path, {name: [cell[index] for cell in kept] for index, name in enumerate(TABLE_COLUMNS)})
 
 
-def prior_for_splits(path: str, missing: float | None, dataset, letters: str) -> tuple[PriorTable, dict[str, np.ndarray]]:
+def prior_for_splits(
+    path: str, missing: float | None, dataset, letters: str
+) -> tuple[PriorTable, dict[str, np.ndarray]]:
     """The prior of file `path` laid over a dataset's sequences (a library of one wild type: the training sequences'
     consensus) and each split's prior scores; refused in one line when the sequences are not of one length, the prior
     is for another sequence, or a sequence holds a substitution it cannot score (unless `missing` gives one a
@@ -161,12 +205,20 @@ def prior_for_splits(path: str, missing: float | None, dataset, letters: str) ->
     prior = read_prior(path, letters)
     train = ["".join(sequence.split()) for sequence in dataset["train"][SEQUENCE_COLUMN]]
     if len({len(sequence) for sequence in train}) != 1:
-        raise ValueError(f"--prior {path}: the training sequences have several lengths; a prior scores substitutions of one wild type.")
-    prior = fit_to_wild_type(prior, consensus([sequence.upper() for sequence in train]), "the training sequences' consensus", missing)
+        raise ValueError(
+            f"--prior {path}: the training sequences have several lengths; a prior scores substitutions of one wild "
+            "type."
+        )
+    prior = fit_to_wild_type(
+        prior, consensus([sequence.upper() for sequence in train]), "the training sequences' consensus", missing
+    )
     scores = {}
     for split in dataset:
         sequences = ["".join(sequence.split()) for sequence in dataset[split][SEQUENCE_COLUMN]]
         if (lengths := {len(sequence) for sequence in sequences}) != {len(prior.wild_type)}:
-            raise ValueError(f"--prior {path}: the {split} split holds sequences of {sorted(lengths)} residues; the wild type has {len(prior.wild_type)}.")
+            raise ValueError(
+                f"--prior {path}: the {split} split holds sequences of {sorted(lengths)} residues; the wild type has "
+                f"{len(prior.wild_type)}."
+            )
         scores[split] = prior.variant_scores(sequences, f"a sequence of the {split} split")
     return prior, scores

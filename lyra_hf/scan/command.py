@@ -37,7 +37,16 @@ from .pairs import DEFAULT_MAX_MUTANTS, SUMMARY_NAMES
 from .scoring import check_model, encode_wild_type, mutant_letters, target_columns
 
 
-SCAN_OUTPUTS = ("singles.csv", "pairs.csv", "singles_heatmap.png", "positions.png", "epistasis.png", "pairs.parquet", "pair_summary.csv", "pair_summary.png")
+SCAN_OUTPUTS = (
+    "singles.csv",
+    "pairs.csv",
+    "singles_heatmap.png",
+    "positions.png",
+    "epistasis.png",
+    "pairs.parquet",
+    "pair_summary.csv",
+    "pair_summary.png",
+)
 # Characters a FASTA ID keeps in its folder name; the others (path separators among them) become "_".
 UNSAFE_IN_FOLDER_NAME = re.compile(r"[^A-Za-z0-9._+-]")
 
@@ -48,22 +57,50 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--sequence", help="the wild-type sequence")
     source.add_argument("--fasta", help="a FASTA file of wild types (one output folder per record)")
-    parser.add_argument("--output-dir", required=True, help="folder for the tables and figures (one subfolder per FASTA record)")
+    parser.add_argument(
+        "--output-dir", required=True, help="folder for the tables and figures (one subfolder per FASTA record)"
+    )
     parser.add_argument("--pairs", help="positions for the double-mutant scan, e.g. 10-20,45,47 (1-based)")
-    parser.add_argument("--top-k", type=cli.bounded(int, minimum=2), help="double-mutant scan over the K positions with the largest single effect")
     parser.add_argument(
-        "--all-pairs", action="store_true", help="every double mutant over every pair of positions (or of --pairs), to pairs.parquet, with a position x position summary"
+        "--top-k",
+        type=cli.bounded(int, minimum=2),
+        help="double-mutant scan over the K positions with the largest single effect",
     )
     parser.add_argument(
-        "--max-mutants", type=cli.POSITIVE_INT, help=f"--all-pairs refuses to score more double mutants than this, naming the count and the time it would take (default {DEFAULT_MAX_MUTANTS:,})"
+        "--all-pairs",
+        action="store_true",
+        help="every double mutant over every pair of positions (or of --pairs), to pairs.parquet, with a position x "
+        "position summary",
     )
-    parser.add_argument("--target", help="class (name or index) whose probability a classifier scores; default: the last")
-    parser.add_argument("--batch-size", type=cli.POSITIVE_INT, help=f"default: about {cpu_batch_tokens(64):,} tokens a batch on a CPU (at width 64; fewer for wider models), a quarter of free memory on a GPU")
-    parser.add_argument("--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="where the model runs")
+    parser.add_argument(
+        "--max-mutants",
+        type=cli.POSITIVE_INT,
+        help="--all-pairs refuses to score more double mutants than this, naming the count and the time it would take "
+        f"(default {DEFAULT_MAX_MUTANTS:,})",
+    )
+    parser.add_argument(
+        "--target", help="class (name or index) whose probability a classifier scores; default: the last"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=cli.POSITIVE_INT,
+        help=f"default: about {cpu_batch_tokens(64):,} tokens a batch on a CPU (at width 64; fewer for wider models), "
+        "a quarter of free memory on a GPU",
+    )
+    parser.add_argument(
+        "--device", type=cli.device, default="cuda" if torch.cuda.is_available() else "cpu", help="where the model runs"
+    )
     parser.add_argument("--revision", help="branch, tag or commit of a Hub checkpoint")
     parser.add_argument("--no-figures", action="store_true", help="write the tables only (no matplotlib needed)")
-    parser.add_argument("--heatmap", choices=("delta", "std"), default="delta", help="what the single-mutant heatmap shows: the delta, or (ensembles) its standard deviation over members")
-    parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier scan in the output folders")
+    parser.add_argument(
+        "--heatmap",
+        choices=("delta", "std"),
+        default="delta",
+        help="what the single-mutant heatmap shows: the delta, or (ensembles) its standard deviation over members",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an earlier scan in the output folders"
+    )
     cli.add_cpu_flags(parser)
     return parser
 
@@ -122,7 +159,9 @@ def wild_types(args: argparse.Namespace) -> list[tuple[str, str]]:
     return list(zip(record_folders(records["id"]), records["sequence"]))
 
 
-def scan_jobs(args: argparse.Namespace, sequences: list[tuple[str, str]], tokenizer, models) -> list[tuple[str, str, list[int] | None]]:
+def scan_jobs(
+    args: argparse.Namespace, sequences: list[tuple[str, str]], tokenizer, models
+) -> list[tuple[str, str, list[int] | None]]:
     """Each wild type's output folder, sequence and pair positions, every one checked (and its folder free of an
     earlier scan, unless --overwrite) before the first is scanned."""
     check_model(models[0])
@@ -139,7 +178,9 @@ def scan_jobs(args: argparse.Namespace, sequences: list[tuple[str, str]], tokeni
             raise ValueError(f"{where}{error}") from None
         if not args.overwrite:
             previous = [name for name in SCAN_OUTPUTS if (Path(args.output_dir) / folder / name).exists()]
-            refuse_earlier_outputs(str(Path(args.output_dir) / folder), previous, "an earlier scan", "--overwrite to replace it")
+            refuse_earlier_outputs(
+                str(Path(args.output_dir) / folder), previous, "an earlier scan", "--overwrite to replace it"
+            )
         jobs.append((folder, sequence, pairs))
     return jobs
 
@@ -151,7 +192,9 @@ def run(args: argparse.Namespace) -> None:
     with locked_output_dir(output_dir):
         tokenizer, models = load_models(args.model, args.revision)
         jobs = scan_jobs(args, sequences, tokenizer, models)
-        processes, threads = plan_processes(args.num_processes, args.threads) if args.device == "cpu" else (1, args.threads)
+        processes, threads = (
+            plan_processes(args.num_processes, args.threads) if args.device == "cpu" else (1, args.threads)
+        )
         configure_threads(threads)
         figures = cli.figures_wanted(args, "lyra-scan")
         for folder, sequence, pairs in jobs:
@@ -160,9 +203,18 @@ def run(args: argparse.Namespace) -> None:
             # (an all-pairs one included) leaves no partial output, and an earlier scan's files stay until then.
             with replacing_outputs(output_dir / folder, SCAN_OUTPUTS) as (temporary, written):
                 result = scan(
-                    models, tokenizer, sequence, pairs=pairs, top_k=args.top_k, target=args.target, batch_size=args.batch_size, device=args.device,
-                    processes=processes, all_pairs=temporary / "pairs.parquet" if args.all_pairs else None, max_mutants=args.max_mutants,
-                )  # fmt: skip
+                    models,
+                    tokenizer,
+                    sequence,
+                    pairs=pairs,
+                    top_k=args.top_k,
+                    target=args.target,
+                    batch_size=args.batch_size,
+                    device=args.device,
+                    processes=processes,
+                    all_pairs=temporary / "pairs.parquet" if args.all_pairs else None,
+                    max_mutants=args.max_mutants,
+                )
                 write_tables(result, temporary, mutant_letters(tokenizer), figures, args.heatmap)
             doubles = len(result.pairs) if result.pairs is not None else 0
             if result.pairs_file is not None:
@@ -172,7 +224,8 @@ def run(args: argparse.Namespace) -> None:
             seconds = time.perf_counter() - started
             mutants = len(result.singles) + doubles
             print(
-                f"lyra-scan: {folder or 'sequence'}: {len(result.singles):,} single and {doubles:,} double mutants in {seconds:.1f} s "
+                f"lyra-scan: {folder or 'sequence'}: {len(result.singles):,} single and {doubles:,} double mutants in "
+                f"{seconds:.1f} s "
                 f"({mutants / seconds:,.0f} mutants/s) -> {', '.join(map(str, written))}"
             )
 

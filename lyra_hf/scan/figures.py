@@ -42,10 +42,14 @@ def singles_heatmap(result, letters: str, suffix: str, deltas: np.ndarray, heatm
     if heatmap == "std":
         shown = position_by_letter(result, letters, f"delta{suffix}_std")
         image = axis.imshow(shown, aspect="auto", cmap="viridis", vmin=0, interpolation="nearest", extent=extent)
-        axis.set_title(f"Single-mutant delta{suffix.replace('_', ' ')}: standard deviation over {result.members} ensemble members")
+        axis.set_title(
+            f"Single-mutant delta{suffix.replace('_', ' ')}: standard deviation over {result.members} ensemble members"
+        )
     else:
         limit = np.nanmax(np.abs(deltas)) or 1.0
-        image = axis.imshow(deltas, aspect="auto", cmap="RdBu", vmin=-limit, vmax=limit, interpolation="nearest", extent=extent)
+        image = axis.imshow(
+            deltas, aspect="auto", cmap="RdBu", vmin=-limit, vmax=limit, interpolation="nearest", extent=extent
+        )
         members = f" (mean of {result.members} ensemble members)" if result.members > 1 else ""
         axis.set_title(f"Single-mutant delta{suffix.replace('_', ' ')}{members}")
     for position, character in enumerate(result.sequence, 1):

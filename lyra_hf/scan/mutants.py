@@ -13,7 +13,18 @@ import torch
 from ..checkpoints import member_columns
 from ..cpu import WorkerPool
 from .pairs import write_pair_map
-from .scoring import auto_batch_size, check_model, encode_wild_type, mutant_letters, score_group, score_sites, scoring_method, scoring_state, substitution_table, target_columns
+from .scoring import (
+    auto_batch_size,
+    check_model,
+    encode_wild_type,
+    mutant_letters,
+    score_group,
+    score_sites,
+    scoring_method,
+    scoring_state,
+    substitution_table,
+    target_columns,
+)
 
 
 @dataclass
@@ -55,16 +66,37 @@ class WildType:
         sequence, ids, mutable = encode_wild_type(tokenizer, sequence)
         letters = mutant_letters(tokenizer)
         letter_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(letters)))
-        replacing = {position: [index for index, token in enumerate(letter_ids.tolist()) if token != int(ids[position])] for position in mutable}
+        replacing = {
+            position: [index for index, token in enumerate(letter_ids.tolist()) if token != int(ids[position])]
+            for position in mutable
+        }
         prior = getattr(model, "prior", None)
         if prior is not None:
             scores = prior.scores(torch.tensor(mutable)[:, None], letter_ids[None, :])  # (mutable positions, letters)
-            unscored = {position: set(torch.nonzero(row.isnan()).flatten().tolist()) for position, row in zip(mutable, scores)}
-            if left_out := sorted(position + 1 for position, indices in unscored.items() if indices & set(replacing[position])):
+            unscored = {
+                position: set(torch.nonzero(row.isnan()).flatten().tolist()) for position, row in zip(mutable, scores)
+            }
+            if left_out := sorted(
+                position + 1 for position, indices in unscored.items() if indices & set(replacing[position])
+            ):
                 shown = ", ".join(map(str, left_out[:10])) + (", ..." if len(left_out) > 10 else "")
-                print(f"lyra-hf: the model's prior has no score for some substitutions at position(s) {shown}; they are left out.", file=sys.stderr)
-            replacing = {position: [index for index in choices if index not in unscored[position]] for position, choices in replacing.items()}
-        return cls(sequence, ids, mutable, letters, letter_ids, {position: choices for position, choices in replacing.items() if choices})
+                print(
+                    f"lyra-hf: the model's prior has no score for some substitutions at position(s) {shown}; they are "
+                    "left out.",
+                    file=sys.stderr,
+                )
+            replacing = {
+                position: [index for index in choices if index not in unscored[position]]
+                for position, choices in replacing.items()
+            }
+        return cls(
+            sequence,
+            ids,
+            mutable,
+            letters,
+            letter_ids,
+            {position: choices for position, choices in replacing.items() if choices},
+        )
 
     def attention_mask(self) -> torch.Tensor:
         """Padding characters stay padding (attention mask 0), as lyra-predict reads them."""
@@ -102,7 +134,12 @@ def score_columns(targets: list[str], **values: np.ndarray) -> dict[str, list[fl
     for column, name in enumerate(targets):
         suffix = "" if len(targets) == 1 else f"_{name}"
         for kind, array in values.items():
-            columns.update({key: value.tolist() for key, value in member_columns(array[:, :, [column]], [f"{kind}{suffix}"]).items()})
+            columns.update(
+                {
+                    key: value.tolist()
+                    for key, value in member_columns(array[:, :, [column]], [f"{kind}{suffix}"]).items()
+                }
+            )
     return columns
 
 
@@ -134,29 +171,37 @@ def scan(
     targets, class_index = target_columns(models[0], target)
     wild = WildType.encode(tokenizer, sequence, models[0])
     state = scoring_state(models, wild.ids, wild.attention_mask(), device, class_index)
-    batch_size = batch_size or auto_batch_size(models[0], len(wild.ids), device, incremental=None not in state["scorers"])
+    incremental = None not in state["scorers"]
+    batch_size = batch_size or auto_batch_size(models[0], len(wild.ids), device, incremental=incremental)
     if progress:
         print(f"lyra-scan: scoring by {scoring_method(state)}", file=sys.stderr)
     first = wild.mutable[0]
-    wild_score = score_group(state, (np.zeros((1, 1), dtype=np.int64) + first, wild.ids[[first]].numpy()[None, None]))[0, 0]
+    wild_score = score_group(state, (np.zeros((1, 1), dtype=np.int64) + first, wild.ids[[first]].numpy()[None, None]))
+    wild_score = wild_score[0, 0]
     # One pool for the singles and the doubles: its workers keep their memory from one batch to the next.
     with WorkerPool(state, processes) as workers:
         result, single_scores, single_row = score_singles(workers, wild, targets, wild_score, batch_size, progress)
+        singles = single_scores[single_row]
         if all_pairs is not None:
-            chosen = [position - 1 for position in pairs if position - 1 in wild.choices] if pairs else list(wild.choices)
+            chosen = (
+                [position - 1 for position in pairs if position - 1 in wild.choices] if pairs else list(wild.choices)
+            )
             result.pairs_file = Path(all_pairs)
             result.pair_summary = write_pair_map(
-                workers, result, chosen, wild.choices, single_scores[single_row], wild_score, wild.letter_ids, wild.letters, batch_size, result.pairs_file, max_mutants, progress
-            )
+                workers, result, chosen, wild.choices, singles, wild_score, wild.letter_ids, wild.letters, batch_size,
+                result.pairs_file, max_mutants, progress,
+            )  # fmt: skip
             return result
         if pairs is None and top_k:
             pairs = strongest_positions(result, single_scores - wild_score, top_k)
         if pairs:
-            result.pairs = score_doubles(workers, wild, result, pairs, single_scores[single_row], wild_score, batch_size, progress)
+            result.pairs = score_doubles(workers, wild, result, pairs, singles, wild_score, batch_size, progress)
         return result
 
 
-def score_singles(workers: WorkerPool, wild: WildType, targets: list[str], wild_score: np.ndarray, batch_size: int, progress: bool):
+def score_singles(
+    workers: WorkerPool, wild: WildType, targets: list[str], wild_score: np.ndarray, batch_size: int, progress: bool
+):
     """The singles' table (a `ScanResult` without pairs), their scores (rows, members, targets) and, per (position,
     letter index), their row (-1: none), which a double mutant's epistasis reads."""
     sites, letters, real = substitution_table([(position,) for position in wild.choices], wild.choices)
@@ -170,7 +215,13 @@ def score_singles(workers: WorkerPool, wild: WildType, targets: list[str], wild_
             **score_columns(targets, score=scores, delta=scores - wild_score),
         }
     )
-    result = ScanResult(wild.sequence, targets, dict(zip(targets, wild_score.mean(0).tolist())), singles, members=len(workers.state["models"]))
+    result = ScanResult(
+        wild.sequence,
+        targets,
+        dict(zip(targets, wild_score.mean(0).tolist())),
+        singles,
+        members=len(workers.state["models"]),
+    )
     row = np.full((len(wild.ids), len(wild.letters)), -1, dtype=np.int64)
     row[positions, letter_indices] = np.arange(len(positions))
     return result, scores, row
@@ -183,7 +234,16 @@ def strongest_positions(result: ScanResult, deltas: np.ndarray, top_k: int) -> l
     return sorted((np.argsort(-effect, kind="stable")[: max(2, top_k)] + 1).tolist())
 
 
-def score_doubles(workers, wild: WildType, result: ScanResult, pairs: list[int], single_scores: np.ndarray, wild_score, batch_size: int, progress: bool):
+def score_doubles(
+    workers,
+    wild: WildType,
+    result: ScanResult,
+    pairs: list[int],
+    single_scores: np.ndarray,
+    wild_score,
+    batch_size: int,
+    progress: bool,
+):
     """Every double mutant at the 1-based `pairs` positions, with its epistasis; `single_scores` by (position, letter
     index)."""
     length = len(wild.ids)
@@ -209,7 +269,9 @@ def score_doubles(workers, wild: WildType, result: ScanResult, pairs: list[int],
     )
 
 
-def scan_all_pairs(models, tokenizer, sequence: str, path: str | Path, **options) -> tuple[datasets.Dataset, dict[str, np.ndarray], ScanResult]:
+def scan_all_pairs(
+    models, tokenizer, sequence: str, path: str | Path, **options
+) -> tuple[datasets.Dataset, dict[str, np.ndarray], ScanResult]:
     """Every double mutant over every pair of positions (or of `pairs=`) streamed to the Parquet file `path`; returns
     it as a `datasets.Dataset` (memory-mapped Arrow built from the file), the position x position summaries
     (`ScanResult.pair_summary`) and the whole `ScanResult` (singles included). `options` as for `scan`."""

@@ -24,7 +24,14 @@ DEFAULT_MAX_MUTANTS = 2_000_000
 SUMMARY_NAMES = ("max_abs_epistasis", "mean_epistasis", "positive_fraction")
 
 
-def check_pair_count(workers: WorkerPool, sites: list[tuple[int, int]], choices: dict, letter_ids: torch.Tensor, batch_size: int, limit: int) -> int:
+def check_pair_count(
+    workers: WorkerPool,
+    sites: list[tuple[int, int]],
+    choices: dict,
+    letter_ids: torch.Tensor,
+    batch_size: int,
+    limit: int,
+) -> int:
     """The number of double mutants over `sites`, refused above `limit` with the time they would take: one batch of
     them is timed here (after a warm-up one) and every worker process counted as this fast. A causal model computes a
     double mutant from its second position on, so the batch is of a pair whose second position is the mean one."""
@@ -34,16 +41,26 @@ def check_pair_count(workers: WorkerPool, sites: list[tuple[int, int]], choices:
     mean_second = np.mean([b for _, b in sites])
     typical = min(sites, key=lambda site: abs(site[1] - mean_second))
     sample_sites, sample_letters, _ = substitution_table([typical], choices)
-    group = next(site_groups(sample_sites, site_tokens(workers.state, sample_sites, sample_letters, letter_ids), batch_size))
+    group = next(
+        site_groups(sample_sites, site_tokens(workers.state, sample_sites, sample_letters, letter_ids), batch_size)
+    )
     score_group(workers.state, group)
     started = time.perf_counter()
     score_group(workers.state, group)
     rate = group[1].shape[0] * group[1].shape[1] / (time.perf_counter() - started) * workers.processes
     seconds = total / rate
-    estimate = f"{seconds / 60:,.0f} min" if seconds >= 600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    estimate = (
+        f"{seconds / 60:,.0f} min"
+        if seconds >= 600
+        else f"{seconds / 60:.1f} min"
+        if seconds >= 60
+        else f"{seconds:.0f} s"
+    )
     raise ValueError(
-        f"--all-pairs would score {total:,} double mutants ({len(sites):,} position pairs): about {estimate} at {rate:,.0f} "
-        f"mutants/s (one batch timed, x {workers.processes} process(es)); pass --max-mutants {total} (or more) to run it, "
+        f"--all-pairs would score {total:,} double mutants ({len(sites):,} position pairs): about {estimate} at "
+        f"{rate:,.0f} "
+        f"mutants/s (one batch timed, x {workers.processes} process(es)); pass --max-mutants {total} (or more) to run "
+        "it, "
         "or narrow it with --pairs."
     )
 
@@ -69,7 +86,9 @@ class PairMapWriter:
         letter_type = pa.dictionary(pa.int8(), pa.string())
         fields = [("position_a", pa.int32()), ("wild_type_a", letter_type), ("mutant_a", letter_type)]
         fields += [("position_b", pa.int32()), ("wild_type_b", letter_type), ("mutant_b", letter_type)]
-        self.schema = pa.schema(fields + [(column + statistic, pa.float32()) for column, _, _ in self.values for statistic in statistics])
+        self.schema = pa.schema(
+            fields + [(column + statistic, pa.float32()) for column, _, _ in self.values for statistic in statistics]
+        )
         alphabet = list(dict.fromkeys(letters + result.sequence))
         self.wild_letters = np.array([alphabet.index(letter) for letter in result.sequence])
         self.mutant_letters = np.array([alphabet.index(letter) for letter in letters])
@@ -78,16 +97,33 @@ class PairMapWriter:
     def letter_column(self, indices: np.ndarray):
         return self.pa.DictionaryArray.from_arrays(self.pa.array(indices, self.pa.int8()), self.alphabet)
 
-    def write(self, writer, chunk: list[tuple[int, int]], real: np.ndarray, double_letters: np.ndarray, scores: np.ndarray) -> None:
+    def write(
+        self, writer, chunk: list[tuple[int, int]], real: np.ndarray, double_letters: np.ndarray, scores: np.ndarray
+    ) -> None:
         pa, counts = self.pa, real.sum(1)
         a, b = (np.repeat(np.array(chunk)[:, column], counts) for column in (0, 1))
         letter_a, letter_b = double_letters[real][:, 0], double_letters[real][:, 1]
         single_a, single_b = self.single_scores[a, letter_a], self.single_scores[b, letter_b]
-        arrays = {"score": scores, "delta": scores - self.wild_score, "epistasis": scores - single_a - single_b + self.wild_score}
-        columns = [pa.array(a + 1, pa.int32()), self.letter_column(self.wild_letters[a]), self.letter_column(self.mutant_letters[letter_a])]
-        columns += [pa.array(b + 1, pa.int32()), self.letter_column(self.wild_letters[b]), self.letter_column(self.mutant_letters[letter_b])]
+        arrays = {
+            "score": scores,
+            "delta": scores - self.wild_score,
+            "epistasis": scores - single_a - single_b + self.wild_score,
+        }
+        columns = [
+            pa.array(a + 1, pa.int32()),
+            self.letter_column(self.wild_letters[a]),
+            self.letter_column(self.mutant_letters[letter_a]),
+        ]
+        columns += [
+            pa.array(b + 1, pa.int32()),
+            self.letter_column(self.wild_letters[b]),
+            self.letter_column(self.mutant_letters[letter_b]),
+        ]
         for column, kind, target in self.values:
-            columns += [pa.array(values.astype(np.float32)) for values in member_columns(arrays[kind][:, :, [target]], [column]).values()]
+            columns += [
+                pa.array(values.astype(np.float32))
+                for values in member_columns(arrays[kind][:, :, [target]], [column]).values()
+            ]
         writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
         self.summarize(chunk, counts, arrays["epistasis"][:, :, 0].mean(1))
 
@@ -128,14 +164,24 @@ def write_pair_map(
     limit = DEFAULT_MAX_MUTANTS if max_mutants is None else max_mutants
     total = check_pair_count(workers, sites, choices, letter_ids, batch_size, limit)
     pair_map = PairMapWriter(result, letters, single_scores, wild_score)
-    with atomic_file(path) as temporary, tqdm(total=total, desc="all double mutants", unit=" mutants", disable=not progress or None) as bar:
+    with (
+        atomic_file(path) as temporary,
+        tqdm(total=total, desc="all double mutants", unit=" mutants", disable=not progress or None) as bar,
+    ):
         writer = pq.ParquetWriter(temporary, pair_map.schema, compression="zstd")
         try:
             pending = []  # two chunks in flight: the workers score the newer while this process writes the older
             for start in range(0, len(sites), PAIR_CHUNK_SITES):
                 chunk = sites[start : start + PAIR_CHUNK_SITES]
                 chunk_sites, double_letters, real = substitution_table(chunk, choices)
-                pending.append((chunk, real, double_letters, submit_sites(workers, chunk_sites, double_letters, real, letter_ids, batch_size)))
+                pending.append(
+                    (
+                        chunk,
+                        real,
+                        double_letters,
+                        submit_sites(workers, chunk_sites, double_letters, real, letter_ids, batch_size),
+                    )
+                )
                 if len(pending) == 2:
                     written, written_real, written_letters, scores = pending.pop(0)
                     pair_map.write(writer, written, written_real, written_letters, scores())

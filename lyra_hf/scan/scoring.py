@@ -21,7 +21,10 @@ def target_columns(model, target: str | int | None) -> tuple[list[str], int | No
     names = [str(config.id2label[index]) for index in range(config.num_labels)]
     if task_of(config).numeric_labels:
         if target is not None:
-            raise ValueError(f"--target {target!r}: it names a classifier's class, and this model is a regression of {', '.join(names)}, all of which the scan scores.")
+            raise ValueError(
+                f"--target {target!r}: it names a classifier's class, and this model is a regression of "
+                f"{', '.join(names)}, all of which the scan scores."
+            )
         return names, None
     if target is None:
         index = len(names) - 1
@@ -36,7 +39,10 @@ def target_columns(model, target: str | int | None) -> tuple[list[str], int | No
 
 def check_model(model) -> None:
     if task_of(model.config).labels_per_residue:
-        raise ValueError("Token-classification checkpoints are not supported: a scan scores whole sequences, use a sequence regression or classification checkpoint.")
+        raise ValueError(
+            "Token-classification checkpoints are not supported: a scan scores whole sequences, use a sequence "
+            "regression or classification checkpoint."
+        )
 
 
 def mutant_letters(tokenizer) -> str:
@@ -56,13 +62,17 @@ def encode_wild_type(tokenizer, sequence: str) -> tuple[str, torch.Tensor, list[
     padding = getattr(tokenizer, "padding_characters", "")
     for position, character in enumerate(sequence, 1):
         if character.upper() not in letters and character.upper() not in padding:
-            raise ValueError(f"Wild-type letter {character!r} at position {position} is not in the model's alphabet {letters!r}.")
+            raise ValueError(
+                f"Wild-type letter {character!r} at position {position} is not in the model's alphabet {letters!r}."
+            )
     input_ids = torch.tensor(tokenizer(sequence)["input_ids"])
     if len(input_ids) != len(sequence):
         raise ValueError("The tokenizer adds special tokens; a scan needs one token per residue.")
     mutable = [index for index, character in enumerate(sequence) if character.upper() in letters]
     if not mutable:
-        raise ValueError(f"The wild-type sequence {sequence[:20]!r} holds only padding characters: no residue to mutate.")
+        raise ValueError(
+            f"The wild-type sequence {sequence[:20]!r} holds only padding characters: no residue to mutate."
+        )
     return sequence.upper(), input_ids, mutable
 
 
@@ -80,23 +90,49 @@ def auto_batch_size(model, length: int, device: torch.device, incremental: bool 
     hidden = getattr(model.config, "hidden_size", 64)
     if device.type != "cuda":
         if incremental:
-            return max(1, min(max(CPU_INCREMENTAL_BATCH, CPU_INCREMENTAL_POSITIONS // length), 8 * cpu_batch_tokens(hidden) // length))
+            return max(
+                1,
+                min(
+                    max(CPU_INCREMENTAL_BATCH, CPU_INCREMENTAL_POSITIONS // length),
+                    8 * cpu_batch_tokens(hidden) // length,
+                ),
+            )
         return max(1, cpu_batch_tokens(hidden) // length)
     bytes_per_sequence = 4 * length * hidden * 16  # the widest intermediate (PGC 4d channels, FFT buffers) with margin
     return int(max(1, min(4096, torch.cuda.mem_get_info(device)[0] // 4 // bytes_per_sequence)))
 
 
-def scoring_state(models: list, wild_ids: torch.Tensor, attention_mask: torch.Tensor, device: torch.device, class_index: int | None) -> dict:
+def scoring_state(
+    models: list, wild_ids: torch.Tensor, attention_mask: torch.Tensor, device: torch.device, class_index: int | None
+) -> dict:
     """What `score_group` needs, shared with worker processes: the models, the wild type, and per model an
     `IncrementalScorer` holding the wild type's activations (None where a model needs full forward passes)."""
-    scorers = [IncrementalScorer(model, wild_ids, attention_mask) if IncrementalScorer.unsupported(model) is None else None for model in models]
-    return {"models": models, "scorers": scorers, "wild_ids": wild_ids.to(device), "attention_mask": attention_mask.to(device), "device": device, "class_index": class_index}
+    scorers = [
+        IncrementalScorer(model, wild_ids, attention_mask) if IncrementalScorer.unsupported(model) is None else None
+        for model in models
+    ]
+    return {
+        "models": models,
+        "scorers": scorers,
+        "wild_ids": wild_ids.to(device),
+        "attention_mask": attention_mask.to(device),
+        "device": device,
+        "class_index": class_index,
+    }
 
 
 def scoring_method(state: dict) -> str:
     """How the mutants are scored, for the log."""
-    reasons = [IncrementalScorer.unsupported(model) for model, scorer in zip(state["models"], state["scorers"]) if scorer is None]
-    return f"full forward passes ({reasons[0]})" if reasons else "incremental (exact, from the wild type's cached activations)"
+    reasons = [
+        IncrementalScorer.unsupported(model)
+        for model, scorer in zip(state["models"], state["scorers"])
+        if scorer is None
+    ]
+    return (
+        f"full forward passes ({reasons[0]})"
+        if reasons
+        else "incremental (exact, from the wild type's cached activations)"
+    )
 
 
 @torch.no_grad()
@@ -137,7 +173,9 @@ def site_groups(sites: np.ndarray, tokens: np.ndarray, batch_size: int) -> Itera
             yield sites[start : start + step], tokens[start : start + step]
 
 
-def substitution_table(sites: list[tuple[int, ...]], choices: dict[int, list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def substitution_table(
+    sites: list[tuple[int, ...]], choices: dict[int, list[int]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each site (a tuple of positions), every combination of its positions' substitutions (`choices[p]`: the
     letter indices that can replace position p): sites (P, k), letter indices (P, M, k) padded to the longest with -1,
     and a (P, M) mask of the real ones."""
@@ -157,7 +195,15 @@ def site_tokens(state: dict, sites: np.ndarray, letters: np.ndarray, letter_ids:
     return np.where(letters >= 0, letter_ids.numpy()[np.maximum(letters, 0)], wild[sites][:, None, :])
 
 
-def submit_sites(workers: WorkerPool, sites: np.ndarray, letters: np.ndarray, real: np.ndarray, letter_ids: torch.Tensor, batch_size: int, progress=None) -> Callable[[], np.ndarray]:
+def submit_sites(
+    workers: WorkerPool,
+    sites: np.ndarray,
+    letters: np.ndarray,
+    real: np.ndarray,
+    letter_ids: torch.Tensor,
+    batch_size: int,
+    progress=None,
+) -> Callable[[], np.ndarray]:
     """Hand every real mutant of `substitution_table`'s sites to the pool at once; returns a function that waits for
     their scores, (num_mutants, num_models, num_targets) in site then letter order (so the caller can work on the
     last results while these are scored). `progress`, a tqdm bar, advances by each batch's mutants."""
@@ -180,9 +226,16 @@ def submit_sites(workers: WorkerPool, sites: np.ndarray, letters: np.ndarray, re
     return scores
 
 
-def score_sites(workers: WorkerPool, sites: np.ndarray, letters: np.ndarray, real: np.ndarray, letter_ids: torch.Tensor, batch_size: int, description: str, progress: bool = True) -> np.ndarray:
+def score_sites(
+    workers: WorkerPool,
+    sites: np.ndarray,
+    letters: np.ndarray,
+    real: np.ndarray,
+    letter_ids: torch.Tensor,
+    batch_size: int,
+    description: str,
+    progress: bool = True,
+) -> np.ndarray:
     """`submit_sites`, waited for, with a progress bar."""
     with tqdm(total=real.size, desc=description, unit=" mutants", disable=not progress or None, leave=False) as bar:
         return submit_sites(workers, sites, letters, real, letter_ids, batch_size, bar)()
-
-

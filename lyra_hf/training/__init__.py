@@ -25,12 +25,20 @@ from .cross_validation import cross_validate
 from .ensembles import train_ensemble
 from .inputs import memory_bound_max_length
 from .loop import evaluate
-from .options import DataOptions, ModelOptions, OptimizationOptions, OptionsError, RunOptions, SharingOptions, TrainOptions
+from .options import (
+    DataOptions,
+    ModelOptions,
+    OptimizationOptions,
+    OptionsError,
+    RunOptions,
+    SharingOptions,
+    TrainOptions,
+)
 from .runs import TrainingRun, train
 from .schedule import LearningRateSchedule
+from .search import SEARCH_SPACE
 from .setup import build_model, build_tokenizer, parameter_groups
 from .state import check_rerun_inputs
-from .search import SEARCH_SPACE
 from .tuning import tune
 
 

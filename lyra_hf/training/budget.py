@@ -27,7 +27,14 @@ EVALUATION_STEP_FRACTION = 1 / 3
 
 
 def budgeted_steps(
-    loop_seconds: float, accelerator, steps_done: int, planned: int, elapsed: float, seconds_per_step: float, steps_per_epoch: int, validation_batches: int
+    loop_seconds: float,
+    accelerator,
+    steps_done: int,
+    planned: int,
+    elapsed: float,
+    seconds_per_step: float,
+    steps_per_epoch: int,
+    validation_batches: int,
 ) -> int:
     """The optimizer steps that fit in the loop's `loop_seconds`, `elapsed` seconds of it spent, from the time a step
     takes and the validation pass that ends each epoch, at most `planned` (`planned_steps` with --epochs, else
@@ -40,9 +47,17 @@ def budgeted_steps(
 
 
 def resized_steps(
-    loop_seconds: float, accelerator, steps_done: int, planned: int, elapsed: float, train_seconds: float, epochs_done: int, steps_per_epoch: int
+    loop_seconds: float,
+    accelerator,
+    steps_done: int,
+    planned: int,
+    elapsed: float,
+    train_seconds: float,
+    epochs_done: int,
+    steps_per_epoch: int,
 ) -> int:
-    """The optimizer steps that fit in the loop's `loop_seconds` once `epochs_done` epochs have taken `elapsed` seconds, of
+    """The optimizer steps that fit in the loop's `loop_seconds` once `epochs_done` epochs have taken `elapsed`
+    seconds, of
     which `train_seconds` trained: each further step costs a training step, and each epoch's end (the last, partial
     epoch's too) costs what validation and the checkpoint cost so far on average; at most `planned`, and the smallest
     estimate of every process."""
@@ -60,7 +75,13 @@ class TimeBudget:
     schedule's length; a run resumed from a checkpoint keeps it, and counts the time its checkpoint had spent."""
 
     def __init__(self, options, accelerator, parts, state: dict):
-        self.minutes, self.epochs, self.accelerator, self.parts, self.state = options.max_train_minutes, options.epochs, accelerator, parts, state
+        self.minutes, self.epochs, self.accelerator, self.parts, self.state = (
+            options.max_train_minutes,
+            options.epochs,
+            accelerator,
+            parts,
+            state,
+        )
         self.sized = not self.minutes or state["epoch"] > 0
         # A resumed run keeps the schedule its checkpoint holds: only the process that ran the first epoch resizes.
         self.keeps_schedule, self.resizes, self.first_epoch = self.sized, 0, state["epoch"]
@@ -119,7 +140,14 @@ class TimeBudget:
         seconds_per_step = (time.monotonic() - self.steps_started) / state["steps"]
         cap = parts.schedule.steps if self.epochs else UNBOUNDED_STEPS  # without --epochs, the budget alone
         state["schedule_steps"] = budgeted_steps(
-            self.loop_seconds(seconds_per_step), self.accelerator, state["steps"], cap, self.elapsed(), seconds_per_step, parts.steps_per_epoch, len(parts.eval_loaders["validation"])
+            self.loop_seconds(seconds_per_step),
+            self.accelerator,
+            state["steps"],
+            cap,
+            self.elapsed(),
+            seconds_per_step,
+            parts.steps_per_epoch,
+            len(parts.eval_loaders["validation"]),
         )
         parts.schedule.steps, self.sized = state["schedule_steps"], True
 
@@ -129,7 +157,9 @@ class TimeBudget:
 
     def validated(self, seconds: float) -> None:
         """A validation pass took `seconds` (what the test split's scoring is estimated from)."""
-        self.validation_batch_seconds = self.main_process_value(seconds / max(1, len(self.parts.eval_loaders["validation"])))
+        self.validation_batch_seconds = self.main_process_value(
+            seconds / max(1, len(self.parts.eval_loaders["validation"]))
+        )
 
     def resize(self) -> bool:
         """At the first epoch's end past each of `BUDGET_RESIZE_SHARES` of the budget, size the schedule again from
@@ -146,6 +176,15 @@ class TimeBudget:
         cap = UNBOUNDED_STEPS if self.epochs is None else planned_steps(self.epochs, parts.steps_per_epoch)
         epochs = state["epoch"] - self.first_epoch
         loop_seconds = self.loop_seconds(state["train_seconds"] / max(1, state["steps"]))
-        state["schedule_steps"] = resized_steps(loop_seconds, self.accelerator, state["steps"], cap, elapsed, state["train_seconds"], epochs, parts.steps_per_epoch)
+        state["schedule_steps"] = resized_steps(
+            loop_seconds,
+            self.accelerator,
+            state["steps"],
+            cap,
+            elapsed,
+            state["train_seconds"],
+            epochs,
+            parts.steps_per_epoch,
+        )
         parts.schedule.steps, self.resizes = state["schedule_steps"], len(due)
         return True

@@ -22,8 +22,8 @@ import datasets
 import numpy as np
 from accelerate import Accelerator
 from scipy.stats import spearmanr
-from transformers import AutoTokenizer
 from tqdm.auto import tqdm
+from transformers import AutoTokenizer
 
 from ..checkpoints import RunLayout
 from ..data import SEQUENCE_COLUMN, tokenize_dataset
@@ -40,7 +40,10 @@ from .state import check_output_dir
 
 
 # Each candidate's optional parts.
-CANDIDATES = {"plain": {"site_effects": "off", "global_epistasis": "off"}, "full": {"site_effects": "on", "global_epistasis": "on"}}
+CANDIDATES = {
+    "plain": {"site_effects": "off", "global_epistasis": "off"},
+    "full": {"site_effects": "on", "global_epistasis": "on"},
+}
 # The share of bootstrap resamples in which the candidate the data's kind does not favour must win, and their number.
 CONFIDENCE = 0.95
 RESAMPLES = 1000
@@ -91,7 +94,12 @@ def train_one(options: TrainOptions) -> str | None:
         return train_here_or_on_cpus(options)
     with locked_output_dir(options.output_dir):
         check_output_dir(options, Path(options.output_dir))
-        train_side_by_side(plan.candidates, resume=bool(options.resume_from_checkpoint), one_at_a_time=options.num_processes is not None, started=started)
+        train_side_by_side(
+            plan.candidates,
+            resume=bool(options.resume_from_checkpoint),
+            one_at_a_time=options.num_processes is not None,
+            started=started,
+        )
         return finish_candidates(plan, started)
 
 
@@ -99,7 +107,13 @@ def candidate_options(options: TrainOptions) -> dict[str, TrainOptions]:
     """Each candidate's run: its folder and its optional parts."""
     minutes = options.max_train_minutes and options.max_train_minutes * CANDIDATE_BUDGET_SHARE
     return {
-        name: dataclasses.replace(options, output_dir=str(RunLayout(options.output_dir).candidate(name).root), **parts, max_train_minutes=minutes, push_to_hub=None)
+        name: dataclasses.replace(
+            options,
+            output_dir=str(RunLayout(options.output_dir).candidate(name).root),
+            **parts,
+            max_train_minutes=minutes,
+            push_to_hub=None,
+        )
         for name, parts in CANDIDATES.items()
     }
 
@@ -110,7 +124,9 @@ def finish_candidates(plan: Plan, started: float) -> str:
     test predictions; the closing line."""
     options, runs, layout = plan.options, plan.candidates, RunLayout(plan.options.output_dir)
     predictions, labels = validation_predictions(runs)
-    chosen, evidence = choose(predictions, labels, check_library(plan.dataset["train"][SEQUENCE_COLUMN]), options.data_seed)
+    chosen, evidence = choose(
+        predictions, labels, check_library(plan.dataset["train"][SEQUENCE_COLUMN]), options.data_seed
+    )
     tqdm.write(f"lyra-train: {evidence['why']}; keeping the {chosen} model.")
     kept = RunLayout(runs[chosen].output_dir)
     results = json.loads(kept.results.read_text())
@@ -132,9 +148,13 @@ def save_chosen(options: TrainOptions, chosen: TrainOptions, results: dict, data
     evidence = results["components"]["candidates"]
     with atomic_directory(RunLayout(options.output_dir).best) as temporary:
         shutil.copytree(RunLayout(chosen.output_dir).best, temporary, dirs_exist_ok=True)
-        model, tokenizer = TASKS[options.task].model_class.from_pretrained(temporary), AutoTokenizer.from_pretrained(temporary)
+        model, tokenizer = (
+            TASKS[options.task].model_class.from_pretrained(temporary),
+            AutoTokenizer.from_pretrained(temporary),
+        )
         protocol = describe_protocol(chosen, results) + (
-            f" lyra-train trained the plain and the full model side by side and kept the {evidence['chosen']} one: {evidence['why']}."
+            f" lyra-train trained the plain and the full model side by side and kept the {evidence['chosen']} one: "
+            f"{evidence['why']}."
         )
         card = run_card(options, model, tokenizer, results, dataset, protocol)
         write_text(temporary / "README.md", str(card))
@@ -146,8 +166,10 @@ def candidates_line(options: TrainOptions, results: dict, evidence: dict) -> str
     view = evidence["views"]["all validation rows"]
     scores = ", ".join(f"{name} {format_metric(view[name])}" for name in CANDIDATES)
     return (
-        f"best epoch {results['best_epoch']} of the {evidence['chosen']} model: {split} {metric} {format_metric(results[split][metric])}"
-        f"{beside_baseline(results, split, metric)}; validation spearmanr: {scores}; model and tokenizer in {RunLayout(options.output_dir).best}"
+        f"best epoch {results['best_epoch']} of the {evidence['chosen']} model: {split} {metric} "
+        f"{format_metric(results[split][metric])}"
+        f"{beside_baseline(results, split, metric)}; validation spearmanr: {scores}; model and tokenizer in "
+        f"{RunLayout(options.output_dir).best}"
     )
 
 
@@ -159,13 +181,23 @@ def validation_predictions(runs: dict[str, TrainOptions]) -> tuple[dict[str, np.
         best = RunLayout(run.output_dir).best
         tokenizer = build_tokenizer(dataclasses.replace(run, config=str(best)))
         model = accelerator.prepare_model(task.model_class.from_pretrained(best), evaluation_mode=True)
-        rows = load_data(run, tokenizer, run.max_length or memory_bound_max_length(model.config, run.batch_size))[0]["validation"]
-        loader = evaluation_loader(accelerator, tokenize_dataset(datasets.DatasetDict(validation=rows), tokenizer)["validation"], run.batch_size, task, tokenizer)
+        rows = load_data(run, tokenizer, run.max_length or memory_bound_max_length(model.config, run.batch_size))[0][
+            "validation"
+        ]
+        loader = evaluation_loader(
+            accelerator,
+            tokenize_dataset(datasets.DatasetDict(validation=rows), tokenizer)["validation"],
+            run.batch_size,
+            task,
+            tokenizer,
+        )
         predictions[name], labels = predict(model, loader, accelerator, task, f"{name} validation", not run.quiet)
     return predictions, labels.reshape(len(labels), -1)
 
 
-def choose(predictions: dict[str, np.ndarray], labels: np.ndarray, library: LibraryCheck, seed: int) -> tuple[str, dict]:
+def choose(
+    predictions: dict[str, np.ndarray], labels: np.ndarray, library: LibraryCheck, seed: int
+) -> tuple[str, dict]:
     """The candidate to keep, from each candidate's validation `predictions` of `labels` (rows, targets), and why (see
     the module's docstring): results.json's `components.candidates`."""
     favoured = "full" if library.is_library else "plain"
@@ -176,18 +208,38 @@ def choose(predictions: dict[str, np.ndarray], labels: np.ndarray, library: Libr
     rng, views = np.random.default_rng(seed), {}
     for view, indices in rows.items():
         resamples = [indices] + [rng.choice(indices, len(indices)) for _ in range(RESAMPLES)]
-        scores = {name: np.array([spearman(predictions[name][sample], labels[sample]) for sample in resamples]) for name in predictions}
-        shares = {f"{name}_better_share": float(np.mean(scores[name][1:] > scores[rival][1:])) for name, rival in ((other, favoured), (favoured, other))}
+        scores = {
+            name: np.array([spearman(predictions[name][sample], labels[sample]) for sample in resamples])
+            for name in predictions
+        }
+        shares = {
+            f"{name}_better_share": float(np.mean(scores[name][1:] > scores[rival][1:]))
+            for name, rival in ((other, favoured), (favoured, other))
+        }
         views[view] = {**{name: float(value[0]) for name, value in scores.items()}, **shares}
     better = [view for view in views.values() if view[f"{other}_better_share"] >= CONFIDENCE]
     worse = [view for view in views.values() if view[f"{favoured}_better_share"] >= CONFIDENCE]
     chosen = other if better and not worse else favoured
     why = f"{library.reason}, so the {favoured} model unless validation supports the {other} one"
-    verdict = f"validation supports the {other} model" if chosen == other else f"validation does not support the {other} model"
-    return chosen, {"chosen": chosen, "favoured": favoured, "why": f"{why}: {verdict}", "confidence": CONFIDENCE, "views": views, "library": library.record()}
+    verdict = (
+        f"validation supports the {other} model"
+        if chosen == other
+        else f"validation does not support the {other} model"
+    )
+    return chosen, {
+        "chosen": chosen,
+        "favoured": favoured,
+        "why": f"{why}: {verdict}",
+        "confidence": CONFIDENCE,
+        "views": views,
+        "library": library.record(),
+    }
 
 
 def spearman(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Spearman correlation, the mean over targets; a constant column counts as no correlation (0)."""
-    values = [spearmanr(predicted, label)[0] if np.ptp(predicted) and np.ptp(label) else 0.0 for predicted, label in zip(predictions.T, labels.T)]
+    values = [
+        spearmanr(predicted, label)[0] if np.ptp(predicted) and np.ptp(label) else 0.0
+        for predicted, label in zip(predictions.T, labels.T)
+    ]
     return float(np.mean(values))

@@ -40,7 +40,11 @@ def choose_site_effects(options: TrainOptions, train) -> tuple[int, dict]:
         length = max(len("".join(sequence.split())) for sequence in train[SEQUENCE_COLUMN]) if on else 0
         return length, {"on": on, "why": f"--site-effects {options.site_effects}"}
     library = check_library(train[SEQUENCE_COLUMN])
-    return (library.length if library.is_library else 0), {"on": library.is_library, "why": library.reason, "library": library.record()}
+    return (library.length if library.is_library else 0), {
+        "on": library.is_library,
+        "why": library.reason,
+        "library": library.record(),
+    }
 
 
 def choose_global_epistasis(options: TrainOptions, config, site_effects_length: int) -> dict:

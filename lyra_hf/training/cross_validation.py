@@ -47,7 +47,9 @@ def folds_to_run(options: TrainOptions, scheme: str) -> list[str]:
 
 def scheme_layout(options: TrainOptions, scheme: str) -> RunLayout:
     """A scheme's folder: the run folder itself for one scheme, `OUTPUT_DIR/<scheme>/` for several."""
-    return RunLayout(options.output_dir) if len(schemes_of(options)) == 1 else RunLayout(Path(options.output_dir) / scheme)
+    return (
+        RunLayout(options.output_dir) if len(schemes_of(options)) == 1 else RunLayout(Path(options.output_dir) / scheme)
+    )
 
 
 def warn_of_duplicates_across_folds(options: TrainOptions, scheme: str) -> None:
@@ -56,10 +58,13 @@ def warn_of_duplicates_across_folds(options: TrainOptions, scheme: str) -> None:
     table = read_table(options.train_file)
     check_columns(table, [scheme, options.sequence_column], f"--train-file {options.train_file}")
     folds = [str(value).strip() for value in table[scheme]]
-    straddling = [group for group in sequence_groups(table[options.sequence_column]) if len({folds[row] for row in group}) > 1]
+    straddling = [
+        group for group in sequence_groups(table[options.sequence_column]) if len({folds[row] for row in group}) > 1
+    ]
     if straddling:
         tqdm.write(
-            f"lyra-train: warning: --fold-column {scheme} puts {len(straddling):,} sequences in more than one fold; their test scores "
+            f"lyra-train: warning: --fold-column {scheme} puts {len(straddling):,} sequences in more than one fold; "
+            "their test scores "
             "read sequences training saw (merge duplicates, or give their rows one fold)."
         )
 
@@ -70,7 +75,15 @@ def fold_plans(options: TrainOptions) -> dict[tuple[str, str], Plan]:
     for scheme in folds:
         warn_of_duplicates_across_folds(options, scheme)
     return {
-        (scheme, fold): plan_run(dataclasses.replace(options, fold_column=scheme, output_dir=str(scheme_layout(options, scheme).fold(fold).root), test_fold=fold, folds=None))
+        (scheme, fold): plan_run(
+            dataclasses.replace(
+                options,
+                fold_column=scheme,
+                output_dir=str(scheme_layout(options, scheme).fold(fold).root),
+                test_fold=fold,
+                folds=None,
+            )
+        )
         for scheme, scheme_folds in folds.items()
         for fold in scheme_folds
     }
@@ -85,17 +98,41 @@ def cross_validate(options: TrainOptions) -> str | None:
     started, layout = time.time(), RunLayout(options.output_dir)
     main_process = int(os.environ.get("RANK", "0")) == 0
     if options.resume_from_checkpoint not in (None, "latest"):
-        raise ValueError("--fold-column resumes with --resume-from-checkpoint latest (each fold from its own last checkpoint).")
+        raise ValueError(
+            "--fold-column resumes with --resume-from-checkpoint latest (each fold from its own last checkpoint)."
+        )
     plans = fold_plans(options)
     with locked_output_dir(options.output_dir) if main_process else nullcontext():
         if main_process and not options.resume_from_checkpoint and not options.overwrite_output_dir:
             remedy = "--resume-from-checkpoint latest to continue it or --overwrite-output-dir to replace it"
-            refuse_earlier_outputs(f"--output-dir {options.output_dir}", [layout.RESULTS] if layout.results.exists() else [], "a cross-validation", remedy)
-        pending = {key: plan for key, plan in plans.items() if not (options.resume_from_checkpoint and RunLayout(plan.options.output_dir).results.is_file())}
-        runs = {f"{scheme} fold {fold}" + (f" {name}" if name else ""): run for (scheme, fold), plan in pending.items() for name, run in plan.runs.items()}
-        train_side_by_side(runs, resume=bool(options.resume_from_checkpoint), one_at_a_time=options.num_processes is not None, started=started)
+            refuse_earlier_outputs(
+                f"--output-dir {options.output_dir}",
+                [layout.RESULTS] if layout.results.exists() else [],
+                "a cross-validation",
+                remedy,
+            )
+        pending = {
+            key: plan
+            for key, plan in plans.items()
+            if not (options.resume_from_checkpoint and RunLayout(plan.options.output_dir).results.is_file())
+        }
+        runs = {
+            f"{scheme} fold {fold}" + (f" {name}" if name else ""): run
+            for (scheme, fold), plan in pending.items()
+            for name, run in plan.runs.items()
+        }
+        train_side_by_side(
+            runs,
+            resume=bool(options.resume_from_checkpoint),
+            one_at_a_time=options.num_processes is not None,
+            started=started,
+        )
         for (scheme, fold), plan in pending.items():
-            line = finish_candidates(plan, started) if plan.candidates else summary_line(plan.options, json.loads(RunLayout(plan.options.output_dir).results.read_text()))
+            line = (
+                finish_candidates(plan, started)
+                if plan.candidates
+                else summary_line(plan.options, json.loads(RunLayout(plan.options.output_dir).results.read_text()))
+            )
             tqdm.write(f"{scheme} fold {fold}: {line}")
         if not main_process:
             return None
@@ -110,14 +147,18 @@ def write_schemes(options: TrainOptions, plans: dict[tuple[str, str], Plan]) -> 
         folds = {fold: RunLayout(plan.options.output_dir) for (name, fold), plan in plans.items() if name == scheme}
         layout = scheme_layout(options, scheme)
         pooled = write_out_of_fold(options, folds, layout)
-        results = fold_statistics(options, scheme, {fold: json.loads(folder.results.read_text()) for fold, folder in folds.items()}, pooled)
+        results = fold_statistics(
+            options, scheme, {fold: json.loads(folder.results.read_text()) for fold, folder in folds.items()}, pooled
+        )
         write_json(layout.results, results)
         write_json(layout.options, dataclasses.replace(options, fold_column=scheme).options_file_values())
         every[scheme] = results
         beside = pooled_baselines(results.get("baseline"), metric)
         lines.append(
-            f"{scheme}, {len(folds)} folds: pooled test {metric} {format_metric(results['test_pooled'].get(metric))}, per fold "
-            f"{format_metric(results['test_mean'].get(metric))} ± {format_metric(results['test_std'].get(metric))}{beside}"
+            f"{scheme}, {len(folds)} folds: pooled test {metric} {format_metric(results['test_pooled'].get(metric))}, "
+            "per fold "
+            f"{format_metric(results['test_mean'].get(metric))} ± "
+            f"{format_metric(results['test_std'].get(metric))}{beside}"
         )
     if len(every) > 1:
         write_json(RunLayout(options.output_dir).results, {"schemes": every, "metric_for_best_model": metric})
@@ -134,7 +175,11 @@ def pooled_baselines(baseline: dict | None, metric: str) -> str:
     if not baseline:
         return ""
     entries = [baseline, baseline.get("with_prior"), baseline.get("prior_alone")]
-    return " (" + "; ".join(f"{entry['name']} {format_metric(entry['test_pooled'].get(metric))}" for entry in entries if entry) + ")"
+    return (
+        " ("
+        + "; ".join(f"{entry['name']} {format_metric(entry['test_pooled'].get(metric))}" for entry in entries if entry)
+        + ")"
+    )
 
 
 def write_out_of_fold(options: TrainOptions, folds: dict[str, RunLayout], layout: RunLayout) -> dict:
@@ -158,7 +203,9 @@ def write_out_of_fold(options: TrainOptions, folds: dict[str, RunLayout], layout
         if all(f"{kind}_{target}" in columns for target in targets):
             predicted = np.array([columns[f"{kind}_{target}"] for target in targets], dtype=np.float64).T
             metrics = compute_metrics(EvalPrediction(predictions=predicted, label_ids=labels))
-            pooled[kind] = defined_metrics({**{key: float(value) for key, value in metrics.items()}, "num_samples": len(labels)})
+            pooled[kind] = defined_metrics(
+                {**{key: float(value) for key, value in metrics.items()}, "num_samples": len(labels)}
+            )
     return pooled
 
 
@@ -167,17 +214,32 @@ def fold_statistics(options: TrainOptions, scheme: str, per_fold: dict[str, dict
     and the mean and standard deviation (NumPy's, over folds) of the per-fold metrics. A metric undefined (null) in
     some fold has no mean: it is left out, and each fold's value stays in "folds"."""
     folds = list(per_fold)
-    metrics = [key for key in per_fold[folds[0]]["test"] if all(isinstance(per_fold[fold]["test"].get(key), float) for fold in folds)]
+    metrics = [
+        key
+        for key in per_fold[folds[0]]["test"]
+        if all(isinstance(per_fold[fold]["test"].get(key), float) for fold in folds)
+    ]
     values = {metric: np.array([per_fold[fold]["test"][metric] for fold in folds]) for metric in metrics}
     results = {
         "fold_column": scheme,
-        "folds": {fold: {key: per_fold[fold][key] for key in ("test", "best_epoch", "baseline", "components") if key in per_fold[fold]} for fold in folds},
+        "folds": {
+            fold: {
+                key: per_fold[fold][key]
+                for key in ("test", "best_epoch", "baseline", "components")
+                if key in per_fold[fold]
+            }
+            for fold in folds
+        },
         "test_pooled": pooled.get("prediction", {}),
         "test_mean": {metric: float(values[metric].mean()) for metric in metrics},
         "test_std": {metric: float(values[metric].std()) for metric in metrics},
         "metric_for_best_model": options.metric_for_best_model,
     }
-    results.update(baseline_statistics(options.metric_for_best_model, [per_fold[fold].get("baseline") or {} for fold in folds], pooled))
+    results.update(
+        baseline_statistics(
+            options.metric_for_best_model, [per_fold[fold].get("baseline") or {} for fold in folds], pooled
+        )
+    )
     return results
 
 
@@ -187,7 +249,11 @@ def baseline_statistics(metric: str, baselines: list[dict], pooled: dict) -> dic
     if not all(baseline.get("test") for baseline in baselines):
         return {}
     record = {}
-    for kind, entries in (("baseline", baselines), ("with_prior", [b.get("with_prior") for b in baselines]), ("prior_alone", [b.get("prior_alone") for b in baselines])):
+    for kind, entries in (
+        ("baseline", baselines),
+        ("with_prior", [b.get("with_prior") for b in baselines]),
+        ("prior_alone", [b.get("prior_alone") for b in baselines]),
+    ):
         if not all(entry and entry.get("test") for entry in entries):
             continue
         scores = [entry["test"].get(metric) for entry in entries]

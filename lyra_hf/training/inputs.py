@@ -6,7 +6,14 @@ import os
 import numpy as np
 from torch.utils.data import DataLoader
 
-from ..data import LABELS_COLUMN, SEQUENCE_COLUMN, label_names, load_sequence_dataset, synthetic_fitness_dataset, tokenize_dataset
+from ..data import (
+    LABELS_COLUMN,
+    SEQUENCE_COLUMN,
+    label_names,
+    load_sequence_dataset,
+    synthetic_fitness_dataset,
+    tokenize_dataset,
+)
 from ..data.loading import sequence_groups
 from ..metrics import metric_of
 from ..prior.table import prior_for_splits
@@ -33,7 +40,11 @@ def load_data(options: TrainOptions, tokenizer, max_length: int):
         dataset, names = synthetic_fitness_dataset(seed=options.data_seed), ["fitness"]
     else:
         dataset, names = load_files(options, tokenizer, max_length)
-    limits = {"train": options.max_train_samples, "validation": options.max_eval_samples, "test": options.max_eval_samples}
+    limits = {
+        "train": options.max_train_samples,
+        "validation": options.max_eval_samples,
+        "test": options.max_eval_samples,
+    }
     for split, limit in limits.items():
         if split in dataset and limit is not None:
             dataset[split] = dataset[split].select(range(min(limit, len(dataset[split]))))
@@ -69,12 +80,18 @@ def load_files(options: TrainOptions, tokenizer, max_length: int):
 
 def duplicates_note(dataset) -> str | None:
     """A line saying how many sequences the training and validation rows hold more than once, and what was done."""
-    sequences = [sequence for split in ("train", "validation") if split in dataset for sequence in dataset[split][SEQUENCE_COLUMN]]
+    sequences = [
+        sequence
+        for split in ("train", "validation")
+        if split in dataset
+        for sequence in dataset[split][SEQUENCE_COLUMN]
+    ]
     repeated = [group for group in sequence_groups(sequences) if len(group) > 1]
     if not repeated:
         return None
     return (
-        f"lyra-train: {len(repeated):,} sequences occur more than once ({sum(map(len, repeated)):,} rows); a carved validation "
+        f"lyra-train: {len(repeated):,} sequences occur more than once ({sum(map(len, repeated)):,} rows); a carved "
+        "validation "
         "split keeps each one's rows on one side, so that validation never scores a sequence training saw."
     )
 
@@ -100,7 +117,8 @@ def check_labels_vary(dataset, names: list[str], metric: str) -> None:
                 raise ValueError(f"{value}: there is nothing to learn; check --label-columns.")
             if metric_of(metric).undefined_for_constant_labels:
                 raise ValueError(
-                    f"{value}, so --metric-for-best-model {metric} is undefined there (a correlation with a constant has "
+                    f"{value}, so --metric-for-best-model {metric} is undefined there (a correlation with a constant "
+                    "has "
                     "no value); give a validation split whose labels vary, or --metric-for-best-model mse."
                 )
 
@@ -108,7 +126,10 @@ def check_labels_vary(dataset, names: list[str], metric: str) -> None:
 def check_metric_name(options: TrainOptions, names: list[str]) -> None:
     available = TASKS[options.task].metric_keys(names)
     if options.metric_for_best_model not in available:
-        raise ValueError(f"--metric-for-best-model {options.metric_for_best_model!r} is not among the validation metrics {available}.")
+        raise ValueError(
+            f"--metric-for-best-model {options.metric_for_best_model!r} is not among the validation metrics "
+            f"{available}."
+        )
 
 
 def length_order(dataset) -> np.ndarray:
@@ -136,6 +157,8 @@ def build_loaders(tokenized, batch_size: int, options: TrainOptions, tokenizer) 
     """One DataLoader per split of `tokenized`, train's shuffled."""
     collator = TASKS[options.task].collator(tokenizer)
     return {
-        split: DataLoader(rows, batch_size=batch_size, shuffle=split == "train", collate_fn=collator, num_workers=options.num_workers)
+        split: DataLoader(
+            rows, batch_size=batch_size, shuffle=split == "train", collate_fn=collator, num_workers=options.num_workers
+        )
         for split, rows in tokenized.items()
     }

@@ -20,9 +20,9 @@ from transformers import EvalPrediction
 from ..data import tokenize_dataset
 from ..metrics import defined_metrics, metric_is_better
 from ..tasks import TASKS, Task
+from .budget import TimeBudget
 from .inputs import sort_by_length
 from .options import TrainOptions
-from .budget import TimeBudget
 from .schedule import LearningRateSchedule
 from .state import save_best, save_checkpoint
 
@@ -54,7 +54,9 @@ class RunParts:
     start: dict | None = None  # the linear fit the site effects start from (its name and how it was chosen): epoch 0
     components: dict | None = None  # a new model's optional parts, what was chosen and why (`components.py`)
     started: float = 0.0  # when the run started (`time.time()`): --max-train-minutes counts from there
-    eval_orders: dict = field(default_factory=dict)  # per evaluation split, the rows of `dataset` its loader visits in turn
+    eval_orders: dict = field(
+        default_factory=dict
+    )  # per evaluation split, the rows of `dataset` its loader visits in turn
     baseline_outputs: dict = field(default_factory=dict)  # the baselines' test outputs, by kind (`runs.baselines`)
     compute_metrics: object = field(init=False)
 
@@ -76,12 +78,18 @@ class RunHooks:
     on_validation: Callable[[float | None, float], None] | None = None
 
 
-def evaluate(models, dataloader, accelerator, compute_metrics, task: Task, description: str, progress: bool = True) -> dict:
-    """Metrics of a model, or of a list of models' mean prediction (`Task.combine_logits`), on a (prepared) dataloader."""
-    return score_predictions(*predict(models, dataloader, accelerator, task, description, progress), compute_metrics, task)
+def evaluate(
+    models, dataloader, accelerator, compute_metrics, task: Task, description: str, progress: bool = True
+) -> dict:
+    """Metrics of a model, or of a list of models' mean prediction (`Task.combine_logits`), on a prepared dataloader."""
+    return score_predictions(
+        *predict(models, dataloader, accelerator, task, description, progress), compute_metrics, task
+    )
 
 
-def predict(models, dataloader, accelerator, task: Task, description: str, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    models, dataloader, accelerator, task: Task, description: str, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Predictions and labels of a model, or of a list of models' mean prediction, on a (prepared) dataloader; per
     residue, only the labelled positions, as rows. Gathered across processes with `gather_for_metrics`, which drops the
     samples the last batch repeats to even out the processes."""
@@ -89,7 +97,9 @@ def predict(models, dataloader, accelerator, task: Task, description: str, progr
     for model in models:
         model.eval()
     predictions, references = [], []
-    for batch in tqdm(dataloader, desc=description, leave=False, disable=not (progress and accelerator.is_local_main_process) or None):
+    for batch in tqdm(
+        dataloader, desc=description, leave=False, disable=not (progress and accelerator.is_local_main_process) or None
+    ):
         labels = batch.pop("labels")
         with torch.no_grad():
             logits = task.combine_logits([model(**batch).logits.float() for model in models])
@@ -110,10 +120,14 @@ def score_predictions(predictions: np.ndarray, references: np.ndarray, compute_m
     """The metrics of `predict`'s output, with the number of scored samples (`Task.count_key`)."""
     results = compute_metrics(EvalPrediction(predictions=predictions, label_ids=references))
     results[task.count_key] = int(len(references))
-    return defined_metrics({key: float(value) if isinstance(value, (float, np.floating)) else value for key, value in results.items()})
+    return defined_metrics(
+        {key: float(value) if isinstance(value, (float, np.floating)) else value for key, value in results.items()}
+    )
 
 
-def score_saved_models(options: TrainOptions, models: list, tokenizer, dataset, names: list[str], description: str) -> dict:
+def score_saved_models(
+    options: TrainOptions, models: list, tokenizer, dataset, names: list[str], description: str
+) -> dict:
     """Validation and test metrics (None for a split `dataset` lacks) of saved `models` together (their mean
     prediction, `Task.combine_logits`; one model alone is itself), in this process."""
     task = TASKS[options.task]
@@ -127,13 +141,17 @@ def score_saved_models(options: TrainOptions, models: list, tokenizer, dataset, 
             scores[split] = None
             continue
         loader = evaluation_loader(accelerator, tokenized[split], options.batch_size, task, tokenizer)
-        scores[split] = evaluate(models, loader, accelerator, compute_metrics, task, f"{description} {split}", not options.quiet)
+        scores[split] = evaluate(
+            models, loader, accelerator, compute_metrics, task, f"{description} {split}", not options.quiet
+        )
     return scores
 
 
 def evaluation_loader(accelerator, tokenized_rows, batch_size: int, task: Task, tokenizer):
     """A prepared dataloader over tokenized rows, sorted by length (evaluation order is free)."""
-    return accelerator.prepare_data_loader(DataLoader(sort_by_length(tokenized_rows), batch_size=batch_size, collate_fn=task.collator(tokenizer)))
+    return accelerator.prepare_data_loader(
+        DataLoader(sort_by_length(tokenized_rows), batch_size=batch_size, collate_fn=task.collator(tokenizer))
+    )
 
 
 def format_metric(value: float | None) -> str:
@@ -162,7 +180,11 @@ class EpochTrainer:
         started, samples, loss_sum, batches = time.perf_counter(), 0, 0.0, 0
         description = f"epoch {epoch}/{math.ceil(parts.schedule.steps / parts.steps_per_epoch)}"
         # `disable=None` is tqdm's own rule: a bar only on a terminal, so that a log file holds the epoch lines alone.
-        progress = tqdm(parts.train_loader, desc=description, disable=not accelerator.is_local_main_process or self.options.quiet or None)
+        progress = tqdm(
+            parts.train_loader,
+            desc=description,
+            disable=not accelerator.is_local_main_process or self.options.quiet or None,
+        )
         step_started = time.monotonic()
         for batch in progress:
             with accelerator.accumulate(parts.model):
@@ -188,12 +210,17 @@ class EpochTrainer:
         return loss_sum, batches
 
 
-def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path, hooks: RunHooks = RunHooks()) -> None:
+def fit(
+    options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path, hooks: RunHooks = RunHooks()
+) -> None:
     """Train from `state` (a fresh run's or a checkpoint's) to the end of the schedule: per epoch, validation
     metrics and the best epoch's model kept; a checkpoint with that model in `best/` at the epoch's end, unless the
     checkpoints so far took more than `CHECKPOINT_SHARE` of the loop's time (many short epochs of a small data set),
     and after the last epoch."""
-    trainer, checkpoints = EpochTrainer(options, accelerator, parts, state), Checkpoints(accelerator, output_dir, parts, state)
+    trainer, checkpoints = (
+        EpochTrainer(options, accelerator, parts, state),
+        Checkpoints(accelerator, output_dir, parts, state),
+    )
     if parts.start is not None and not state["history"]:
         # A model started from a linear fit is a candidate before any training: should training not improve
         # on it, validation keeps it (epoch 0).
@@ -205,8 +232,12 @@ def fit(options: TrainOptions, accelerator, parts: RunParts, state: dict, output
         epoch = state["epoch"] + 1
         loss_sum, batches = trainer.train_one_epoch(epoch)
         epoch_end_started = time.monotonic()
-        train_loss = accelerator.reduce(torch.tensor([loss_sum, batches], device=accelerator.device, dtype=torch.float64), "sum")
-        checkpoints.keep_if_best(validate(options, accelerator, parts, state, epoch, float(train_loss[0] / train_loss[1])))
+        train_loss = accelerator.reduce(
+            torch.tensor([loss_sum, batches], device=accelerator.device, dtype=torch.float64), "sum"
+        )
+        checkpoints.keep_if_best(
+            validate(options, accelerator, parts, state, epoch, float(train_loss[0] / train_loss[1]))
+        )
         trainer.budget.validated(time.monotonic() - epoch_end_started)
         state["epoch"] = epoch
         resized = trainer.budget.resize()  # before the checkpoint, which then holds the schedule a resume keeps
@@ -256,11 +287,24 @@ class Checkpoints:
             self.state["checkpoint_seconds"] = self.state.get("checkpoint_seconds", 0.0) + time.monotonic() - started
 
 
-def validate(options: TrainOptions, accelerator, parts: RunParts, state: dict, epoch: int, train_loss: float | None) -> bool:
+def validate(
+    options: TrainOptions, accelerator, parts: RunParts, state: dict, epoch: int, train_loss: float | None
+) -> bool:
     """Score the model on validation after `epoch` and record it; whether it is the best so far."""
-    metrics = evaluate(parts.evaluated_model, parts.eval_loaders["validation"], accelerator, parts.compute_metrics, parts.task, "validation", not options.quiet)
+    metrics = evaluate(
+        parts.evaluated_model,
+        parts.eval_loaders["validation"],
+        accelerator,
+        parts.compute_metrics,
+        parts.task,
+        "validation",
+        not options.quiet,
+    )
     if options.metric_for_best_model not in metrics:  # AUROC is left out when a class is missing from validation
-        raise ValueError(f"--metric-for-best-model {options.metric_for_best_model!r} is not among the validation metrics {sorted(metrics)}.")
+        raise ValueError(
+            f"--metric-for-best-model {options.metric_for_best_model!r} is not among the validation metrics "
+            f"{sorted(metrics)}."
+        )
     state["history"].append({"epoch": epoch, "train_loss": train_loss, **metrics})
     report_epoch(options, accelerator, state["history"][-1], metrics)
     if metric_is_better(options.metric_for_best_model, metrics[options.metric_for_best_model], state["best_metric"]):
@@ -282,5 +326,7 @@ def report_epoch(options: TrainOptions, accelerator, entry: dict, metrics: dict)
         loss = {} if entry["train_loss"] is None else {"train/loss": entry["train_loss"]}
         accelerator.log({**loss, **logged}, step=entry["epoch"])
     if accelerator.is_main_process and not options.quiet:
-        shown = ", ".join(f"{key} {format_metric(value)}" for key, value in metrics.items() if isinstance(value, float | None))
+        shown = ", ".join(
+            f"{key} {format_metric(value)}" for key, value in metrics.items() if isinstance(value, float | None)
+        )
         tqdm.write(f"epoch {entry['epoch']}: validation {shown}")

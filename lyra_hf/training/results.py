@@ -13,9 +13,8 @@ import torch
 import transformers
 
 from ..checkpoints import RunLayout
-
-from ..hub import build_model_card, push_run
 from ..data import LABELS_COLUMN, SEQUENCE_COLUMN
+from ..hub import build_model_card, push_run
 from ..outputs import write_csv, write_json, write_text
 from .loop import RunParts, format_metric, predict, score_predictions
 from .options import TrainOptions
@@ -28,20 +27,40 @@ def run_record(options: TrainOptions, input_sha256: dict[str, str]) -> dict:
     `run_settings` took them) and the versions of what ran it. The command line, run again, makes the run again."""
     from .. import __version__
 
-    versions = {"lyra_hf": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+    versions = {
+        "lyra_hf": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
     settings = {key: value for key, value in dataclasses.asdict(options).items() if key not in ("command", "rerun_of")}
-    record = {"command": options.command, "settings": json.loads(json.dumps(settings)), "input_sha256": input_sha256, "versions": versions}
+    record = {
+        "command": options.command,
+        "settings": json.loads(json.dumps(settings)),
+        "input_sha256": input_sha256,
+        "versions": versions,
+    }
     if changes := rerun_changes(options):  # only with --allow-changed-inputs: otherwise the run was refused
-        record["changed_inputs"] = {key: {"recorded_sha256": recorded, "sha256": now} for key, (recorded, now) in changes.items()}
+        record["changed_inputs"] = {
+            key: {"recorded_sha256": recorded, "sha256": now} for key, (recorded, now) in changes.items()
+        }
     return record
 
 
 def describe_data(options: TrainOptions, dataset) -> str:
     sizes = ", ".join(f"{split} {len(rows):,}" for split, rows in dataset.items())
     if options.train_file is None:
-        return f"The built-in synthetic epistatic fitness landscape of `lyra-train` (seed {options.data_seed}): {sizes} sequences."
-    files = ", ".join(f"`{Path(path).name}`" for path in (options.train_file, options.validation_file, options.test_file) if path)
-    return f"Files {files}; sequence column `{options.sequence_column}`, labels `{', '.join(options.label_columns)}`; {sizes} sequences."
+        return (
+            f"The built-in synthetic epistatic fitness landscape of `lyra-train` (seed {options.data_seed}): "
+            f"{sizes} sequences."
+        )
+    files = ", ".join(
+        f"`{Path(path).name}`" for path in (options.train_file, options.validation_file, options.test_file) if path
+    )
+    return (
+        f"Files {files}; sequence column `{options.sequence_column}`, labels `{', '.join(options.label_columns)}`; "
+        f"{sizes} sequences."
+    )
 
 
 def describe_protocol(options: TrainOptions, results: dict) -> str:
@@ -59,7 +78,8 @@ def describe_protocol(options: TrainOptions, results: dict) -> str:
         split = f"Cross-validation: fold {options.test_fold} of column `{options.fold_column}` was the test split. "
     return split + (
         f"`lyra-train`, {len(results['history'])} epoch(s), AdamW (learning rate {options.learning_rate}, weight decay "
-        f"{options.weight_decay}, {options.lr_scheduler} schedule), batch size {results.get('batch_size_per_process', options.batch_size)} per process on "
+        f"{options.weight_decay}, {options.lr_scheduler} schedule), batch size "
+        f"{results.get('batch_size_per_process', options.batch_size)} per process on "
         f"{results['num_processes']} process(es)"
         + (f", weights averaged (exponential moving average, decay {options.ema_decay})" if options.ema_decay else "")
         + f". The best epoch ({results['best_epoch']}) was chosen on {validation} "
@@ -67,14 +87,23 @@ def describe_protocol(options: TrainOptions, results: dict) -> str:
     )
 
 
-def run_card(options: TrainOptions, model, tokenizer, results: dict, dataset, protocol: str, ensemble_members: list[str] | None = None):
-    """The model card of a run's `best/` (or an ensemble's, with `ensemble_members`), also what `--push-to-hub` pushes."""
+def run_card(
+    options: TrainOptions,
+    model,
+    tokenizer,
+    results: dict,
+    dataset,
+    protocol: str,
+    ensemble_members: list[str] | None = None,
+):
+    """The model card of a run's `best/` (or an ensemble's, with `ensemble_members`), which `--push-to-hub` pushes."""
     return build_model_card(
         model,
         tokenizer,
         options.push_to_hub or f"local/{Path(options.output_dir).name}",
         results,
-        dataset_name=options.hub_dataset_name or (Path(options.train_file).stem if options.train_file else "synthetic-epistatic-landscape"),
+        dataset_name=options.hub_dataset_name
+        or (Path(options.train_file).stem if options.train_file else "synthetic-epistatic-landscape"),
         license=options.hub_license,
         training_data=describe_data(options, dataset),
         protocol=protocol,
@@ -85,7 +114,9 @@ def run_card(options: TrainOptions, model, tokenizer, results: dict, dataset, pr
 def share(options: TrainOptions, output_dir: Path, card) -> None:
     """Push the run (`--push-to-hub`), with its card."""
     if options.push_to_hub:
-        url = push_run(output_dir, options.push_to_hub, card, private=options.hub_private, revision=options.hub_revision)
+        url = push_run(
+            output_dir, options.push_to_hub, card, private=options.hub_private, revision=options.hub_revision
+        )
         print(f"lyra-train: pushed to {url}", file=sys.stderr)
 
 
@@ -94,7 +125,9 @@ def run_results(options: TrainOptions, accelerator, parts: RunParts, state: dict
     here), the history, the cost and how the run was made."""
     test = None
     if "test" in parts.eval_loaders:
-        predictions, references = predict(best_model, parts.eval_loaders["test"], accelerator, parts.task, "test", not options.quiet)
+        predictions, references = predict(
+            best_model, parts.eval_loaders["test"], accelerator, parts.task, "test", not options.quiet
+        )
         test = score_predictions(predictions, references, parts.compute_metrics, parts.task)
         if accelerator.is_main_process and parts.task.numeric_labels:
             write_test_predictions(RunLayout(options.output_dir).test_predictions, parts, predictions)
@@ -134,10 +167,19 @@ def write_test_predictions(path: Path, parts: RunParts, predictions: np.ndarray)
     labels = np.asarray(test[LABELS_COLUMN], dtype=np.float64).reshape(len(test), -1)
     predicted = predictions.reshape(len(predictions), -1)[rows]
     columns = {"sequence": list(test[SEQUENCE_COLUMN])}
-    baselines = {kind: np.asarray(values, dtype=np.float64).reshape(len(test), -1) for kind, values in parts.baseline_outputs.items() if values is not None}
+    baselines = {
+        kind: np.asarray(values, dtype=np.float64).reshape(len(test), -1)
+        for kind, values in parts.baseline_outputs.items()
+        if values is not None
+    }
     for index, name in enumerate(parts.names):
         columns.update({f"prediction_{name}": predicted[:, index].tolist(), f"label_{name}": labels[:, index].tolist()})
-        columns.update({f"{kind}_{name}": values[:, min(index, values.shape[1] - 1)].tolist() for kind, values in baselines.items()})
+        columns.update(
+            {
+                f"{kind}_{name}": values[:, min(index, values.shape[1] - 1)].tolist()
+                for kind, values in baselines.items()
+            }
+        )
     write_csv(path, columns)
 
 
@@ -145,13 +187,20 @@ def schedule_note(options: TrainOptions, parts: RunParts, state: dict) -> str:
     """How the run's length was decided, for the log: an early stop, or the schedule a budget sized."""
     ended = f"lyra-train: {state['steps']:,} optimizer steps in {state['epoch']} epoch(s)"
     if state["steps"] < parts.schedule.steps:
-        return f"{ended}: stopped early, no better validation {options.metric_for_best_model} for {options.early_stopping_patience} epoch(s)."
+        return (
+            f"{ended}: stopped early, no better validation {options.metric_for_best_model} for "
+            f"{options.early_stopping_patience} epoch(s)."
+        )
     if state.get("deadline_cut_schedule_steps"):
         return (
-            f"{ended}: --max-train-minutes {options.max_train_minutes} ran out before the {state['deadline_cut_schedule_steps']:,} steps "
+            f"{ended}: --max-train-minutes {options.max_train_minutes} ran out before the "
+            f"{state['deadline_cut_schedule_steps']:,} steps "
             "it had sized the schedule to (the steps slowed down), so the learning rate did not decay to its end."
         )
-    return f"{ended}: --max-train-minutes {options.max_train_minutes} sized the schedule to {parts.schedule.steps:,} steps from the speed of the first ones."
+    return (
+        f"{ended}: --max-train-minutes {options.max_train_minutes} sized the schedule to {parts.schedule.steps:,} "
+        "steps from the speed of the first ones."
+    )
 
 
 def finish_run(options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path) -> dict:
@@ -168,7 +217,14 @@ def finish_run(options: TrainOptions, accelerator, parts: RunParts, state: dict,
         accelerator.end_training()
     if accelerator.is_main_process:
         write_json(layout.results, results)
-        card = run_card(options, accelerator.unwrap_model(best_model), parts.tokenizer, results, parts.dataset, describe_protocol(options, results))
+        card = run_card(
+            options,
+            accelerator.unwrap_model(best_model),
+            parts.tokenizer,
+            results,
+            parts.dataset,
+            describe_protocol(options, results),
+        )
         write_text(layout.best / "README.md", str(card))
         share(options, output_dir, card)
     accelerator.wait_for_everyone()

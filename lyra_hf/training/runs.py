@@ -22,18 +22,35 @@ from tqdm.auto import tqdm
 from .. import cli
 from ..baseline import fit_baseline, score_prior
 from ..checkpoints import RunLayout
-from ..cpu import WorkerError, WorkerPool, configure_threads, launch_on_cpus, plan_processes, threads_from_environment, training_processes, usable_cpus
+from ..cpu import (
+    WorkerError,
+    WorkerPool,
+    configure_threads,
+    launch_on_cpus,
+    plan_processes,
+    threads_from_environment,
+    training_processes,
+    usable_cpus,
+)
 from ..data import SEQUENCE_COLUMN
 from ..data.checks import alphabet_hint
 from ..outputs import locked_output_dir, remove_outputs, write_json
 from ..prior.table import token_table
 from ..tasks import TASKS
-from .inputs import build_loaders, check_metric_name, duplicates_note, load_data, load_prior, memory_bound_max_length, tokenized_splits
+from .components import Components, choose_components
+from .inputs import (
+    build_loaders,
+    check_metric_name,
+    duplicates_note,
+    load_data,
+    load_prior,
+    memory_bound_max_length,
+    tokenized_splits,
+)
 from .loop import RunHooks, RunParts, fit
 from .options import TrainOptions
 from .results import finish_run, summary_line
 from .schedule import LearningRateSchedule, planned_steps
-from .components import Components, choose_components
 from .setup import build_config, build_model, build_optimizer, build_tokenizer, pretrained_checkpoint, start_model
 from .state import check_output_dir, checkpoint_to_resume, new_state, restore_state
 
@@ -59,7 +76,9 @@ class TrainingRun:
     accelerator: Accelerator
 
 
-def train(options: TrainOptions, lock: bool = True, share: ProcessShare | None = None, hooks: RunHooks = RunHooks()) -> TrainingRun:
+def train(
+    options: TrainOptions, lock: bool = True, share: ProcessShare | None = None, hooks: RunHooks = RunHooks()
+) -> TrainingRun:
     """Train in this process, or as one process of a torch.distributed job (RANK/WORLD_SIZE set); `lock=False` when the
     process that launched the job holds the output folder's lock; `hooks` for a trial of a hyperparameter search."""
     share = share or ProcessShare(options.batch_size, None, time.time())
@@ -84,7 +103,9 @@ def train(options: TrainOptions, lock: bool = True, share: ProcessShare | None =
         return run_training(options, accelerator, output_dir, share, hooks)
 
 
-def run_training(options: TrainOptions, accelerator: Accelerator, output_dir: Path, share: ProcessShare, hooks: RunHooks) -> TrainingRun:
+def run_training(
+    options: TrainOptions, accelerator: Accelerator, output_dir: Path, share: ProcessShare, hooks: RunHooks
+) -> TrainingRun:
     """Check, prepare, fit and finish one run; every input is checked before an earlier run's outputs are replaced."""
     if accelerator.is_main_process:
         check_output_dir(options, output_dir)
@@ -97,7 +118,10 @@ def run_training(options: TrainOptions, accelerator: Accelerator, output_dir: Pa
     accelerator.wait_for_everyone()
     state = new_state(options)
     if options.resume_from_checkpoint and checkpoint is None and accelerator.is_main_process:
-        print(f"lyra-train: no checkpoint in {RunLayout(output_dir).checkpoints} yet; starting from scratch.", file=sys.stderr)
+        print(
+            f"lyra-train: no checkpoint in {RunLayout(output_dir).checkpoints} yet; starting from scratch.",
+            file=sys.stderr,
+        )
     if checkpoint is not None:
         state = restore_state(accelerator, checkpoint, parts.ema, state)
     if options.report_to:
@@ -110,39 +134,30 @@ def run_training(options: TrainOptions, accelerator: Accelerator, output_dir: Pa
     return TrainingRun(results=results, model=accelerator.unwrap_model(parts.model), accelerator=accelerator)
 
 
-def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessShare, score_test: bool = True) -> RunParts:
+def prepare_run(
+    options: TrainOptions, accelerator: Accelerator, share: ProcessShare, score_test: bool = True
+) -> RunParts:
     """The tokenizer, data, model, optimizer and schedule of a run, checked and prepared by Accelerate; without
     `score_test` (a search's trial) the test split is left out."""
     tokenizer = build_tokenizer(options)
     config = build_config(options, tokenizer)
-    batch_size = share.batch_size
-    max_length = share.max_length or options.max_length or memory_bound_max_length(config, batch_size)
-    with accelerator.main_process_first():
-        dataset, names = load_data(options, tokenizer, max_length)
-        tokenized, orders = tokenized_splits(dataset, tokenizer)
-    if not score_test:
-        tokenized.pop("test", None)
-    elif "test" not in tokenized and accelerator.is_main_process:
-        print("lyra-train: no --test-file; results.json will have no test metrics.", file=sys.stderr)
-    if accelerator.is_main_process and not options.quiet:
-        for note in (duplicates_note(dataset), alphabet_hint(dataset["train"][SEQUENCE_COLUMN], tokenizer.letters, tokenizer.padding_characters)):
-            if note:
-                print(note, file=sys.stderr)
-    check_metric_name(options, names)
+    max_length = share.max_length or options.max_length or memory_bound_max_length(config, share.batch_size)
+    dataset, names, tokenized, orders = read_run_data(options, accelerator, tokenizer, max_length, score_test)
+    model, components, prior_scores = build_run_model(options, tokenizer, names, config, dataset)
     new_model = pretrained_checkpoint(options) is None
-    prior, prior_scores = load_prior(options, dataset, tokenizer)
-    components = choose_components(options, config, dataset["train"]) if new_model else Components()
-    if new_model:
-        components.apply(config)
-        config.prior_length = len(prior.wild_type) if prior else 0
-    model = build_model(options, tokenizer, names, config)
-    if prior is not None:
-        model.prior.table.copy_(torch.as_tensor(token_table(prior, tokenizer)))
-    fit_arguments = (TASKS[options.task], dataset, tokenizer.letters, names, options.metric_for_best_model, options.data_seed)
+    fit_arguments = (
+        TASKS[options.task],
+        dataset,
+        tokenizer.letters,
+        names,
+        options.metric_for_best_model,
+        options.data_seed,
+    )
     # Fitted before training, so that --max-train-minutes counts them.
-    baseline, baseline_outputs = baselines(options, fit_arguments, prior_scores) if accelerator.is_main_process and not options.no_baseline else (None, {})
+    fit_baselines = accelerator.is_main_process and not options.no_baseline
+    baseline, baseline_outputs = baselines(options, fit_arguments, prior_scores) if fit_baselines else (None, {})
     start = start_model(model, fit_arguments, tokenizer, components, prior_scores) if new_model else None
-    loaders = build_loaders(tokenized, batch_size, options, tokenizer)
+    loaders = build_loaders(tokenized, share.batch_size, options, tokenizer)
     optimizer = build_optimizer(model, options, accelerator.device)
     steps_per_epoch = math.ceil(len(loaders["train"]) / accelerator.num_processes / options.gradient_accumulation_steps)
     planned = planned_steps(options.epochs, steps_per_epoch)
@@ -154,14 +169,46 @@ def prepare_run(options: TrainOptions, accelerator: Accelerator, share: ProcessS
     ema = None
     if options.ema_decay:
         ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay))
+    parts = (TASKS[options.task], tokenizer, names, dataset, model, optimizer, scheduler, schedule, train_loader)
     return RunParts(
-        TASKS[options.task], tokenizer, names, dataset, model, optimizer, scheduler, schedule, train_loader, dict(zip(evaluation, eval_loaders)), steps_per_epoch, batch_size, ema, baseline,
-        baseline_outputs=baseline_outputs,
-        start=start,
-        components=components.record if new_model else None,
-        started=share.started,
-        eval_orders=orders,
-    )
+        *parts, dict(zip(evaluation, eval_loaders)), steps_per_epoch, share.batch_size, ema, baseline,
+        baseline_outputs=baseline_outputs, start=start, components=components.record if new_model else None,
+        started=share.started, eval_orders=orders,
+    )  # fmt: skip
+
+
+def read_run_data(options: TrainOptions, accelerator: Accelerator, tokenizer, max_length: int, score_test: bool):
+    """The splits, the target or class names, the tokenized splits (without test for a search's trial) and the order
+    of each evaluation split's rows; the main process says what it noticed in the data."""
+    with accelerator.main_process_first():
+        dataset, names = load_data(options, tokenizer, max_length)
+        tokenized, orders = tokenized_splits(dataset, tokenizer)
+    if not score_test:
+        tokenized.pop("test", None)
+    elif "test" not in tokenized and accelerator.is_main_process:
+        print("lyra-train: no --test-file; results.json will have no test metrics.", file=sys.stderr)
+    if accelerator.is_main_process and not options.quiet:
+        letters = tokenizer.letters, tokenizer.padding_characters
+        for note in (duplicates_note(dataset), alphabet_hint(dataset["train"][SEQUENCE_COLUMN], *letters)):
+            if note:
+                print(note, file=sys.stderr)
+    check_metric_name(options, names)
+    return dataset, names, tokenized, orders
+
+
+def build_run_model(options: TrainOptions, tokenizer, names: list[str], config, dataset):
+    """The model a run trains (a new one with the parts `choose_components` picks, and `--prior`'s table, or a
+    checkpoint to fine-tune), what was chosen, and each split's prior scores (None without a prior)."""
+    new_model = pretrained_checkpoint(options) is None
+    prior, prior_scores = load_prior(options, dataset, tokenizer)
+    components = choose_components(options, config, dataset["train"]) if new_model else Components()
+    if new_model:
+        components.apply(config)
+        config.prior_length = len(prior.wild_type) if prior else 0
+    model = build_model(options, tokenizer, names, config)
+    if prior is not None:
+        model.prior.table.copy_(torch.as_tensor(token_table(prior, tokenizer)))
+    return model, components, prior_scores
 
 
 def baselines(options: TrainOptions, fit_arguments: tuple, prior_scores: dict | None) -> tuple[dict, dict]:
@@ -173,7 +220,11 @@ def baselines(options: TrainOptions, fit_arguments: tuple, prior_scores: dict | 
     if prior_scores is not None:
         task, dataset, _, names = fit_arguments[:4]
         augmented = fit_baseline(*fit_arguments, prior=prior_scores)
-        record = {**record, "with_prior": augmented.record, "prior_alone": score_prior(task, dataset, names, prior_scores)}
+        record = {
+            **record,
+            "with_prior": augmented.record,
+            "prior_alone": score_prior(task, dataset, names, prior_scores),
+        }
         test_outputs.update(with_prior=augmented.test_outputs, prior_alone=prior_scores.get("test"))
     return record, test_outputs
 
@@ -212,17 +263,25 @@ def train_on_cpus(options: TrainOptions, processes: int) -> str | None:
         check_metric_name(options, names)
         load_prior(options, dataset, tokenizer)
         if options.num_processes is None:
-            tokens_per_step = options.batch_size * np.mean([len(sequence) for sequence in dataset["train"][SEQUENCE_COLUMN]])
+            tokens_per_step = options.batch_size * np.mean(
+                [len(sequence) for sequence in dataset["train"][SEQUENCE_COLUMN]]
+            )
             processes = training_processes(processes, tokens_per_step, config.hidden_size)
         while options.batch_size % processes:
             processes -= 1
         if processes == 1:
             configure_threads(options.threads or threads_from_environment() or 1)
-            return summary_line(options, train(options, lock=False, share=ProcessShare(options.batch_size, max_length, started)).results)
+            return summary_line(
+                options, train(options, lock=False, share=ProcessShare(options.batch_size, max_length, started)).results
+            )
         try:
             # One thread per process, said in the environment too (accelerate warns when OMP_NUM_THREADS is unset).
             with patch_environment(OMP_NUM_THREADS="1"):
-                summaries = launch_on_cpus(train_worker, (options, ProcessShare(options.batch_size // processes, max_length, started)), processes)
+                summaries = launch_on_cpus(
+                    train_worker,
+                    (options, ProcessShare(options.batch_size // processes, max_length, started)),
+                    processes,
+                )
         except WorkerError as error:
             if cli.is_expected_error(error.type_name):
                 raise ValueError(error.message) from None
@@ -248,7 +307,9 @@ def train_in_worker(state: dict, job: tuple[TrainOptions, float]) -> str:
     return summary_line(options, train(options, share=ProcessShare(options.batch_size, None, started)).results)
 
 
-def train_side_by_side(runs: dict[str, TrainOptions], resume: bool, one_at_a_time: bool, started: float | None = None) -> None:
+def train_side_by_side(
+    runs: dict[str, TrainOptions], resume: bool, one_at_a_time: bool, started: float | None = None
+) -> None:
     """Complete runs (an ensemble's members, the candidates of `candidates.py`), each in its own folder; with `resume`,
     those that finished are kept. On CPUs, unless `one_at_a_time` (--num-processes given), side by side: one
     single-threaded process each, as many at once as there are usable CPUs; otherwise one after another, each as a

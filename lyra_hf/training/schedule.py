@@ -35,4 +35,3 @@ def planned_steps(epochs: int | None, steps_per_epoch: int) -> int:
     if epochs is not None:
         return epochs * steps_per_epoch
     return max(DEFAULT_EPOCHS * steps_per_epoch, DEFAULT_MIN_STEPS)
-

@@ -1,7 +1,6 @@
 """The Optuna search behind `lyra-train --tune` (see `tuning.py`): the search space, the study and its storage, and
 trials run side by side in worker processes, each reporting to the pruner."""
 
-
 import dataclasses
 import hashlib
 import json
@@ -96,7 +95,12 @@ def given_configuration(options: TrainOptions) -> dict:
     value, else the task's default (`Task.model_defaults`), else LyraConfig's."""
     config_file = options.config and not pretrained_checkpoint(options)
     config = read_config_file(options.config) if config_file else LyraConfig(**TASKS[options.task].model_defaults)
-    return {name: getattr(options, name) if getattr(options, name) is not None or name == "ema_decay" else getattr(config, name) for name in SEARCH_SPACE}
+    return {
+        name: getattr(options, name)
+        if getattr(options, name) is not None or name == "ema_decay"
+        else getattr(config, name)
+        for name in SEARCH_SPACE
+    }
 
 
 def study_name(options: TrainOptions) -> str:
@@ -124,7 +128,10 @@ def open_storage(location: str):
                 time.sleep(0.2 * (attempt + 1))
                 continue
             reason = str(error).strip().splitlines()[0]
-            raise ValueError(f"--tune-storage {redact(location)}: cannot open the study's database ({type(error).__name__}: {reason})") from None
+            raise ValueError(
+                f"--tune-storage {redact(location)}: cannot open the study's database ({type(error).__name__}: "
+                f"{reason})"
+            ) from None
 
 
 def redact(url: str) -> str:
@@ -205,10 +212,23 @@ class Search:
         """A trial's run: the options with `params`, in its own folder, quiet, single-threaded, without the search's
         own outputs (Hub push, ensemble, baseline)."""
         return dataclasses.replace(
-            self.options, **params, output_dir=str(self.output_dir / RunLayout.TRIALS / f"trial_{number}"), tune=None, tune_storage=None,
-            ensemble=None, ensemble_validation=None, push_to_hub=None, no_baseline=True, quiet=True, report_to=None, resume_from_checkpoint=None,
-            overwrite_output_dir=True, num_processes=1, threads=1, max_train_minutes=self.trial_minutes,
-        )  # fmt: skip
+            self.options,
+            **params,
+            output_dir=str(self.output_dir / RunLayout.TRIALS / f"trial_{number}"),
+            tune=None,
+            tune_storage=None,
+            ensemble=None,
+            ensemble_validation=None,
+            push_to_hub=None,
+            no_baseline=True,
+            quiet=True,
+            report_to=None,
+            resume_from_checkpoint=None,
+            overwrite_output_dir=True,
+            num_processes=1,
+            threads=1,
+            max_train_minutes=self.trial_minutes,
+        )
 
     def begun(self) -> list[int]:
         """The numbers of the trials that count towards N: all but those waiting, those a kill interrupted and those
@@ -216,7 +236,11 @@ class Search:
         from optuna.trial import TrialState
 
         trials = self.study.get_trials(deepcopy=False)
-        return [trial.number for trial in trials if trial.state != TrialState.WAITING and not ({"interrupted", "surplus"} & set(trial.user_attrs))]
+        return [
+            trial.number
+            for trial in trials
+            if trial.state != TrialState.WAITING and not ({"interrupted", "surplus"} & set(trial.user_attrs))
+        ]
 
     def ask(self, total: int) -> TrialJob | None:
         """The next trial's job, or None when the study already holds `total` trials. Processes sharing a study may
@@ -232,7 +256,9 @@ class Search:
         trial.set_user_attr("folder", str((self.output_dir / RunLayout.TRIALS / f"trial_{trial.number}").resolve()))
         trial.set_user_attr("budget_minutes", self.trial_minutes)
         options = self.trial_options(params, trial.number)
-        return TrialJob(options, self.storage, self.study.study_name, trial._trial_id, self.options.metric_for_best_model)
+        return TrialJob(
+            options, self.storage, self.study.study_name, trial._trial_id, self.options.metric_for_best_model
+        )
 
     def tell(self, job: TrialJob, outcome: TrialOutcome | None, error: Exception | None) -> None:
         import optuna
@@ -249,7 +275,11 @@ class Search:
         state = TrialState.COMPLETE if outcome.state == "COMPLETE" else TrialState.PRUNED
         self.study.tell(trial, outcome.value if state == TrialState.COMPLETE else None, state=state)
         if not self.options.quiet:
-            print(f"trial {trial.number}: {outcome.state.lower()}, validation {job.metric} {format_metric(outcome.value)} ({outcome.seconds:.0f} s)", file=sys.stderr)
+            print(
+                f"trial {trial.number}: {outcome.state.lower()}, validation {job.metric} "
+                f"{format_metric(outcome.value)} ({outcome.seconds:.0f} s)",
+                file=sys.stderr,
+            )
 
     def run_trials(self, total: int) -> None:
         """Keep `parallel` trials running until the study holds `total`, telling the study each outcome as it comes and
@@ -268,7 +298,9 @@ class Search:
                     if isinstance(error, KeyboardInterrupt):
                         raise error
                     self.tell(job, None if error else future.result(), error)
-                write_trials_table(self.study, self.output_dir / RunLayout.TRIALS_TABLE, self.options.metric_for_best_model)
+                write_trials_table(
+                    self.study, self.output_dir / RunLayout.TRIALS_TABLE, self.options.metric_for_best_model
+                )
 
 
 def trial_minutes(options: TrainOptions, parallel: int) -> float | None:
@@ -290,7 +322,10 @@ def open_search(options: TrainOptions) -> Search:
     if not options.tune_storage and options.resume_from_checkpoint:
         earlier = optuna.get_all_study_names(opened)
         if earlier and name not in earlier:
-            raise OptionsError(f"{storage} holds a search made with other options or data; resume it with those, or pass --overwrite-output-dir")
+            raise OptionsError(
+                f"{storage} holds a search made with other options or data; resume it with those, or pass "
+                "--overwrite-output-dir"
+            )
     parallel = 1 if torch.accelerator.is_available() else max(1, min(options.tune, usable_cpus()))
     metric = options.metric_for_best_model
     study = optuna.create_study(
@@ -304,16 +339,18 @@ def open_search(options: TrainOptions) -> Search:
     search = Search(options, study, storage, search_space(options), parallel, trial_minutes(options, parallel))
     if not options.tune_storage:
         requeue_interrupted(study)
-    study.enqueue_trial({name: value for name, value in given_configuration(options).items() if name in search.space}, skip_if_exists=True)
+    study.enqueue_trial(
+        {name: value for name, value in given_configuration(options).items() if name in search.space},
+        skip_if_exists=True,
+    )
     return search
 
 
 def requeue_interrupted(study) -> None:
     """Trials left running by a killed search (the output folder's lock says none runs now): marked failed and
     interrupted, and queued again with their parameters."""
-    from optuna.trial import TrialState
-
     import optuna
+    from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         optuna.Trial(study, trial._trial_id).set_user_attr("interrupted", True)

@@ -35,13 +35,18 @@ def parameter_groups(model: torch.nn.Module, learning_rate: float, weight_decay:
     for module in model.modules():
         for name, settings in getattr(module, "_optim", {}).items():
             tagged[id(getattr(module, name))] = settings
-    groups = {"decay": {"params": [], "weight_decay": weight_decay, "lr": learning_rate}, "no_decay": {"params": [], "weight_decay": 0.0, "lr": learning_rate}}
+    groups = {
+        "decay": {"params": [], "weight_decay": weight_decay, "lr": learning_rate},
+        "no_decay": {"params": [], "weight_decay": 0.0, "lr": learning_rate},
+    }
     for parameter in model.parameters():
         if not parameter.requires_grad:
             continue
         if id(parameter) in tagged:
             settings = {"weight_decay": weight_decay, "lr": learning_rate, **tagged[id(parameter)]}
-            groups.setdefault(json.dumps(settings, sort_keys=True), {"params": [], **settings})["params"].append(parameter)
+            groups.setdefault(json.dumps(settings, sort_keys=True), {"params": [], **settings})["params"].append(
+                parameter
+            )
         else:
             groups["decay" if parameter.ndim >= 2 else "no_decay"]["params"].append(parameter)
     return [group for group in groups.values() if group["params"]]
@@ -76,7 +81,9 @@ def build_tokenizer(options: TrainOptions) -> LyraTokenizer:
         return tokenizer
     # The saved tokenizer keeps the run's rule for characters outside the alphabet, so that lyra-predict and
     # pipeline() treat them as training did: both refuse them, or both map them to [UNK].
-    return LyraTokenizer.for_alphabet(options.alphabet, padding_characters=options.padding_characters, unknown=options.unknown)
+    return LyraTokenizer.for_alphabet(
+        options.alphabet, padding_characters=options.padding_characters, unknown=options.unknown
+    )
 
 
 def read_config_file(path: str) -> LyraConfig:
@@ -88,11 +95,15 @@ def read_config_file(path: str) -> LyraConfig:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"--config {path} is not a JSON file ({error}).") from None
     if not isinstance(values, dict):
-        raise ValueError(f"--config {path} must hold a JSON object of LyraConfig fields, got a {type(values).__name__}.")
+        raise ValueError(
+            f"--config {path} must hold a JSON object of LyraConfig fields, got a {type(values).__name__}."
+        )
     known = {*LyraConfig().to_dict(), *LyraConfig.attribute_map, *SAVED_CONFIG_KEYS}
     if unknown := [key for key in values if key not in known]:
         hints = [difflib.get_close_matches(key, known, n=1) for key in unknown]
-        named = ", ".join(f"{key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") for key, hint in zip(unknown, hints))
+        named = ", ".join(
+            f"{key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") for key, hint in zip(unknown, hints)
+        )
         raise ValueError(f"--config {path}: unknown key {named}; LyraConfig's fields are listed in its docstring.")
     try:
         return LyraConfig(**values)
@@ -109,10 +120,14 @@ def pretrained_checkpoint(options: TrainOptions) -> str | None:
     if not (options.config and is_checkpoint(options.config)):
         return None
     if options.prior:
-        raise ValueError(f"--prior cannot be added to the pretrained checkpoint {options.config}; train a new model with it.")
+        raise ValueError(
+            f"--prior cannot be added to the pretrained checkpoint {options.config}; train a new model with it."
+        )
     if sizes := size_overrides(options):
         flags = ", ".join(f"--{field.replace('_', '-')}" for field in sizes)
-        raise ValueError(f"{flags} cannot resize the pretrained checkpoint {options.config}; drop them or start from a config JSON.")
+        raise ValueError(
+            f"{flags} cannot resize the pretrained checkpoint {options.config}; drop them or start from a config JSON."
+        )
     return resolve_checkpoint(options.config)
 
 
@@ -149,7 +164,9 @@ def start_global_epistasis(curve, latent: np.ndarray, targets: np.ndarray) -> No
     map `latent` to `targets` (both (rows, outputs); unlabelled targets are NaN and left out) by least squares, so
     that training starts from the best curve through the start's predictions. A latent without spread (a model
     without a linear start) keeps the first guess."""
-    latent, targets = (torch.as_tensor(np.asarray(array, dtype=np.float32)).reshape(len(array), -1) for array in (latent, targets))
+    latent, targets = (
+        torch.as_tensor(np.asarray(array, dtype=np.float32)).reshape(len(array), -1) for array in (latent, targets)
+    )
     labelled = torch.isfinite(targets)
     low = torch.stack([column[known].min() for column, known in zip(targets.T, labelled.T)])
     span = (torch.stack([column[known].max() for column, known in zip(targets.T, labelled.T)]) - low).clamp_min(1e-6)
@@ -187,11 +204,17 @@ def start_from_baseline(model, fit: BaselineFit, tokenizer) -> None:
         site_effects.weight.zero_()
         for position in range(min(fit.width, site_effects.length)):
             block = coefficients[:, position * letters : (position + 1) * letters].T
-            site_effects.weight[position * site_effects.vocab_size + token_ids] = torch.as_tensor(block, dtype=site_effects.weight.dtype)
+            site_effects.weight[position * site_effects.vocab_size + token_ids] = torch.as_tensor(
+                block, dtype=site_effects.weight.dtype
+            )
         model.score.weight.zero_()
         model.score.bias.copy_(torch.as_tensor(intercept, dtype=model.score.bias.dtype))
         if model.prior is not None:
-            weights = fit.prior_coefficients if len(fit.prior_coefficients) == model.config.num_labels else np.concatenate([[0.0], fit.prior_coefficients])
+            weights = (
+                fit.prior_coefficients
+                if len(fit.prior_coefficients) == model.config.num_labels
+                else np.concatenate([[0.0], fit.prior_coefficients])
+            )
             model.prior.scale.copy_(torch.as_tensor(weights, dtype=model.prior.scale.dtype))
     if model.global_epistasis is not None:
         start_global_epistasis(model.global_epistasis, fit.train_outputs, fit.train_targets)
@@ -225,7 +248,11 @@ def start_prior_alone(model, scores: np.ndarray, labels: np.ndarray) -> np.ndarr
     with torch.no_grad():
         for output, column in enumerate(labels.T):
             known = np.isfinite(column)
-            slope, intercept = np.polyfit(scores[known], column[known], 1) if np.ptp(scores[known]) > 0 else (0.0, column[known].mean())
+            slope, intercept = (
+                np.polyfit(scores[known], column[known], 1)
+                if np.ptp(scores[known]) > 0
+                else (0.0, column[known].mean())
+            )
             model.prior.scale[output] = float(slope)
             model.score.bias[output] += float(intercept)
             lines[:, output] = slope * scores + intercept

@@ -13,7 +13,6 @@ from safetensors.torch import load_file, save_file
 
 from ..checkpoints import RunLayout
 from ..outputs import atomic_directory, raise_write_error, refuse_earlier_outputs, replace_directory, write_json
-
 from .options import INPUT_FILES, RUN_ONLY_OPTIONS, TrainOptions, flag_name
 
 
@@ -43,13 +42,23 @@ def run_settings(options: TrainOptions) -> dict:
     JSON) by the SHA-256 of its content rather than its path (a moved file is the same data, an edited one is not)."""
     values = dataclasses.asdict(options)
     settings = {key: value for key, value in values.items() if key not in RUN_ONLY_OPTIONS + INPUT_FILES}
-    settings["input_sha256"] = {key: file_sha256(path) for key in INPUT_FILES if (path := values[key]) and os.path.isfile(path)}
+    settings["input_sha256"] = {
+        key: file_sha256(path) for key in INPUT_FILES if (path := values[key]) and os.path.isfile(path)
+    }
     return json.loads(json.dumps(settings))
 
 
 def new_state(options: TrainOptions) -> dict:
     """The state of a run before its first epoch; `settings` are compared when the run is resumed."""
-    state = {"epoch": 0, "best_epoch": None, "best_metric": None, "history": [], "train_seconds": 0.0, "train_samples": 0, "steps": 0}
+    state = {
+        "epoch": 0,
+        "best_epoch": None,
+        "best_metric": None,
+        "history": [],
+        "train_seconds": 0.0,
+        "train_samples": 0,
+        "steps": 0,
+    }
     return {**state, "settings": run_settings(options)}
 
 
@@ -57,7 +66,11 @@ def changed_inputs(options: TrainOptions, recorded: dict[str, str]) -> dict[str,
     """The input files whose content is not what a run recorded (`recorded`: input -> SHA-256, as `run_settings`
     takes them): input -> (recorded digest, now's digest, or "none" for an input now missing)."""
     now = run_settings(options)["input_sha256"]
-    return {key: (recorded.get(key, "none"), now.get(key, "none")) for key in sorted(set(now) | set(recorded)) if now.get(key) != recorded.get(key)}
+    return {
+        key: (recorded.get(key, "none"), now.get(key, "none"))
+        for key in sorted(set(now) | set(recorded))
+        if now.get(key) != recorded.get(key)
+    }
 
 
 def rerun_changes(options: TrainOptions) -> dict[str, tuple[str, str]]:
@@ -76,7 +89,8 @@ def check_rerun_inputs(options: TrainOptions) -> None:
         return
     key, (recorded, now) = next(iter(changes.items()))
     raise ValueError(
-        f"{options.rerun_of} reruns a run whose {flag_name(key)} had SHA-256 {recorded[:16]}…; {getattr(options, key)} now has "
+        f"{options.rerun_of} reruns a run whose {flag_name(key)} had SHA-256 {recorded[:16]}…; {getattr(options, key)} "
+        "now has "
         f"{now[:16]}…: not the same data. Pass --allow-changed-inputs to run it anyway."
     )
 
@@ -93,11 +107,15 @@ def check_resume_settings(options: TrainOptions, checkpoint: Path) -> None:
         for key in sorted((set(now) | set(saved)) - {"input_sha256"})
         if now.get(key) != saved.get(key)
     ]
-    differences += [f"{flag_name(key)} is not the file it was" for key in changed_inputs(options, saved.get("input_sha256", {}))]
+    differences += [
+        f"{flag_name(key)} is not the file it was" for key in changed_inputs(options, saved.get("input_sha256", {}))
+    ]
     if differences:
         raise ValueError(
-            f"--resume-from-checkpoint {checkpoint}: this run differs from the one checkpointed: {'; '.join(differences)}. "
-            f"Resume with its settings (results.json and {TRAINING_STATE_FILE} list them) or start afresh with --overwrite-output-dir."
+            f"--resume-from-checkpoint {checkpoint}: this run differs from the one checkpointed: "
+            f"{'; '.join(differences)}. "
+            f"Resume with its settings (results.json and {TRAINING_STATE_FILE} list them) or start afresh with "
+            "--overwrite-output-dir."
         )
 
 
@@ -112,11 +130,17 @@ def checkpoint_to_resume(options: TrainOptions, output_dir: Path) -> Path | None
     none yet), checked to be complete and to match this run's settings."""
     if not options.resume_from_checkpoint:
         return None
-    checkpoint = latest_checkpoint(output_dir) if options.resume_from_checkpoint == "latest" else Path(options.resume_from_checkpoint)
+    checkpoint = (
+        latest_checkpoint(output_dir)
+        if options.resume_from_checkpoint == "latest"
+        else Path(options.resume_from_checkpoint)
+    )
     if checkpoint is None:
         return None
     if not (checkpoint / TRAINING_STATE_FILE).is_file():
-        raise ValueError(f"--resume-from-checkpoint {checkpoint} is not a complete lyra-train checkpoint (no {TRAINING_STATE_FILE}).")
+        raise ValueError(
+            f"--resume-from-checkpoint {checkpoint} is not a complete lyra-train checkpoint (no {TRAINING_STATE_FILE})."
+        )
     check_resume_settings(options, checkpoint)
     return checkpoint
 

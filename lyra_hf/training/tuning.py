@@ -42,10 +42,13 @@ from .setup import build_config, build_tokenizer
 from .state import check_output_dir, file_sha256
 from .tuning_report import plot_search, write_trials_table
 
+
 def tune(options: TrainOptions) -> str:
     """`lyra-train --tune N`: check the inputs, run the search, then choose, score and save; the closing line."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("--tune runs its trials in processes of its own; run it without accelerate launch or torchrun.")
+        raise ValueError(
+            "--tune runs its trials in processes of its own; run it without accelerate launch or torchrun."
+        )
     output_dir = Path(options.output_dir)
     with locked_output_dir(output_dir):
         check_output_dir(options, output_dir)
@@ -80,7 +83,14 @@ def chosen_trial(study):
 def given_trial(search: Search):
     """Trial 0 of the search: the first with the configuration the options give."""
     given = {name: value for name, value in given_configuration(search.options).items() if name in search.space}
-    return next((trial for trial in search.study.get_trials(deepcopy=False) if trial.params == given and trial.state.is_finished()), None)
+    return next(
+        (
+            trial
+            for trial in search.study.get_trials(deepcopy=False)
+            if trial.params == given and trial.state.is_finished()
+        ),
+        None,
+    )
 
 
 def finish_search(search: Search, tokenizer, dataset, names: list[str]) -> tuple[dict, object]:
@@ -89,19 +99,21 @@ def finish_search(search: Search, tokenizer, dataset, names: list[str]) -> tuple
     options, layout = search.options, RunLayout(search.options.output_dir)
     chosen, given = chosen_trial(search.study), given_trial(search)
     chosen_options = search.trial_options(chosen.params, chosen.number)
-    if options.ensemble:
-        chosen_run = Path(options.output_dir) / RunLayout.ENSEMBLE
-        ensemble_options = dataclasses.replace(
-            chosen_options, output_dir=str(chosen_run), ensemble=options.ensemble, ensemble_validation=options.ensemble_validation, quiet=options.quiet
-        )
-        train_ensemble(dataclasses.replace(ensemble_options, num_processes=options.num_processes, threads=options.threads))
-    else:
-        chosen_run = reachable_run(chosen, chosen_options)
+    chosen_run = (
+        retrain_ensemble(options, chosen_options) if options.ensemble else reachable_run(chosen, chosen_options)
+    )
     run = json.loads(RunLayout(chosen_run).results.read_text())
     with atomic_directory(layout.best) as temporary:
         shutil.copytree(RunLayout(chosen_run).best, temporary, dirs_exist_ok=True)
-    tuned = {"validation": run["validation"], "test": run["test"]} if options.ensemble else saved_scores(options, layout.best, tokenizer, dataset, names, "chosen")
-    baseline = None if options.no_baseline else fit_baseline(TASKS[options.task], dataset, tokenizer.letters, names, options.metric_for_best_model, options.data_seed).record
+    tuned = (
+        {"validation": run["validation"], "test": run["test"]}
+        if options.ensemble
+        else saved_scores(options, layout.best, tokenizer, dataset, names, "chosen")
+    )
+    task, metric, seed = TASKS[options.task], options.metric_for_best_model, options.data_seed
+    baseline = (
+        None if options.no_baseline else fit_baseline(task, dataset, tokenizer.letters, names, metric, seed).record
+    )
     results = {
         "metric_for_best_model": options.metric_for_best_model,
         **tuned,
@@ -111,13 +123,17 @@ def finish_search(search: Search, tokenizer, dataset, names: list[str]) -> tuple
         "baseline": baseline,
         "search": search_record(search),
         "num_parameters": run.get("num_parameters"),
-        **run_record(options, {key: file_sha256(path) for key in INPUT_FILES if (path := getattr(options, key)) and os.path.isfile(path)}),
+        **run_record(
+            options,
+            {key: file_sha256(path) for key in INPUT_FILES if (path := getattr(options, key)) and os.path.isfile(path)},
+        ),
     }
     if options.ensemble:
         return results, (layout.best / "README.md").read_text()
     card_results = {**run, **tuned, "baseline": baseline}
     protocol = describe_protocol(chosen_options, run) + (
-        f" Its hyperparameters were chosen by validation {options.metric_for_best_model} among {len(search.study.trials)} trials of an "
+        f" Its hyperparameters were chosen by validation {options.metric_for_best_model} among "
+        f"{len(search.study.trials)} trials of an "
         "Optuna search (TPE sampler, median pruning); the test split was scored once, for the chosen trial."
     )
     model = TASKS[options.task].model_class.from_pretrained(layout.best)
@@ -126,13 +142,28 @@ def finish_search(search: Search, tokenizer, dataset, names: list[str]) -> tuple
     return results, card
 
 
+def retrain_ensemble(options: TrainOptions, chosen_options: TrainOptions) -> Path:
+    """With --tune N --ensemble K: the chosen configuration trained as a K-seed ensemble (the user's own validation
+    rule, processes and threads), in OUTPUT_DIR/ensemble; its folder."""
+    folder = Path(options.output_dir) / RunLayout.ENSEMBLE
+    ensemble = dataclasses.replace(
+        chosen_options, output_dir=str(folder), ensemble=options.ensemble, quiet=options.quiet,
+        ensemble_validation=options.ensemble_validation, num_processes=options.num_processes, threads=options.threads,
+    )  # fmt: skip
+    train_ensemble(ensemble)
+    return folder
+
+
 def reachable_run(trial, options: TrainOptions) -> Path:
     """The chosen trial's run folder; when it ran on another machine (a shared --tune-storage), its configuration
     trained again here, in this process's folder for that trial."""
     folder = Path(trial.user_attrs["folder"])
     if RunLayout(folder).results.is_file():
         return folder
-    print(f"lyra-train: trial {trial.number} ran where {folder} is not reachable; training its configuration here.", file=sys.stderr)
+    print(
+        f"lyra-train: trial {trial.number} ran where {folder} is not reachable; training its configuration here.",
+        file=sys.stderr,
+    )
     train(options, hooks=RunHooks(score_test=False))
     return Path(options.output_dir)
 
@@ -147,7 +178,13 @@ def given_scores(options: TrainOptions, trial, tokenizer, dataset, names: list[s
     """Trial 0's model (the configuration the options give) scored on validation and test, for comparison."""
     if trial is None:
         return None
-    record = {"trial": trial.number, "state": trial.state.name, "params": trial.params, "validation": None, "test": None}
+    record = {
+        "trial": trial.number,
+        "state": trial.state.name,
+        "params": trial.params,
+        "validation": None,
+        "test": None,
+    }
     best = RunLayout(trial.user_attrs["folder"]).best
     if (best / "config.json").is_file():
         record.update(saved_scores(options, best, tokenizer, dataset, names, f"trial {trial.number}"))
@@ -156,7 +193,11 @@ def given_scores(options: TrainOptions, trial, tokenizer, dataset, names: list[s
 
 def search_record(search: Search) -> dict:
     """How the search ran, for results.json (a database URL without its password)."""
-    states = [trial.state.name for trial in search.study.get_trials(deepcopy=False) if not {"interrupted", "surplus"} & set(trial.user_attrs)]
+    states = [
+        trial.state.name
+        for trial in search.study.get_trials(deepcopy=False)
+        if not {"interrupted", "surplus"} & set(trial.user_attrs)
+    ]
     return {
         "trials": len(states),
         **{state.lower(): states.count(state) for state in sorted(set(states))},
@@ -172,10 +213,16 @@ def tuned_line(options: TrainOptions, results: dict) -> str:
     """The closing line of a search."""
     metric, split = options.metric_for_best_model, "test" if results["test"] else "validation"
     default = (results["default"] or {}).get(split) or {}
-    chosen = f"{options.ensemble} seeds of trial {results['tuned']['trial']}" if options.ensemble else f"trial {results['tuned']['trial']}"
+    chosen = (
+        f"{options.ensemble} seeds of trial {results['tuned']['trial']}"
+        if options.ensemble
+        else f"trial {results['tuned']['trial']}"
+    )
     baseline = (results["baseline"] or {}).get(split)
     beside = f"; {results['baseline']['name']} {format_metric(baseline.get(metric))}" if baseline else ""
     return (
-        f"tuned over {results['search']['trials']} trials, chosen {chosen}: {split} {metric} {format_metric(results[split][metric])} "
-        f"(default configuration {format_metric(default.get(metric))}{beside}); model and tokenizer in {RunLayout(options.output_dir).best}"
+        f"tuned over {results['search']['trials']} trials, chosen {chosen}: {split} {metric} "
+        f"{format_metric(results[split][metric])} "
+        f"(default configuration {format_metric(default.get(metric))}{beside}); model and tokenizer in "
+        f"{RunLayout(options.output_dir).best}"
     )

@@ -18,9 +18,21 @@ def write_trials_table(study, path: Path, metric: str) -> None:
     writer.writerow(["trial", "state", f"validation_{metric}", "seconds", "budget_minutes", *names, "note"])
     for trial in trials:
         value = trial.value if trial.value is not None else best_reported(trial)
-        note = "interrupted; run again as a later trial" if trial.user_attrs.get("interrupted") else trial.user_attrs.get("error", "")
+        note = (
+            "interrupted; run again as a later trial"
+            if trial.user_attrs.get("interrupted")
+            else trial.user_attrs.get("error", "")
+        )
         writer.writerow(
-            [trial.number, trial.state.name, value, trial.user_attrs.get("seconds"), trial.user_attrs.get("budget_minutes"), *(trial.params.get(name) for name in names), note]
+            [
+                trial.number,
+                trial.state.name,
+                value,
+                trial.user_attrs.get("seconds"),
+                trial.user_attrs.get("budget_minutes"),
+                *(trial.params.get(name) for name in names),
+                note,
+            ]
         )
     write_text(path, table.getvalue())
 
@@ -38,15 +50,25 @@ def plot_search(study, path: Path, metric: str) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
     import optuna
+    from matplotlib.ticker import MaxNLocator
     from optuna.trial import TrialState
 
     figure, (by_trial, importance) = plt.subplots(1, 2, figsize=(11, 4))
     complete = [trial for trial in study.get_trials(deepcopy=False) if trial.state == TrialState.COMPLETE]
-    pruned = [trial for trial in study.get_trials(deepcopy=False) if trial.state == TrialState.PRUNED and trial.intermediate_values]
+    pruned = [
+        trial
+        for trial in study.get_trials(deepcopy=False)
+        if trial.state == TrialState.PRUNED and trial.intermediate_values
+    ]
     by_trial.scatter([trial.number for trial in complete], [trial.value for trial in complete], label="complete")
-    by_trial.scatter([trial.number for trial in pruned], [best_reported(trial) for trial in pruned], facecolors="none", edgecolors="grey", label="pruned")
+    by_trial.scatter(
+        [trial.number for trial in pruned],
+        [best_reported(trial) for trial in pruned],
+        facecolors="none",
+        edgecolors="grey",
+        label="pruned",
+    )
     better = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
     best, running = None, []
     for trial in complete:

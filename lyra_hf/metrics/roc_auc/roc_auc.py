@@ -17,7 +17,9 @@ class RocAuc(evaluate.Metric):
             citation="",
             inputs_description="predictions and references: one value per example",
             features=[
-                datasets.Features({"predictions": datasets.Sequence(datasets.Value("float")), "references": datasets.Value("int32")}),
+                datasets.Features(
+                    {"predictions": datasets.Sequence(datasets.Value("float")), "references": datasets.Value("int32")}
+                ),
                 datasets.Features({"predictions": datasets.Value("float"), "references": datasets.Value("int32")}),
             ],
         )
