@@ -148,15 +148,35 @@ def summary(values: list) -> str:
     )
 
 
-def candidate_scores(folder: Path) -> dict[str, tuple]:
+def rechosen(folder: Path) -> str:
+    """The candidate lyra_hf's rule as it stands keeps for a run made with candidates (its choice read again from the
+    candidates' best models and validation split), whatever rule the run itself had."""
+    from lyra_hf.data.library import LibraryCheck
+    from lyra_hf.training.candidates import choose, validation_predictions
+    from lyra_hf.training.options import TrainOptions
+
+    recorded = json.loads((folder / "results.json").read_text())["components"]["candidates"]
+    names = ("plain", "full")
+    runs = {
+        name: TrainOptions(**json.loads((folder / "candidates" / name / "options.json").read_text())) for name in names
+    }
+    predictions, labels = validation_predictions(runs)
+    seed = runs["full"].data_seed
+    return choose(predictions, labels, LibraryCheck(**recorded["library"]), seed)[0]
+
+
+def candidate_scores(folder: Path, rechoose: bool = False) -> dict[str, tuple]:
     """A run's test scores as `scores` reads them: the kept model's (`defaults`), and where lyra-train chose between
     candidates (`candidates/<name>/`; for cross-validation, in each fold), each candidate's, which are the same runs a
-    separate `--site-effects on/off` run would make."""
+    separate `--site-effects on/off` run would make. With `rechoose`, `defaults` is the candidate the current rule
+    keeps (`rechosen`)."""
     results = json.loads((folder / "results.json").read_text())
     entries = {"defaults": scores(results)}
     if (folder / "candidates").is_dir():
         for candidate in sorted((folder / "candidates").iterdir()):
             entries[candidate.name] = scores(json.loads((candidate / "results.json").read_text()))
+        if rechoose:
+            entries["defaults"] = entries[rechosen(folder)]
     folds = sorted(folder.glob("fold_*/candidates/*/results.json"))
     for name in sorted({path.parent.name for path in folds}):
         per_fold = [json.loads(path.read_text()) for path in folds if path.parent.name == name]
@@ -165,14 +185,14 @@ def candidate_scores(folder: Path) -> dict[str, tuple]:
     return entries
 
 
-def table(runs_dir: Path) -> str:
+def table(runs_dir: Path, rechoose: bool = False) -> str:
     """One row per data set, regime, size and configuration, over the seeds that finished: a tag's runs, and the
-    candidates each lyra-train run chose between."""
+    candidates each lyra-train run chose between (`rechoose`: the choice read again with the current rule)."""
     groups = {}
     for path in sorted(runs_dir.glob("*/*/*/results.json")):
         name, regime = path.parts[-4], path.parts[-3]
         rows, seed, tag = path.parent.name.split("-", 2)
-        for configuration, entry in candidate_scores(path.parent).items():
+        for configuration, entry in candidate_scores(path.parent, rechoose).items():
             label = tag if configuration == "defaults" else f"{tag}: {configuration}"
             groups.setdefault((name, regime, rows, label), []).append(entry)
     lines = [
@@ -207,10 +227,13 @@ def main():
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side, one process each")
     parser.add_argument("--runs-dir", default="runs/accuracy")
     parser.add_argument("--table", metavar="RUNS_DIR", help="only print the table of the runs in RUNS_DIR")
+    parser.add_argument(
+        "--rechoose", action="store_true", help="with --table: each run's candidate as the current rule keeps it"
+    )
     args, extra = parser.parse_known_args()
     extra = [flag for flag in extra if flag != "--"]
     if args.table:
-        print(table(Path(args.table)))
+        print(table(Path(args.table), args.rechoose))
         return
     if not SHARED.is_dir():
         sys.exit(f"benchmark_accuracy: no data at {SHARED} (the shared benchmark data, next to the repository)")

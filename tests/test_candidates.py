@@ -8,7 +8,7 @@ from scipy.stats import spearmanr
 from test_library import LETTERS, variants
 
 from lyra_hf.data.library import check_library
-from lyra_hf.training.candidates import CONFIDENCE, choose
+from lyra_hf.training.candidates import CONFIDENCE, MIN_ROWS_TO_OVERRULE, choose
 
 
 LIBRARY = check_library(variants("".join(np.random.default_rng(0).choice(list(LETTERS), 40)), 50, most=3))
@@ -61,10 +61,18 @@ def test_a_candidate_that_ranks_the_fitter_variants_better_is_kept_where_all_row
     assert chosen == "plain"
 
 
-def test_a_few_dozen_validation_rows_rarely_overrule_the_data_kind():
-    labels = np.random.default_rng(4).normal(size=(30, 1))
-    predictions = {"plain": noisy(labels, 1.0, 5), "full": noisy(labels, 1.15, 6)}
-    assert choose(predictions, labels, LIBRARY, seed=0)[0] == "full"
+def test_a_few_dozen_validation_rows_never_overrule_the_data_kind():
+    """Fewer than `MIN_ROWS_TO_OVERRULE` validation rows keep the data kind's favourite, however far apart the
+    candidates look on them, and say why; as many rows with the same gap overrule it."""
+    labels = np.random.default_rng(4).normal(size=(MIN_ROWS_TO_OVERRULE - 1, 1))
+    predictions = {"plain": noisy(labels, 0.2, 5), "full": noisy(labels, 3.0, 6)}
+    chosen, evidence = choose(predictions, labels, LIBRARY, seed=0)
+    assert chosen == "full" and evidence["views"]["all validation rows"]["plain_better_share"] >= CONFIDENCE
+    assert f"{MIN_ROWS_TO_OVERRULE - 1} validation rows are too few to overrule it" in evidence["why"]
+    labels = np.random.default_rng(4).normal(size=(MIN_ROWS_TO_OVERRULE, 1))
+    assert (
+        choose({"plain": noisy(labels, 0.2, 5), "full": noisy(labels, 3.0, 6)}, labels, LIBRARY, seed=0)[0] == "plain"
+    )
 
 
 def test_sequences_of_one_length_that_are_no_library_favour_the_plain_model(tmp_path, capsys):
