@@ -270,6 +270,10 @@ def test_cli_writes_designs_candidates_and_figure_and_a_second_round_never_repro
             ["--objective", "1e300*1e300*fitness", "--positions", "1-3"],
             "--objective '1e300*1e300*fitness' is not a finite number for",
         ),
+        (
+            ["--constraint", "1e300*1e300*fitness>0", "--positions", "1-3"],
+            "--constraint '1e300*1e300*fitness>0' is not a finite number for some candidates",
+        ),
     ],
 )
 def test_bad_inputs_fail_in_one_line_and_write_nothing(tmp_path, capsys, flags, message):

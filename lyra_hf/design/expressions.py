@@ -109,7 +109,12 @@ def parse_objective(text: str, targets: list[str]) -> Callable[[Values], np.ndar
             if parser.peek() in "<>"
             else f"unexpected {parser.peek()!r}"
         )
-    return lambda values: np.broadcast_to(objective(values), next(iter(values.values())).shape).astype(np.float64)
+    # Overflow is left to `designer.check_finite`, which names the candidates it happens for; numpy's warning is not.
+    def evaluate(values: Values) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.broadcast_to(objective(values), next(iter(values.values())).shape).astype(np.float64)
+
+    return evaluate
 
 
 def parse_constraint(text: str, targets: list[str]) -> Callable[[Values], np.ndarray]:
@@ -123,6 +128,19 @@ def parse_constraint(text: str, targets: list[str]) -> Callable[[Values], np.nda
     right = parser.sum()
     if parser.peek() is not None:
         parser.fail(f"unexpected {parser.peek()!r} after the comparison")
-    if comparison == ">":
-        return lambda values: np.broadcast_to(left(values) > right(values), next(iter(values.values())).shape)
-    return lambda values: np.broadcast_to(left(values) < right(values), next(iter(values.values())).shape)
+    def holds(values: Values) -> np.ndarray:
+        sides = [overflow_checked(side, values, "--constraint", text) for side in (left, right)]
+        kept = sides[0] > sides[1] if comparison == ">" else sides[0] < sides[1]
+        return np.broadcast_to(kept, next(iter(values.values())).shape)
+
+    return holds
+
+
+def overflow_checked(expression: Callable[[Values], np.ndarray], values: Values, flag: str, text: str) -> np.ndarray:
+    """The expression's values, refused naming it where a product overflows to infinity (a constraint on them would
+    hold or fail by accident). The warning numpy would print is silenced: the refusal says it in one line."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        result = np.asarray(expression(values), dtype=np.float64)
+    if not np.isfinite(result).all():
+        raise ValueError(f"{flag} {text!r} is not a finite number for some candidates: its values overflow.")
+    return result
