@@ -109,6 +109,7 @@ def parse_objective(text: str, targets: list[str]) -> Callable[[Values], np.ndar
             if parser.peek() in "<>"
             else f"unexpected {parser.peek()!r}"
         )
+
     # Overflow is left to `designer.check_finite`, which names the candidates it happens for; numpy's warning is not.
     def evaluate(values: Values) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -128,6 +129,7 @@ def parse_constraint(text: str, targets: list[str]) -> Callable[[Values], np.nda
     right = parser.sum()
     if parser.peek() is not None:
         parser.fail(f"unexpected {parser.peek()!r} after the comparison")
+
     def holds(values: Values) -> np.ndarray:
         sides = [overflow_checked(side, values, "--constraint", text) for side in (left, right)]
         kept = sides[0] > sides[1] if comparison == ">" else sides[0] < sides[1]
