@@ -43,8 +43,7 @@ def alphabet_letters(alphabet: str) -> str:
     if resembles:
         raise ValueError(
             f"`alphabet` {alphabet!r} is not one of the names {list(ALPHABETS)} (any case) but looks like "
-            f"{resembles[0]!r}; "
-            "pass the name, or a custom alphabet's letters in another order."
+            f"{resembles[0]!r}; pass the name, or a custom alphabet's letters in another order."
         )
     return alphabet.upper()
 

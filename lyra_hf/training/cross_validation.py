@@ -64,8 +64,7 @@ def warn_of_duplicates_across_folds(options: TrainOptions, scheme: str) -> None:
     if straddling:
         tqdm.write(
             f"lyra-train: warning: --fold-column {scheme} puts {len(straddling):,} sequences in more than one fold; "
-            "their test scores "
-            "read sequences training saw (merge duplicates, or give their rows one fold)."
+            "their test scores read sequences training saw (merge duplicates, or give their rows one fold)."
         )
 
 
@@ -156,8 +155,7 @@ def write_schemes(options: TrainOptions, plans: dict[tuple[str, str], Plan]) -> 
         beside = pooled_baselines(results.get("baseline"), metric)
         lines.append(
             f"{scheme}, {len(folds)} folds: pooled test {metric} {format_metric(results['test_pooled'].get(metric))}, "
-            "per fold "
-            f"{format_metric(results['test_mean'].get(metric))} ± "
+            f"per fold {format_metric(results['test_mean'].get(metric))} ± "
             f"{format_metric(results['test_std'].get(metric))}{beside}"
         )
     if len(every) > 1:

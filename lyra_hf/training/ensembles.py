@@ -101,8 +101,7 @@ def save_ensemble(
         "this way"
         + (
             ", member i on the i-th tenth of the training rows, so that together they learned from every row; the "
-            "ensemble's validation "
-            "score pools each member's predictions on its own tenth"
+            "ensemble's validation score pools each member's predictions on its own tenth"
             if options.ensemble_validation == "rotate"
             else ", all on the same validation split"
         )

@@ -91,8 +91,7 @@ def duplicates_note(dataset) -> str | None:
         return None
     return (
         f"lyra-train: {len(repeated):,} sequences occur more than once ({sum(map(len, repeated)):,} rows); a carved "
-        "validation "
-        "split keeps each one's rows on one side, so that validation never scores a sequence training saw."
+        "validation split keeps each one's rows on one side, so that validation never scores a sequence training saw."
     )
 
 
@@ -118,8 +117,7 @@ def check_labels_vary(dataset, names: list[str], metric: str) -> None:
             if metric_of(metric).undefined_for_constant_labels:
                 raise ValueError(
                     f"{value}, so --metric-for-best-model {metric} is undefined there (a correlation with a constant "
-                    "has "
-                    "no value); give a validation split whose labels vary, or --metric-for-best-model mse."
+                    "has no value); give a validation split whose labels vary, or --metric-for-best-model mse."
                 )
 
 

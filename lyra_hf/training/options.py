@@ -67,10 +67,9 @@ class DataOptions:
     )
     fold_column: str | None = option(
         help="cross-validation: one run per fold of this column, each fold the test split once, side by side over the "
-        "CPUs; "
-        "several comma-separated columns are several schemes (ProteinGym's "
-        "fold_random_5,fold_modulo_5,fold_contiguous_5), "
-        "each with its out-of-fold predictions, pooled and per-fold metrics"
+        "CPUs; several comma-separated columns are several schemes (ProteinGym's "
+        "fold_random_5,fold_modulo_5,fold_contiguous_5), each with its out-of-fold predictions, pooled and per-fold "
+        "metrics"
     )
     folds: list[str] | None = option(help="with --fold-column: only these folds, e.g. 0,2", type=comma_separated)
     test_fold: str | None = option(
@@ -127,10 +126,8 @@ class ModelOptions:
     )
     prior: str | None = option(
         help="a zero-shot prior of the sequences (e.g. an alignment's or a language model's scores; `lyra-prior` makes "
-        "one): "
-        "a CSV of mutant,score (ProteinGym's layout: A14D, A14D:G20K) or position,wild_type,letter,score; the model "
-        "adds "
-        "each variant's score, the sum of its substitutions', with a learnt weight",
+        "one): a CSV of mutant,score (ProteinGym's layout: A14D, A14D:G20K) or position,wild_type,letter,score; the "
+        "model adds each variant's score, the sum of its substitutions', with a learnt weight",
         metavar="FILE",
     )
     prior_missing: float | None = option(
@@ -201,10 +198,8 @@ class OptimizationOptions:
     )
     max_train_minutes: float | None = option(
         help="end the run within this many minutes of wall time, from its start (reading the data, the baseline and "
-        "start "
-        "fits) to its results (the test split scored), Python's start and imports excepted: the schedule (warm-up, "
-        "decay) "
-        "is sized to what the training loop gets, from the speed of the first steps",
+        "start fits) to its results (the test split scored), Python's start and imports excepted: the schedule "
+        "(warm-up, decay) is sized to what the training loop gets, from the speed of the first steps",
         type=bounded(float, above=0),
     )
     num_workers: int = option(0, "DataLoader worker processes", type=bounded(int, minimum=0))
@@ -225,15 +220,13 @@ class RunOptions:
     )
     ensemble_validation: str | None = option(
         help="with --ensemble: member i validates on the i-th tenth of the training rows (rotate), so that the "
-        "ensemble "
-        "learns from every row and is validated on rows its members did not train on, or every member on the same "
-        "split (shared); default: rotate when validation is carved from --train-file, else shared",
+        "ensemble learns from every row and is validated on rows its members did not train on, or every member on the "
+        "same split (shared); default: rotate when validation is carved from --train-file, else shared",
         choices=("shared", "rotate"),
     )
     tune: int | None = option(
         help='search hyperparameters over N trials with Optuna (pip install "lyra-hf[tune]"), chosen on validation; '
-        "the "
-        "chosen trial's model in OUTPUT_DIR/best, every trial in OUTPUT_DIR/trials.csv",
+        "the chosen trial's model in OUTPUT_DIR/best, every trial in OUTPUT_DIR/trials.csv",
         type=POSITIVE_INT,
         metavar="N",
     )

@@ -90,8 +90,7 @@ def check_rerun_inputs(options: TrainOptions) -> None:
     key, (recorded, now) = next(iter(changes.items()))
     raise ValueError(
         f"{options.rerun_of} reruns a run whose {flag_name(key)} had SHA-256 {recorded[:16]}…; {getattr(options, key)} "
-        "now has "
-        f"{now[:16]}…: not the same data. Pass --allow-changed-inputs to run it anyway."
+        f"now has {now[:16]}…: not the same data. Pass --allow-changed-inputs to run it anyway."
     )
 
 
