@@ -15,19 +15,17 @@ Data sets: `gfp` and `gifford` (`../shared/data`, train and test files pooled wh
 `synthetic` (7,500 variants of lyra-train's built-in landscape, landscape seed 0), `four-site` (a combinatorial library
 as GB1's of Wu et al. 2016: 8,000 of the 160,000 variants of 4 sites of a random 56-residue protein, seed 0, whose
 fitness is softplus(2 (z - 2)) of a latent z with an N(0, 1) effect per site and letter and an N(0, 1) term per pair of
-sites and letter pair, plus noise of 0.05: most variants are dead, the few fit ones need the right pairs),
-`dna-motif` and `dna-guide` (below) and the
-ProteinGym assays of `../shared/data/proteingym`. `dna-motif` is a set of sequences of one length that are not
-variants of one sequence: 5,000 uniformly random 30-nucleotide sequences (seed 0), labelled by the sum of a per-position
-term (a random weight per position and nucleotide, decaying from the 3' end, as in a guide's seed region), a motif
-term (the best match of a random 6-nucleotide position weight matrix anywhere in the sequence) and a GC-content term
-(-(GC - 0.5)^2), each scaled to unit variance, plus Gaussian noise of 0.3. `dna-guide` is another: 6,000 guide-target
-pairs (seed 0), a uniformly random 20-nucleotide guide followed by its 20-nucleotide target, which differs from the
-guide
-at Poisson(1.5) random positions; the label is the guide's efficiency (a random weight per position and nucleotide,
-and -4 (GC - 0.55)^2) plus the mismatches' penalties (0.3 at the 5' end to 1.8 at the 3' end, and 0.5 more for each
-pair of adjacent mismatches), plus Gaussian noise of 0.2: what a one-hot model cannot see is whether the target matches
-the guide. Both have a `random` split only.
+sites and letter pair, plus noise of 0.05: most variants are dead, the few fit ones need the right pairs), `dna-motif`
+and `dna-guide` (below) and the ProteinGym assays of `../shared/data/proteingym`. `dna-motif` is a set of sequences of
+one length that are not variants of one sequence: 5,000 uniformly random 30-nucleotide sequences (seed 0), labelled by
+the sum of a per-position term (a random weight per position and nucleotide, decaying from the 3' end, as in a guide's
+seed region), a motif term (the best match of a random 6-nucleotide position weight matrix anywhere in the sequence) and
+a GC-content term (-(GC - 0.5)^2), each scaled to unit variance, plus Gaussian noise of 0.3. `dna-guide` is another:
+6,000 guide-target pairs (seed 0), a uniformly random 20-nucleotide guide followed by its 20-nucleotide target, which
+differs from the guide at Poisson(1.5) random positions; the label is the guide's efficiency (a random weight per
+position and nucleotide, and -4 (GC - 0.55)^2) plus the mismatches' penalties (0.3 at the 5' end to 1.8 at the 3' end,
+and 0.5 more for each pair of adjacent mismatches), plus Gaussian noise of 0.2: what a one-hot model cannot see is
+whether the target matches the guide. Both have a `random` split only.
 """
 
 import csv
