@@ -369,6 +369,9 @@ def test_a_batch_smaller_than_asked_says_why(tmp_path, capsys):
     assert "2 of 5 designs: the design space holds 2 candidates not measured yet" in capsys.readouterr().err
     with open(tmp_path / "small" / "designs.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 2
+    record = json.loads((tmp_path / "small" / "design.json").read_text())
+    assert (record["num_designs_asked"], record["num_designs_chosen"]) == (5, 2)
+    assert record["smaller_batch_reason"].startswith("the design space holds 2 candidates not measured yet")
     assert (
         main(
             [
@@ -388,3 +391,5 @@ def test_a_batch_smaller_than_asked_says_why(tmp_path, capsys):
         == 0
     )
     assert "2 of 5 designs: --min-distance 1 and --max-per-site 2 leave no other candidate" in capsys.readouterr().err
+    reason = json.loads((tmp_path / "site" / "design.json").read_text())["smaller_batch_reason"]
+    assert reason.startswith("--min-distance 1 and --max-per-site 2 leave no other candidate")

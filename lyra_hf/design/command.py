@@ -10,7 +10,8 @@ Every candidate of the design space (--positions x --letters, at most --max-muta
 sequence of --exclude, each at least --min-distance from the others and at most --max-per-site changing one position.
 Outputs, written together once complete: designs.csv (rank, sequence, mutations such as V39A:D40G, each target's
 prediction and an ensemble's spread, the objective, the acquisition value, the distance to the wild type and to the
-nearest measured sequence), candidates.parquet (every scored candidate) and design.png.
+nearest measured sequence), design.json (what was asked, how many were chosen and, for a smaller batch, why),
+candidates.parquet (every scored candidate) and design.png.
 """
 
 import argparse
@@ -21,11 +22,11 @@ from .. import cli
 from ..checkpoints import load_models
 from ..cpu import configure_threads, plan_processes
 from ..data import read_table
-from ..outputs import locked_output_dir, refuse_earlier_outputs, replacing_outputs, write_csv
+from ..outputs import locked_output_dir, refuse_earlier_outputs, replacing_outputs, write_csv, write_json
 from .designer import DesignOptions, design
 
 
-DESIGN_OUTPUTS = ("designs.csv", "candidates.parquet", "design.png")
+DESIGN_OUTPUTS = ("designs.csv", "design.json", "candidates.parquet", "design.png")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--sequence", help="the wild type")
     source.add_argument("--fasta", help="a FASTA file holding the wild type (one record)")
-    parser.add_argument("--output-dir", required=True, help="folder for designs.csv, candidates.parquet and design.png")
+    parser.add_argument(
+        "--output-dir", required=True, help="folder for designs.csv, design.json, candidates.parquet and design.png"
+    )
     parser.add_argument(
         "--candidates", help="a CSV, TSV or FASTA library of variants to choose among, instead of the design space"
     )
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> None:
         result = design(models, tokenizer, sequence, design_options(args), library, measured, processes=processes)
         with replacing_outputs(output_dir, DESIGN_OUTPUTS) as (temporary, written):
             write_csv(temporary / "designs.csv", result.designs.to_dict())
+            write_json(temporary / "design.json", design_record(args, result))
             candidates = result.candidates | {"chosen_rank": chosen_ranks(result)}
             import datasets
 
@@ -119,6 +123,19 @@ def run(args: argparse.Namespace) -> None:
         f"lyra-design: {len(result.designs)} designs chosen from {len(result.candidates['sequence']):,} candidates in "
         f"{seconds:.1f} s -> {', '.join(map(str, written))}"
     )
+
+
+def design_record(args: argparse.Namespace, result) -> dict:
+    """designs.csv's metadata: what was asked, what the batch holds and, where it is smaller, why."""
+    return {
+        "command": "lyra-design",
+        "arguments": {name: value for name, value in vars(args).items() if not callable(value)},
+        "num_designs_asked": args.num_designs,
+        "num_designs_chosen": len(result.chosen),
+        "smaller_batch_reason": result.smaller_batch_reason,
+        "candidates_scored": len(result.candidates["sequence"]),
+        "space_size": result.space_size,
+    }
 
 
 def chosen_ranks(result) -> list[int | None]:

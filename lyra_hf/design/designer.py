@@ -63,6 +63,7 @@ class DesignResult:
     candidates: dict[str, list]
     chosen: list[int]
     space_size: int
+    smaller_batch_reason: str | None = None  # why fewer than --num-designs were chosen (None: as many as asked)
 
 
 def library_mutations(space: DesignSpace, sequences: list[str]) -> list[Mutations]:
@@ -149,15 +150,15 @@ def design(
     objective_values = per_member(predictions, targets, objective)
     check_finite(options, objective_values, sequences)
     chosen, ranked_by = choose_designs(options, objective_values, candidates, eligible)
-    if len(chosen) < options.num_designs and progress:
-        reason = smaller_batch_reason(options, unmeasured, eligible)
+    reason = smaller_batch_reason(options, unmeasured, eligible) if len(chosen) < options.num_designs else None
+    if reason and progress:
         print(f"lyra-design: {len(chosen)} of {options.num_designs} designs: {reason}.", file=sys.stderr)
     columns = design_columns(space, candidates, sequences, predictions, targets, objective_values, ranked_by)
     designs = {"rank": list(range(1, len(chosen) + 1))}
     designs.update({name: [values[index] for index in chosen] for name, values in columns.items()})
     designs["distance_to_measured"] = nearest_distances(designs["sequence"], measured_set)
     size = space.size() if library is None else len(candidates)
-    return DesignResult(datasets.Dataset.from_dict(designs), columns, chosen, size)
+    return DesignResult(datasets.Dataset.from_dict(designs), columns, chosen, size, reason)
 
 
 def score_space(models, space, candidates, rank, class_index, options: DesignOptions, processes: int, progress: bool):
