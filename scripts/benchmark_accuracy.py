@@ -156,6 +156,8 @@ def rechosen(folder: Path) -> str:
     from lyra_hf.training.options import TrainOptions
 
     recorded = json.loads((folder / "results.json").read_text())["components"]["candidates"]
+    if not recorded["views"]:
+        return recorded["chosen"]  # validation too small: only the data kind's candidate was trained
     names = ("plain", "full")
     runs = {
         name: TrainOptions(**json.loads((folder / "candidates" / name / "options.json").read_text())) for name in names

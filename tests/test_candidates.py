@@ -76,8 +76,9 @@ def test_a_few_dozen_validation_rows_never_overrule_the_data_kind():
 
 
 def test_sequences_of_one_length_that_are_no_library_favour_the_plain_model(tmp_path, capsys):
-    """Random guides of one length through lyra-train: both candidates train, the plain one is the favourite, and
-    what was kept, and why, is in the log, the closing line and results.json."""
+    """Random guides of one length through lyra-train: the plain model is the favourite, and with 16 validation rows,
+    too few to overrule it, the only candidate trained; what was kept, and why, is in the log, the closing line and
+    results.json."""
     from lyra_hf.train import main
 
     rng = np.random.default_rng(0)
@@ -113,14 +114,15 @@ def test_sequences_of_one_length_that_are_no_library_favour_the_plain_model(tmp_
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     choice = results["components"]["candidates"]
     assert (
-        choice["favoured"] == "plain"
+        choice["chosen"] == choice["favoured"] == "plain"
         and not choice["library"]["is_library"]
         and choice["why"].startswith("not a variant library")
+        and "16 validation rows are too few to overrule it" in choice["why"]
     )
+    assert sorted(path.name for path in (tmp_path / "run" / "candidates").iterdir()) == ["plain"]
     assert results["settings"]["site_effects"] == "auto" and "baseline" not in results
-    kept = json.loads((tmp_path / "run" / "candidates" / choice["chosen"] / "results.json").read_text())
+    kept = json.loads((tmp_path / "run" / "candidates" / "plain" / "results.json").read_text())
     assert results["validation"] == kept["validation"] and results["history"] == kept["history"]
+    assert kept["settings"]["site_effects"] == kept["settings"]["global_epistasis"] == "off"
     output = capsys.readouterr().out
-    assert (
-        f"keeping the {choice['chosen']} model" in output and "validation spearmanr: plain" in output.splitlines()[-1]
-    )
+    assert "keeping the plain model" in output and "the plain model alone" in output.splitlines()[-1]

@@ -4,12 +4,12 @@ one (site effects started from a linear fit, and the global-epistasis curve) sid
 `OUTPUT_DIR/candidates/<name>/`, and keeps the one validation supports.
 
 Which is kept: a variant library (`lyra_hf.data.library`) keeps the full model, and other sequences the plain one,
-unless the other candidate is better on validation in paired bootstrap resamples of its rows, on all of them or on
-their fitter half (how well each ranks the variants worth making), at `CONFIDENCE` over both views, and not worse so on
-the other view, with at least `MIN_ROWS_TO_OVERRULE` validation rows: a few dozen rows cannot say, and the data's kind
-decides. The choice reads Spearman correlation (the mean over targets), the ranking that design and ProteinGym read;
-each candidate's epoch is chosen as in any run. BENCHMARKS.md, "Defaults in regimes", measures the rule in five
-regimes.
+unless the other candidate is better on validation in paired bootstrap resamples of its rows, on all of them or on their
+fitter half (how well each ranks the variants worth making), at `CONFIDENCE` over both views, and not worse so on the
+other view, with at least `MIN_ROWS_TO_OVERRULE` validation rows: a few dozen rows cannot say, and the data's kind
+decides (with fewer, only its candidate is trained: the other could not be kept). The choice reads Spearman correlation
+(the mean over targets), the ranking that design and ProteinGym read; each candidate's epoch is chosen as in any run.
+BENCHMARKS.md, "Defaults in regimes", measures the rule in five regimes.
 """
 
 import dataclasses
@@ -88,7 +88,12 @@ def plan_run(options: TrainOptions) -> Plan:
     load_prior(options, dataset, tokenizer)
     if len({len("".join(sequence.split())) for sequence in dataset["train"][SEQUENCE_COLUMN]}) != 1:
         return Plan(options)
-    return Plan(options, candidate_options(options), dataset)
+    candidates = candidate_options(options)
+    if len(dataset["validation"]) < MIN_ROWS_TO_OVERRULE:
+        # Validation this small cannot overrule the data's kind, so the other candidate would be trained for nothing.
+        favoured = "full" if check_library(dataset["train"][SEQUENCE_COLUMN]).is_library else "plain"
+        candidates = {favoured: dataclasses.replace(candidates[favoured], max_train_minutes=options.max_train_minutes)}
+    return Plan(options, candidates, dataset)
 
 
 def train_one(options: TrainOptions) -> str | None:
@@ -128,10 +133,12 @@ def finish_candidates(plan: Plan, started: float) -> str:
     `OUTPUT_DIR/results.json` (the kept run's results, with the choice and its evidence under `components`) and its
     test predictions; the closing line."""
     options, runs, layout = plan.options, plan.candidates, RunLayout(plan.options.output_dir)
-    predictions, labels = validation_predictions(runs)
-    chosen, evidence = choose(
-        predictions, labels, check_library(plan.dataset["train"][SEQUENCE_COLUMN]), options.data_seed
-    )
+    library = check_library(plan.dataset["train"][SEQUENCE_COLUMN])
+    if len(runs) == 1:
+        chosen, evidence = unopposed(library, len(plan.dataset["validation"]))
+    else:
+        predictions, labels = validation_predictions(runs)
+        chosen, evidence = choose(predictions, labels, library, options.data_seed)
     tqdm.write(f"lyra-train: {evidence['why']}; keeping the {chosen} model.")
     kept = RunLayout(runs[chosen].output_dir)
     results = json.loads(kept.results.read_text())
@@ -157,9 +164,9 @@ def save_chosen(options: TrainOptions, chosen: TrainOptions, results: dict, data
             TASKS[options.task].model_class.from_pretrained(temporary),
             AutoTokenizer.from_pretrained(temporary),
         )
+        trained = "the plain and the full model side by side" if evidence["views"] else "one candidate"
         protocol = describe_protocol(chosen, results) + (
-            f" lyra-train trained the plain and the full model side by side and kept the {evidence['chosen']} one: "
-            f"{evidence['why']}."
+            f" lyra-train trained {trained} and kept the {evidence['chosen']} one: {evidence['why']}."
         )
         card = run_card(options, model, tokenizer, results, dataset, protocol)
         write_text(temporary / "README.md", str(card))
@@ -168,12 +175,16 @@ def save_chosen(options: TrainOptions, chosen: TrainOptions, results: dict, data
 
 def candidates_line(options: TrainOptions, results: dict, evidence: dict) -> str:
     metric, split = options.metric_for_best_model, "test" if results["test"] else "validation"
-    view = evidence["views"]["all validation rows"]
-    scores = ", ".join(f"{name} {format_metric(view[name])}" for name in CANDIDATES)
+    view = evidence["views"].get("all validation rows")
+    scores = (
+        "validation spearmanr: " + ", ".join(f"{name} {format_metric(view[name])}" for name in CANDIDATES)
+        if view
+        else f"the {evidence['chosen']} model alone (validation too small to choose)"
+    )
     return (
         f"best epoch {results['best_epoch']} of the {evidence['chosen']} model: {split} {metric} "
         f"{format_metric(results[split][metric])}"
-        f"{beside_baseline(results, split, metric)}; validation spearmanr: {scores}; model and tokenizer in "
+        f"{beside_baseline(results, split, metric)}; {scores}; model and tokenizer in "
         f"{RunLayout(options.output_dir).best}"
     )
 
@@ -241,6 +252,25 @@ def choose(
         "confidence": CONFIDENCE,
         "per_view_confidence": level,
         "views": views,
+        "library": library.record(),
+    }
+
+
+def unopposed(library: LibraryCheck, validation_rows: int) -> tuple[str, dict]:
+    """The candidate the data's kind favours where validation has too few rows to overrule it (`plan_run` trained no
+    other), and why."""
+    favoured = "full" if library.is_library else "plain"
+    other = "plain" if favoured == "full" else "full"
+    verdict = (
+        f"{validation_rows} validation rows are too few to overrule it (at least {MIN_ROWS_TO_OVERRULE}), so the "
+        f"{other} one was not trained"
+    )
+    return favoured, {
+        "chosen": favoured,
+        "favoured": favoured,
+        "why": f"{library.reason}, so the {favoured} model unless validation supports the {other} one: {verdict}",
+        "confidence": CONFIDENCE,
+        "views": {},
         "library": library.record(),
     }
 
