@@ -91,7 +91,7 @@ def plan_run(options: TrainOptions) -> Plan:
     candidates = candidate_options(options)
     if len(dataset["validation"]) < MIN_ROWS_TO_OVERRULE:
         # Validation this small cannot overrule the data's kind, so the other candidate would be trained for nothing.
-        favoured = "full" if check_library(dataset["train"][SEQUENCE_COLUMN]).is_library else "plain"
+        favoured = favourite(check_library(dataset["train"][SEQUENCE_COLUMN]))[0]
         candidates = {favoured: dataclasses.replace(candidates[favoured], max_train_minutes=options.max_train_minutes)}
     return Plan(options, candidates, dataset)
 
@@ -216,8 +216,7 @@ def choose(
 ) -> tuple[str, dict]:
     """The candidate to keep, from each candidate's validation `predictions` of `labels` (rows, targets), and why (see
     the module's docstring): results.json's `components.candidates`."""
-    favoured = "full" if library.is_library else "plain"
-    other = "plain" if favoured == "full" else "full"
+    favoured, other = favourite(library)
     rows = {"all validation rows": np.arange(len(labels))}
     if labels.shape[1] == 1:
         rows["fitter half"] = np.flatnonzero(labels[:, 0] >= np.median(labels[:, 0]))
@@ -256,11 +255,16 @@ def choose(
     }
 
 
+def favourite(library: LibraryCheck) -> tuple[str, str]:
+    """The candidate the data's kind favours (a variant library: the full model; other sequences: the plain one), and
+    the other."""
+    return ("full", "plain") if library.is_library else ("plain", "full")
+
+
 def unopposed(library: LibraryCheck, validation_rows: int) -> tuple[str, dict]:
     """The candidate the data's kind favours where validation has too few rows to overrule it (`plan_run` trained no
     other), and why."""
-    favoured = "full" if library.is_library else "plain"
-    other = "plain" if favoured == "full" else "full"
+    favoured, other = favourite(library)
     verdict = (
         f"{validation_rows} validation rows are too few to overrule it (at least {MIN_ROWS_TO_OVERRULE}), so the "
         f"{other} one was not trained"
