@@ -66,11 +66,13 @@ def candidates_are_open(options: TrainOptions) -> bool:
 @dataclass
 class Plan:
     """A run as lyra-train makes it: its options, and where its parts are open and its training sequences share one
-    length, the candidates to train (with the data read to decide); `runs` are what is trained."""
+    length, the candidates to train (with the data read, and whether they are a variant library, to decide); `runs`
+    are what is trained."""
 
     options: TrainOptions
     candidates: dict[str, TrainOptions] | None = None
     dataset: object = None
+    library: LibraryCheck | None = None
 
     @property
     def runs(self) -> dict[str, TrainOptions]:
@@ -88,12 +90,12 @@ def plan_run(options: TrainOptions) -> Plan:
     load_prior(options, dataset, tokenizer)
     if len({len("".join(sequence.split())) for sequence in dataset["train"][SEQUENCE_COLUMN]}) != 1:
         return Plan(options)
-    candidates = candidate_options(options)
+    candidates, library = candidate_options(options), check_library(dataset["train"][SEQUENCE_COLUMN])
     if len(dataset["validation"]) < MIN_ROWS_TO_OVERRULE:
         # Validation this small cannot overrule the data's kind, so the other candidate would be trained for nothing.
-        favoured = favourite(check_library(dataset["train"][SEQUENCE_COLUMN]))[0]
+        favoured = favourite(library)[0]
         candidates = {favoured: dataclasses.replace(candidates[favoured], max_train_minutes=options.max_train_minutes)}
-    return Plan(options, candidates, dataset)
+    return Plan(options, candidates, dataset, library)
 
 
 def train_one(options: TrainOptions) -> str | None:
@@ -132,8 +134,7 @@ def finish_candidates(plan: Plan, started: float) -> str:
     """Once the candidates have trained: keep the one `choose` picks in `OUTPUT_DIR/best/`, and write
     `OUTPUT_DIR/results.json` (the kept run's results, with the choice and its evidence under `components`) and its
     test predictions; the closing line."""
-    options, runs, layout = plan.options, plan.candidates, RunLayout(plan.options.output_dir)
-    library = check_library(plan.dataset["train"][SEQUENCE_COLUMN])
+    options, runs, layout, library = plan.options, plan.candidates, RunLayout(plan.options.output_dir), plan.library
     if len(runs) == 1:
         chosen, evidence = unopposed(library, len(plan.dataset["validation"]))
     else:
