@@ -277,6 +277,12 @@ CASES = [
     Case("train-empty-file", "train", train_case(b""), ("train.csv", "is empty")),
     Case("train-header-only", "train", train_case("sequence,label\n"), ("train.csv", "header", "no rows")),
     Case(
+        "train-repeated-column",
+        "train",
+        train_case("sequence,label,label\n" + "".join(line.strip() + ",0\n" for line in GOOD_LINES)),
+        ("train.csv", "column 'label' appears 2 times"),
+    ),
+    Case(
         "train-binary-file",
         "train",
         train_case(b"\x1f\x8b\x08\x00\xff\xfe" * 40),
@@ -666,6 +672,12 @@ CASES = [
     # lyra-predict: input and output files
     Case("predict-empty-input", "predict", predict_case(b""), ("in.csv", "is empty")),
     Case("predict-header-only-input", "predict", predict_case("sequence\n"), ("in.csv", "no rows")),
+    Case(
+        "predict-repeated-column",
+        "predict",
+        predict_case("name,sequence,name\na,MKTA,b\n"),
+        ("in.csv", "column 'name' appears 2 times"),
+    ),
     Case(
         "predict-binary-input", "predict", predict_case(b"PK\x03\x04\x14\x00\x08\x00\xc3\x28"), ("in.csv", "not UTF-8")
     ),

@@ -4,6 +4,7 @@
 import codecs
 import csv
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,8 +148,23 @@ def check_text_file(path: Path) -> None:
         raise ValueError(
             f"{path} is {kind}, not CSV, TSV or FASTA; write it as a CSV file with a header row (e.g. pandas' to_csv)."
         )
-    if len(lines) == 1 and path.suffix.lower() not in FASTA_SUFFIXES:
+    if path.suffix.lower() in FASTA_SUFFIXES:
+        return
+    if len(lines) == 1:
         raise ValueError(f"{path} has a header ({lines[0].strip()[:80]!r}) but no rows.")
+    check_header(path, next(csv.reader([lines[0]], delimiter=_delimiter(path))))
+
+
+def check_header(path: Path, columns: list[str]) -> None:
+    """Refuse a header that names a column twice: a reader would keep one of the two (or rename one) without a word,
+    and which one a run used could not be told afterwards. Unnamed columns (an index a spreadsheet wrote) are no one's
+    choice, so they may repeat."""
+    counts = Counter(column.strip() for column in columns if column.strip())
+    repeated = [column for column, count in counts.items() if count > 1]
+    if repeated:
+        raise ValueError(
+            f"{path}: column {repeated[0]!r} appears {counts[repeated[0]]} times in the header; name each column once."
+        )
 
 
 def read_table(path: str | Path, fasta: bool | None = None, text_columns: tuple[str, ...] = ()) -> datasets.Dataset:
