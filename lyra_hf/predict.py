@@ -211,7 +211,17 @@ def run(args: argparse.Namespace) -> str:
     # Every row is checked before any is predicted: a bad row near the end of a large file fails in seconds.
     first_row = 1
     for chunk in chunks:
-        check_rows(chunk, args.sequence_column, [], None, where, letters, padding, first_row=first_row)
+        check_rows(
+            chunk,
+            args.sequence_column,
+            [],
+            None,
+            where,
+            letters,
+            padding,
+            first_row=first_row,
+            model_config=models[0].config,
+        )
         first_row += len(chunk[args.sequence_column])
     processes, threads = plan_processes(args.num_processes, args.threads) if args.device == "cpu" else (1, args.threads)
     configure_threads(threads)

@@ -229,6 +229,30 @@ def with_rna_tokenizer(work: Path) -> Path:
     return work / "dna-model"
 
 
+def positional_checkpoint(**lengths) -> Callable[[Path], Path]:
+    """A tiny model with per-position terms (`site_effects_length`, `prior_length`) for 8 residues."""
+
+    def prepare(work: Path) -> Path:
+        torch.manual_seed(0)
+        tokenizer = LyraTokenizer(unknown="error")
+        config = LyraConfig(
+            hidden_size=16, state_size=8, vocab_size=len(tokenizer), alphabet=tokenizer.letters, **lengths
+        )
+        LyraForSequenceRegression(config).save_pretrained(work / "positional")
+        tokenizer.save_pretrained(work / "positional")
+        return work / "positional"
+
+    return prepare
+
+
+def scan_with(prepare: Callable[[Path], Path], sequence: str):
+    def setup(work: Path, run: Path) -> list[str]:
+        model = prepare(work)
+        return ["--model", str(model), "--sequence", sequence, "--output-dir", str(work / "scans"), "--no-figures"]
+
+    return setup
+
+
 def without_tokenizer(work: Path) -> Path:
     folder = save_tiny_checkpoint(work / "no-tokenizer")
     for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -668,6 +692,18 @@ CASES = [
         with_model(without_tokenizer),
         ("no-tokenizer", "holds no tokenizer"),
     ),
+    Case(
+        "predict-longer-than-site-effects",
+        "predict",
+        with_model(positional_checkpoint(site_effects_length=7)),
+        ("row 1", "8 residues", "first 7 positions"),
+    ),
+    Case(
+        "predict-other-length-than-prior",
+        "predict",
+        with_model(positional_checkpoint(prior_length=9)),
+        ("row 1", "8 residues", "wild type of 9 residues"),
+    ),
     Case("predict-model-is-a-file", "predict", predict_case(model="{work}/in.csv"), ("is a file",)),
     # lyra-predict: input and output files
     Case("predict-empty-input", "predict", predict_case(b""), ("in.csv", "is empty")),
@@ -736,6 +772,12 @@ CASES = [
         "scan",
         scan_case(">ok\nMKTA\n>bad\nMK1A\n"),
         ("record 'bad'", "'1' at position 3"),
+    ),
+    Case(
+        "scan-other-length-than-prior",
+        "scan",
+        scan_with(positional_checkpoint(prior_length=8), "MKTAYIA"),
+        ("wild-type sequence", "7 residues", "wild type of 8 residues"),
     ),
     Case("scan-only-padding", "scan", scan_case(sequence="JJJ"), ("only padding characters",)),
     Case(

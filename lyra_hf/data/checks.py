@@ -31,6 +31,25 @@ def _is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def check_length_read(residues: int, config, what: str) -> None:
+    """Refuse a sequence of `residues` (padding characters included: each is a position) that a model's per-position
+    terms cannot read as they were trained. A prior scores substitutions of one wild type, so it reads that length
+    only; site effects hold weights for the first `site_effects_length` positions (the training sequences' length, or
+    with `--site-effects on` the longest), and nothing beyond them. `what` names the sequence (`where: row 3`)."""
+    prior = getattr(config, "prior_length", 0) or 0
+    if prior and residues != prior:
+        raise ValueError(
+            f"{what} is {residues:,} residues long; this model's prior scores substitutions of a wild type of "
+            f"{prior:,} residues, so it reads sequences of that length only."
+        )
+    sites = getattr(config, "site_effects_length", 0) or 0
+    if sites and residues > sites:
+        raise ValueError(
+            f"{what} is {residues:,} residues long; this model's site effects hold weights for the first {sites:,} "
+            "positions only (the training sequences' length), so it cannot read the rest."
+        )
+
+
 def check_rows(
     dataset: datasets.Dataset,
     sequence_column: str,
@@ -41,10 +60,12 @@ def check_rows(
     padding_characters: str,
     max_length: int | None = None,
     first_row: int = 1,
+    model_config=None,
 ) -> None:
     """Raise a `ValueError` with the row number (1-based, from `first_row` for a later chunk of a file) for an empty
     sequence or one of only padding characters, a character outside `alphabet` (when given), a sequence longer than
-    `max_length`, or a bad label (`check_label`; `task`: the labels' task, None without labels)."""
+    `max_length` or of a length `model_config`'s per-position terms cannot read (`check_length_read`), or a bad label
+    (`check_label`; `task`: the labels' task, None without labels)."""
     task = get_task(task) if label_columns else None
     padding = set(padding_characters.upper() + padding_characters.lower())
     allowed = None
@@ -72,6 +93,8 @@ def check_rows(
                 f"{where}: row {row} is {len(compact):,} residues long, over the length limit of {max_length:,}; raise "
                 "it with --max-length (memory grows with batch size times length)."
             )
+        if model_config is not None:
+            check_length_read(len(compact), model_config, f"{where}: row {row}")
         for column, values in labels.items():
             check_label(task, values[row - first_row], column, row, len(compact), where)
 

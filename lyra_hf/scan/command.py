@@ -172,7 +172,7 @@ def scan_jobs(
     for folder, sequence in sequences:
         where = f"record {folder!r}: " if folder else ""
         try:
-            sequence = encode_wild_type(tokenizer, sequence)[0]
+            sequence = encode_wild_type(tokenizer, sequence, models[0].config)[0]
             pairs = parse_positions(args.pairs, len(sequence)) if args.pairs else None
         except ValueError as error:
             raise ValueError(f"{where}{error}") from None

@@ -63,7 +63,7 @@ class WildType:
     def encode(cls, tokenizer, sequence: str, model=None) -> "WildType":
         """`sequence` to scan; with `model`, without the substitutions its prior (if it has one) has no score for,
         which are named in one line on stderr (a prior from an alignment has none where the query has an insertion)."""
-        sequence, ids, mutable = encode_wild_type(tokenizer, sequence)
+        sequence, ids, mutable = encode_wild_type(tokenizer, sequence, getattr(model, "config", None))
         letters = mutant_letters(tokenizer)
         letter_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(letters)))
         replacing = {

@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cpu import WorkerPool, cpu_batch_tokens
+from ..data.checks import check_length_read
 from ..incremental import IncrementalScorer
 from ..tasks import task_of
 
@@ -52,12 +53,14 @@ def mutant_letters(tokenizer) -> str:
     return "".join(letter for letter in tokenizer.letters if letter not in ambiguous)
 
 
-def encode_wild_type(tokenizer, sequence: str) -> tuple[str, torch.Tensor, list[int]]:
+def encode_wild_type(tokenizer, sequence: str, config=None) -> tuple[str, torch.Tensor, list[int]]:
     """The compact sequence, its token ids, and the 0-based positions that can be mutated (padding characters are
-    kept as padding)."""
+    kept as padding); with the model's `config`, a length its per-position terms cannot read is refused."""
     sequence = "".join(sequence.split())
     if not sequence:
         raise ValueError("The wild-type sequence is empty.")
+    if config is not None:
+        check_length_read(len(sequence), config, "The wild-type sequence")
     letters = tokenizer.letters
     padding = getattr(tokenizer, "padding_characters", "")
     for position, character in enumerate(sequence, 1):
