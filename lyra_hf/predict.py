@@ -197,32 +197,31 @@ def check_output(args: argparse.Namespace) -> Path:
     return output
 
 
+def check_input(args: argparse.Namespace, chunks, tokenizer, config, where: str) -> int:
+    """Check every row of the input before any is predicted (a bad row near the end of a large file fails in
+    seconds): its letters, as the tokenizer or `--unknown` says, and its length, as the model's per-position terms
+    read it; the number of rows."""
+    unknown = args.unknown or getattr(tokenizer, "unknown", "error")
+    if unknown == "unk" and hasattr(tokenizer, "unknown"):
+        tokenizer.unknown = "unk"  # --unknown unk over a tokenizer saved to refuse: map, as asked
+    letters = getattr(tokenizer, "letters", None) if unknown == "error" else None
+    padding = getattr(tokenizer, "padding_characters", "")
+    rows = 0
+    for chunk in chunks:
+        check_rows(
+            chunk, args.sequence_column, [], None, where, letters, padding, first_row=rows + 1, model_config=config
+        )
+        rows += len(chunk[args.sequence_column])
+    return rows
+
+
 def run(args: argparse.Namespace) -> str:
     output = check_output(args)
     where = f"input file {args.input}"
     columns, chunks = stream_table(args.input, CHUNK_ROWS)
     check_columns(columns, [args.sequence_column], where)
     tokenizer, models = load_models(args.model, args.revision, args.trust_remote_code)
-    unknown = args.unknown or getattr(tokenizer, "unknown", "error")
-    if unknown == "unk" and hasattr(tokenizer, "unknown"):
-        tokenizer.unknown = "unk"  # --unknown unk over a tokenizer saved to refuse: map, as asked
-    letters = getattr(tokenizer, "letters", None) if unknown == "error" else None
-    padding = getattr(tokenizer, "padding_characters", "")
-    # Every row is checked before any is predicted: a bad row near the end of a large file fails in seconds.
-    first_row = 1
-    for chunk in chunks:
-        check_rows(
-            chunk,
-            args.sequence_column,
-            [],
-            None,
-            where,
-            letters,
-            padding,
-            first_row=first_row,
-            model_config=models[0].config,
-        )
-        first_row += len(chunk[args.sequence_column])
+    rows = check_input(args, chunks, tokenizer, models[0].config, where)
     processes, threads = plan_processes(args.num_processes, args.threads) if args.device == "cpu" else (1, args.threads)
     configure_threads(threads)
     for model in models:
@@ -233,7 +232,7 @@ def run(args: argparse.Namespace) -> str:
     try:
         with (
             atomic_text(output, args.overwrite) as stream,
-            tqdm(total=first_row - 1, unit=" rows", disable=None, desc="lyra-predict") as progress,
+            tqdm(total=rows, unit=" rows", disable=None, desc="lyra-predict") as progress,
             WorkerPool(state, processes) as workers,
         ):
             writer = csv.writer(stream)
@@ -259,10 +258,7 @@ def run(args: argparse.Namespace) -> str:
             f"--output {output} was created by someone else during this run; pass --overwrite to replace it."
         ) from None
     seconds = time.perf_counter() - started
-    return (
-        f"lyra-predict: wrote {output} ({first_row - 1:,} rows in {seconds:.1f} s, {(first_row - 1) / seconds:,.0f} "
-        "rows/s)"
-    )
+    return f"lyra-predict: wrote {output} ({rows:,} rows in {seconds:.1f} s, {rows / seconds:,.0f} rows/s)"
 
 
 def main(argv=None) -> int:

@@ -238,6 +238,44 @@ def substitution_type_library(tmp_path, rows=(120, 80, 400)):
     ), wild
 
 
+def test_training_gives_the_started_head_back_so_the_network_learns_from_the_first_step(tmp_path):
+    """A model started from the linear fit has its pooled head zeroed, so that epoch 0 is the fit itself; a zero
+    head passes the network no gradient. `release_head`, which training calls once epoch 0 is validated, restores the
+    head's initial weights (those `start_model` returns), and the network's first gradient is then not zero."""
+    from types import SimpleNamespace
+
+    import torch
+    from accelerate import Accelerator
+
+    from lyra_hf import LyraConfig, LyraForSequenceRegression, LyraTokenizer
+    from lyra_hf.training.components import Components
+    from lyra_hf.training.loop import release_head
+    from lyra_hf.training.setup import start_model
+
+    train, validation, test = variant_files(tmp_path)
+    dataset = load_sequence_dataset(train, validation_file=validation, test_file=test)
+    tokenizer = LyraTokenizer()
+    torch.manual_seed(0)
+    model = LyraForSequenceRegression(
+        LyraConfig(hidden_size=16, state_size=8, vocab_size=len(tokenizer), site_effects_length=12, dropout=0.0)
+    )
+    initial = model.score.weight.detach().clone()
+    arguments = (TASKS["regression"], dataset, tokenizer.letters, ["label"], "spearmanr", 0)
+    start, head = start_model(model, arguments, tokenizer, Components(12, False, {}))
+    assert start is not None and torch.equal(head, initial) and not model.score.weight.any()
+    batch = tokenizer(list(dataset["train"]["sequence"][:32]), return_tensors="pt")
+    labels = torch.tensor(dataset["train"]["labels"][:32])
+
+    def embedding_gradient() -> torch.Tensor:
+        model.zero_grad()
+        model(**batch, labels=labels).loss.backward()
+        return model.lyra.embeddings.weight.grad.abs().sum()
+
+    assert embedding_gradient() == 0
+    release_head(Accelerator(cpu=True), SimpleNamespace(model=model, start_head=head))
+    assert torch.equal(model.score.weight, initial) and embedding_gradient() > 0
+
+
 def test_shared_substitution_effects_are_the_substitution_types_and_the_count_of_each_variant(tmp_path):
     """The fit with shared substitutions sees, besides the one-hot columns, how often each variant carries each
     substitution type (the library's most frequent letter at a position, to another) and how many substitutions it

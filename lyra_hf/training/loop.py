@@ -52,6 +52,7 @@ class RunParts:
     ema: object = None
     baseline: dict | None = None  # the one-hot baseline's record, when the run fitted it while setting up
     start: dict | None = None  # the linear fit the site effects start from (its name and how it was chosen): epoch 0
+    start_head: torch.Tensor | None = None  # the pooled head's initial weights, zeroed for epoch 0 (`release_head`)
     components: dict | None = None  # a new model's optional parts, what was chosen and why (`components.py`)
     started: float = 0.0  # when the run started (`time.time()`): --max-train-minutes counts from there
     eval_orders: dict = field(
@@ -210,6 +211,15 @@ class EpochTrainer:
         return loss_sum, batches
 
 
+def release_head(accelerator, parts: RunParts) -> None:
+    """Once epoch 0 (the linear start itself) is validated, give the pooled head its initial weights back. Zeroed, it
+    passes the network no gradient; on variant libraries the network then learned next to nothing for the first half
+    of a run or more, and ended below the plain architecture (BENCHMARKS.md, "A head the network can learn through")."""
+    if parts.start_head is not None:
+        with torch.no_grad():
+            accelerator.unwrap_model(parts.model).score.weight.copy_(parts.start_head)
+
+
 def fit(
     options: TrainOptions, accelerator, parts: RunParts, state: dict, output_dir: Path, hooks: RunHooks = RunHooks()
 ) -> None:
@@ -226,6 +236,7 @@ def fit(
         # on it, validation keeps it (epoch 0).
         validation_started = time.monotonic()
         checkpoints.keep_if_best(validate(options, accelerator, parts, state, 0, None))
+        release_head(accelerator, parts)
         trainer.budget.validated(time.monotonic() - validation_started)
         trainer.budget.epoch_ended(time.monotonic() - validation_started)
     while state["steps"] < parts.schedule.steps and not patience_ran_out(options, state):

@@ -156,7 +156,9 @@ def prepare_run(
     # Fitted before training, so that --max-train-minutes counts them.
     fit_baselines = accelerator.is_main_process and not options.no_baseline
     baseline, baseline_outputs = baselines(options, fit_arguments, prior_scores) if fit_baselines else (None, {})
-    start = start_model(model, fit_arguments, tokenizer, components, prior_scores) if new_model else None
+    start, start_head = (
+        start_model(model, fit_arguments, tokenizer, components, prior_scores) if new_model else (None, None)
+    )
     loaders = build_loaders(tokenized, share.batch_size, options, tokenizer)
     optimizer = build_optimizer(model, options, accelerator.device)
     steps_per_epoch = math.ceil(len(loaders["train"]) / accelerator.num_processes / options.gradient_accumulation_steps)
@@ -172,7 +174,8 @@ def prepare_run(
     parts = (TASKS[options.task], tokenizer, names, dataset, model, optimizer, scheduler, schedule, train_loader)
     return RunParts(
         *parts, dict(zip(evaluation, eval_loaders)), steps_per_epoch, share.batch_size, ema, baseline,
-        baseline_outputs=baseline_outputs, start=start, components=components.record if new_model else None,
+        baseline_outputs=baseline_outputs, start=start, start_head=start_head,
+        components=components.record if new_model else None,
         started=share.started, eval_orders=orders,
     )  # fmt: skip
 

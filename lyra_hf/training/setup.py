@@ -191,8 +191,9 @@ def start_global_epistasis(curve, latent: np.ndarray, targets: np.ndarray) -> No
 def start_from_baseline(model, fit: BaselineFit, tokenizer) -> None:
     """Set the model's site effects to a linear fit's weights per position and letter (`fit_baseline`, one-hot or with
     shared substitutions) and its pooled head to output the fit's intercept, so that training starts from the fit's
-    predictions (exactly, or through the global-epistasis curve fitted to them) and learns what they miss. A binary
-    logistic fit gives the second class's logit, the first's staying 0."""
+    predictions (exactly, or through the global-epistasis curve fitted to them: the head's weights are zeroed, so the
+    network adds nothing yet) and learns what they miss. A binary logistic fit gives the second class's logit, the
+    first's staying 0."""
     coefficients = fit.site_coefficients
     intercept = np.atleast_1d(fit.estimator.intercept_)
     if coefficients.shape[0] == 1 and model.config.num_labels == 2:
@@ -220,24 +221,29 @@ def start_from_baseline(model, fit: BaselineFit, tokenizer) -> None:
         start_global_epistasis(model.global_epistasis, fit.train_outputs, fit.train_targets)
 
 
-def start_model(model, fit_arguments: tuple, tokenizer, components, prior: dict | None = None) -> dict | None:
+def start_model(
+    model, fit_arguments: tuple, tokenizer, components, prior: dict | None = None
+) -> tuple[dict | None, torch.Tensor | None]:
     """Start a new model's site effects (and a prior's weight) from the linear fit `fit_start` chooses (every process
     fits it: the same start everywhere), or without site effects, a prior's weight and the intercept from a linear fit
-    of the labels to the prior alone, or a curve at the training labels' range; the start's record (None without site
-    effects), also in `components.record` (`components.Components`). `prior`: each split's prior scores."""
+    of the labels to the prior alone, or a curve at the training labels' range. Returns the start's record (None
+    without site effects), also in `components.record` (`components.Components`), and the pooled head's initial
+    weights, which `start_from_baseline` zeroes and training takes back (`loop.release_head`). `prior`: each split's
+    prior scores."""
     task, dataset = fit_arguments[0], fit_arguments[1]
     if model.config.site_effects_length:
         start_fit = fit_start(*fit_arguments, prior=prior)
+        head = model.score.weight.detach().clone()
         start_from_baseline(model, start_fit, tokenizer)
         components.record["start"] = {key: start_fit.record[key] for key in ("name", "regularisation", "chosen_on")}
-        return components.record["start"]
+        return components.record["start"], head
     if not task.numeric_labels:
-        return None
+        return None, None
     labels = np.asarray(dataset["train"][LABELS_COLUMN], dtype=np.float64).reshape(len(dataset["train"]), -1)
     latent = start_prior_alone(model, prior["train"], labels) if model.prior is not None else np.zeros_like(labels)
     if model.config.global_epistasis:
         start_global_epistasis(model.global_epistasis, latent, labels)
-    return None
+    return None, None
 
 
 def start_prior_alone(model, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
